@@ -1,0 +1,324 @@
+/*
+ * args.c -- futures inside a run's arguments.  At submit the arguments are
+ * searched (plain tables too, to any depth; tables with a metatable are not)
+ * and every future found becomes an input of the run.  When the inputs are
+ * final the arguments are resolved: each future is replaced by its first
+ * result, and a table holding futures by a copy holding results.
+ *
+ * The wrappers quote (pass unsearched), allow_failure (start even if that
+ * upstream fails, receiving its error) and unmapped (same value for every
+ * run of a map) are one-element tables with their own metatables.
+ */
+#include "binding.h"
+
+/* Where the futures found go: straight into a run's inputs, or into a
+ * collector table {future, allow_failure, ...} to be added to many runs. */
+typedef struct scan_target {
+  mf_run *run;
+  int collector; /* stack index, or 0 */
+  int collected;
+  int seen; /* stack index of the table of searched tables, or 0 */
+} scan_target;
+
+static void add_input(lua_State *L, scan_target *t, int idx, int allow) {
+  mfl_future *f = lua_touserdata(L, idx);
+  if (t->run) {
+    if (mf_run_add_input(t->run, f->run, allow) != 0)
+      luaL_error(L, "moonflow: out of memory");
+    return;
+  }
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, t->collector, ++t->collected);
+  lua_pushboolean(L, allow);
+  lua_rawseti(L, t->collector, ++t->collected);
+}
+
+static int scan(lua_State *L, int idx, scan_target *t, int depth);
+
+static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
+  if (mfl_is_kind(L, idx, &mfl_key_list_mt)) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, i);
+      if (mfl_to_future(L, -1))
+        add_input(L, t, lua_gettop(L), 0);
+      lua_pop(L, 1);
+    }
+    return 1;
+  }
+  if (mfl_is_kind(L, idx, &mfl_key_allow_mt)) {
+    lua_rawgeti(L, idx, 1);
+    if (mfl_to_future(L, -1))
+      add_input(L, t, lua_gettop(L), 1);
+    else
+      scan(L, lua_gettop(L), t, depth + 1);
+    lua_pop(L, 1);
+    return 1;
+  }
+  if (mfl_is_kind(L, idx, &mfl_key_quote_mt))
+    return 1;
+  if (mfl_is_kind(L, idx, &mfl_key_unmapped_mt)) {
+    lua_rawgeti(L, idx, 1);
+    scan(L, lua_gettop(L), t, depth + 1);
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0; /* someone else's metatable: passed as it is */
+}
+
+static int scan_table(lua_State *L, int idx, scan_target *t, int depth) {
+  if (depth > 200)
+    return mfl_raise(L, "UsageError",
+                     "argument tables nest deeper than 200 levels");
+  if (!t->seen) {
+    lua_newtable(L);
+    t->seen = lua_gettop(L);
+    /* The seen table stays on the stack until the outermost scan ends. */
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, t->seen) != LUA_TNIL) {
+    int found = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return found;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushboolean(L, 0);
+  lua_rawset(L, t->seen);
+  int found = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    found |= scan(L, lua_gettop(L), t, depth + 1);
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, idx);
+  lua_pushboolean(L, found);
+  lua_rawset(L, t->seen);
+  return found;
+}
+
+static int scan(lua_State *L, int idx, scan_target *t, int depth) {
+  switch (lua_type(L, idx)) {
+  case LUA_TUSERDATA:
+    if (!mfl_to_future(L, idx))
+      return 0;
+    add_input(L, t, idx, 0);
+    return 1;
+  case LUA_TTABLE:
+    if (lua_getmetatable(L, idx)) {
+      lua_pop(L, 1);
+      return scan_wrapper(L, idx, t, depth);
+    }
+    return scan_table(L, idx, t, depth);
+  default:
+    return 0;
+  }
+}
+
+int mfl_scan_arg(lua_State *L, int idx, mf_run *run) {
+  int type = lua_type(L, idx);
+  if (type != LUA_TTABLE && type != LUA_TUSERDATA)
+    return 0; /* the fast path: numbers, strings, ... */
+  int top = lua_gettop(L);
+  scan_target t = {run, 0, 0, 0};
+  int found = scan(L, lua_absindex(L, idx), &t, 0);
+  lua_settop(L, top);
+  return found;
+}
+
+/* Scans the value at idx into a new collector table (pushed); returns
+ * whether it needs resolving. */
+int mfl_scan_collect(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  int top = lua_gettop(L);
+  scan_target t = {NULL, top, 0, 0};
+  int found = scan(L, idx, &t, 0);
+  lua_settop(L, top);
+  return found;
+}
+
+/* Adds the futures of a collector table (at idx) as inputs of run. */
+void mfl_add_collected(lua_State *L, int idx, mf_run *run) {
+  lua_Integer n = luaL_len(L, idx);
+  for (lua_Integer i = 1; i < n; i += 2) {
+    lua_rawgeti(L, idx, i);
+    lua_rawgeti(L, idx, i + 1);
+    mfl_future *f = lua_touserdata(L, -2);
+    if (mf_run_add_input(run, f->run, lua_toboolean(L, -1)) != 0)
+      luaL_error(L, "moonflow: out of memory");
+    lua_pop(L, 2);
+  }
+}
+
+/* {====== Resolution ====== */
+
+static void resolve(lua_State *L, int memo);
+
+/* Stands for nil among the changed values (a table cannot hold nil). */
+static const char nil_marker = 0;
+
+/* Replaces the plain table on top by a copy with resolved values, if any
+ * value changes; memo maps tables to their replacements (cycles, sharing). */
+static void resolve_table(lua_State *L, int memo) {
+  int t = lua_gettop(L);
+  lua_pushvalue(L, t);
+  if (lua_rawget(L, memo) != LUA_TNIL) {
+    lua_replace(L, t);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, t);
+  lua_pushvalue(L, t);
+  lua_rawset(L, memo); /* provisional: a cycle sees the original */
+  lua_newtable(L);
+  int changes = lua_gettop(L);
+  int changed = 0;
+  lua_pushnil(L);
+  while (lua_next(L, t)) { /* key value */
+    lua_pushvalue(L, -1);
+    resolve(L, memo); /* key value resolved */
+    if (lua_rawequal(L, -1, -2)) {
+      lua_pop(L, 2);
+      continue;
+    }
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlightuserdata(L, (void *)&nil_marker);
+    }
+    lua_pushvalue(L, -3);
+    lua_insert(L, -2);
+    lua_rawset(L, changes); /* key value */
+    lua_pop(L, 1);
+    changed = 1;
+  }
+  if (changed) {
+    lua_newtable(L);
+    int copy = lua_gettop(L);
+    for (int source = t; source; source = source == t ? changes : 0) {
+      lua_pushnil(L);
+      while (lua_next(L, source)) {
+        if (lua_touserdata(L, -1) == &nil_marker) {
+          lua_pop(L, 1);
+          lua_pushnil(L);
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, copy);
+      }
+    }
+    lua_pushvalue(L, t);
+    lua_pushvalue(L, copy);
+    lua_rawset(L, memo);
+    lua_replace(L, t);
+  }
+  lua_settop(L, t);
+}
+
+static void resolve(lua_State *L, int memo) {
+  int top = lua_gettop(L);
+  switch (lua_type(L, top)) {
+  case LUA_TUSERDATA:
+    if (mfl_to_future(L, top)) {
+      mfl_push_results(L, top, 0, 1);
+      lua_replace(L, top);
+    }
+    return;
+  case LUA_TTABLE:
+    break;
+  default:
+    return;
+  }
+  if (!lua_getmetatable(L, top))
+    return resolve_table(L, memo);
+  lua_pop(L, 1);
+  if (mfl_is_kind(L, top, &mfl_key_list_mt)) {
+    /* A FutureList stands for the array of its runs' first results. */
+    lua_Integer n = (lua_Integer)lua_rawlen(L, top);
+    lua_createtable(L, (int)n, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, top, i);
+      if (mfl_to_future(L, -1)) {
+        mfl_push_results(L, lua_gettop(L), 0, 1);
+        lua_remove(L, -2);
+      }
+      lua_rawseti(L, -2, i);
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
+    lua_replace(L, top);
+  } else if (mfl_is_kind(L, top, &mfl_key_quote_mt)) {
+    lua_rawgeti(L, top, 1);
+    lua_replace(L, top);
+  } else if (mfl_is_kind(L, top, &mfl_key_allow_mt) ||
+             mfl_is_kind(L, top, &mfl_key_unmapped_mt)) {
+    lua_rawgeti(L, top, 1);
+    resolve(L, memo);
+    lua_replace(L, top);
+  }
+}
+
+void mfl_resolve_value(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  int memo = lua_gettop(L);
+  lua_pushvalue(L, idx);
+  resolve(L, memo);
+  lua_replace(L, idx);
+  lua_settop(L, memo - 1);
+}
+
+/* core.resolve(value) -> value with its final futures replaced by results
+ * (used for what a flow returns) */
+static int l_resolve(lua_State *L) {
+  lua_settop(L, 1);
+  mfl_resolve_value(L, 1);
+  return 1;
+}
+
+/* }====== */
+
+/* {====== Wrappers ====== */
+
+static int wrap(lua_State *L, const char *key) {
+  lua_settop(L, 1);
+  lua_createtable(L, 1, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int l_quote(lua_State *L) { return wrap(L, &mfl_key_quote_mt); }
+static int l_unmapped(lua_State *L) { return wrap(L, &mfl_key_unmapped_mt); }
+static int l_allow_failure(lua_State *L) {
+  if (!mfl_to_future(L, 1))
+    return mfl_raise(L, "UsageError",
+                     "allow_failure expects a Future, got %s",
+                     luaL_typename(L, 1));
+  return wrap(L, &mfl_key_allow_mt);
+}
+
+static void new_wrapper_mt(lua_State *L, const char *key, const char *name) {
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+void mfl_open_args(lua_State *L) {
+  new_wrapper_mt(L, &mfl_key_quote_mt, "moonflow.quote");
+  new_wrapper_mt(L, &mfl_key_unmapped_mt, "moonflow.unmapped");
+  new_wrapper_mt(L, &mfl_key_allow_mt, "moonflow.allow_failure");
+  lua_pushcfunction(L, l_quote);
+  lua_setfield(L, -2, "quote");
+  lua_pushcfunction(L, l_unmapped);
+  lua_setfield(L, -2, "unmapped");
+  lua_pushcfunction(L, l_allow_failure);
+  lua_setfield(L, -2, "allow_failure");
+  lua_pushcfunction(L, l_resolve);
+  lua_setfield(L, -2, "resolve");
+}
+
+/* }====== */

@@ -1,0 +1,133 @@
+/*
+ * binding.h -- internals shared by the files of the Lua module.
+ *
+ * Every run created from Lua has a Future userdata (mfl_future) that points
+ * at the engine's mf_run, and an mfl_run in the run's body memory.  The Lua
+ * values of a run live in the Future's user values; while the engine holds
+ * the run, the Future is pinned in the pins table, so those values outlive
+ * every Lua reference the user drops.
+ */
+#ifndef MFL_BINDING_H
+#define MFL_BINDING_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "moonflow.h"
+
+#define MFL_INTERNAL __attribute__((visibility("hidden")))
+
+/* The user values of a Future userdata. */
+enum {
+  MFL_UV_TASK = 1, /* the Task it runs (pins the task's name and function) */
+  MFL_UV_ARGS,     /* before start: the argument, or a packed table */
+  MFL_UV_CO,       /* while running: the coroutine */
+  MFL_UV_RESULT,   /* once final: the result, a packed table, or the error */
+  MFL_UV_INFO,     /* failed: { traceback = ..., message = ... } */
+  MFL_NUV = MFL_UV_INFO
+};
+
+/* Registry keys (their addresses are the keys). */
+MFL_INTERNAL extern const char mfl_key_state, mfl_key_pins, mfl_key_pool;
+MFL_INTERNAL extern const char mfl_key_future_mt, mfl_key_list_mt,
+    mfl_key_task_mt, mfl_key_state_mt, mfl_key_error_mt, mfl_key_unmapped_mt,
+    mfl_key_quote_mt, mfl_key_allow_mt;
+
+/* One per lua_State: the module's engine. */
+typedef struct mfl_state {
+  mf_engine *engine;
+  lua_State *L;         /* the main thread: the only state entering Lua */
+  int closed;           /* the engine is gone: no Lua entry any more */
+  int callback_depth;   /* Lua callbacks executing (done callbacks) */
+  int pool_size;        /* coroutines in the pool */
+  mf_wake_reason last_wake; /* how the last top-level wait ended */
+} mfl_state;
+
+typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
+
+/* The body of a run created from Lua. */
+typedef struct mfl_run {
+  mfl_state *S;
+  int pin;          /* ref in the pins table while held, else LUA_NOREF */
+  lua_State *co;    /* the coroutine while the body runs, else NULL */
+  int nargs;        /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
+  int nresults;     /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
+  unsigned char kind;
+  unsigned char needs_resolve; /* arguments hold futures or wrappers */
+  unsigned char box_alive;     /* the Future userdata exists */
+  unsigned char has_outcome;   /* a flow chose its final state */
+  unsigned char parked;        /* the last yield parked through the API */
+  mf_state_type outcome_type;
+  mf_state_name outcome_name;
+} mfl_run;
+
+typedef struct mfl_future {
+  mf_run *run; /* one reference, dropped by __gc */
+} mfl_future;
+
+/* A Task (or Flow) definition. */
+typedef struct mfl_task {
+  uint64_t runs; /* runs created: the n of "<name>-<n>" */
+  unsigned char is_flow;
+} mfl_task;
+/* Task user values: 1 function, 2 name (string), 3 options table. */
+enum { MFL_TASK_UV_FN = 1, MFL_TASK_UV_NAME, MFL_TASK_UV_OPTS, MFL_TASK_NUV };
+
+/* module.c */
+MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
+MFL_INTERNAL void mfl_push_future_of(lua_State *L, mf_run *run);
+MFL_INTERNAL mfl_future *mfl_to_future(lua_State *L, int idx);
+MFL_INTERNAL mfl_future *mfl_check_future(lua_State *L, int idx);
+MFL_INTERNAL mf_run *mfl_current_run(lua_State *L, mfl_state *S);
+MFL_INTERNAL int mfl_is_kind(lua_State *L, int idx, const char *key);
+MFL_INTERNAL mfl_future *mfl_new_future(lua_State *L, mfl_state *S,
+                                        mfl_kind kind, int task_idx);
+MFL_INTERNAL int mfl_run_name(lua_State *L, mf_run *run);
+MFL_INTERNAL void mfl_report(mfl_state *S, const char *what, const char *msg);
+
+/* errors.c */
+MFL_INTERNAL int mfl_push_error(lua_State *L, const char *kind,
+                                const char *fmt, ...);
+MFL_INTERNAL int mfl_raise(lua_State *L, const char *kind, const char *fmt,
+                           ...);
+MFL_INTERNAL void mfl_open_errors(lua_State *L);
+
+/* wait.c: waiting from Lua, in a run or at top level. */
+typedef int (*mfl_continuation)(lua_State *L, int status, lua_KContext ctx);
+MFL_INTERNAL int mfl_wait(lua_State *L, mf_run *const *targets, size_t n,
+                          mf_wait_mode mode, double timeout,
+                          lua_KContext ctx, mfl_continuation k);
+MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
+/* In a continuation: how the wait ended (MF_WAKE_DONE or MF_WAKE_TIMEOUT);
+ * raises Deadlock when the engine found the wait could never end. */
+MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L);
+MFL_INTERNAL void mfl_open_wait(lua_State *L);
+
+/* future.c */
+/* Pushes the results of the final run of the Future at idx: all of them,
+ * or only the first.  A run that did not complete raises its error (or
+ * pushes it, when raise is 0). */
+MFL_INTERNAL int mfl_push_results(lua_State *L, int idx, int raise,
+                                  int first_only);
+MFL_INTERNAL void mfl_open_future(lua_State *L);
+
+/* state.c */
+/* The current State, or every State so far, of the Future at idx. */
+MFL_INTERNAL void mfl_push_state(lua_State *L, int idx);
+MFL_INTERNAL void mfl_push_history(lua_State *L, int idx);
+MFL_INTERNAL void mfl_open_state(lua_State *L);
+
+/* args.c */
+MFL_INTERNAL int mfl_scan_arg(lua_State *L, int idx, mf_run *run);
+MFL_INTERNAL int mfl_scan_collect(lua_State *L, int idx);
+MFL_INTERNAL void mfl_add_collected(lua_State *L, int idx, mf_run *run);
+MFL_INTERNAL void mfl_resolve_value(lua_State *L, int idx);
+MFL_INTERNAL void mfl_open_args(lua_State *L);
+
+/* flow.c */
+MFL_INTERNAL void mfl_open_flow(lua_State *L);
+
+/* task.c */
+MFL_INTERNAL void mfl_open_task(lua_State *L);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * flow.c -- the primitives the flow body (lua/moonflow/flow.lua) is built
+ * from: waiting for and cancelling the runs a flow started, reading its
+ * unhandled failures, and choosing its final state.
+ */
+#include "binding.h"
+
+/* The run executing L, or a UsageError naming the primitive. */
+static mf_run *need_run(lua_State *L, mfl_state *S, const char *what) {
+  mf_run *run = mfl_current_run(L, S);
+  if (!run)
+    mfl_raise(L, "UsageError", "%s can only be called inside a run", what);
+  return run;
+}
+
+static int wait_children_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  mfl_wait_outcome(L);
+  return 0;
+}
+
+/* core.wait_children(): parks until every run the current run started is
+ * final. */
+static int l_wait_children(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "wait_children");
+  mfl_run *lr = mf_run_body(run);
+  mf_run_wait_children(run);
+  lr->parked = 1;
+  return lua_yieldk(L, 0, 0, wait_children_k);
+}
+
+/* core.cancel_children(): cancels what the current run started. */
+static int l_cancel_children(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run_cancel_children(need_run(L, S, "cancel_children"));
+  return 0;
+}
+
+/* core.unhandled() -> count, future of the oldest unhandled failure */
+static int l_unhandled(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "unhandled");
+  mf_run *first = NULL;
+  size_t n = mf_run_unhandled(S->engine, run, &first);
+  lua_pushinteger(L, (lua_Integer)n);
+  if (!first)
+    return 1;
+  mfl_push_future_of(L, first);
+  return 2;
+}
+
+static mf_state_type type_from_string(lua_State *L, int idx) {
+  static const char *const names[] = {"PENDING",   "SCHEDULED", "RUNNING",
+                                      "COMPLETED", "FAILED",    "CRASHED",
+                                      "CANCELLED", NULL};
+  return (mf_state_type)luaL_checkoption(L, idx, NULL, names);
+}
+
+static mf_state_name name_from_string(lua_State *L, int idx) {
+  static const char *const names[] = {
+      "Pending",   "Scheduled",     "Running",  "Completed",
+      "Failed",    "Retrying",      "AwaitingRetry", "NotReady",
+      "TimedOut",  "Cached",        "Cancelled", "Crashed", NULL};
+  return (mf_state_name)luaL_checkoption(L, idx, NULL, names);
+}
+
+/* core.set_outcome(type, name, message?, traceback?): the final state the
+ * current run takes when its body ends. */
+static int l_set_outcome(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "set_outcome");
+  mfl_run *lr = mf_run_body(run);
+  lr->outcome_type = type_from_string(L, 1);
+  lr->outcome_name = name_from_string(L, 2);
+  lr->has_outcome = 1;
+  if (lua_isnoneornil(L, 3) && lua_isnoneornil(L, 4))
+    return 0;
+  mfl_push_future_of(L, run);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "message");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "traceback");
+  lua_setiuservalue(L, -2, MFL_UV_INFO);
+  return 0;
+}
+
+/* core.current() -> the Future of the current run, or nil */
+static int l_current(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = mfl_current_run(L, S);
+  if (!run)
+    return 0;
+  mfl_push_future_of(L, run);
+  return 1;
+}
+
+/* core.mark_handled(future) */
+static int l_mark_handled(lua_State *L) {
+  mf_run *run = mfl_check_future(L, 1)->run;
+  if (mf_run_is_final(run))
+    mf_run_mark_handled(run);
+  return 0;
+}
+
+/* core.is_future(v), core.is_future_list(v), core.is_task(v) */
+static int l_is_future(lua_State *L) {
+  lua_pushboolean(L, mfl_to_future(L, 1) != NULL);
+  return 1;
+}
+
+static int l_is_future_list(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE &&
+                         mfl_is_kind(L, 1, &mfl_key_list_mt));
+  return 1;
+}
+
+static int l_is_task(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TUSERDATA &&
+                         mfl_is_kind(L, 1, &mfl_key_task_mt));
+  return 1;
+}
+
+/* core.unhandled_root() -> array of the Futures of unhandled failures of
+ * runs outside any flow; forgets them (they are being reported). */
+static void push_each(mf_run *run, void *data) {
+  lua_State *L = data;
+  mfl_push_future_of(L, run);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+static int l_unhandled_root(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  lua_newtable(L);
+  mf_run_each_unhandled(S->engine, NULL, push_each, L);
+  mf_run_clear_unhandled(S->engine, NULL);
+  return 1;
+}
+
+/* core.live() -> number of runs not final */
+static int l_live(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  lua_pushinteger(L, (lua_Integer)mf_engine_live_runs(S->engine));
+  return 1;
+}
+
+static const luaL_Reg flow_functions[] = {
+    {"wait_children", l_wait_children},
+    {"cancel_children", l_cancel_children},
+    {"unhandled", l_unhandled},
+    {"unhandled_root", l_unhandled_root},
+    {"set_outcome", l_set_outcome},
+    {"current", l_current},
+    {"mark_handled", l_mark_handled},
+    {"is_future", l_is_future},
+    {"is_future_list", l_is_future_list},
+    {"is_task", l_is_task},
+    {"live", l_live},
+    {NULL, NULL}};
+
+void mfl_open_flow(lua_State *L) { luaL_setfuncs(L, flow_functions, 0); }

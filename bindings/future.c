@@ -1,0 +1,423 @@
+/*
+ * future.c -- Future and FutureList: waiting for runs, reading their results
+ * and errors, cancelling them, done callbacks.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "binding.h"
+
+/* {====== Results ====== */
+
+static int push_engine_error(lua_State *L, mf_run *run) {
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  switch (mf_run_error_code(run)) {
+  case MF_EDEADLK:
+    return mfl_push_error(L, "Deadlock",
+                          "run %s waited for inputs that can never finish",
+                          name);
+  default:
+    return mfl_push_error(L, "Crashed", "run %s crashed: %s", name,
+                          mf_strerror(mf_run_error_code(run)));
+  }
+}
+
+/* Pushes the error value of a final run that did not complete. */
+static int push_failure(lua_State *L, mf_run *run) {
+  char name[256], cause[256];
+  mf_run_name(run, name, sizeof name);
+  if (mf_run_state_name(run) == MF_NAME_NOT_READY) {
+    mf_run *up = mf_run_cause(run);
+    mf_run_name(up, cause, sizeof cause);
+    return mfl_push_error(L, "UpstreamFailed",
+                          "run %s did not start: upstream run %s ended %s",
+                          name, cause,
+                          mf_state_name_string(mf_run_state_name(up)));
+  }
+  if (mf_run_state_type(run) == MF_CANCELLED)
+    return mfl_push_error(L, "Cancelled", "run %s was cancelled", name);
+  if (mf_run_error_code(run))
+    return push_engine_error(L, run);
+  return 0; /* the caller reads the stored error */
+}
+
+int mfl_push_results(lua_State *L, int idx, int raise, int first_only) {
+  mf_run *run = mfl_check_future(L, idx)->run;
+  mfl_run *lr = mf_run_body(run);
+  mf_run_mark_handled(run);
+  if (mf_run_state_type(run) != MF_COMPLETED) {
+    if (!push_failure(L, run))
+      lua_getiuservalue(L, idx, MFL_UV_RESULT);
+    return raise ? lua_error(L) : 1;
+  }
+  if (lr->nresults == 0) {
+    if (!first_only)
+      return 0;
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_getiuservalue(L, idx, MFL_UV_RESULT);
+  if (lr->nresults == 1)
+    return 1;
+  int table = lua_gettop(L);
+  if (first_only) {
+    lua_rawgeti(L, table, 1);
+    lua_remove(L, table);
+    return 1;
+  }
+  lua_getfield(L, table, "n");
+  int n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n, "too many results");
+  for (int i = 1; i <= n; i++)
+    lua_rawgeti(L, table, i);
+  lua_remove(L, table);
+  return n;
+}
+
+/* }====== */
+
+/* {====== Future methods ====== */
+
+static mf_run *check_run(lua_State *L, int idx) {
+  return mfl_check_future(L, idx)->run;
+}
+
+static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lua_pushboolean(L, mfl_wait_outcome(L) == MF_WAKE_DONE);
+  return 1;
+}
+
+static int future_wait(lua_State *L) {
+  mf_run *run = check_run(L, 1);
+  double timeout = mfl_opt_timeout(L, 2);
+  if (mf_run_is_final(run)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_settop(L, 2);
+  return mfl_wait(L, &run, 1, MF_WAIT_ALL, timeout, 0, future_wait_k);
+}
+
+static int future_result_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  mf_run *run = check_run(L, 1);
+  if (mfl_wait_outcome(L) == MF_WAKE_TIMEOUT || !mf_run_is_final(run)) {
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    return mfl_raise(L, "Timeout", "run %s did not finish within %g s", name,
+                     lua_tonumber(L, 2));
+  }
+  int raise = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
+  lua_settop(L, 1);
+  return mfl_push_results(L, 1, raise, 0);
+}
+
+static int future_result(lua_State *L) {
+  mf_run *run = check_run(L, 1);
+  double timeout = mfl_opt_timeout(L, 2);
+  lua_settop(L, 3);
+  if (mf_run_is_final(run))
+    return future_result_k(L, LUA_OK, 0);
+  return mfl_wait(L, &run, 1, MF_WAIT_ALL, timeout, 0, future_result_k);
+}
+
+static int future_state(lua_State *L) {
+  mf_run *run = check_run(L, 1);
+  if (mf_run_is_final(run))
+    mf_run_mark_handled(run);
+  mfl_push_state(L, 1);
+  return 1;
+}
+
+static int future_history(lua_State *L) {
+  mfl_push_history(L, 1);
+  return 1;
+}
+
+static int future_done(lua_State *L) {
+  lua_pushboolean(L, mf_run_is_final(check_run(L, 1)));
+  return 1;
+}
+
+static int future_cancel(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = check_run(L, 1);
+  int cancelled = mf_run_cancel(run);
+  if (cancelled && mfl_current_run(L, S) == run) {
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    return mfl_raise(L, "Cancelled", "run %s was cancelled", name);
+  }
+  lua_pushboolean(L, cancelled);
+  return 1;
+}
+
+/* Calls fn(future) from the scheduler; a raising callback is reported. */
+static void call_done_callback(mfl_state *S, int fn_ref, mf_run *run) {
+  lua_State *L = S->L;
+  int top = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  lua_rawgeti(L, -1, fn_ref);
+  luaL_unref(L, -2, fn_ref);
+  mfl_push_future_of(L, run);
+  mf_run_mark_handled(run);
+  S->callback_depth++;
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+    mfl_report(S, "error in a done callback", luaL_tolstring(L, -1, NULL));
+  S->callback_depth--;
+  lua_settop(L, top);
+}
+
+static void on_done(mf_run *run, void *data) {
+  mfl_run *lr = mf_run_body(run);
+  if (lr->S->closed)
+    return;
+  call_done_callback(lr->S, (int)(intptr_t)data, run);
+}
+
+static int future_add_done_callback(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = check_run(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (mf_run_is_final(run)) {
+    mf_run_mark_handled(run);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    S->callback_depth++;
+    int status = lua_pcall(L, 1, 0, 0);
+    S->callback_depth--;
+    if (status != LUA_OK)
+      return lua_error(L);
+    return 0;
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  lua_pushvalue(L, 2);
+  int ref = luaL_ref(L, -2);
+  if (mf_run_on_done(run, on_done, (void *)(intptr_t)ref) != 0) {
+    luaL_unref(L, -1, ref);
+    return luaL_error(L, "moonflow: out of memory");
+  }
+  return 0;
+}
+
+static int future_tostring(lua_State *L) {
+  mf_run *run = check_run(L, 1);
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  const char *state = mf_state_name_string(mf_run_state_name(run));
+  if (mf_run_state_type(run) == MF_COMPLETED) {
+    mfl_run *lr = mf_run_body(run);
+    if (lr->nresults == 0) {
+      lua_pushfstring(L, "<Future %s %s>", name, state);
+      return 1;
+    }
+    lua_getiuservalue(L, 1, MFL_UV_RESULT);
+    if (lr->nresults == -1)
+      lua_rawgeti(L, -1, 1);
+    const char *value = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
+    return 1;
+  }
+  if (mf_run_is_final(run) && mf_run_state_type(run) != MF_CANCELLED &&
+      mf_run_state_name(run) != MF_NAME_NOT_READY) {
+    lua_getiuservalue(L, 1, MFL_UV_RESULT);
+    const char *value = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
+    return 1;
+  }
+  lua_pushfstring(L, "<Future %s %s>", name, state);
+  return 1;
+}
+
+static int future_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  if (key && strcmp(key, "id") == 0) {
+    lua_pushfstring(L, "%I", (lua_Integer)mf_run_id(check_run(L, 1)));
+    return 1;
+  }
+  if (key && strcmp(key, "name") == 0)
+    return mfl_run_name(L, check_run(L, 1));
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int future_gc(lua_State *L) {
+  mfl_future *f = lua_touserdata(L, 1);
+  mf_run *run = f->run;
+  if (!run)
+    return 0;
+  f->run = NULL;
+  mfl_run *lr = mf_run_body(run);
+  lr->box_alive = 0;
+  if (lr->S->closed)
+    return 0; /* the engine freed what it held; nothing else to do */
+  /* The run may outlive this userdata (a downstream run's reference):
+   * keep its name, which points into the task this userdata anchors. */
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  mf_run_set_custom_name(run, name);
+  mf_run_unref(run);
+  return 0;
+}
+
+/* }====== */
+
+/* {====== FutureList ====== */
+
+/* Pushes an array of the runs of a FutureList (userdata) and its count. */
+static mf_run **list_runs(lua_State *L, int idx, lua_Integer *count) {
+  lua_Integer n = luaL_len(L, idx);
+  mf_run **runs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *runs, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    mfl_future *f = mfl_to_future(L, -1);
+    if (!f)
+      mfl_raise(L, "UsageError", "FutureList element %d is not a Future",
+                (int)i);
+    runs[i - 1] = f->run;
+    lua_pop(L, 1);
+  }
+  *count = n;
+  return runs;
+}
+
+static int list_wait(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  double timeout = mfl_opt_timeout(L, 2);
+  lua_settop(L, 2);
+  lua_Integer n;
+  mf_run **runs = list_runs(L, 1, &n);
+  return mfl_wait(L, runs, (size_t)n, MF_WAIT_ALL, timeout, 0,
+                  future_wait_k);
+}
+
+/* The failed run that finished first (fail-fast), or 0. */
+static lua_Integer first_failure(mf_run **runs, lua_Integer n) {
+  lua_Integer best = 0;
+  double best_time = 0;
+  for (lua_Integer i = 0; i < n; i++) {
+    mf_run *run = runs[i];
+    if (!mf_run_is_final(run) || mf_run_state_type(run) == MF_COMPLETED)
+      continue;
+    const mf_state *history;
+    size_t len = mf_run_history(run, &history);
+    double t = history[len - 1].timestamp;
+    if (best == 0 || t < best_time) {
+      best = i + 1;
+      best_time = t;
+    }
+  }
+  return best;
+}
+
+/* Stack: list timeout raise runs */
+static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  mf_run **runs = lua_touserdata(L, 4);
+  lua_Integer n = luaL_len(L, 1);
+  int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
+  int timed_out = mfl_wait_outcome(L) == MF_WAKE_TIMEOUT;
+  if (raise) {
+    lua_Integer failed = first_failure(runs, n);
+    if (failed) {
+      lua_rawgeti(L, 1, failed);
+      return mfl_push_results(L, lua_gettop(L), 1, 1);
+    }
+  }
+  if (timed_out) {
+    lua_Integer unfinished = 0;
+    for (lua_Integer i = 0; i < n; i++)
+      unfinished += !mf_run_is_final(runs[i]);
+    if (unfinished > 0)
+      return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
+                       unfinished, n);
+  }
+  lua_createtable(L, (int)n, 1);
+  int out = lua_gettop(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    int fut = lua_gettop(L);
+    mfl_push_results(L, fut, 0, 1);
+    lua_rawseti(L, out, i);
+    lua_settop(L, out);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, out, "n");
+  return 1;
+}
+
+static int list_result(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  double timeout = mfl_opt_timeout(L, 2);
+  lua_settop(L, 3);
+  int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
+  lua_Integer n;
+  mf_run **runs = list_runs(L, 1, &n);
+  lua_Integer pending = 0;
+  for (lua_Integer i = 0; i < n; i++)
+    pending += !mf_run_is_final(runs[i]);
+  if (pending == 0 || (raise && first_failure(runs, n)))
+    return list_result_k(L, LUA_OK, 0);
+  return mfl_wait(L, runs, (size_t)n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL,
+                  timeout, 0, list_result_k);
+}
+
+static int list_tostring(lua_State *L) {
+  lua_pushfstring(L, "<FutureList of %I>", luaL_len(L, 1));
+  return 1;
+}
+
+/* }====== */
+
+static const luaL_Reg future_methods[] = {
+    {"wait", future_wait},
+    {"result", future_result},
+    {"state", future_state},
+    {"history", future_history},
+    {"done", future_done},
+    {"cancel", future_cancel},
+    {"add_done_callback", future_add_done_callback},
+    {NULL, NULL}};
+
+static const luaL_Reg list_methods[] = {
+    {"wait", list_wait}, {"result", list_result}, {NULL, NULL}};
+
+void mfl_open_future(lua_State *L) {
+  /* core -> core */
+  lua_createtable(L, 0, 4); /* Future metatable */
+  lua_newtable(L);
+  luaL_setfuncs(L, future_methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Future"); /* core.Future = methods */
+  lua_pushcclosure(L, future_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, future_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, future_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "moonflow.Future");
+  lua_setfield(L, -2, "__name");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+
+  lua_createtable(L, 0, 3); /* FutureList metatable */
+  lua_newtable(L);
+  luaL_setfuncs(L, list_methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "FutureList");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, list_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "moonflow.FutureList");
+  lua_setfield(L, -2, "__name");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "FutureListMT");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
+}

@@ -1,0 +1,455 @@
+/*
+ * task.c -- Task objects and the hot path: submit, map and call.
+ *
+ * A Task is a userdata holding the function, its name and its options.
+ * Submitting makes a run and its Future, stores the arguments in the
+ * Future, turns the futures found in them into inputs, and hands the run to
+ * the engine.  Flows are Tasks too, whose function is the flow body built in
+ * lua/moonflow/flow.lua.
+ */
+#include <string.h>
+
+#include "binding.h"
+
+/* Task options read on every call, cached as flags. */
+enum { MFL_TASK_WAIT_FOR = 1, MFL_TASK_RETURN_STATE = 2 };
+
+typedef struct mfl_task_full {
+  mfl_task base;
+  unsigned call_flags;
+} mfl_task_full;
+
+static mfl_task_full *check_task(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA ||
+      !mfl_is_kind(L, idx, &mfl_key_task_mt))
+    mfl_raise(L, "UsageError",
+              "expected a Task or Flow as self (use t:submit(...), not "
+              "t.submit(...)), got %s",
+              luaL_typename(L, idx));
+  return lua_touserdata(L, idx);
+}
+
+/* {====== Creating and submitting runs ====== */
+
+/* Makes a run of the task at task_idx with the nargs values from first as
+ * its arguments, and pushes its Future. */
+static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
+                              int first, int nargs) {
+  mfl_task_full *t = lua_touserdata(L, task_idx);
+  mfl_future *f = mfl_new_future(
+      L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK, task_idx);
+  int box = lua_gettop(L);
+  mf_run *run = f->run;
+  mfl_run *lr = mf_run_body(run);
+  lua_getiuservalue(L, task_idx, MFL_TASK_UV_NAME);
+  /* The name string is anchored by the task, which the Future anchors. */
+  mf_run_set_name(run, lua_tostring(L, -1), ++t->base.runs);
+  lua_pop(L, 1);
+  if (t->base.is_flow)
+    mf_run_set_flags(run, MF_RUN_FLOW);
+  if (nargs == 1) {
+    lua_pushvalue(L, first);
+    lua_setiuservalue(L, box, MFL_UV_ARGS);
+  } else if (nargs > 1) {
+    lua_createtable(L, nargs, 1);
+    for (int i = 0; i < nargs; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, nargs);
+    lua_setfield(L, -2, "n");
+    lua_setiuservalue(L, box, MFL_UV_ARGS);
+  }
+  lr->nargs = nargs > 1 ? -1 : nargs;
+  return f;
+}
+
+/* Gives up a run that could not be submitted. */
+static void drop_run(lua_State *L, mfl_future *f) {
+  mfl_run *lr = mf_run_body(f->run);
+  if (lr->pin != LUA_NOREF) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+    luaL_unref(L, -1, lr->pin);
+    lr->pin = LUA_NOREF;
+    lua_pop(L, 1);
+  }
+}
+
+/* Adds the task's wait_for inputs and hands the run to the engine. */
+static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
+  mfl_task_full *t = lua_touserdata(L, task_idx);
+  mf_run *run = f->run;
+  if (t->call_flags & MFL_TASK_WAIT_FOR) {
+    lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
+    lua_getfield(L, -1, "wait_for");
+    int n = (int)luaL_len(L, -1);
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      mfl_future *up = mfl_to_future(L, -1);
+      if (up && mf_run_add_input(run, up->run, 0) != 0)
+        luaL_error(L, "moonflow: out of memory");
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
+  int rc = mf_run_submit(run, NULL);
+  if (rc == 0)
+    return;
+  drop_run(L, f);
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  if (rc == MF_EDEADLK)
+    mfl_raise(L, "Deadlock",
+              "run %s has an input that is a flow containing it: it could "
+              "never start",
+              name);
+  mfl_raise(L, "UsageError", "cannot submit run %s: %s", name,
+            mf_strerror(rc));
+}
+
+/* Submits one run with the arguments first..first+nargs-1; pushes its
+ * Future. */
+static mfl_future *submit_one(lua_State *L, mfl_state *S, int task_idx,
+                              int first, int nargs) {
+  mfl_future *f = create_run(L, S, task_idx, first, nargs);
+  mfl_run *lr = mf_run_body(f->run);
+  for (int i = 0; i < nargs; i++)
+    if (mfl_scan_arg(L, first + i, f->run))
+      lr->needs_resolve = 1;
+  submit_run(L, f, task_idx);
+  return f;
+}
+
+static int state_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_wait_outcome(L);
+  mfl_push_state(L, (int)ctx);
+  mf_run_mark_handled(mfl_to_future(L, (int)ctx)->run);
+  return 1;
+}
+
+/* t:submit(...) -> Future (or its final State, with return_state) */
+static int task_submit(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mfl_task_full *t = check_task(L, 1);
+  int nargs = lua_gettop(L) - 1;
+  mfl_future *f = submit_one(L, S, 1, 2, nargs);
+  if (!(t->call_flags & MFL_TASK_RETURN_STATE))
+    return 1;
+  int box = lua_gettop(L);
+  return mfl_wait(L, &f->run, 1, MF_WAIT_ALL, -1, box, state_k);
+}
+
+static int call_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_wait_outcome(L);
+  int box = (int)ctx;
+  int n = mfl_push_results(L, box, 1, 0);
+  return n;
+}
+
+/* t(...) -> the run's return values (runs it and waits) */
+static int task_call(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  check_task(L, 1);
+  int nargs = lua_gettop(L) - 1;
+  mfl_future *f = submit_one(L, S, 1, 2, nargs);
+  int box = lua_gettop(L);
+  return mfl_wait(L, &f->run, 1, MF_WAIT_ALL, -1, box, call_k);
+}
+
+/* }====== */
+
+/* {====== Mapping ====== */
+
+typedef enum arg_kind { ARG_BROADCAST, ARG_ARRAY, ARG_LIST } arg_kind;
+
+#define MAP_MAX_ARGS 64
+
+/* Whether the plain table at idx is a sequence 1..n (n returned). */
+static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
+  lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+  lua_Integer count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
+        lua_tointeger(L, -1) > len) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    count++;
+  }
+  *n = len;
+  return count == len;
+}
+
+/* Replaces a final single-Future argument by its result, which must be an
+ * array. */
+static void future_arg_to_array(lua_State *L, int idx, int argno) {
+  mf_run *run = mfl_to_future(L, idx)->run;
+  if (mf_run_state_type(run) != MF_COMPLETED) {
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    mfl_raise(L, "UpstreamFailed",
+              "map: argument #%d is the future of run %s, which ended %s",
+              argno, name, mf_state_name_string(mf_run_state_name(run)));
+  }
+  mfl_push_results(L, idx, 1, 1);
+  if (!lua_istable(L, -1) || lua_getmetatable(L, -1))
+    mfl_raise(L, "UsageError",
+              "map: argument #%d is a future whose result is not an array "
+              "(%s)",
+              argno, luaL_typename(L, -1));
+  lua_replace(L, idx);
+}
+
+typedef struct map_plan {
+  int first, nargs;
+  lua_Integer length;
+  arg_kind kinds[MAP_MAX_ARGS];
+  int collectors[MAP_MAX_ARGS]; /* broadcast args' collector index, or 0 */
+} map_plan;
+
+/* Classifies the arguments (after single futures were resolved). */
+static void plan_map(lua_State *L, map_plan *p) {
+  int mapped = 0, first_mapped = 0;
+  for (int i = 0; i < p->nargs; i++) {
+    int idx = p->first + i, argno = i + 1;
+    lua_Integer n = 0;
+    p->collectors[i] = 0;
+    if (lua_type(L, idx) == LUA_TTABLE &&
+        mfl_is_kind(L, idx, &mfl_key_list_mt)) {
+      p->kinds[i] = ARG_LIST;
+      n = (lua_Integer)lua_rawlen(L, idx);
+    } else if (mfl_to_future(L, idx)) {
+      future_arg_to_array(L, idx, argno);
+      i--; /* classify the array again */
+      continue;
+    } else if (lua_type(L, idx) == LUA_TTABLE && !lua_getmetatable(L, idx)) {
+      if (!is_sequence(L, idx, &n))
+        mfl_raise(L, "UsageError",
+                  "map: argument #%d is a table with keys that are not "
+                  "1..n; wrap it in mf.unmapped() to pass it to every run",
+                  argno);
+      p->kinds[i] = ARG_ARRAY;
+    } else {
+      if (lua_type(L, idx) == LUA_TTABLE) {
+        lua_pop(L, 1); /* its metatable */
+        if (mfl_is_kind(L, idx, &mfl_key_unmapped_mt)) {
+          lua_rawgeti(L, idx, 1);
+          lua_replace(L, idx);
+        }
+      }
+      p->kinds[i] = ARG_BROADCAST;
+      continue;
+    }
+    if (mapped && n != p->length)
+      mfl_raise(L, "MappingLengthMismatch",
+                "map: mapped arguments differ in length: argument #%d has "
+                "%I elements, argument #%d has %I",
+                first_mapped, (lua_Integer)p->length, argno, n);
+    if (!mapped) {
+      mapped = 1;
+      first_mapped = argno;
+      p->length = n;
+    }
+  }
+  if (!mapped)
+    mfl_raise(L, "MappingMissingIterable",
+              "map: no argument to map over: pass an array or a FutureList "
+              "(values meant for every run may be wrapped in mf.unmapped)");
+}
+
+static int map_k(lua_State *L, int status, lua_KContext ctx);
+
+/* The States of every run of the FutureList at ctx. */
+static int states_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_wait_outcome(L);
+  int list = (int)ctx;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+  lua_createtable(L, (int)n, 0);
+  for (lua_Integer r = 1; r <= n; r++) {
+    lua_rawgeti(L, list, r);
+    mf_run_mark_handled(mfl_to_future(L, -1)->run);
+    mfl_push_state(L, -1);
+    lua_rawseti(L, -3, r);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* Waits for the single-Future arguments that are not final yet. */
+static int wait_future_args(lua_State *L, int top) {
+  mf_run *pending[MAP_MAX_ARGS];
+  size_t n = 0;
+  for (int idx = 2; idx <= top; idx++) {
+    mfl_future *f = mfl_to_future(L, idx);
+    if (f && !mf_run_is_final(f->run))
+      pending[n++] = f->run;
+  }
+  if (n == 0)
+    return -1;
+  return mfl_wait(L, pending, n, MF_WAIT_ALL, -1, top, map_k);
+}
+
+static int map_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  int top = (int)ctx;
+  lua_settop(L, top);
+  mfl_state *S = mfl_state_get(L);
+  mfl_task_full *t = lua_touserdata(L, 1);
+  map_plan plan = {.first = 2, .nargs = top - 1};
+  int waited = wait_future_args(L, top);
+  if (waited >= 0)
+    return waited;
+  plan_map(L, &plan);
+  for (int i = 0; i < plan.nargs; i++) {
+    if (plan.kinds[i] != ARG_BROADCAST)
+      continue;
+    if (mfl_scan_collect(L, plan.first + i))
+      plan.collectors[i] = lua_gettop(L);
+    else
+      lua_pop(L, 1);
+  }
+  lua_createtable(L, (int)plan.length, 0);
+  int list = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
+  lua_setmetatable(L, list);
+  luaL_checkstack(L, plan.nargs + 8, "too many arguments to map");
+  for (lua_Integer r = 1; r <= plan.length; r++) {
+    int base = lua_gettop(L) + 1;
+    for (int i = 0; i < plan.nargs; i++) {
+      if (plan.kinds[i] == ARG_BROADCAST)
+        lua_pushvalue(L, plan.first + i);
+      else
+        lua_rawgeti(L, plan.first + i, r);
+    }
+    mfl_future *f = create_run(L, S, 1, base, plan.nargs);
+    mfl_run *lr = mf_run_body(f->run);
+    for (int i = 0; i < plan.nargs; i++) {
+      if (plan.kinds[i] != ARG_BROADCAST) {
+        if (mfl_scan_arg(L, base + i, f->run))
+          lr->needs_resolve = 1;
+      } else if (plan.collectors[i]) {
+        mfl_add_collected(L, plan.collectors[i], f->run);
+        lr->needs_resolve = 1;
+      }
+    }
+    submit_run(L, f, 1);
+    lua_rawseti(L, list, r);
+    lua_settop(L, base - 1);
+  }
+  if (!(t->call_flags & MFL_TASK_RETURN_STATE))
+    return 1;
+  /* return_state: wait for every run, then give their States. */
+  mf_run **runs = lua_newuserdatauv(
+      L, (size_t)(plan.length ? plan.length : 1) * sizeof *runs, 0);
+  for (lua_Integer r = 1; r <= plan.length; r++) {
+    lua_rawgeti(L, list, r);
+    runs[r - 1] = mfl_to_future(L, -1)->run;
+    lua_pop(L, 1);
+  }
+  return mfl_wait(L, runs, (size_t)plan.length, MF_WAIT_ALL, -1, list,
+                  states_k);
+}
+
+/* t:map(...) -> FutureList */
+static int task_map(lua_State *L) {
+  check_task(L, 1);
+  int top = lua_gettop(L);
+  if (top - 1 > MAP_MAX_ARGS)
+    return mfl_raise(L, "UsageError", "map: at most %d arguments",
+                     MAP_MAX_ARGS);
+  return map_k(L, LUA_OK, top);
+}
+
+/* }====== */
+
+/* {====== Definition ====== */
+
+/* core.new_task(fn, name, opts, is_flow) -> Task */
+static int l_new_task(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
+  mfl_task_full *t = lua_newuserdatauv(L, sizeof *t, MFL_TASK_NUV - 1);
+  memset(t, 0, sizeof *t);
+  t->base.is_flow = (unsigned char)lua_toboolean(L, 4);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, MFL_TASK_UV_FN);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, MFL_TASK_UV_NAME);
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "wait_for");
+    if (!lua_isnil(L, -1))
+      t->call_flags |= MFL_TASK_WAIT_FOR;
+    lua_getfield(L, 3, "return_state");
+    if (lua_toboolean(L, -1))
+      t->call_flags |= MFL_TASK_RETURN_STATE;
+    lua_pop(L, 2);
+    lua_pushvalue(L, 3);
+  } else {
+    lua_newtable(L);
+  }
+  lua_setiuservalue(L, -2, MFL_TASK_UV_OPTS);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_task_mt);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* core.task_info(task) -> fn, name, opts, is_flow */
+static int l_task_info(lua_State *L) {
+  mfl_task_full *t = check_task(L, 1);
+  lua_getiuservalue(L, 1, MFL_TASK_UV_FN);
+  lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
+  lua_getiuservalue(L, 1, MFL_TASK_UV_OPTS);
+  lua_pushboolean(L, t->base.is_flow);
+  return 4;
+}
+
+static int task_tostring(lua_State *L) {
+  mfl_task_full *t = check_task(L, 1);
+  lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
+  lua_pushfstring(L, "<%s %s>", t->base.is_flow ? "Flow" : "Task",
+                  lua_tostring(L, -1));
+  return 1;
+}
+
+static int task_index(lua_State *L) {
+  const char *key = lua_tostring(L, 2);
+  if (key && strcmp(key, "name") == 0) {
+    check_task(L, 1);
+    lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static const luaL_Reg task_methods[] = {
+    {"submit", task_submit}, {"map", task_map}, {NULL, NULL}};
+
+void mfl_open_task(lua_State *L) {
+  lua_createtable(L, 0, 4); /* Task metatable */
+  lua_newtable(L);
+  luaL_setfuncs(L, task_methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Task"); /* core.Task: methods, Lua adds more */
+  lua_pushcclosure(L, task_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, task_call);
+  lua_setfield(L, -2, "__call");
+  lua_pushcfunction(L, task_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "moonflow.Task");
+  lua_setfield(L, -2, "__name");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_task_mt);
+  lua_pushcfunction(L, l_new_task);
+  lua_setfield(L, -2, "new_task");
+  lua_pushcfunction(L, l_task_info);
+  lua_setfield(L, -2, "task_info");
+}

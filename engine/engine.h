@@ -1,0 +1,75 @@
+/*
+ * engine.h -- the engine record, and the scheduler's and timers' internals.
+ */
+#ifndef MF_ENGINE_H
+#define MF_ENGINE_H
+
+#include "run.h"
+
+struct mf_engine {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  unsigned char owns_loop;
+  unsigned char closing;
+  unsigned char draining;
+  unsigned char interrupted;
+
+  uv_idle_t idle;   /* active while the ready or done queue has entries */
+  uv_timer_t timer; /* due at the earliest deadline of the timer heap */
+  double timer_due; /* < 0: timer stopped */
+
+  mf_run *ready_head, *ready_tail;
+  mf_run *done_head, *done_tail; /* final runs whose callbacks must run */
+
+  mf_waiter **heap; /* min-heap of armed deadlines */
+  size_t heap_len, heap_cap;
+
+  mf_run *parked; /* every run whose waiter is armed */
+  mf_run *first_root; /* live runs without a parent (sibling-linked) */
+  size_t live_roots;
+
+  mf_run *current; /* the run whose body is executing */
+  int depth;       /* engine frames on the C stack (drain, close) */
+
+  uint64_t next_id;
+  size_t live; /* submitted runs not yet final */
+  unsigned epoch;
+
+  /* The root scope: unhandled failures of runs outside any flow. */
+  mf_run *unhandled_first, *unhandled_last;
+
+  double wall_offset; /* wall seconds minus monotonic seconds */
+  mf_error_fn on_error;
+  void *error_data;
+  void *data;
+};
+
+/* Scheduler (sched.c). */
+MF_INTERNAL void mf__sched_push(mf_engine *e, mf_run *run,
+                                mf_ready_action action);
+MF_INTERNAL void mf__sched_unlink(mf_engine *e, mf_run *run);
+MF_INTERNAL void mf__sched_push_done(mf_engine *e, mf_run *run);
+MF_INTERNAL void mf__sched_drain(mf_engine *e);
+MF_INTERNAL void mf__sched_parked_add(mf_engine *e, mf_run *run);
+MF_INTERNAL void mf__sched_parked_remove(mf_engine *e, mf_run *run);
+/* Wakes parked waits no event can end; returns how many were woken. */
+MF_INTERNAL size_t mf__sched_break_deadlocks(mf_engine *e);
+MF_INTERNAL int mf__sched_has_work(const mf_engine *e);
+
+/* Timers (timers.c). */
+MF_INTERNAL void mf__timers_add(mf_engine *e, mf_waiter *w);
+MF_INTERNAL void mf__timers_remove(mf_engine *e, mf_waiter *w);
+MF_INTERNAL void mf__timers_close(mf_engine *e);
+
+/* Tree (tree.c). */
+MF_INTERNAL void mf__tree_link(mf_engine *e, mf_run *run, mf_run *parent);
+MF_INTERNAL void mf__tree_unlink(mf_engine *e, mf_run *run);
+MF_INTERNAL void mf__tree_adopt_children(mf_engine *e, mf_run *run);
+MF_INTERNAL void mf__unhandled_add(mf_engine *e, mf_run *run, mf_run *scope);
+MF_INTERNAL mf_run *mf__nearest_flow(const mf_run *run);
+MF_INTERNAL void mf__unhandled_release_scope(mf_engine *e, mf_run *flow);
+
+/* Clock (engine.c). */
+MF_INTERNAL double mf__wall_now(const mf_engine *e);
+
+#endif

@@ -1,0 +1,322 @@
+/*
+ * moonflow.h -- the public C API of the moonflow engine.
+ *
+ * The engine owns scheduling: runs, their states, what each run waits on, the
+ * tree of runs, cancellation, timers and deadlock detection, all on one libuv
+ * loop.  It knows nothing about Lua: a run's body is a set of callbacks
+ * (mf_run_ops) that the Lua bindings implement with coroutines, and that a C
+ * host or a C test implements with plain functions.
+ *
+ * Thread rule: every function here must be called on the loop's thread.
+ * Errors are returned as 0 or a negative MF_E* code, as libuv does.
+ */
+#ifndef MOONFLOW_H
+#define MOONFLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MF_API __attribute__((visibility("default")))
+
+#define MF_VERSION "0.1.0"
+
+/* Error codes (negative, like libuv's). */
+#define MF_ERRNO_MAP(XX)                                                       \
+  XX(EINVAL, -1, "invalid argument")                                           \
+  XX(EBUSY, -2, "engine busy: called from inside an engine callback")          \
+  XX(EDEADLK, -3, "deadlock: the wait can never finish")                       \
+  XX(ENOMEM, -4, "out of memory")                                              \
+  XX(ETIMEDOUT, -5, "wait timed out")                                          \
+  XX(ESTATE, -6, "operation not allowed in the run's current state")           \
+  XX(EINTR, -7, "wait interrupted")
+
+enum {
+#define XX(name, value, text) MF_##name = value,
+  MF_ERRNO_MAP(XX)
+#undef XX
+};
+
+/* Returns a static description of an MF_E* code. */
+MF_API const char *mf_strerror(int code);
+/* Returns the static name of an MF_E* code ("EDEADLK"). */
+MF_API const char *mf_err_name(int code);
+
+/* {====== States ====== */
+
+/* The type of a state, as in Prefect. */
+typedef enum mf_state_type {
+  MF_PENDING,
+  MF_SCHEDULED,
+  MF_RUNNING,
+  MF_COMPLETED,
+  MF_FAILED,
+  MF_CRASHED,
+  MF_CANCELLED
+} mf_state_type;
+
+/* The name of a state: a finer distinction inside a type. */
+typedef enum mf_state_name {
+  MF_NAME_PENDING,
+  MF_NAME_SCHEDULED,
+  MF_NAME_RUNNING,
+  MF_NAME_COMPLETED,
+  MF_NAME_FAILED,
+  MF_NAME_RETRYING,
+  MF_NAME_AWAITING_RETRY,
+  MF_NAME_NOT_READY,
+  MF_NAME_TIMED_OUT,
+  MF_NAME_CACHED,
+  MF_NAME_CANCELLED,
+  MF_NAME_CRASHED
+} mf_state_name;
+
+/* One entry of a run's history. */
+typedef struct mf_state {
+  mf_state_type type;
+  mf_state_name name;
+  double timestamp; /* seconds since the Unix epoch */
+} mf_state;
+
+/* "COMPLETED", "Completed", ... (static strings). */
+MF_API const char *mf_state_type_string(mf_state_type type);
+MF_API const char *mf_state_name_string(mf_state_name name);
+
+/* }====== */
+
+/* {====== Engine ====== */
+
+typedef struct mf_engine mf_engine;
+typedef struct mf_run mf_run;
+
+/* Called for an error that belongs to no run (a failing done callback). */
+typedef void (*mf_error_fn)(mf_engine *engine, const char *message,
+                            void *data);
+
+typedef struct mf_config {
+  /* The loop to run on.  NULL: the engine creates and owns one. */
+  uv_loop_t *loop;
+  /* Where errors that belong to no run go; NULL prints them on stderr. */
+  mf_error_fn on_error;
+  void *error_data;
+} mf_config;
+
+/* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an
+ * MF_E* code; on success *out owns the engine until mf_engine_close. */
+MF_API int mf_engine_new(mf_engine **out, const mf_config *cfg);
+
+/* Cancels every run that is not final, closes the engine's handles and, when
+ * the engine owns its loop, closes the loop.  No run callback is called after
+ * it returns.  Must not be called from inside an engine callback. */
+MF_API void mf_engine_close(mf_engine *engine);
+
+MF_API uv_loop_t *mf_engine_loop(const mf_engine *engine);
+
+/* Runs the loop until no run is left that could progress.  Parked waits that
+ * nothing can ever wake are then woken with MF_WAKE_DEADLOCK.  Returns 0, or
+ * MF_EBUSY when called from inside an engine callback. */
+MF_API int mf_engine_run(mf_engine *engine);
+
+/* Runs every ready run once without blocking: the step a host with its own
+ * frame loop calls.  Returns the number of runs still ready or parked (>= 0),
+ * or MF_EBUSY when called from inside an engine callback. */
+MF_API int mf_engine_step(mf_engine *engine);
+
+/* The run whose body is executing now, or NULL. */
+MF_API mf_run *mf_engine_current(const mf_engine *engine);
+
+/* Number of runs not yet final. */
+MF_API size_t mf_engine_live_runs(const mf_engine *engine);
+
+/* Monotonic seconds, high resolution. */
+MF_API double mf_engine_now(const mf_engine *engine);
+
+/* Host data, untouched by the engine. */
+MF_API void mf_engine_set_data(mf_engine *engine, void *data);
+MF_API void *mf_engine_data(const mf_engine *engine);
+
+/* }====== */
+
+/* {====== Runs ====== */
+
+/* Why a body's step callback is called. */
+typedef enum mf_step_reason {
+  MF_STEP_START,  /* first call: inputs are ready; execute the body */
+  MF_STEP_RESUME, /* the park is over; see mf_run_wake_reason */
+} mf_step_reason;
+
+/* Why a park ended. */
+typedef enum mf_wake_reason {
+  MF_WAKE_NONE,
+  MF_WAKE_DONE,     /* what the run waited for happened (or its sleep ended) */
+  MF_WAKE_TIMEOUT,  /* the wait's timeout passed first */
+  MF_WAKE_DEADLOCK, /* nothing can ever wake it: the wait is a deadlock */
+} mf_wake_reason;
+
+/* The callbacks that make a run's body.  All are called on the loop thread,
+ * from the scheduler's frame, never nested inside another step. */
+typedef struct mf_run_ops {
+  /* Executes or continues the body.  Before returning the body must either
+   * finish the run (mf_run_finish) or park it (mf_run_wait, mf_run_sleep,
+   * mf_run_yield, mf_run_wait_children). */
+  void (*step)(mf_run *run, mf_step_reason reason);
+  /* The run became final without its body finishing (cancelled, NotReady,
+   * engine closed): release what the body holds.  May be NULL. */
+  void (*abandon)(mf_run *run);
+  /* held = 1 when the engine starts holding the run, 0 when it stops.  A
+   * binding keeps the run's host-side data alive while held.  May be NULL. */
+  void (*hold)(mf_run *run, int held);
+  /* The run's memory is about to be freed.  May be NULL. */
+  void (*free)(mf_run *run);
+} mf_run_ops;
+
+/* Creates a run in state PENDING with body_size bytes of body memory
+ * (zeroed) and one reference owned by the caller.  ops may be NULL for a run
+ * completed from outside (a C-side future).  Returns NULL when out of
+ * memory. */
+MF_API mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops,
+                          size_t body_size);
+
+/* The body memory given to mf_run_new. */
+MF_API void *mf_run_body(mf_run *run);
+
+/* References: the run's memory lives while a reference or an engine hold
+ * exists.  mf_run_unref frees it at the last one. */
+MF_API void mf_run_ref(mf_run *run);
+MF_API void mf_run_unref(mf_run *run);
+
+/* Flags given before submit. */
+enum {
+  MF_RUN_FLOW = 1 << 0, /* a flow: it ends after every run started in it */
+  MF_RUN_ROOT = 1 << 1, /* has no parent, even if submitted inside a run */
+};
+MF_API void mf_run_set_flags(mf_run *run, unsigned flags);
+MF_API unsigned mf_run_flags(const mf_run *run);
+
+/* The run's display name: "<prefix>-<number>", or the custom name if set.
+ * The prefix must outlive the run (it is usually the task's name, held by
+ * the binding).  mf_run_set_custom_name copies its argument. */
+MF_API void mf_run_set_name(mf_run *run, const char *prefix, uint64_t number);
+MF_API int mf_run_set_custom_name(mf_run *run, const char *name);
+/* Writes the name into buf (always NUL-terminated); returns its length. */
+MF_API size_t mf_run_name(const mf_run *run, char *buf, size_t size);
+MF_API uint64_t mf_run_id(const mf_run *run);
+
+/* Adds a run this one must wait for before it starts.  allow_failure: the
+ * run starts even if that input does not complete.  Before submit only. */
+MF_API int mf_run_add_input(mf_run *run, mf_run *input, int allow_failure);
+
+/* Schedules the run as a child of parent (NULL: the current run, if any).
+ * Returns 0, MF_EDEADLK when an input is a flow that contains the new run
+ * (the run is then left unsubmitted), or MF_ESTATE when submitted twice. */
+MF_API int mf_run_submit(mf_run *run, mf_run *parent);
+
+/* The run's parent, or NULL. */
+MF_API mf_run *mf_run_parent(const mf_run *run);
+
+/* Current state, and the history of every state the run went through. */
+MF_API mf_state_type mf_run_state_type(const mf_run *run);
+MF_API mf_state_name mf_run_state_name(const mf_run *run);
+MF_API size_t mf_run_history(const mf_run *run, const mf_state **out);
+MF_API int mf_run_is_final(const mf_run *run);
+/* The attempt number, from 1 once running (0 before). */
+MF_API int mf_run_attempt(const mf_run *run);
+
+/* For a run that ended NotReady: the upstream run that did not complete. */
+MF_API mf_run *mf_run_cause(const mf_run *run);
+
+/* For a run the engine itself failed (a deadlock while waiting for inputs, a
+ * body that broke the step contract): the MF_E* code; 0 otherwise. */
+MF_API int mf_run_error_code(const mf_run *run);
+
+/* Ends the body: the run becomes final with that state (or, for a flow with
+ * children still going, once they are final).  Called by the body. */
+MF_API void mf_run_finish(mf_run *run, mf_state_type type, mf_state_name name);
+
+/* Sets a non-final state (such as Retrying) on a running run. */
+MF_API void mf_run_set_state(mf_run *run, mf_state_type type,
+                             mf_state_name name);
+
+/* Cancels a run that is not final, and every run it started that is not
+ * final.  A parked or pending run ends CANCELLED at once (ops->abandon is
+ * called); the run that is executing now ends CANCELLED when its body
+ * returns.  Returns 1 if the run was not final, 0 otherwise. */
+MF_API int mf_run_cancel(mf_run *run);
+/* Non-zero once cancellation was requested. */
+MF_API int mf_run_cancel_requested(const mf_run *run);
+/* Cancels the live children (and their trees) of run, not run itself. */
+MF_API void mf_run_cancel_children(mf_run *run);
+
+/* Unhandled failures: a run that ends FAILED or NotReady is counted against
+ * its nearest enclosing flow (or the engine's root scope) until something
+ * handles it (reads its result or state after it is final, ...). */
+MF_API void mf_run_mark_handled(mf_run *run);
+/* The unhandled failed runs inside a flow (NULL: the root scope), oldest
+ * first.  Returns the count; *first (if not NULL) gets the oldest. */
+MF_API size_t mf_run_unhandled(mf_engine *engine, mf_run *flow,
+                               mf_run **first);
+/* Calls fn on each unhandled failed run in the scope, oldest first. */
+MF_API void mf_run_each_unhandled(mf_engine *engine, mf_run *flow,
+                                  void (*fn)(mf_run *run, void *data),
+                                  void *data);
+/* Forgets the unhandled failures of the scope (after they were reported). */
+MF_API void mf_run_clear_unhandled(mf_engine *engine, mf_run *flow);
+
+/* Done callbacks: called once the run is final, from the scheduler (never
+ * inside another run's step).  Returns 0 or MF_ENOMEM; a run already final
+ * gets its callback called at the next scheduler pass. */
+typedef void (*mf_done_fn)(mf_run *run, void *data);
+MF_API int mf_run_on_done(mf_run *run, mf_done_fn fn, void *data);
+
+/* Host data of the run. */
+MF_API void mf_run_set_data(mf_run *run, void *data);
+MF_API void *mf_run_data(const mf_run *run);
+
+/* }====== */
+
+/* {====== Waiting ====== */
+
+typedef enum mf_wait_mode {
+  MF_WAIT_ALL,      /* until every target is final */
+  MF_WAIT_ANY,      /* until one target is final */
+  MF_WAIT_ALL_FAST, /* until all are final, or one ends not COMPLETED */
+} mf_wait_mode;
+
+/* Parks the executing run until the targets are final (per mode), or the
+ * timeout (seconds; < 0 for none) passes.  The body must return after it; it
+ * is stepped again with MF_STEP_RESUME.  Returns 0, or MF_EDEADLK without
+ * parking when a target can be seen never to finish before the waiter
+ * (it is the waiter, waits on it, or is a flow containing it). */
+MF_API int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
+                       mf_wait_mode mode, double timeout);
+
+/* Parks the executing run for that many seconds (0: yields once). */
+MF_API int mf_run_sleep(mf_run *run, double seconds);
+
+/* Parks the executing run until every run it started is final. */
+MF_API int mf_run_wait_children(mf_run *run);
+
+/* Why the last park ended. */
+MF_API mf_wake_reason mf_run_wake_reason(const mf_run *run);
+
+/* Waits outside any run: drives the loop until the targets are final (per
+ * mode) or the timeout passes.  Returns 0, MF_ETIMEDOUT, MF_EDEADLK (nothing
+ * could ever finish them), MF_EINTR (mf_engine_interrupt), or MF_EBUSY when
+ * called from inside an engine callback or a run. */
+MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
+                          size_t count, mf_wait_mode mode, double timeout);
+
+/* Makes the innermost mf_engine_wait return MF_EINTR (for a SIGINT). */
+MF_API void mf_engine_interrupt(mf_engine *engine);
+
+/* }====== */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOONFLOW_H */

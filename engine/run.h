@@ -1,0 +1,111 @@
+/*
+ * run.h -- the run record: state, history, place in the tree of runs, and
+ * the engine's holds on it.
+ */
+#ifndef MF_RUN_H
+#define MF_RUN_H
+
+#include "wait.h"
+
+/* Where a run is in its life, as the scheduler sees it. */
+typedef enum mf_life {
+  MF_LIFE_NEW,     /* created, not submitted */
+  MF_LIFE_INPUTS,  /* submitted, waiting for its inputs */
+  MF_LIFE_READY,   /* in the ready queue */
+  MF_LIFE_ACTIVE,  /* its body is executing (it is engine->current) */
+  MF_LIFE_PARKED,  /* its body waits (waiter armed) */
+  MF_LIFE_CLOSING, /* body done; a flow waiting for its children */
+  MF_LIFE_FINAL
+} mf_life;
+
+/* What the scheduler does when it pops a ready run. */
+typedef enum mf_ready_action {
+  MF_READY_INPUTS, /* inputs are final: check them, then start */
+  MF_READY_START,
+  MF_READY_RESUME,
+  MF_READY_CLOSE, /* a closing flow's children are all final */
+} mf_ready_action;
+
+typedef struct mf_done_callback {
+  mf_done_fn fn;
+  void *data;
+  struct mf_done_callback *next;
+} mf_done_callback;
+
+#define MF_HISTORY_INLINE 3
+
+struct mf_run {
+  mf_engine *engine;
+  const mf_run_ops *ops; /* NULL: completed from outside */
+  void *data;            /* host data */
+
+  uint64_t id;
+  uint64_t number;         /* the n of "<prefix>-<n>" */
+  const char *name_prefix; /* not owned */
+  char *custom_name;       /* owned; freed with the run */
+
+  unsigned flags; /* MF_RUN_* */
+  int refs;       /* external references (mf_run_ref) */
+  int holds;      /* engine holds; ops->hold(1) on 0 -> 1, (0) on 1 -> 0 */
+
+  mf_life life;
+  mf_ready_action ready_action;
+  mf_state_type type;
+  mf_state_name name;
+  int attempt;
+  int error_code; /* MF_E* when the engine itself failed the run, else 0 */
+  /* Final state a closing flow takes once its children are final. */
+  mf_state_type closing_type;
+  mf_state_name closing_name;
+
+  unsigned char cancel_requested;
+  unsigned char handled;
+  unsigned char in_unhandled;
+  unsigned char body_started;
+  unsigned char body_done; /* the body finished: never step or abandon it */
+
+  /* History: inline for the usual Pending, Running, Completed. */
+  size_t history_len, history_cap;
+  mf_state *history;
+  mf_state history_inline[MF_HISTORY_INLINE];
+
+  mf_run *next_ready; /* ready queue or done queue link */
+
+  /* Tree: parent holds no hold on the child; a live child's parent is live
+   * (children of a finished task move to its parent). */
+  mf_run *parent;
+  mf_run *first_child;
+  mf_run *prev_sibling, *next_sibling;
+  size_t live_children;
+
+  mf_waiter waiter;         /* inputs (before start) or the body's park */
+  mf_wait_node *waiters;    /* nodes of waiters on this run */
+  mf_run *parked_prev, *parked_next; /* engine's parked list */
+
+  mf_run *cause; /* NotReady: the upstream that failed (one hold) */
+
+  /* Unhandled-failure list of the scope this run belongs to, and, for a
+   * flow, the head of its own scope's list. */
+  mf_run *unhandled_prev, *unhandled_next;
+  mf_run *unhandled_first, *unhandled_last;
+  mf_run *unhandled_scope; /* scope whose list holds this run (NULL root) */
+
+  mf_done_callback *done_callbacks;
+  unsigned visit_epoch;
+
+  max_align_t body[]; /* body_size bytes for the ops */
+};
+
+MF_INTERNAL void mf__run_hold(mf_run *run);
+MF_INTERNAL void mf__run_release(mf_run *run);
+/* Makes the run final with that state.  Idempotent on a final run. */
+MF_INTERNAL void mf__run_finalize(mf_run *run, mf_state_type type,
+                                  mf_state_name name);
+MF_INTERNAL void mf__run_push_state(mf_run *run, mf_state_type type,
+                                    mf_state_name name);
+/* A child became final: tell a closing or child-waiting parent. */
+MF_INTERNAL void mf__run_child_final(mf_run *parent);
+/* Scheduler hook: executes what the ready run is due to do. */
+MF_INTERNAL void mf__run_execute(mf_run *run);
+
+#endif

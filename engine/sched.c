@@ -1,0 +1,146 @@
+/*
+ * sched.c -- the scheduler: a FIFO of ready runs and a FIFO of final runs
+ * whose done callbacks are due, drained from one C frame (so a long chain of
+ * futures never nests resumes), and an idle handle that keeps a borrowed or
+ * owned loop from blocking while either queue has entries.
+ */
+#include <stdlib.h>
+
+#include "engine.h"
+
+static void on_idle(uv_idle_t *handle) { mf__sched_drain(handle->data); }
+
+static void want_drain(mf_engine *e) {
+  if (!e->closing && !uv_is_active((uv_handle_t *)&e->idle))
+    uv_idle_start(&e->idle, on_idle);
+}
+
+void mf__sched_push(mf_engine *e, mf_run *run, mf_ready_action action) {
+  run->life = MF_LIFE_READY;
+  run->ready_action = action;
+  run->next_ready = NULL;
+  if (e->ready_tail)
+    e->ready_tail->next_ready = run;
+  else
+    e->ready_head = run;
+  e->ready_tail = run;
+  want_drain(e);
+}
+
+/* Removes a run from the ready queue (cancellation of a ready run). */
+void mf__sched_unlink(mf_engine *e, mf_run *run) {
+  mf_run *prev = NULL;
+  for (mf_run *r = e->ready_head; r; prev = r, r = r->next_ready) {
+    if (r != run)
+      continue;
+    if (prev)
+      prev->next_ready = r->next_ready;
+    else
+      e->ready_head = r->next_ready;
+    if (e->ready_tail == r)
+      e->ready_tail = prev;
+    r->next_ready = NULL;
+    return;
+  }
+}
+
+void mf__sched_push_done(mf_engine *e, mf_run *run) {
+  mf__run_hold(run);
+  run->next_ready = NULL;
+  if (e->done_tail)
+    e->done_tail->next_ready = run;
+  else
+    e->done_head = run;
+  e->done_tail = run;
+  want_drain(e);
+}
+
+static void fire_done_callbacks(mf_run *run) {
+  mf_done_callback *cb = run->done_callbacks;
+  run->done_callbacks = NULL;
+  while (cb) {
+    mf_done_callback *next = cb->next;
+    cb->fn(run, cb->data);
+    free(cb);
+    cb = next;
+  }
+}
+
+void mf__sched_drain(mf_engine *e) {
+  if (e->draining || e->closing)
+    return;
+  e->draining = 1;
+  e->depth++;
+  for (;;) {
+    mf_run *run = e->ready_head;
+    if (run) {
+      e->ready_head = run->next_ready;
+      if (!e->ready_head)
+        e->ready_tail = NULL;
+      run->next_ready = NULL;
+      mf__run_execute(run);
+      continue;
+    }
+    run = e->done_head;
+    if (!run)
+      break;
+    e->done_head = run->next_ready;
+    if (!e->done_head)
+      e->done_tail = NULL;
+    run->next_ready = NULL;
+    fire_done_callbacks(run);
+    mf__run_release(run);
+  }
+  uv_idle_stop(&e->idle);
+  e->depth--;
+  e->draining = 0;
+}
+
+int mf__sched_has_work(const mf_engine *e) {
+  return e->ready_head != NULL || e->done_head != NULL;
+}
+
+void mf__sched_parked_add(mf_engine *e, mf_run *run) {
+  run->parked_prev = NULL;
+  run->parked_next = e->parked;
+  if (e->parked)
+    e->parked->parked_prev = run;
+  e->parked = run;
+}
+
+void mf__sched_parked_remove(mf_engine *e, mf_run *run) {
+  if (run->parked_prev)
+    run->parked_prev->parked_next = run->parked_next;
+  else if (e->parked == run)
+    e->parked = run->parked_next;
+  else
+    return; /* not in the list */
+  if (run->parked_next)
+    run->parked_next->parked_prev = run->parked_prev;
+  run->parked_prev = run->parked_next = NULL;
+}
+
+/*
+ * Called when the loop has nothing left that could wake anyone.  Waits in a
+ * body (not a run's inputs, not a flow closing on its children) are woken
+ * first: they raise Deadlock in the body, which may let the rest progress.
+ * Only when none is left are the structural waits woken too.
+ */
+size_t mf__sched_break_deadlocks(mf_engine *e) {
+  size_t woken = 0;
+  for (int structural = 0; structural < 2 && woken == 0; structural++) {
+    mf_run *run = e->parked;
+    while (run) {
+      mf_run *next = run->parked_next;
+      mf_waiter *w = &run->waiter;
+      int is_structural =
+          run->life == MF_LIFE_INPUTS || w->kind == MF_WAITER_CHILDREN;
+      if (w->active && w->deadline < 0 && is_structural == structural) {
+        mf__waiter_wake(w, MF_WAKE_DEADLOCK);
+        woken++;
+      }
+      run = next;
+    }
+  }
+  return woken;
+}

@@ -1,0 +1,262 @@
+/*
+ * tree.c -- the tree of runs: who started whom, cancellation of a subtree,
+ * and the unhandled failures counted against each flow (or the root scope).
+ *
+ * Only live runs are in the tree.  A task that finishes while runs it started
+ * are still going hands them to its own parent, so a live run's parent is
+ * always live and a flow can count its whole subtree.
+ */
+#include <stdlib.h>
+
+#include "engine.h"
+
+/* {====== Links ====== */
+
+static mf_run **children_head(mf_engine *e, mf_run *parent) {
+  return parent ? &parent->first_child : &e->first_root;
+}
+
+void mf__tree_link(mf_engine *e, mf_run *run, mf_run *parent) {
+  mf_run **head = children_head(e, parent);
+  run->parent = parent;
+  run->prev_sibling = NULL;
+  run->next_sibling = *head;
+  if (*head)
+    (*head)->prev_sibling = run;
+  *head = run;
+  if (parent)
+    parent->live_children++;
+  else
+    e->live_roots++;
+}
+
+void mf__tree_unlink(mf_engine *e, mf_run *run) {
+  mf_run *parent = run->parent;
+  if (run->prev_sibling)
+    run->prev_sibling->next_sibling = run->next_sibling;
+  else
+    *children_head(e, parent) = run->next_sibling;
+  if (run->next_sibling)
+    run->next_sibling->prev_sibling = run->prev_sibling;
+  run->prev_sibling = run->next_sibling = NULL;
+  run->parent = NULL;
+  if (parent) {
+    parent->live_children--;
+    mf__run_child_final(parent);
+  } else {
+    e->live_roots--;
+  }
+}
+
+void mf__tree_adopt_children(mf_engine *e, mf_run *run) {
+  while (run->first_child) {
+    mf_run *child = run->first_child;
+    run->first_child = child->next_sibling;
+    if (run->first_child)
+      run->first_child->prev_sibling = NULL;
+    run->live_children--;
+    mf__tree_link(e, child, run->parent);
+  }
+}
+
+void mf__run_child_final(mf_run *parent) {
+  if (parent->live_children > 0)
+    return;
+  if (parent->life == MF_LIFE_CLOSING)
+    mf__sched_push(parent->engine, parent, MF_READY_CLOSE);
+  else if (parent->waiter.active && parent->waiter.kind == MF_WAITER_CHILDREN)
+    mf__waiter_wake(&parent->waiter, MF_WAKE_DONE);
+}
+
+/* }====== */
+
+/* {====== Cancellation ====== */
+
+/* A run that cannot end yet: cancelled flows with children still going
+ * close once those are final; the executing run ends when its body
+ * returns to the scheduler. */
+static void cancel_one(mf_run *run) {
+  if (mf_run_is_final(run) || run->life == MF_LIFE_ACTIVE)
+    return;
+  if ((run->flags & MF_RUN_FLOW) && run->live_children > 0) {
+    if (run->life == MF_LIFE_READY)
+      mf__sched_unlink(run->engine, run);
+    mf__sched_parked_remove(run->engine, run);
+    mf__waiter_clear(&run->waiter);
+    if (!run->body_done && run->ops && run->ops->abandon) {
+      run->body_done = 1;
+      run->ops->abandon(run);
+    }
+    run->body_done = 1;
+    run->life = MF_LIFE_CLOSING;
+    run->closing_type = MF_CANCELLED;
+    run->closing_name = MF_NAME_CANCELLED;
+    return;
+  }
+  mf__run_finalize(run, MF_CANCELLED, MF_NAME_CANCELLED);
+}
+
+/* Collects the live subtree of root (root first, parents before children),
+ * iteratively: a 10,000-deep tree must not recurse. */
+static mf_run **collect_subtree(mf_run *root, int include_root, size_t *len) {
+  size_t cap = 16, n = 0;
+  mf_run **list = malloc(cap * sizeof *list);
+  if (!list)
+    return NULL;
+  if (include_root)
+    list[n++] = root;
+  else
+    for (mf_run *c = root->first_child; c; c = c->next_sibling) {
+      if (n == cap) {
+        mf_run **grown = realloc(list, (cap *= 2) * sizeof *list);
+        if (!grown)
+          return free(list), NULL;
+        list = grown;
+      }
+      list[n++] = c;
+    }
+  for (size_t i = 0; i < n; i++) {
+    mf_run *parent = list[i];
+    if (parent == root && !include_root)
+      continue;
+    for (mf_run *c = parent->first_child; c; c = c->next_sibling) {
+      if (n == cap) {
+        mf_run **grown = realloc(list, (cap *= 2) * sizeof *list);
+        if (!grown)
+          return free(list), NULL;
+        list = grown;
+      }
+      list[n++] = c;
+    }
+  }
+  *len = n;
+  return list;
+}
+
+static void cancel_tree(mf_run *root, int include_root) {
+  size_t n = 0;
+  mf_run **list = collect_subtree(root, include_root, &n);
+  if (!list) {
+    if (include_root)
+      cancel_one(root); /* out of memory: cancel what we can */
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    list[i]->cancel_requested = 1;
+    mf_run_ref(list[i]);
+  }
+  /* Children before parents, so a flow finds its children final. */
+  for (size_t i = n; i-- > 0;) {
+    cancel_one(list[i]);
+    mf_run_unref(list[i]);
+  }
+  free(list);
+}
+
+int mf_run_cancel(mf_run *run) {
+  if (mf_run_is_final(run))
+    return 0;
+  cancel_tree(run, 1);
+  return 1;
+}
+
+void mf_run_cancel_children(mf_run *run) {
+  if (run->first_child)
+    cancel_tree(run, 0);
+}
+
+/* }====== */
+
+/* {====== Unhandled failures ====== */
+
+typedef struct scope_list {
+  mf_run **first, **last;
+} scope_list;
+
+static scope_list scope_of(mf_engine *e, mf_run *flow) {
+  if (flow)
+    return (scope_list){&flow->unhandled_first, &flow->unhandled_last};
+  return (scope_list){&e->unhandled_first, &e->unhandled_last};
+}
+
+mf_run *mf__nearest_flow(const mf_run *run) {
+  for (mf_run *p = run->parent; p; p = p->parent)
+    if (p->flags & MF_RUN_FLOW)
+      return p;
+  return NULL;
+}
+
+void mf__unhandled_add(mf_engine *e, mf_run *run, mf_run *scope) {
+  run->unhandled_scope = scope;
+  scope_list list = scope_of(e, run->unhandled_scope);
+  mf__run_hold(run);
+  run->in_unhandled = 1;
+  run->unhandled_prev = *list.last;
+  run->unhandled_next = NULL;
+  if (*list.last)
+    (*list.last)->unhandled_next = run;
+  else
+    *list.first = run;
+  *list.last = run;
+}
+
+static void unhandled_remove(mf_engine *e, mf_run *run) {
+  scope_list list = scope_of(e, run->unhandled_scope);
+  if (run->unhandled_prev)
+    run->unhandled_prev->unhandled_next = run->unhandled_next;
+  else
+    *list.first = run->unhandled_next;
+  if (run->unhandled_next)
+    run->unhandled_next->unhandled_prev = run->unhandled_prev;
+  else
+    *list.last = run->unhandled_prev;
+  run->unhandled_prev = run->unhandled_next = NULL;
+  run->unhandled_scope = NULL;
+  run->in_unhandled = 0;
+  mf__run_release(run);
+}
+
+void mf_run_mark_handled(mf_run *run) {
+  /* Handling a NotReady run handles the upstream failure behind it. */
+  while (run && !run->handled) {
+    run->handled = 1;
+    if (run->in_unhandled) {
+      mf_run *cause = run->cause;
+      mf_run_ref(run);
+      unhandled_remove(run->engine, run);
+      mf_run_unref(run);
+      run = cause;
+    } else {
+      run = run->cause;
+    }
+  }
+}
+
+void mf__unhandled_release_scope(mf_engine *e, mf_run *flow) {
+  scope_list list = scope_of(e, flow);
+  while (*list.first)
+    unhandled_remove(e, *list.first);
+}
+
+size_t mf_run_unhandled(mf_engine *engine, mf_run *flow, mf_run **first) {
+  scope_list list = scope_of(engine, flow);
+  size_t n = 0;
+  for (mf_run *r = *list.first; r; r = r->unhandled_next)
+    n++;
+  if (first)
+    *first = *list.first;
+  return n;
+}
+
+void mf_run_each_unhandled(mf_engine *engine, mf_run *flow,
+                           void (*fn)(mf_run *run, void *data), void *data) {
+  scope_list list = scope_of(engine, flow);
+  for (mf_run *r = *list.first; r; r = r->unhandled_next)
+    fn(r, data);
+}
+
+void mf_run_clear_unhandled(mf_engine *engine, mf_run *flow) {
+  mf__unhandled_release_scope(engine, flow);
+}
+
+/* }====== */

@@ -1,0 +1,93 @@
+-- moonflow.flow: the body of a flow run.
+--
+-- A flow is a Task whose function is the body built here: it calls the
+-- user's function, then waits for every run started inside it (structured
+-- concurrency), and chooses the flow's final state by the rules of api.md:
+-- its own error first, then the futures it returned, then the failures
+-- inside it that nobody handled.
+local core = require "moonflow.core"
+
+local format, pack, unpack = string.format, table.pack, table.unpack
+
+-- Adds to list every future in the value: directly, or inside plain tables.
+local function collect_futures(value, list, seen)
+  if core.is_future(value) then
+    list[#list + 1] = value
+  elseif core.is_future_list(value) then
+    for _, fut in ipairs(value) do list[#list + 1] = fut end
+  elseif type(value) == "table" and getmetatable(value) == nil
+      and not seen[value] then
+    seen[value] = true
+    for _, v in pairs(value) do collect_futures(v, list, seen) end
+  end
+end
+
+local function returned_futures(results)
+  local list, seen = {}, {}
+  for i = 2, results.n do collect_futures(results[i], list, seen) end
+  return list
+end
+
+-- Rule 2: the states of the futures the flow returned.
+local function check_returned(futures)
+  if #futures == 0 then return end
+  core.wait(futures)
+  local cancelled, failed, first_failed = 0, 0, nil
+  for _, fut in ipairs(futures) do
+    local state = fut:state()
+    if state.type == "CANCELLED" then
+      cancelled = cancelled + 1
+    elseif state.type ~= "COMPLETED" then
+      failed = failed + 1
+      first_failed = first_failed or fut
+    end
+  end
+  if cancelled > 0 then
+    local message = format("%d/%d states cancelled.", cancelled, #futures)
+    core.set_outcome("CANCELLED", "Cancelled", message)
+    error(core.error("Cancelled", message), 0)
+  elseif failed > 0 then
+    local message = format("%d/%d states failed.", failed, #futures)
+    local err = first_failed:result(nil, false)
+    core.set_outcome("FAILED", "Failed", message)
+    error(err, 0)
+  end
+end
+
+-- Rule 3: a failure inside the flow that nobody handled fails the flow.
+local function check_unhandled()
+  local count, first = core.unhandled()
+  if count == 0 then return end
+  local name = first.name
+  local err = first:result(nil, false)
+  local message = format("%d unhandled failed run%s inside the flow; first: %s: %s",
+    count, count == 1 and "" or "s", name, tostring(err))
+  core.set_outcome("FAILED", "Failed", message)
+  error(err, 0)
+end
+
+local function body(fn)
+  return function(...)
+    local traceback
+    local function on_error(err)
+      local message = type(err) == "string" and err or tostring(err)
+      traceback = debug.traceback(message, 2)
+      return err
+    end
+    local results = pack(xpcall(fn, on_error, ...))
+    if not results[1] then
+      -- Rule 1: the function raised; what it started is cancelled first.
+      core.cancel_children()
+      core.wait_children()
+      core.set_outcome("FAILED", "Failed", nil, traceback)
+      error(results[2], 0)
+    end
+    core.wait_children()
+    check_returned(returned_futures(results))
+    check_unhandled()
+    for i = 2, results.n do results[i] = core.resolve(results[i]) end
+    return unpack(results, 2, results.n)
+  end
+end
+
+return { body = body }

@@ -1,0 +1,231 @@
+-- moonflow: the Lua API (api.md), built on the C core (moonflow.core).
+--
+-- The hot paths (submit, map, waiting, results) are in C; this file defines
+-- tasks and flows from their options, and the functional forms.
+local core = require "moonflow.core"
+local flow_body = require("moonflow.flow").body
+
+local M = {}
+local Task = core.Task
+
+M.version = core.version
+M.Error = core.Error
+M.sleep = core.sleep
+M.now = core.now
+M.context = core.context
+M.run = core.run
+M.quote = core.quote
+M.unmapped = core.unmapped
+M.allow_failure = core.allow_failure
+
+local function usage(fmt, ...)
+  error(core.error("UsageError", string.format(fmt, ...)), 0)
+end
+
+-- {====== Options ======
+
+-- Each option's check returns nil when the value is right, or what it
+-- should have been.
+local function is_type(t)
+  return function(v) if type(v) ~= t then return "a " .. t end end
+end
+
+local function is_list_of(t, what)
+  return function(v)
+    if type(v) ~= "table" then return "a list of " .. what end
+    for _, item in ipairs(v) do
+      if not t(item) then return "a list of " .. what end
+    end
+  end
+end
+
+local function is_string(v) return type(v) == "string" end
+local function is_future(v) return core.is_future(v) end
+
+local task_options = {
+  name = is_type("string"),
+  tags = is_list_of(is_string, "strings"),
+  wait_for = is_list_of(is_future, "futures"),
+  return_state = is_type("boolean"),
+}
+
+local flow_options = {
+  name = is_type("string"),
+}
+
+-- Options of api.md whose behaviour is not built yet: refusing them is
+-- better than accepting them and doing nothing.
+local later_options = {
+  retries = true, retry_delay = true, retry_jitter = true,
+  retry_condition = true, timeout = true, log_prints = true,
+  cache_key = true, cache_expiration = true, refresh_cache = true,
+  on_running = true, on_completion = true, on_failure = true,
+  on_cancellation = true, on_crashed = true, task_runner = true,
+  task_run_name = true,
+}
+
+local function check_options(opts, known, what)
+  if type(opts) ~= "table" then
+    usage("%s options must be a table, got %s", what, type(opts))
+  end
+  for key, value in pairs(opts) do
+    local check = known[key]
+    if check == nil then
+      if later_options[key] then
+        usage("%s option '%s' is not supported by this version of moonflow",
+          what, tostring(key))
+      end
+      usage("unknown %s option '%s'", what, tostring(key))
+    end
+    local expected = check(value)
+    if expected then
+      usage("%s option '%s' must be %s, got %s", what, key, expected,
+        type(value))
+    end
+  end
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- The definition's place, "file.lua:12": the default name.
+local function default_name(fn)
+  local info = debug.getinfo(fn, "S")
+  local file = info.short_src:match("([^/\\]+)$") or info.short_src
+  return string.format("%s:%d", file, info.linedefined)
+end
+
+local function split_args(kind, a, b)
+  if type(a) == "function" and b == nil then return {}, a end
+  if type(a) == "table" and type(b) == "function" then return a, b end
+  usage("mf.%s expects (fn) or (opts, fn), got (%s, %s)", kind, type(a),
+    type(b))
+end
+
+-- }======
+
+-- Flows remember the user's function, for :with().
+local flow_functions = setmetatable({}, { __mode = "k" })
+
+local function new_task(opts, fn)
+  check_options(opts, task_options, "task")
+  opts = copy(opts)
+  return core.new_task(fn, opts.name or default_name(fn), opts, false)
+end
+
+local function new_flow(opts, fn)
+  check_options(opts, flow_options, "flow")
+  opts = copy(opts)
+  local flow = core.new_task(flow_body(fn), opts.name or default_name(fn),
+    opts, true)
+  flow_functions[flow] = fn
+  return flow
+end
+
+function M.task(a, b) return new_task(split_args("task", a, b)) end
+function M.flow(a, b) return new_flow(split_args("flow", a, b)) end
+
+-- t:with(opts): a copy with options replaced.
+function Task.with(self, opts)
+  if not core.is_task(self) then usage("use t:with(opts), not t.with(opts)") end
+  if type(opts) ~= "table" then
+    usage("with expects a table of options, got %s", type(opts))
+  end
+  local fn, name, old, is_flow = core.task_info(self)
+  local merged = copy(old)
+  merged.name = merged.name or name
+  for k, v in pairs(opts) do merged[k] = v end
+  if is_flow then
+    local flow_opts = copy(merged)
+    local per_call = { wait_for = flow_opts.wait_for,
+      return_state = flow_opts.return_state }
+    flow_opts.wait_for, flow_opts.return_state = nil, nil
+    check_options(flow_opts, flow_options, "flow")
+    local checked = copy(flow_opts)
+    for k, v in pairs(per_call) do checked[k] = v end
+    local flow = core.new_task(flow_body(flow_functions[self]),
+      checked.name, checked, true)
+    flow_functions[flow] = flow_functions[self]
+    return flow
+  end
+  return new_task(merged, fn)
+end
+
+-- f:run(...): run it to the end and return its final State.
+function Task.run(self, ...)
+  local fut = self:submit(...)
+  fut:wait()
+  return fut:state()
+end
+
+function M.submit(task, ...) return Task.submit(task, ...) end
+function M.map(task, ...) return Task.map(task, ...) end
+function M.result(fut, ...) return fut:result(...) end
+
+function M.wait(futures, timeout)
+  if core.is_future(futures) then futures = { futures } end
+  if type(futures) ~= "table" then
+    usage("mf.wait expects a list of futures, got %s", type(futures))
+  end
+  return core.wait(futures, timeout)
+end
+
+-- mf.as_completed(futures, timeout): the futures already final first,
+-- then each one as it finishes.
+function M.as_completed(futures, timeout)
+  if core.is_future(futures) then futures = { futures } end
+  if type(futures) ~= "table" then
+    usage("mf.as_completed expects a list of futures, got %s", type(futures))
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    usage("timeout must be a number >= 0, got %s", tostring(timeout))
+  end
+  local ready, pending, seen = {}, {}, {}
+  for i, fut in ipairs(futures) do
+    if not core.is_future(fut) then
+      usage("element %d is not a Future (%s)", i, type(fut))
+    end
+    if not seen[fut] then
+      seen[fut] = true
+      if fut:done() then ready[#ready + 1] = fut
+      else pending[#pending + 1] = fut end
+    end
+  end
+  local total = #ready + #pending
+  local deadline = timeout and core.now() + timeout
+  local next_ready = 1
+  -- Moves the futures that finished from pending to ready, in finish order.
+  local function collect()
+    local finished, still = {}, {}
+    for _, fut in ipairs(pending) do
+      if fut:done() then finished[#finished + 1] = fut
+      else still[#still + 1] = fut end
+    end
+    local function finish_time(fut)
+      local history = fut:history()
+      return history[#history].timestamp
+    end
+    table.sort(finished, function(a, b) return finish_time(a) < finish_time(b) end)
+    for _, fut in ipairs(finished) do ready[#ready + 1] = fut end
+    pending = still
+  end
+  return function()
+    while next_ready > #ready do
+      if #pending == 0 then return nil end
+      local remaining = deadline and math.max(0, deadline - core.now())
+      if not core.wait_any(pending, remaining) then
+        error(core.error("Timeout", string.format("%d (of %d) futures unfinished",
+          #pending, total)), 0)
+      end
+      collect()
+    end
+    local fut = ready[next_ready]
+    next_ready = next_ready + 1
+    return fut
+  end
+end
+
+return M

@@ -1,0 +1,239 @@
+/*
+ * test_engine.c -- tests of the engine in C, with tasks written in C.
+ * Each test gets a fresh engine; the runner counts failures.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moonflow.h"
+
+static int failures;
+
+#define ASSERT(cond)                                                           \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__,     \
+              #cond);                                                          \
+      failures++;                                                              \
+      return;                                                                  \
+    }                                                                          \
+  } while (0)
+
+/* {====== C bodies ====== */
+
+/* A body that finishes at once with a value in its body memory. */
+typedef struct value_body {
+  int value;
+  int steps;
+  int abandoned;
+} value_body;
+
+static void complete_step(mf_run *run, mf_step_reason reason) {
+  value_body *b = mf_run_body(run);
+  (void)reason;
+  b->steps++;
+  b->value *= 2;
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+
+static void fail_step(mf_run *run, mf_step_reason reason) {
+  (void)reason;
+  mf_run_finish(run, MF_FAILED, MF_NAME_FAILED);
+}
+
+static void count_abandon(mf_run *run) {
+  value_body *b = mf_run_body(run);
+  b->abandoned++;
+}
+
+/* Sleeps once for b->value milliseconds, then completes. */
+static void sleep_step(mf_run *run, mf_step_reason reason) {
+  value_body *b = mf_run_body(run);
+  b->steps++;
+  if (reason == MF_STEP_START) {
+    mf_run_sleep(run, b->value / 1000.0);
+    return;
+  }
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+
+static const mf_run_ops complete_ops = {complete_step, count_abandon, NULL,
+                                        NULL};
+static const mf_run_ops fail_ops = {fail_step, count_abandon, NULL, NULL};
+static const mf_run_ops sleep_ops = {sleep_step, count_abandon, NULL, NULL};
+
+/* Waits for the run in its body data, then completes. */
+typedef struct waiter_body {
+  mf_run *target;
+  int rc;
+  mf_wake_reason woke;
+  int steps;
+} waiter_body;
+
+static void waiter_step(mf_run *run, mf_step_reason reason) {
+  waiter_body *b = mf_run_body(run);
+  b->steps++;
+  if (reason == MF_STEP_START) {
+    b->rc = mf_run_wait(run, &b->target, 1, MF_WAIT_ALL, -1);
+    if (b->rc == 0)
+      return;
+    mf_run_finish(run, MF_FAILED, MF_NAME_FAILED);
+    return;
+  }
+  b->woke = mf_run_wake_reason(run);
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+static const mf_run_ops waiter_ops = {waiter_step, NULL, NULL, NULL};
+
+/* }====== */
+
+static mf_engine *new_engine(void) {
+  mf_engine *e = NULL;
+  if (mf_engine_new(&e, NULL) != 0) {
+    fprintf(stderr, "cannot create engine\n");
+    exit(1);
+  }
+  return e;
+}
+
+static mf_run *submit(mf_engine *e, const mf_run_ops *ops, size_t size,
+                      int value) {
+  mf_run *run = mf_run_new(e, ops, size);
+  if (size >= sizeof(int))
+    ((value_body *)mf_run_body(run))->value = value;
+  mf_run_submit(run, NULL);
+  return run;
+}
+
+static void test_complete(void) {
+  mf_engine *e = new_engine();
+  mf_run *run = submit(e, &complete_ops, sizeof(value_body), 21);
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(mf_run_state_type(run) == MF_COMPLETED);
+  ASSERT(((value_body *)mf_run_body(run))->value == 42);
+  const mf_state *history;
+  size_t n = mf_run_history(run, &history);
+  ASSERT(n == 3);
+  ASSERT(history[0].name == MF_NAME_PENDING);
+  ASSERT(history[1].name == MF_NAME_RUNNING);
+  ASSERT(history[2].name == MF_NAME_COMPLETED);
+  ASSERT(history[0].timestamp <= history[2].timestamp);
+  mf_run_unref(run);
+  mf_engine_close(e);
+}
+
+static void test_chain_not_ready(void) {
+  /* A failed input makes every downstream run NotReady, iteratively. */
+  mf_engine *e = new_engine();
+  mf_run *first = submit(e, &fail_ops, sizeof(value_body), 0);
+  mf_run *prev = first;
+  mf_run *runs[1000];
+  for (int i = 0; i < 1000; i++) {
+    mf_run *run = mf_run_new(e, &complete_ops, sizeof(value_body));
+    mf_run_add_input(run, prev, 0);
+    ASSERT(mf_run_submit(run, NULL) == 0);
+    runs[i] = run;
+    prev = run;
+  }
+  ASSERT(mf_engine_wait(e, &prev, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(mf_run_state_name(prev) == MF_NAME_NOT_READY);
+  ASSERT(mf_run_cause(prev) == runs[998]);
+  ASSERT(((value_body *)mf_run_body(prev))->abandoned == 1);
+  ASSERT(mf_run_unhandled(e, NULL, NULL) == 1001);
+  for (int i = 0; i < 1000; i++)
+    mf_run_unref(runs[i]);
+  mf_run_unref(first);
+  mf_engine_close(e);
+}
+
+static void test_sleep_and_timeout(void) {
+  mf_engine *e = new_engine();
+  mf_run *run = submit(e, &sleep_ops, sizeof(value_body), 30);
+  double t0 = mf_engine_now(e);
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, 0.005) == MF_ETIMEDOUT);
+  ASSERT(!mf_run_is_final(run));
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(mf_engine_now(e) - t0 >= 0.029);
+  ASSERT(((value_body *)mf_run_body(run))->steps == 2);
+  mf_run_unref(run);
+  mf_engine_close(e);
+}
+
+static void test_self_wait_deadlock(void) {
+  mf_engine *e = new_engine();
+  mf_run *run = mf_run_new(e, &waiter_ops, sizeof(waiter_body));
+  ((waiter_body *)mf_run_body(run))->target = run;
+  mf_run_submit(run, NULL);
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(((waiter_body *)mf_run_body(run))->rc == MF_EDEADLK);
+  ASSERT(mf_run_state_type(run) == MF_FAILED);
+  mf_run_mark_handled(run);
+  ASSERT(mf_run_unhandled(e, NULL, NULL) == 0);
+  mf_run_unref(run);
+  mf_engine_close(e);
+}
+
+static void test_external_future_deadlock(void) {
+  /* A run waiting on a future nothing will complete is woken with
+   * MF_WAKE_DEADLOCK once the loop has nothing left. */
+  mf_engine *e = new_engine();
+  mf_run *external = mf_run_new(e, NULL, 0);
+  mf_run_submit(external, NULL);
+  mf_run *run = mf_run_new(e, &waiter_ops, sizeof(waiter_body));
+  ((waiter_body *)mf_run_body(run))->target = external;
+  mf_run_submit(run, NULL);
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(((waiter_body *)mf_run_body(run))->woke == MF_WAKE_DEADLOCK);
+  ASSERT(mf_engine_wait(e, &external, 1, MF_WAIT_ALL, -1) == MF_EDEADLK);
+  mf_run_finish(external, MF_COMPLETED, MF_NAME_COMPLETED);
+  ASSERT(mf_run_state_type(external) == MF_COMPLETED);
+  mf_run_unref(run);
+  mf_run_unref(external);
+  mf_engine_close(e);
+}
+
+static void test_cancel_tree(void) {
+  mf_engine *e = new_engine();
+  mf_run *flow = mf_run_new(e, &sleep_ops, sizeof(value_body));
+  ((value_body *)mf_run_body(flow))->value = 1000;
+  mf_run_set_flags(flow, MF_RUN_FLOW);
+  mf_run_submit(flow, NULL);
+  mf_run *child = mf_run_new(e, &sleep_ops, sizeof(value_body));
+  ((value_body *)mf_run_body(child))->value = 1000;
+  mf_run_submit(child, flow);
+  ASSERT(mf_engine_step(e) == 2);
+  ASSERT(mf_run_cancel(flow) == 1);
+  ASSERT(mf_run_state_type(flow) == MF_CANCELLED);
+  ASSERT(mf_run_state_type(child) == MF_CANCELLED);
+  ASSERT(((value_body *)mf_run_body(child))->abandoned == 1);
+  ASSERT(mf_run_cancel(flow) == 0);
+  ASSERT(mf_engine_live_runs(e) == 0);
+  mf_run_unref(child);
+  mf_run_unref(flow);
+  mf_engine_close(e);
+}
+
+static void test_close_with_runs_in_flight(void) {
+  mf_engine *e = new_engine();
+  mf_run *run = submit(e, &sleep_ops, sizeof(value_body), 1000);
+  mf_engine_step(e);
+  mf_engine_close(e); /* cancels it; the run stays readable */
+  ASSERT(mf_run_state_type(run) == MF_CANCELLED);
+  mf_run_unref(run);
+}
+
+int main(void) {
+  test_complete();
+  test_chain_not_ready();
+  test_sleep_and_timeout();
+  test_self_wait_deadlock();
+  test_external_future_deadlock();
+  test_cancel_tree();
+  test_close_with_runs_in_flight();
+  if (failures)
+    printf("%d failed\n", failures);
+  else
+    printf("all engine tests passed\n");
+  return failures ? 1 : 0;
+}
