@@ -40,6 +40,7 @@ typedef struct mfl_state {
   int closed;           /* the engine is gone: no Lua entry any more */
   int callback_depth;   /* Lua callbacks executing (done callbacks) */
   int pool_size;        /* coroutines in the pool */
+  lua_State *spare;     /* a finished coroutine ready to run the next body */
   mf_wake_reason last_wake; /* how the last top-level wait ended */
 } mfl_state;
 
@@ -57,6 +58,7 @@ typedef struct mfl_run {
   unsigned char box_alive;     /* the Future userdata exists */
   unsigned char has_outcome;   /* a flow chose its final state */
   unsigned char parked;        /* the last yield parked through the API */
+  unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
 } mfl_run;
@@ -80,8 +82,14 @@ MFL_INTERNAL mfl_future *mfl_to_future(lua_State *L, int idx);
 MFL_INTERNAL mfl_future *mfl_check_future(lua_State *L, int idx);
 MFL_INTERNAL mf_run *mfl_current_run(lua_State *L, mfl_state *S);
 MFL_INTERNAL int mfl_is_kind(lua_State *L, int idx, const char *key);
+/* Stack indices of values a loop that makes many Futures looks up once. */
+typedef struct mfl_hot {
+  int future_mt, pins;
+} mfl_hot;
+MFL_INTERNAL void mfl_push_hot(lua_State *L, mfl_hot *hot);
 MFL_INTERNAL mfl_future *mfl_new_future(lua_State *L, mfl_state *S,
-                                        mfl_kind kind, int task_idx);
+                                        mfl_kind kind, int task_idx,
+                                        const mfl_hot *hot);
 MFL_INTERNAL int mfl_run_name(lua_State *L, mf_run *run);
 MFL_INTERNAL void mfl_report(mfl_state *S, const char *what, const char *msg);
 

@@ -260,9 +260,11 @@ static int future_gc(lua_State *L) {
     return 0; /* the engine freed what it held; nothing else to do */
   /* The run may outlive this userdata (a downstream run's reference):
    * keep its name, which points into the task this userdata anchors. */
-  char name[256];
-  mf_run_name(run, name, sizeof name);
-  mf_run_set_custom_name(run, name);
+  if (mf_run_refcount(run) > 1) {
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    mf_run_set_custom_name(run, name);
+  }
   mf_run_unref(run);
   return 0;
 }

@@ -8,7 +8,7 @@
 #include "binding.h"
 #include "embedded.h"
 
-const char mfl_key_state, mfl_key_pins, mfl_key_pool;
+const char mfl_key_state, mfl_key_pins, mfl_key_pool, mfl_key_spare;
 const char mfl_key_future_mt, mfl_key_list_mt, mfl_key_task_mt,
     mfl_key_state_mt, mfl_key_error_mt, mfl_key_unmapped_mt, mfl_key_quote_mt,
     mfl_key_allow_mt;
@@ -188,6 +188,38 @@ static int push_call(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   return nargs;
 }
 
+/*
+ * Coroutines: a run starts on the spare coroutine (anchored in the
+ * registry's spare slot), which most runs hand back finished, ready for the
+ * next one.  Only a run that parks moves its coroutine into its Future
+ * (MFL_UV_CO) and takes it out of the spare slot; it comes back through the
+ * pool.
+ */
+static lua_State *take_spare(lua_State *L, mfl_state *S) {
+  lua_State *co = S->spare;
+  if (co) {
+    S->spare = NULL;
+    return co;
+  }
+  co = pool_take(L, S); /* pushes it */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_spare);
+  return co;
+}
+
+/* The coroutine of a finished run (settop 0 done) goes back. */
+static void give_back(lua_State *L, mfl_state *S, mfl_run *lr, int box,
+                      lua_State *co) {
+  if (!lr->co_in_box) {
+    S->spare = co; /* still anchored in the spare slot */
+    return;
+  }
+  lua_getiuservalue(L, box, MFL_UV_CO);
+  lua_pushnil(L);
+  lua_setiuservalue(L, box, MFL_UV_CO);
+  lr->co_in_box = 0;
+  pool_give(L, S, co);
+}
+
 static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
@@ -197,9 +229,9 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   int box = lua_gettop(L);
   int nargs = 0;
   if (reason == MF_STEP_START) {
-    lua_State *co = pool_take(L, S);
-    lua_setiuservalue(L, box, MFL_UV_CO);
+    lua_State *co = take_spare(L, S);
     lr->co = co;
+    lr->co_in_box = 0;
     nargs = push_call(L, lr, box, co);
   }
   lua_State *co = lr->co;
@@ -207,6 +239,12 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   int status = lua_resume(co, L, nargs, &nres);
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
+    if (!lr->co_in_box) {
+      lua_pushthread(co);
+      lua_xmove(co, L, 1);
+      lua_setiuservalue(L, box, MFL_UV_CO);
+      lr->co_in_box = 1;
+    }
     /* A bare coroutine.yield() in the body parks nothing: it yields the
      * loop once, as mf.sleep(0) does. */
     if (!lr->parked)
@@ -215,15 +253,14 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   } else if (status == LUA_OK) {
     store_results(L, lr, box, co, nres);
     lr->co = NULL;
-    lua_getiuservalue(L, box, MFL_UV_CO);
-    lua_pushnil(L);
-    lua_setiuservalue(L, box, MFL_UV_CO);
-    pool_give(L, S, co);
+    lua_settop(co, 0);
+    give_back(L, S, lr, box, co);
     mf_run_finish(run, lr->has_outcome ? lr->outcome_type : MF_COMPLETED,
                   lr->has_outcome ? lr->outcome_name : MF_NAME_COMPLETED);
   } else {
     lr->co = NULL;
-    store_error(L, lr, box, co);
+    lr->co_in_box = 0;
+    store_error(L, lr, box, co); /* also clears MFL_UV_CO */
     mf_run_finish(run, lr->has_outcome ? lr->outcome_type : MF_FAILED,
                   lr->has_outcome ? lr->outcome_name : MF_NAME_FAILED);
   }
@@ -270,12 +307,15 @@ static const mf_run_ops run_ops = {op_step, op_abandon, op_hold, NULL};
 /* Creates a run and its Future; the Future is pushed and pinned.  The task
  * (at task_idx, or none when 0) is kept in the Future. */
 mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
-                           int task_idx) {
+                           int task_idx, const mfl_hot *hot) {
   if (task_idx < 0)
     task_idx = lua_gettop(L) + task_idx + 1;
   mfl_future *f = lua_newuserdatauv(L, sizeof *f, MFL_NUV);
   f->run = NULL;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  if (hot)
+    lua_pushvalue(L, hot->future_mt);
+  else
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
   lua_setmetatable(L, -2);
   mf_run *run = mf_run_new(S->engine, &run_ops, sizeof(mfl_run));
   if (!run)
@@ -289,11 +329,23 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
     lua_pushvalue(L, task_idx);
     lua_setiuservalue(L, -2, MFL_UV_TASK);
   }
+  if (hot) {
+    lua_pushvalue(L, -1);
+    lr->pin = luaL_ref(L, hot->pins);
+    return f;
+  }
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
   lua_pushvalue(L, -2);
   lr->pin = luaL_ref(L, -2);
   lua_pop(L, 1);
   return f;
+}
+
+void mfl_push_hot(lua_State *L, mfl_hot *hot) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  hot->future_mt = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  hot->pins = lua_gettop(L);
 }
 
 /* }====== */

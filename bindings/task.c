@@ -34,17 +34,21 @@ static mfl_task_full *check_task(lua_State *L, int idx) {
 /* Makes a run of the task at task_idx with the nargs values from first as
  * its arguments, and pushes its Future. */
 static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
-                              int first, int nargs) {
+                              int first, int nargs, const mfl_hot *hot,
+                              const char *name) {
   mfl_task_full *t = lua_touserdata(L, task_idx);
   mfl_future *f = mfl_new_future(
-      L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK, task_idx);
+      L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK, task_idx, hot);
   int box = lua_gettop(L);
   mf_run *run = f->run;
   mfl_run *lr = mf_run_body(run);
-  lua_getiuservalue(L, task_idx, MFL_TASK_UV_NAME);
   /* The name string is anchored by the task, which the Future anchors. */
-  mf_run_set_name(run, lua_tostring(L, -1), ++t->base.runs);
-  lua_pop(L, 1);
+  if (!name) {
+    lua_getiuservalue(L, task_idx, MFL_TASK_UV_NAME);
+    name = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  mf_run_set_name(run, name, ++t->base.runs);
   if (t->base.is_flow)
     mf_run_set_flags(run, MF_RUN_FLOW);
   if (nargs == 1) {
@@ -111,7 +115,7 @@ static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
  * Future. */
 static mfl_future *submit_one(lua_State *L, mfl_state *S, int task_idx,
                               int first, int nargs) {
-  mfl_future *f = create_run(L, S, task_idx, first, nargs);
+  mfl_future *f = create_run(L, S, task_idx, first, nargs, NULL, NULL);
   mfl_run *lr = mf_run_body(f->run);
   for (int i = 0; i < nargs; i++)
     if (mfl_scan_arg(L, first + i, f->run))
@@ -318,6 +322,10 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
   lua_setmetatable(L, list);
   luaL_checkstack(L, plan.nargs + 8, "too many arguments to map");
+  mfl_hot hot;
+  mfl_push_hot(L, &hot);
+  lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
+  const char *name = lua_tostring(L, -1); /* anchored by the task */
   for (lua_Integer r = 1; r <= plan.length; r++) {
     int base = lua_gettop(L) + 1;
     for (int i = 0; i < plan.nargs; i++) {
@@ -326,7 +334,7 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
       else
         lua_rawgeti(L, plan.first + i, r);
     }
-    mfl_future *f = create_run(L, S, 1, base, plan.nargs);
+    mfl_future *f = create_run(L, S, 1, base, plan.nargs, &hot, name);
     mfl_run *lr = mf_run_body(f->run);
     for (int i = 0; i < plan.nargs; i++) {
       if (plan.kinds[i] != ARG_BROADCAST) {
@@ -341,6 +349,7 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     lua_rawseti(L, list, r);
     lua_settop(L, base - 1);
   }
+  lua_settop(L, list);
   if (!(t->call_flags & MFL_TASK_RETURN_STATE))
     return 1;
   /* return_state: wait for every run, then give their States. */

@@ -61,8 +61,15 @@ double mf_engine_now(const mf_engine *engine) {
   return (double)uv_hrtime() / 1e9;
 }
 
-double mf__wall_now(const mf_engine *e) {
-  return mf_engine_now(e) + e->wall_offset;
+void mf__clock_refresh(mf_engine *e) {
+  e->clock_cache = mf_engine_now(e);
+  e->clock_uses = 1;
+}
+
+double mf__wall_now(mf_engine *e) {
+  if ((e->clock_uses++ & 31) == 0)
+    e->clock_cache = mf_engine_now(e);
+  return e->clock_cache + e->wall_offset;
 }
 
 static double wall_offset(void) {

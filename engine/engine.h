@@ -39,6 +39,8 @@ struct mf_engine {
   mf_run *unhandled_first, *unhandled_last;
 
   double wall_offset; /* wall seconds minus monotonic seconds */
+  double clock_cache; /* monotonic seconds, refreshed every few uses */
+  unsigned clock_uses;
   mf_error_fn on_error;
   void *error_data;
   void *data;
@@ -70,6 +72,10 @@ MF_INTERNAL mf_run *mf__nearest_flow(const mf_run *run);
 MF_INTERNAL void mf__unhandled_release_scope(mf_engine *e, mf_run *flow);
 
 /* Clock (engine.c). */
-MF_INTERNAL double mf__wall_now(const mf_engine *e);
+/* Wall-clock seconds for state timestamps: read from a cache refreshed
+ * every 32 uses and at each scheduler pass, so stamping three states per
+ * run does not cost three clock reads. */
+MF_INTERNAL double mf__wall_now(mf_engine *e);
+MF_INTERNAL void mf__clock_refresh(mf_engine *e);
 
 #endif

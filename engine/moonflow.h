@@ -188,6 +188,8 @@ MF_API void *mf_run_body(mf_run *run);
  * exists.  mf_run_unref frees it at the last one. */
 MF_API void mf_run_ref(mf_run *run);
 MF_API void mf_run_unref(mf_run *run);
+/* The number of references (not engine holds). */
+MF_API int mf_run_refcount(const mf_run *run);
 
 /* Flags given before submit. */
 enum {

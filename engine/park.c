@@ -8,7 +8,7 @@
  * when there is nothing to wait for. */
 static int park(mf_run *run, mf_wait_mode mode, double timeout) {
   mf_engine *e = run->engine;
-  if (mf__waiter_arm(&run->waiter, mode, timeout)) {
+  if (mf__waiter_arm(run->waiter, mode, timeout)) {
     mf__sched_push(e, run, MF_READY_RESUME);
     return 0;
   }
@@ -34,7 +34,9 @@ int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
       if (!mf_run_is_final(targets[i]) &&
           mf__deadlock_check(run->engine, run, targets[i]))
         return MF_EDEADLK;
-  mf_waiter *w = &run->waiter;
+  mf_waiter *w = mf__run_waiter(run);
+  if (!w)
+    return MF_ENOMEM;
   mf__waiter_clear(w);
   w->kind = MF_WAITER_TARGETS;
   for (size_t i = 0; i < count; i++) {
@@ -51,7 +53,9 @@ int mf_run_sleep(mf_run *run, double seconds) {
   int rc = check_active(run);
   if (rc)
     return rc;
-  mf_waiter *w = &run->waiter;
+  mf_waiter *w = mf__run_waiter(run);
+  if (!w)
+    return MF_ENOMEM;
   mf__waiter_clear(w);
   if (seconds <= 0) {
     w->reason = MF_WAKE_DONE;
@@ -66,7 +70,9 @@ int mf_run_wait_children(mf_run *run) {
   int rc = check_active(run);
   if (rc)
     return rc;
-  mf_waiter *w = &run->waiter;
+  mf_waiter *w = mf__run_waiter(run);
+  if (!w)
+    return MF_ENOMEM;
   mf__waiter_clear(w);
   w->kind = MF_WAITER_CHILDREN;
   return park(run, MF_WAIT_ALL, -1);

@@ -23,7 +23,6 @@ mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops,
   run->life = MF_LIFE_NEW;
   run->history = run->history_inline;
   run->history_cap = MF_HISTORY_INLINE;
-  mf__waiter_init(&run->waiter, engine, run);
   mf__run_push_state(run, MF_PENDING, MF_NAME_PENDING);
   return run;
 }
@@ -33,7 +32,11 @@ void *mf_run_body(mf_run *run) { return run->body; }
 static void run_free(mf_run *run) {
   if (run->ops && run->ops->free)
     run->ops->free(run);
-  mf__waiter_free(&run->waiter);
+  if (run->waiter) {
+    mf__waiter_free(run->waiter);
+    free(run->waiter);
+  }
+  free(run->extra);
   mf_done_callback *cb = run->done_callbacks;
   while (cb) {
     mf_done_callback *next = cb->next;
@@ -53,15 +56,30 @@ static void maybe_free(mf_run *run) {
     mf_run *cause = run->cause;
     run->cause = NULL;
     run_free(run);
-    if (!cause)
+    if (!cause || --cause->refs != 0)
       break;
-    if (--cause->holds == 0 && cause->ops && cause->ops->hold)
-      cause->ops->hold(cause, 0);
     run = cause;
   }
 }
 
+mf_waiter *mf__run_waiter(mf_run *run) {
+  if (!run->waiter) {
+    run->waiter = malloc(sizeof *run->waiter);
+    if (!run->waiter)
+      return NULL;
+    mf__waiter_init(run->waiter, run->engine, run);
+  }
+  return run->waiter;
+}
+
+mf_run_extra *mf__run_extra(mf_run *run) {
+  if (!run->extra)
+    run->extra = calloc(1, sizeof *run->extra);
+  return run->extra;
+}
+
 void mf_run_ref(mf_run *run) { run->refs++; }
+int mf_run_refcount(const mf_run *run) { return run->refs; }
 
 void mf_run_unref(mf_run *run) {
   if (--run->refs == 0)
@@ -126,7 +144,7 @@ int mf_run_is_final(const mf_run *run) { return run->life == MF_LIFE_FINAL; }
 void mf_run_set_data(mf_run *run, void *data) { run->data = data; }
 void *mf_run_data(const mf_run *run) { return run->data; }
 mf_wake_reason mf_run_wake_reason(const mf_run *run) {
-  return run->waiter.reason;
+  return run->waiter ? run->waiter->reason : MF_WAKE_NONE;
 }
 int mf_run_cancel_requested(const mf_run *run) {
   return run->cancel_requested;
@@ -177,13 +195,18 @@ void mf_run_set_state(mf_run *run, mf_state_type type, mf_state_name name) {
 int mf_run_add_input(mf_run *run, mf_run *input, int allow_failure) {
   if (run->life != MF_LIFE_NEW)
     return MF_ESTATE;
-  return mf__waiter_add(&run->waiter, input, allow_failure);
+  mf_waiter *w = mf__run_waiter(run);
+  if (!w)
+    return MF_ENOMEM;
+  return mf__waiter_add(w, input, allow_failure);
 }
 
 /* An input that is a flow containing the new run could never finish. */
 static int input_contains(const mf_run *run, const mf_run *parent) {
-  for (size_t i = 0; i < run->waiter.count; i++) {
-    const mf_run *input = run->waiter.nodes[i].target;
+  if (!run->waiter)
+    return 0;
+  for (size_t i = 0; i < run->waiter->count; i++) {
+    const mf_run *input = run->waiter->nodes[i].target;
     for (const mf_run *p = parent; p; p = p->parent)
       if (p == input && (p->flags & MF_RUN_FLOW))
         return 1;
@@ -207,12 +230,12 @@ int mf_run_submit(mf_run *run, mf_run *parent) {
   mf__tree_link(e, run, parent);
   e->live++;
   mf__run_hold(run); /* the live hold, released when final */
-  if (run->waiter.count == 0) {
+  if (!run->waiter || run->waiter->count == 0) {
     mf__sched_push(e, run, MF_READY_START);
     return 0;
   }
   run->life = MF_LIFE_INPUTS;
-  if (mf__waiter_arm(&run->waiter, MF_WAIT_ALL_FAST, -1))
+  if (mf__waiter_arm(run->waiter, MF_WAIT_ALL_FAST, -1))
     mf__sched_push(e, run, MF_READY_INPUTS);
   else
     mf__sched_parked_add(e, run);
@@ -221,8 +244,8 @@ int mf_run_submit(mf_run *run, mf_run *parent) {
 
 /* The first input that did not complete and whose failure is not allowed. */
 static mf_run *failed_input(const mf_run *run) {
-  for (size_t i = 0; i < run->waiter.count; i++) {
-    const mf_wait_node *node = &run->waiter.nodes[i];
+  for (size_t i = 0; i < run->waiter->count; i++) {
+    const mf_wait_node *node = &run->waiter->nodes[i];
     if (node->target->type != MF_COMPLETED && !node->allow_failure &&
         mf_run_is_final(node->target))
       return node->target;
@@ -257,17 +280,17 @@ static void step(mf_run *run, mf_step_reason reason) {
 static void start_after_inputs(mf_run *run) {
   mf_run *failed = failed_input(run);
   if (failed) {
-    mf__run_hold(failed);
+    mf_run_ref(failed);
     run->cause = failed;
     mf__run_finalize(run, MF_PENDING, MF_NAME_NOT_READY);
     return;
   }
-  if (run->waiter.reason == MF_WAKE_DEADLOCK) {
+  if (run->waiter->reason == MF_WAKE_DEADLOCK) {
     run->error_code = MF_EDEADLK;
     mf__run_finalize(run, MF_FAILED, MF_NAME_FAILED);
     return;
   }
-  mf__waiter_clear(&run->waiter);
+  mf__waiter_clear(run->waiter);
   step(run, MF_STEP_START);
 }
 
@@ -281,7 +304,8 @@ void mf__run_execute(mf_run *run) {
       step(run, MF_STEP_START);
     break;
   case MF_READY_RESUME:
-    mf__waiter_clear(&run->waiter);
+    if (run->waiter)
+      mf__waiter_clear(run->waiter);
     step(run, MF_STEP_RESUME);
     break;
   case MF_READY_CLOSE:
@@ -324,7 +348,11 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
   if (run->life == MF_LIFE_READY)
     mf__sched_unlink(e, run);
   mf__sched_parked_remove(e, run);
-  mf__waiter_free(&run->waiter); /* inputs or park: drops their references */
+  if (run->waiter) { /* inputs or park: drops their references */
+    mf__waiter_free(run->waiter);
+    free(run->waiter);
+    run->waiter = NULL;
+  }
   if (!run->body_done && run->ops && run->ops->abandon) {
     run->body_done = 1;
     run->ops->abandon(run);

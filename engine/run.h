@@ -34,6 +34,16 @@ typedef struct mf_done_callback {
 
 #define MF_HISTORY_INLINE 3
 
+/* Unhandled-failure bookkeeping, allocated only for runs that failed
+ * unhandled or are scopes (flows) holding such failures. */
+typedef struct mf_run_extra {
+  mf_run *unhandled_prev, *unhandled_next; /* in its scope's list */
+  mf_run *unhandled_scope; /* the flow whose list holds it (NULL: root) */
+  mf_run *scope_first, *scope_last; /* a flow's own list */
+} mf_run_extra;
+
+/* Kept small (one per run, a million live runs are normal): rare parts are
+ * allocated on demand, enums are stored in bytes. */
 struct mf_run {
   mf_engine *engine;
   const mf_run_ops *ops; /* NULL: completed from outside */
@@ -44,20 +54,18 @@ struct mf_run {
   const char *name_prefix; /* not owned */
   char *custom_name;       /* owned; freed with the run */
 
-  unsigned flags; /* MF_RUN_* */
   int refs;       /* external references (mf_run_ref) */
   int holds;      /* engine holds; ops->hold(1) on 0 -> 1, (0) on 1 -> 0 */
-
-  mf_life life;
-  mf_ready_action ready_action;
-  mf_state_type type;
-  mf_state_name name;
   int attempt;
   int error_code; /* MF_E* when the engine itself failed the run, else 0 */
-  /* Final state a closing flow takes once its children are final. */
-  mf_state_type closing_type;
-  mf_state_name closing_name;
 
+  unsigned char flags;        /* MF_RUN_* */
+  unsigned char life;         /* mf_life */
+  unsigned char ready_action; /* mf_ready_action */
+  unsigned char type;         /* mf_state_type */
+  unsigned char name;         /* mf_state_name */
+  /* Final state a closing flow takes once its children are final. */
+  unsigned char closing_type, closing_name;
   unsigned char cancel_requested;
   unsigned char handled;
   unsigned char in_unhandled;
@@ -65,7 +73,8 @@ struct mf_run {
   unsigned char body_done; /* the body finished: never step or abandon it */
 
   /* History: inline for the usual Pending, Running, Completed. */
-  size_t history_len, history_cap;
+  unsigned short history_len, history_cap;
+  unsigned visit_epoch;
   mf_state *history;
   mf_state history_inline[MF_HISTORY_INLINE];
 
@@ -78,23 +87,22 @@ struct mf_run {
   mf_run *prev_sibling, *next_sibling;
   size_t live_children;
 
-  mf_waiter waiter;         /* inputs (before start) or the body's park */
-  mf_wait_node *waiters;    /* nodes of waiters on this run */
-  mf_run *parked_prev, *parked_next; /* engine's parked list */
-
-  mf_run *cause; /* NotReady: the upstream that failed (one hold) */
-
-  /* Unhandled-failure list of the scope this run belongs to, and, for a
-   * flow, the head of its own scope's list. */
-  mf_run *unhandled_prev, *unhandled_next;
-  mf_run *unhandled_first, *unhandled_last;
-  mf_run *unhandled_scope; /* scope whose list holds this run (NULL root) */
-
+  mf_waiter *waiter;     /* inputs or the body's park; NULL until needed */
+  mf_wait_node *waiters; /* nodes of waiters on this run */
+  mf_run *cause;         /* NotReady: the upstream that failed (a ref) */
+  mf_run_extra *extra;   /* unhandled-failure links; NULL until needed */
   mf_done_callback *done_callbacks;
-  unsigned visit_epoch;
 
   max_align_t body[]; /* body_size bytes for the ops */
 };
+
+/* The run's waiter, created on first use; NULL when out of memory. */
+MF_INTERNAL mf_waiter *mf__run_waiter(mf_run *run);
+MF_INTERNAL mf_run_extra *mf__run_extra(mf_run *run);
+/* Whether the run's waiter is armed. */
+static inline int mf__run_waiting(const mf_run *run) {
+  return run->waiter && run->waiter->active;
+}
 
 MF_INTERNAL void mf__run_hold(mf_run *run);
 MF_INTERNAL void mf__run_release(mf_run *run);

@@ -71,6 +71,7 @@ void mf__sched_drain(mf_engine *e) {
     return;
   e->draining = 1;
   e->depth++;
+  mf__clock_refresh(e);
   for (;;) {
     mf_run *run = e->ready_head;
     if (run) {
@@ -101,23 +102,27 @@ int mf__sched_has_work(const mf_engine *e) {
 }
 
 void mf__sched_parked_add(mf_engine *e, mf_run *run) {
-  run->parked_prev = NULL;
-  run->parked_next = e->parked;
+  mf_waiter *w = run->waiter;
+  w->parked_prev = NULL;
+  w->parked_next = e->parked;
   if (e->parked)
-    e->parked->parked_prev = run;
+    e->parked->waiter->parked_prev = run;
   e->parked = run;
 }
 
 void mf__sched_parked_remove(mf_engine *e, mf_run *run) {
-  if (run->parked_prev)
-    run->parked_prev->parked_next = run->parked_next;
+  mf_waiter *w = run->waiter;
+  if (!w)
+    return;
+  if (w->parked_prev)
+    w->parked_prev->waiter->parked_next = w->parked_next;
   else if (e->parked == run)
-    e->parked = run->parked_next;
+    e->parked = w->parked_next;
   else
     return; /* not in the list */
-  if (run->parked_next)
-    run->parked_next->parked_prev = run->parked_prev;
-  run->parked_prev = run->parked_next = NULL;
+  if (w->parked_next)
+    w->parked_next->waiter->parked_prev = w->parked_prev;
+  w->parked_prev = w->parked_next = NULL;
 }
 
 /*
@@ -131,8 +136,8 @@ size_t mf__sched_break_deadlocks(mf_engine *e) {
   for (int structural = 0; structural < 2 && woken == 0; structural++) {
     mf_run *run = e->parked;
     while (run) {
-      mf_run *next = run->parked_next;
-      mf_waiter *w = &run->waiter;
+      mf_waiter *w = run->waiter;
+      mf_run *next = w->parked_next;
       int is_structural =
           run->life == MF_LIFE_INPUTS || w->kind == MF_WAITER_CHILDREN;
       if (w->active && w->deadline < 0 && is_structural == structural) {

@@ -64,8 +64,9 @@ void mf__run_child_final(mf_run *parent) {
     return;
   if (parent->life == MF_LIFE_CLOSING)
     mf__sched_push(parent->engine, parent, MF_READY_CLOSE);
-  else if (parent->waiter.active && parent->waiter.kind == MF_WAITER_CHILDREN)
-    mf__waiter_wake(&parent->waiter, MF_WAKE_DONE);
+  else if (mf__run_waiting(parent) &&
+           parent->waiter->kind == MF_WAITER_CHILDREN)
+    mf__waiter_wake(parent->waiter, MF_WAKE_DONE);
 }
 
 /* }====== */
@@ -82,7 +83,8 @@ static void cancel_one(mf_run *run) {
     if (run->life == MF_LIFE_READY)
       mf__sched_unlink(run->engine, run);
     mf__sched_parked_remove(run->engine, run);
-    mf__waiter_clear(&run->waiter);
+    if (run->waiter)
+      mf__waiter_clear(run->waiter);
     if (!run->body_done && run->ops && run->ops->abandon) {
       run->body_done = 1;
       run->ops->abandon(run);
@@ -173,10 +175,21 @@ typedef struct scope_list {
   mf_run **first, **last;
 } scope_list;
 
-static scope_list scope_of(mf_engine *e, mf_run *flow) {
-  if (flow)
-    return (scope_list){&flow->unhandled_first, &flow->unhandled_last};
-  return (scope_list){&e->unhandled_first, &e->unhandled_last};
+/* The list of a scope; a flow without one yet gets it when create is set.
+ * Returns 0 when there is none (or no memory for one). */
+static int scope_of(mf_engine *e, mf_run *flow, scope_list *list, int create) {
+  if (!flow) {
+    *list = (scope_list){&e->unhandled_first, &e->unhandled_last};
+    return 1;
+  }
+  if (!flow->extra && (!create || !mf__run_extra(flow)))
+    return 0;
+  *list = (scope_list){&flow->extra->scope_first, &flow->extra->scope_last};
+  return 1;
+}
+
+static mf_run *next_unhandled(const mf_run *run) {
+  return run->extra->unhandled_next;
 }
 
 mf_run *mf__nearest_flow(const mf_run *run) {
@@ -187,31 +200,37 @@ mf_run *mf__nearest_flow(const mf_run *run) {
 }
 
 void mf__unhandled_add(mf_engine *e, mf_run *run, mf_run *scope) {
-  run->unhandled_scope = scope;
-  scope_list list = scope_of(e, run->unhandled_scope);
+  scope_list list;
+  mf_run_extra *x = mf__run_extra(run);
+  if (!x || !scope_of(e, scope, &list, 1))
+    return; /* out of memory: the failure is not counted */
+  x->unhandled_scope = scope;
   mf__run_hold(run);
   run->in_unhandled = 1;
-  run->unhandled_prev = *list.last;
-  run->unhandled_next = NULL;
+  x->unhandled_prev = *list.last;
+  x->unhandled_next = NULL;
   if (*list.last)
-    (*list.last)->unhandled_next = run;
+    (*list.last)->extra->unhandled_next = run;
   else
     *list.first = run;
   *list.last = run;
 }
 
 static void unhandled_remove(mf_engine *e, mf_run *run) {
-  scope_list list = scope_of(e, run->unhandled_scope);
-  if (run->unhandled_prev)
-    run->unhandled_prev->unhandled_next = run->unhandled_next;
+  mf_run_extra *x = run->extra;
+  scope_list list;
+  if (!scope_of(e, x->unhandled_scope, &list, 0))
+    return; /* cannot happen: the scope has the run in its list */
+  if (x->unhandled_prev)
+    x->unhandled_prev->extra->unhandled_next = x->unhandled_next;
   else
-    *list.first = run->unhandled_next;
-  if (run->unhandled_next)
-    run->unhandled_next->unhandled_prev = run->unhandled_prev;
+    *list.first = x->unhandled_next;
+  if (x->unhandled_next)
+    x->unhandled_next->extra->unhandled_prev = x->unhandled_prev;
   else
-    *list.last = run->unhandled_prev;
-  run->unhandled_prev = run->unhandled_next = NULL;
-  run->unhandled_scope = NULL;
+    *list.last = x->unhandled_prev;
+  x->unhandled_prev = x->unhandled_next = NULL;
+  x->unhandled_scope = NULL;
   run->in_unhandled = 0;
   mf__run_release(run);
 }
@@ -233,15 +252,21 @@ void mf_run_mark_handled(mf_run *run) {
 }
 
 void mf__unhandled_release_scope(mf_engine *e, mf_run *flow) {
-  scope_list list = scope_of(e, flow);
+  scope_list list;
+  if (!scope_of(e, flow, &list, 0))
+    return;
   while (*list.first)
     unhandled_remove(e, *list.first);
 }
 
 size_t mf_run_unhandled(mf_engine *engine, mf_run *flow, mf_run **first) {
-  scope_list list = scope_of(engine, flow);
+  scope_list list;
+  if (first)
+    *first = NULL;
+  if (!scope_of(engine, flow, &list, 0))
+    return 0;
   size_t n = 0;
-  for (mf_run *r = *list.first; r; r = r->unhandled_next)
+  for (mf_run *r = *list.first; r; r = next_unhandled(r))
     n++;
   if (first)
     *first = *list.first;
@@ -250,8 +275,10 @@ size_t mf_run_unhandled(mf_engine *engine, mf_run *flow, mf_run **first) {
 
 void mf_run_each_unhandled(mf_engine *engine, mf_run *flow,
                            void (*fn)(mf_run *run, void *data), void *data) {
-  scope_list list = scope_of(engine, flow);
-  for (mf_run *r = *list.first; r; r = r->unhandled_next)
+  scope_list list;
+  if (!scope_of(engine, flow, &list, 0))
+    return;
+  for (mf_run *r = *list.first; r; r = next_unhandled(r))
     fn(r, data);
 }
 

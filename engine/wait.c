@@ -206,8 +206,8 @@ static void visit(run_stack *s, mf_run *run, unsigned epoch) {
  * on every live run inside it (a flow waits for its whole tree, so the
  * children of a task are searched when the task's nearest flow was). */
 static void push_edges(run_stack *s, mf_run *run, unsigned epoch) {
-  const mf_waiter *w = &run->waiter;
-  if (w->active && w->kind == MF_WAITER_TARGETS) {
+  const mf_waiter *w = run->waiter;
+  if (w && w->active && w->kind == MF_WAITER_TARGETS) {
     for (size_t i = 0; i < w->count; i++)
       if (w->nodes[i].linked)
         visit(s, w->nodes[i].target, epoch);

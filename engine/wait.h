@@ -44,6 +44,7 @@ struct mf_waiter {
   size_t heap_index;    /* in the engine's timer heap, or MF_NO_HEAP_INDEX */
   mf_wake_reason reason;
   unsigned char active; /* armed and not yet woken */
+  mf_run *parked_prev, *parked_next; /* engine's parked list, by owner */
 };
 
 MF_INTERNAL void mf__waiter_init(mf_waiter *w, mf_engine *e, mf_run *owner);
