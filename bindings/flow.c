@@ -105,6 +105,14 @@ static int l_mark_handled(lua_State *L) {
   return 0;
 }
 
+/* core.rename(future, name): gives the run a name of its own ("main"). */
+static int l_rename(lua_State *L) {
+  mf_run *run = mfl_check_future(L, 1)->run;
+  if (mf_run_set_custom_name(run, luaL_checkstring(L, 2)) != 0)
+    return luaL_error(L, "moonflow: out of memory");
+  return 0;
+}
+
 /* core.is_future(v), core.is_future_list(v), core.is_task(v) */
 static int l_is_future(lua_State *L) {
   lua_pushboolean(L, mfl_to_future(L, 1) != NULL);
@@ -158,6 +166,7 @@ static const luaL_Reg flow_functions[] = {
     {"is_future_list", l_is_future_list},
     {"is_task", l_is_task},
     {"live", l_live},
+    {"rename", l_rename},
     {NULL, NULL}};
 
 void mfl_open_flow(lua_State *L) { luaL_setfuncs(L, flow_functions, 0); }

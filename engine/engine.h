@@ -13,6 +13,7 @@ struct mf_engine {
   unsigned char closing;
   unsigned char draining;
   unsigned char interrupted;
+  unsigned char timers_firing;
 
   uv_idle_t idle;   /* active while the ready or done queue has entries */
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */

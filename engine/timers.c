@@ -48,7 +48,7 @@ static void on_timer(uv_timer_t *handle);
 
 /* Points the uv timer at the earliest deadline, or stops it. */
 static void rearm(mf_engine *e) {
-  if (e->closing)
+  if (e->closing || e->timers_firing)
     return;
   if (e->heap_len == 0) {
     if (e->timer_due >= 0)
@@ -71,8 +71,10 @@ static void on_timer(uv_timer_t *handle) {
   double now = mf_engine_now(e);
   /* A libuv timer may fire up to a millisecond early (it counts whole ms of
    * a cached clock); accept deadlines within that slack. */
+  e->timers_firing = 1; /* one rearm for the batch, not one per wake */
   while (e->heap_len > 0 && e->heap[0]->deadline <= now + 0.0005)
     mf__waiter_wake(e->heap[0], MF_WAKE_TIMEOUT);
+  e->timers_firing = 0;
   rearm(e);
   mf__sched_drain(e);
 }

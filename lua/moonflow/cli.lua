@@ -18,6 +18,7 @@ end
 function M.run_script(chunk, ...)
   local main = core.new_task(chunk, "main", {}, false)
   local fut = main:submit(...)
+  core.rename(fut, "main")
   core.run()
   local status = 0
   if fut:state().type ~= "COMPLETED" then
