@@ -304,7 +304,7 @@ static void new_wrapper_mt(lua_State *L, const char *key, const char *name) {
   lua_createtable(L, 0, 1);
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  mfl_register_mt(L, key);
 }
 
 void mfl_open_args(lua_State *L) {

@@ -28,7 +28,7 @@ enum {
 };
 
 /* Registry keys (their addresses are the keys). */
-MFL_INTERNAL extern const char mfl_key_state, mfl_key_pins, mfl_key_pool;
+MFL_INTERNAL extern const char mfl_key_state;
 MFL_INTERNAL extern const char mfl_key_future_mt, mfl_key_list_mt,
     mfl_key_task_mt, mfl_key_state_mt, mfl_key_error_mt, mfl_key_unmapped_mt,
     mfl_key_quote_mt, mfl_key_allow_mt;
@@ -41,6 +41,11 @@ typedef struct mfl_state {
   int callback_depth;   /* Lua callbacks executing (done callbacks) */
   int pool_size;        /* coroutines in the pool */
   lua_State *spare;     /* a finished coroutine ready to run the next body */
+  /* Slots of the pins table: a stack of free ones (cheaper than luaL_ref,
+   * which keeps its free list inside the table). */
+  int pins_ref, pool_ref; /* registry slots of the pins and pool tables */
+  int *free_pins;
+  int free_pin_count, free_pin_capacity, pin_high;
   mf_wake_reason last_wake; /* how the last top-level wait ended */
 } mfl_state;
 
@@ -76,6 +81,16 @@ typedef struct mfl_task {
 enum { MFL_TASK_UV_FN = 1, MFL_TASK_UV_NAME, MFL_TASK_UV_OPTS, MFL_TASK_NUV };
 
 /* module.c */
+/* Registers the metatable on top (popped) under key, marking it so that
+ * mfl_is_kind can recognise it without a registry lookup. */
+MFL_INTERNAL void mfl_register_mt(lua_State *L, const char *key);
+/* Pushes the table of pinned Futures. */
+#define mfl_push_pins(L, S) lua_rawgeti((L), LUA_REGISTRYINDEX, (S)->pins_ref)
+/* Stores the value on top (popped) in the pins table at pins_idx; returns
+ * its slot.  mfl_unpin empties a slot. */
+MFL_INTERNAL int mfl_pin(lua_State *L, mfl_state *S, int pins_idx);
+MFL_INTERNAL void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx,
+                            int slot);
 MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
 MFL_INTERNAL void mfl_push_future_of(lua_State *L, mf_run *run);
 MFL_INTERNAL mfl_future *mfl_to_future(lua_State *L, int idx);
@@ -86,7 +101,7 @@ MFL_INTERNAL int mfl_is_kind(lua_State *L, int idx, const char *key);
 typedef struct mfl_hot {
   int future_mt, pins;
 } mfl_hot;
-MFL_INTERNAL void mfl_push_hot(lua_State *L, mfl_hot *hot);
+MFL_INTERNAL void mfl_push_hot(lua_State *L, mfl_state *S, mfl_hot *hot);
 MFL_INTERNAL mfl_future *mfl_new_future(lua_State *L, mfl_state *S,
                                         mfl_kind kind, int task_idx,
                                         const mfl_hot *hot);

@@ -57,7 +57,7 @@ void mfl_open_errors(lua_State *L) {
   lua_pushliteral(L, "moonflow.Error");
   lua_setfield(L, -2, "__name");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_error_mt);
+  mfl_register_mt(L, &mfl_key_error_mt);
   lua_setfield(L, -2, "Error");
   lua_pushcfunction(L, l_error);
   lua_setfield(L, -2, "error");

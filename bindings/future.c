@@ -162,7 +162,7 @@ static int future_cancel(lua_State *L) {
 static void call_done_callback(mfl_state *S, int fn_ref, mf_run *run) {
   lua_State *L = S->L;
   int top = lua_gettop(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  mfl_push_pins(L, S);
   lua_rawgeti(L, -1, fn_ref);
   luaL_unref(L, -2, fn_ref);
   mfl_push_future_of(L, run);
@@ -196,7 +196,7 @@ static int future_add_done_callback(lua_State *L) {
       return lua_error(L);
     return 0;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  mfl_push_pins(L, S);
   lua_pushvalue(L, 2);
   int ref = luaL_ref(L, -2);
   if (mf_run_on_done(run, on_done, (void *)(intptr_t)ref) != 0) {
@@ -407,7 +407,7 @@ void mfl_open_future(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.Future");
   lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  mfl_register_mt(L, &mfl_key_future_mt);
 
   lua_createtable(L, 0, 3); /* FutureList metatable */
   lua_newtable(L);
@@ -421,5 +421,5 @@ void mfl_open_future(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "FutureListMT");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
+  mfl_register_mt(L, &mfl_key_list_mt);
 }

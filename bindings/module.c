@@ -3,12 +3,13 @@
  * owns, and the run callbacks that execute task bodies as coroutines.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "binding.h"
 #include "embedded.h"
 
-const char mfl_key_state, mfl_key_pins, mfl_key_pool, mfl_key_spare;
+const char mfl_key_state, mfl_key_spare;
 const char mfl_key_future_mt, mfl_key_list_mt, mfl_key_task_mt,
     mfl_key_state_mt, mfl_key_error_mt, mfl_key_unmapped_mt, mfl_key_quote_mt,
     mfl_key_allow_mt;
@@ -28,11 +29,17 @@ mfl_state *mfl_state_get(lua_State *L) {
   return S;
 }
 
+void mfl_register_mt(lua_State *L, const char *key) {
+  lua_pushlightuserdata(L, (void *)key);
+  lua_rawseti(L, -2, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
 int mfl_is_kind(lua_State *L, int idx, const char *key) {
   if (!lua_getmetatable(L, idx))
     return 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
-  int same = lua_rawequal(L, -1, -2);
+  int same = lua_rawgeti(L, -1, 1) == LUA_TLIGHTUSERDATA &&
+             lua_touserdata(L, -1) == key;
   lua_pop(L, 2);
   return same;
 }
@@ -55,7 +62,7 @@ mfl_future *mfl_check_future(lua_State *L, int idx) {
 /* Pushes the Future userdata of a run the engine holds. */
 void mfl_push_future_of(lua_State *L, mf_run *run) {
   mfl_run *lr = mf_run_body(run);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  mfl_push_pins(L, lr->S);
   lua_rawgeti(L, -1, lr->pin);
   lua_remove(L, -2);
 }
@@ -90,7 +97,7 @@ void mfl_report(mfl_state *S, const char *what, const char *msg) {
 static lua_State *pool_take(lua_State *L, mfl_state *S) {
   /* L: ... -> ... co */
   if (S->pool_size > 0) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pool);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->pool_ref);
     lua_rawgeti(L, -1, S->pool_size);
     lua_pushnil(L);
     lua_rawseti(L, -3, S->pool_size--);
@@ -107,7 +114,7 @@ static void pool_give(lua_State *L, mfl_state *S, lua_State *co) {
     lua_pop(L, 1);
     return;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pool);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->pool_ref);
   lua_insert(L, -2);
   lua_rawseti(L, -2, ++S->pool_size);
   lua_pop(L, 1);
@@ -288,6 +295,27 @@ static void op_abandon(mf_run *run) {
   lua_settop(L, top);
 }
 
+int mfl_pin(lua_State *L, mfl_state *S, int pins_idx) {
+  int slot = S->free_pin_count > 0 ? S->free_pins[--S->free_pin_count]
+                                   : ++S->pin_high;
+  lua_rawseti(L, pins_idx, slot);
+  return slot;
+}
+
+void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx, int slot) {
+  lua_pushnil(L);
+  lua_rawseti(L, pins_idx, slot);
+  if (S->free_pin_count == S->free_pin_capacity) {
+    int cap = S->free_pin_capacity ? S->free_pin_capacity * 2 : 1024;
+    int *grown = realloc(S->free_pins, (size_t)cap * sizeof *grown);
+    if (!grown)
+      return; /* the slot is not reused; nothing is lost but the slot */
+    S->free_pins = grown;
+    S->free_pin_capacity = cap;
+  }
+  S->free_pins[S->free_pin_count++] = slot;
+}
+
 static void op_hold(mf_run *run, int held) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
@@ -296,8 +324,8 @@ static void op_hold(mf_run *run, int held) {
   if (held || lr->pin == LUA_NOREF || !S->L)
     return;
   lua_State *L = S->L;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
-  luaL_unref(L, -1, lr->pin);
+  mfl_push_pins(L, S);
+  mfl_unpin(L, S, lua_gettop(L), lr->pin);
   lr->pin = LUA_NOREF;
   lua_pop(L, 1);
 }
@@ -331,20 +359,20 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   }
   if (hot) {
     lua_pushvalue(L, -1);
-    lr->pin = luaL_ref(L, hot->pins);
+    lr->pin = mfl_pin(L, S, hot->pins);
     return f;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  mfl_push_pins(L, S);
   lua_pushvalue(L, -2);
-  lr->pin = luaL_ref(L, -2);
+  lr->pin = mfl_pin(L, S, lua_gettop(L) - 1);
   lua_pop(L, 1);
   return f;
 }
 
-void mfl_push_hot(lua_State *L, mfl_hot *hot) {
+void mfl_push_hot(lua_State *L, mfl_state *S, mfl_hot *hot) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
   hot->future_mt = lua_gettop(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  mfl_push_pins(L, S);
   hot->pins = lua_gettop(L);
 }
 
@@ -466,6 +494,8 @@ static int state_gc(lua_State *L) {
   mf_engine_close(S->engine);
   S->engine = NULL;
   S->closed = 1;
+  free(S->free_pins);
+  S->free_pins = NULL;
   return 0;
 }
 
@@ -510,9 +540,9 @@ static mfl_state *open_state(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
   lua_newtable(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
+  S->pins_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_pool);
+  S->pool_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return S;
 }
 

@@ -183,5 +183,5 @@ void mfl_open_state(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.State");
   lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_state_mt);
+  mfl_register_mt(L, &mfl_key_state_mt);
 }

@@ -72,8 +72,8 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
 static void drop_run(lua_State *L, mfl_future *f) {
   mfl_run *lr = mf_run_body(f->run);
   if (lr->pin != LUA_NOREF) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_pins);
-    luaL_unref(L, -1, lr->pin);
+    mfl_push_pins(L, lr->S);
+    mfl_unpin(L, lr->S, lua_gettop(L), lr->pin);
     lr->pin = LUA_NOREF;
     lua_pop(L, 1);
   }
@@ -323,7 +323,7 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
   lua_setmetatable(L, list);
   luaL_checkstack(L, plan.nargs + 8, "too many arguments to map");
   mfl_hot hot;
-  mfl_push_hot(L, &hot);
+  mfl_push_hot(L, S, &hot);
   lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
   const char *name = lua_tostring(L, -1); /* anchored by the task */
   for (lua_Integer r = 1; r <= plan.length; r++) {
@@ -456,7 +456,7 @@ void mfl_open_task(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.Task");
   lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &mfl_key_task_mt);
+  mfl_register_mt(L, &mfl_key_task_mt);
   lua_pushcfunction(L, l_new_task);
   lua_setfield(L, -2, "new_task");
   lua_pushcfunction(L, l_task_info);
