@@ -3,6 +3,8 @@
  * from: waiting for and cancelling the runs a flow started, reading its
  * unhandled failures, and choosing its final state.
  */
+#include <malloc.h>
+
 #include "binding.h"
 
 /* The run executing L, or a UsageError naming the primitive. */
@@ -105,6 +107,15 @@ static int l_mark_handled(lua_State *L) {
   return 0;
 }
 
+/* core.heap_in_use() -> bytes malloc has handed out and not taken back
+ * (the Lua heap included, as Lua allocates through realloc): for the
+ * memory figures of bench/. */
+static int l_heap_in_use(lua_State *L) {
+  struct mallinfo2 info = mallinfo2();
+  lua_pushinteger(L, (lua_Integer)info.uordblks);
+  return 1;
+}
+
 /* core.rename(future, name): gives the run a name of its own ("main"). */
 static int l_rename(lua_State *L) {
   mf_run *run = mfl_check_future(L, 1)->run;
@@ -167,6 +178,7 @@ static const luaL_Reg flow_functions[] = {
     {"is_task", l_is_task},
     {"live", l_live},
     {"rename", l_rename},
+    {"heap_in_use", l_heap_in_use},
     {NULL, NULL}};
 
 void mfl_open_flow(lua_State *L) { luaL_setfuncs(L, flow_functions, 0); }
