@@ -88,7 +88,8 @@ static int scan_table(lua_State *L, int idx, scan_target *t, int depth) {
   int found = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    found |= scan(L, lua_gettop(L), t, depth + 1);
+    found |= scan(L, lua_gettop(L), t, depth + 1);     /* the value */
+    found |= scan(L, lua_gettop(L) - 1, t, depth + 1); /* the key */
     lua_pop(L, 1);
   }
   lua_pushvalue(L, idx);
@@ -155,11 +156,9 @@ void mfl_add_collected(lua_State *L, int idx, mf_run *run) {
 
 static void resolve(lua_State *L, int memo);
 
-/* Stands for nil among the changed values (a table cannot hold nil). */
-static const char nil_marker = 0;
-
-/* Replaces the plain table on top by a copy with resolved values, if any
- * value changes; memo maps tables to their replacements (cycles, sharing). */
+/* Replaces the plain table on top by a copy with resolved keys and values,
+ * if any of them changes; memo maps tables to their replacements (cycles,
+ * sharing). */
 static void resolve_table(lua_State *L, int memo) {
   int t = lua_gettop(L);
   lua_pushvalue(L, t);
@@ -171,47 +170,39 @@ static void resolve_table(lua_State *L, int memo) {
   lua_pushvalue(L, t);
   lua_pushvalue(L, t);
   lua_rawset(L, memo); /* provisional: a cycle sees the original */
-  lua_newtable(L);
-  int changes = lua_gettop(L);
+  /* First pass: does anything change?  Second pass (only then): copy. */
   int changed = 0;
   lua_pushnil(L);
-  while (lua_next(L, t)) { /* key value */
+  while (!changed && lua_next(L, t)) { /* key value */
     lua_pushvalue(L, -1);
-    resolve(L, memo); /* key value resolved */
-    if (lua_rawequal(L, -1, -2)) {
-      lua_pop(L, 2);
-      continue;
-    }
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushlightuserdata(L, (void *)&nil_marker);
-    }
-    lua_pushvalue(L, -3);
-    lua_insert(L, -2);
-    lua_rawset(L, changes); /* key value */
+    resolve(L, memo);
+    changed = !lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    lua_pushvalue(L, -1);
+    resolve(L, memo);
+    changed = changed || !lua_rawequal(L, -1, -2);
     lua_pop(L, 1);
-    changed = 1;
   }
-  if (changed) {
-    lua_newtable(L);
-    int copy = lua_gettop(L);
-    for (int source = t; source; source = source == t ? changes : 0) {
-      lua_pushnil(L);
-      while (lua_next(L, source)) {
-        if (lua_touserdata(L, -1) == &nil_marker) {
-          lua_pop(L, 1);
-          lua_pushnil(L);
-        }
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, copy);
-      }
-    }
-    lua_pushvalue(L, t);
-    lua_pushvalue(L, copy);
-    lua_rawset(L, memo);
-    lua_replace(L, t);
+  lua_settop(L, t);
+  if (!changed)
+    return;
+  lua_newtable(L);
+  int copy = t + 1;
+  lua_pushnil(L);
+  while (lua_next(L, t)) { /* key value */
+    resolve(L, memo);
+    lua_pushvalue(L, -2);
+    resolve(L, memo); /* key value' key' */
+    lua_insert(L, -2);
+    if (!lua_isnil(L, -2))
+      lua_rawset(L, copy); /* key */
+    else
+      lua_pop(L, 2);
   }
+  lua_pushvalue(L, t);
+  lua_pushvalue(L, copy);
+  lua_rawset(L, memo);
+  lua_replace(L, t);
   lua_settop(L, t);
 }
 

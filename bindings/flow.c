@@ -116,6 +116,12 @@ static int l_heap_in_use(lua_State *L) {
   return 1;
 }
 
+/* core.release_children(future): its live children move to the top level. */
+static int l_release_children(lua_State *L) {
+  mf_run_release_children(mfl_check_future(L, 1)->run);
+  return 0;
+}
+
 /* core.rename(future, name): gives the run a name of its own ("main"). */
 static int l_rename(lua_State *L) {
   mf_run *run = mfl_check_future(L, 1)->run;
@@ -178,6 +184,7 @@ static const luaL_Reg flow_functions[] = {
     {"is_task", l_is_task},
     {"live", l_live},
     {"rename", l_rename},
+    {"release_children", l_release_children},
     {"heap_in_use", l_heap_in_use},
     {NULL, NULL}};
 

@@ -110,8 +110,9 @@ static int future_result_k(lua_State *L, int status, lua_KContext ctx) {
   if (mfl_wait_outcome(L) == MF_WAKE_TIMEOUT || !mf_run_is_final(run)) {
     char name[256];
     mf_run_name(run, name, sizeof name);
-    return mfl_raise(L, "Timeout", "run %s did not finish within %g s", name,
-                     lua_tonumber(L, 2));
+    lua_pushfstring(L, "%f", lua_tonumber(L, 2));
+    return mfl_raise(L, "Timeout", "run %s did not finish within %s s", name,
+                     lua_tostring(L, -1));
   }
   int raise = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
   lua_settop(L, 1);
@@ -159,14 +160,19 @@ static int future_cancel(lua_State *L) {
 }
 
 /* Calls fn(future) from the scheduler; a raising callback is reported. */
-static void call_done_callback(mfl_state *S, int fn_ref, mf_run *run) {
+/* Calls fn(future) from the scheduler; a raising callback is reported.
+ * The callback's slot in the pins table and whether it counts as handling
+ * the run are packed in the callback's data: slot * 2 + quiet. */
+static void call_done_callback(mfl_state *S, intptr_t data, mf_run *run) {
   lua_State *L = S->L;
   int top = lua_gettop(L);
+  int slot = (int)(data / 2), quiet = (int)(data % 2);
   mfl_push_pins(L, S);
-  lua_rawgeti(L, -1, fn_ref);
-  luaL_unref(L, -2, fn_ref);
+  lua_rawgeti(L, -1, slot);
+  mfl_unpin(L, S, top + 1, slot);
   mfl_push_future_of(L, run);
-  mf_run_mark_handled(run);
+  if (!quiet)
+    mf_run_mark_handled(run);
   S->callback_depth++;
   if (lua_pcall(L, 1, 0, 0) != LUA_OK)
     mfl_report(S, "error in a done callback", luaL_tolstring(L, -1, NULL));
@@ -178,15 +184,16 @@ static void on_done(mf_run *run, void *data) {
   mfl_run *lr = mf_run_body(run);
   if (lr->S->closed)
     return;
-  call_done_callback(lr->S, (int)(intptr_t)data, run);
+  call_done_callback(lr->S, (intptr_t)data, run);
 }
 
-static int future_add_done_callback(lua_State *L) {
+static int add_callback(lua_State *L, int quiet) {
   mfl_state *S = mfl_state_get(L);
   mf_run *run = check_run(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (mf_run_is_final(run)) {
-    mf_run_mark_handled(run);
+    if (!quiet)
+      mf_run_mark_handled(run);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
     S->callback_depth++;
@@ -197,14 +204,22 @@ static int future_add_done_callback(lua_State *L) {
     return 0;
   }
   mfl_push_pins(L, S);
+  int pins = lua_gettop(L);
   lua_pushvalue(L, 2);
-  int ref = luaL_ref(L, -2);
-  if (mf_run_on_done(run, on_done, (void *)(intptr_t)ref) != 0) {
-    luaL_unref(L, -1, ref);
+  int slot = mfl_pin(L, S, pins);
+  intptr_t data = (intptr_t)slot * 2 + quiet;
+  if (mf_run_on_done(run, on_done, (void *)data) != 0) {
+    mfl_unpin(L, S, pins, slot);
     return luaL_error(L, "moonflow: out of memory");
   }
   return 0;
 }
+
+static int future_add_done_callback(lua_State *L) { return add_callback(L, 0); }
+
+/* core.watch(future, fn): a done callback that does not count as handling
+ * the run (for as_completed, which only orders runs). */
+static int l_watch(lua_State *L) { return add_callback(L, 1); }
 
 static int future_tostring(lua_State *L) {
   mf_run *run = check_run(L, 1);
@@ -394,6 +409,8 @@ static const luaL_Reg list_methods[] = {
 
 void mfl_open_future(lua_State *L) {
   /* core -> core */
+  lua_pushcfunction(L, l_watch);
+  lua_setfield(L, -2, "watch");
   lua_createtable(L, 0, 4); /* Future metatable */
   lua_newtable(L);
   luaL_setfuncs(L, future_methods, 0);

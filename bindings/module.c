@@ -71,8 +71,8 @@ void mfl_push_future_of(lua_State *L, mf_run *run) {
  * coroutine the user created inside a run). */
 mf_run *mfl_current_run(lua_State *L, mfl_state *S) {
   mf_run *run = mf_engine_current(S->engine);
-  if (!run)
-    return NULL;
+  if (!run || S->callback_depth > 0)
+    return NULL; /* a callback called inside a run is not the run */
   mfl_run *lr = mf_run_body(run);
   return lr->co == L ? run : NULL;
 }
@@ -147,7 +147,9 @@ static void store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
 
 /* Stores the error on top of co, with a traceback, as the run's result. */
 static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
-  const char *msg = lua_tostring(co, -1);
+  /* lua_tostring would turn a number error into a string in place. */
+  const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1)
+                                                    : NULL;
   lua_xmove(co, L, 1);
   lua_setiuservalue(L, box, MFL_UV_RESULT);
   lr->nresults = 1;

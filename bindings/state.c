@@ -58,8 +58,9 @@ static int state_result(lua_State *L) {
   if (!f || !mf_run_is_final(f->run) || !is_final_state(L))
     return mfl_raise(L, "UsageError",
                      "state:result() needs a final state of a run");
-  lua_settop(L, 3);
-  return mfl_push_results(L, 3, raise, 0);
+  int fut = lua_gettop(L) - 2; /* is_final_state left type and name */
+  lua_settop(L, fut);
+  return mfl_push_results(L, fut, raise, 0);
 }
 
 static int state_tostring(lua_State *L) {
@@ -83,19 +84,19 @@ static void push_message(lua_State *L, mf_run *run, int box) {
     lua_pushfstring(L, "upstream run %s did not complete", name);
     return;
   }
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, box, MFL_UV_INFO); /* a message the run chose */
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "message") == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_settop(L, top);
   switch (mf_run_state_type(run)) {
   case MF_CANCELLED:
     lua_pushliteral(L, "cancelled");
     return;
   case MF_FAILED:
   case MF_CRASHED: {
-    int top = lua_gettop(L);
-    lua_getiuservalue(L, box, MFL_UV_INFO);
-    if (lua_istable(L, -1) && lua_getfield(L, -1, "message") == LUA_TSTRING) {
-      lua_remove(L, -2);
-      return;
-    }
-    lua_settop(L, top);
     if (mf_run_error_code(run)) {
       lua_pushstring(L, mf_strerror(mf_run_error_code(run)));
       return;

@@ -34,6 +34,11 @@ static int raise_deadlock_for(lua_State *L, mf_run *waiter,
 int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
              double timeout, lua_KContext ctx, mfl_continuation k) {
   mfl_state *S = mfl_state_get(L);
+  if (S->callback_depth > 0)
+    return mfl_raise(L, "UsageError",
+                     "cannot wait inside a callback (a done callback, "
+                     "cache_key or task_run_name function): it must return "
+                     "without waiting");
   mf_run *current = mf_engine_current(S->engine);
   if (current) {
     mfl_run *lr = mf_run_body(current);
@@ -54,11 +59,6 @@ int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
     lr->parked = 1;
     return lua_yieldk(L, 0, ctx, k);
   }
-  if (S->callback_depth > 0)
-    return mfl_raise(L, "UsageError",
-                     "cannot wait inside a callback (a done callback, "
-                     "cache_key or task_run_name function): it must return "
-                     "without waiting");
   int rc = mf_engine_wait(S->engine, targets, n, mode, timeout);
   switch (rc) {
   case 0:

@@ -252,6 +252,14 @@ MF_API int mf_run_cancel(mf_run *run);
 MF_API int mf_run_cancel_requested(const mf_run *run);
 /* Cancels the live children (and their trees) of run, not run itself. */
 MF_API void mf_run_cancel_children(mf_run *run);
+/* Moves the live children of run to the top level, so that cancelling run
+ * leaves them going (a REPL interrupting the chunk that waits on them). */
+MF_API void mf_run_release_children(mf_run *run);
+/* Cancels every run that is not final; returns how many top-level runs were
+ * cancelled.  When names is not NULL, calls it with each one's name. */
+MF_API size_t mf_engine_cancel_all(mf_engine *engine,
+                                   void (*names)(mf_run *run, void *data),
+                                   void *data);
 
 /* Unhandled failures: a run that ends FAILED or NotReady is counted against
  * its nearest enclosing flow (or the engine's root scope) until something

@@ -72,25 +72,27 @@ void mf__sched_drain(mf_engine *e) {
   e->draining = 1;
   e->depth++;
   mf__clock_refresh(e);
+  /* Done callbacks go first: they run right after the step that made
+   * their run final, before any other run sees it final. */
   for (;;) {
-    mf_run *run = e->ready_head;
+    mf_run *run = e->done_head;
     if (run) {
-      e->ready_head = run->next_ready;
-      if (!e->ready_head)
-        e->ready_tail = NULL;
+      e->done_head = run->next_ready;
+      if (!e->done_head)
+        e->done_tail = NULL;
       run->next_ready = NULL;
-      mf__run_execute(run);
+      fire_done_callbacks(run);
+      mf__run_release(run);
       continue;
     }
-    run = e->done_head;
+    run = e->ready_head;
     if (!run)
       break;
-    e->done_head = run->next_ready;
-    if (!e->done_head)
-      e->done_tail = NULL;
+    e->ready_head = run->next_ready;
+    if (!e->ready_head)
+      e->ready_tail = NULL;
     run->next_ready = NULL;
-    fire_done_callbacks(run);
-    mf__run_release(run);
+    mf__run_execute(run);
   }
   uv_idle_stop(&e->idle);
   e->depth--;
@@ -132,6 +134,16 @@ void mf__sched_parked_remove(mf_engine *e, mf_run *run) {
  * Only when none is left are the structural waits woken too.
  */
 size_t mf__sched_break_deadlocks(mf_engine *e) {
+  /* A run in a cycle of waits first, alone: its Deadlock may free the
+   * others (a wait for any of several, a caller that handles it). */
+  for (mf_run *run = e->parked; run; run = run->waiter->parked_next) {
+    mf_waiter *w = run->waiter;
+    if (w->active && w->deadline < 0 && run->life != MF_LIFE_INPUTS &&
+        mf__deadlock_in_cycle(e, run)) {
+      mf__waiter_wake(w, MF_WAKE_DEADLOCK);
+      return 1;
+    }
+  }
   size_t woken = 0;
   for (int structural = 0; structural < 2 && woken == 0; structural++) {
     mf_run *run = e->parked;

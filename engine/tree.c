@@ -59,6 +59,31 @@ void mf__tree_adopt_children(mf_engine *e, mf_run *run) {
   }
 }
 
+void mf_run_release_children(mf_run *run) {
+  mf_run *parent = run->parent;
+  run->parent = NULL; /* adopt into the top level, not run's parent */
+  mf__tree_adopt_children(run->engine, run);
+  run->parent = parent;
+}
+
+size_t mf_engine_cancel_all(mf_engine *e, void (*names)(mf_run *, void *),
+                            void *data) {
+  size_t count = 0;
+  while (e->first_root) {
+    mf_run *run = e->first_root;
+    if (names)
+      names(run, data);
+    count++;
+    if (run->life == MF_LIFE_ACTIVE) {
+      run->cancel_requested = 1; /* ends when its step returns */
+      mf_run_cancel_children(run);
+      break;
+    }
+    mf_run_cancel(run);
+  }
+  return count;
+}
+
 void mf__run_child_final(mf_run *parent) {
   if (parent->live_children > 0)
     return;

@@ -161,16 +161,32 @@ void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason) {
     mf__sched_push(w->engine, owner, MF_READY_RESUME);
 }
 
+/*
+ * The target's waiters are first taken off it, oldest first (they are
+ * linked at the head), then told one by one: waking one unlinks its other
+ * nodes, which must not disturb the walk.  Oldest first means runs waiting
+ * on the same future start in the order they were submitted.
+ */
 void mf__waiters_notify(mf_run *target) {
+  mf_wait_node *chain = NULL;
   mf_wait_node *node = target->waiters;
+  target->waiters = NULL;
   while (node) {
     mf_wait_node *next = node->next;
+    node->linked = 0;
+    node->prev = NULL;
+    node->next = chain;
+    chain = node;
+    node = next;
+  }
+  while (chain) {
+    node = chain;
+    chain = node->next;
+    node->next = NULL;
     mf_waiter *w = node->waiter;
-    node_unlink(node);
     w->pending--;
     if (w->active && satisfied(w, node))
       mf__waiter_wake(w, MF_WAKE_DONE);
-    node = next;
   }
 }
 
@@ -205,9 +221,15 @@ static void visit(run_stack *s, mf_run *run, unsigned epoch) {
 /* A run's completion depends on the targets it waits for and, for a flow,
  * on every live run inside it (a flow waits for its whole tree, so the
  * children of a task are searched when the task's nearest flow was). */
-static void push_edges(run_stack *s, mf_run *run, unsigned epoch) {
+static void push_edges(run_stack *s, mf_run *run, unsigned epoch,
+                       int every_wait) {
   const mf_waiter *w = run->waiter;
-  if (w && w->active && w->kind == MF_WAITER_TARGETS) {
+  /* A wait with a deadline always ends; a wait for any of several ends
+   * when one does: neither makes the run depend on a given target, unless
+   * the loop is stuck (every_wait), when each such wait is an edge too. */
+  if (w && w->active && w->kind == MF_WAITER_TARGETS &&
+      (every_wait || (w->deadline < 0 &&
+                      (w->mode != MF_WAIT_ANY || w->pending <= 1)))) {
     for (size_t i = 0; i < w->count; i++)
       if (w->nodes[i].linked)
         visit(s, w->nodes[i].target, epoch);
@@ -226,7 +248,25 @@ static void push_edges(run_stack *s, mf_run *run, unsigned epoch) {
       visit(s, c, epoch);
 }
 
+static int search(mf_engine *e, mf_run *waiter_run, mf_run *target,
+                  int every_wait);
+
 int mf__deadlock_check(mf_engine *e, mf_run *waiter_run, mf_run *target) {
+  return search(e, waiter_run, target, 0);
+}
+
+int mf__deadlock_in_cycle(mf_engine *e, mf_run *run) {
+  const mf_waiter *w = run->waiter;
+  if (!w || !w->active || w->kind != MF_WAITER_TARGETS)
+    return 0;
+  for (size_t i = 0; i < w->count; i++)
+    if (w->nodes[i].linked && search(e, run, w->nodes[i].target, 1))
+      return 1;
+  return 0;
+}
+
+static int search(mf_engine *e, mf_run *waiter_run, mf_run *target,
+                  int every_wait) {
   if (target == waiter_run)
     return 1;
   run_stack stack = {0};
@@ -239,7 +279,7 @@ int mf__deadlock_check(mf_engine *e, mf_run *waiter_run, mf_run *target) {
       found = 1;
       break;
     }
-    push_edges(&stack, run, epoch);
+    push_edges(&stack, run, epoch, every_wait);
   }
   free(stack.items);
   return found;

@@ -65,5 +65,8 @@ MF_INTERNAL void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason);
 /* Non-zero if waiter_run waiting on target can never finish. */
 MF_INTERNAL int mf__deadlock_check(mf_engine *e, mf_run *waiter_run,
                                    mf_run *target);
+/* Non-zero if the parked run waits, through any chain of waits, on
+ * itself (every wait counted, as when the loop is stuck). */
+MF_INTERNAL int mf__deadlock_in_cycle(mf_engine *e, mf_run *run);
 
 #endif

@@ -196,34 +196,33 @@ function M.as_completed(futures, timeout)
   end
   local total = #ready + #pending
   local deadline = timeout and core.now() + timeout
-  local next_ready = 1
-  -- Moves the futures that finished from pending to ready, in finish order.
-  local function collect()
-    local finished, still = {}, {}
-    for _, fut in ipairs(pending) do
-      if fut:done() then finished[#finished + 1] = fut
-      else still[#still + 1] = fut end
-    end
-    local function finish_time(fut)
-      local history = fut:history()
-      return history[#history].timestamp
-    end
-    table.sort(finished, function(a, b) return finish_time(a) < finish_time(b) end)
-    for _, fut in ipairs(finished) do ready[#ready + 1] = fut end
-    pending = still
+  -- Done callbacks fire in the order runs finish: they queue the futures.
+  local finished, unfinished = ready, #pending
+  for _, fut in ipairs(pending) do
+    core.watch(fut, function(f)
+      finished[#finished + 1] = f
+      unfinished = unfinished - 1
+    end)
   end
+  local next_index = 1
   return function()
-    while next_ready > #ready do
-      if #pending == 0 then return nil end
+    while next_index > #finished do
+      if unfinished == 0 then return nil end
       local remaining = deadline and math.max(0, deadline - core.now())
-      if not core.wait_any(pending, remaining) then
-        error(core.error("Timeout", string.format("%d (of %d) futures unfinished",
-          #pending, total)), 0)
+      local waiting = {}
+      for _, fut in ipairs(pending) do
+        if not fut:done() then waiting[#waiting + 1] = fut end
       end
-      collect()
+      if not core.wait_any(waiting, remaining) then
+        error(core.error("Timeout", string.format("%d (of %d) futures unfinished",
+          unfinished, total)), 0)
+      end
+      -- The callbacks of the runs that just finished run from the
+      -- scheduler; let it run them before looking again.
+      if next_index > #finished and unfinished > 0 then core.sleep(0) end
     end
-    local fut = ready[next_ready]
-    next_ready = next_ready + 1
+    local fut = finished[next_index]
+    next_index = next_index + 1
     return fut
   end
 end
