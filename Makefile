@@ -7,7 +7,8 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
-DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit
+DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
+               libreadline-dev tmux
 
 .PHONY: all deps build build-asan run test test-asan bench format clean
 
@@ -48,6 +49,7 @@ bench: build
 	@$(BUILD)/moonflow bench/map.lua
 	@$(BUILD)/moonflow bench/sleep.lua
 	@$(BUILD)/moonflow bench/chain.lua
+	@$(BUILD)/moonflow bench/fanin.lua
 
 format:
 	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c

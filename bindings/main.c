@@ -1,33 +1,116 @@
 /*
  * main.c -- the `moonflow` program: Lua 5.4 with the moonflow module and
  * lua/ built in.  A script's main chunk runs as a run, so its top level may
- * wait; the program ends when every run has ended.
+ * wait; the program ends when every run has ended.  Without a script it is a
+ * REPL (repl.c).
+ *
+ * Exit status: 0 success; 1 the script raised or left an unhandled failure;
+ * 2 usage error; 130 interrupted by Ctrl-C.
  */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
-#include "moonflow.h"
+#include "binding.h"
+#include "repl.h"
 
 int luaopen_moonflow(lua_State *L);
 
 static const char *program = "moonflow";
 
+typedef struct options {
+  const char *code;   /* -e CODE */
+  const char *script; /* FILE, or "-" for stdin */
+  int interactive;    /* -i, or no script */
+  int quiet;
+  int first_arg; /* argv index of the script's first argument */
+  int script_index;
+} options;
+
 static void usage(FILE *out) {
   fprintf(out,
           "usage: %s [options] [script [args...]]\n"
           "       %s run script [args...]\n"
+          "With no script, an interactive REPL.\n"
           "Options:\n"
           "  -e CODE     run CODE as the script\n"
           "  -           read the script from standard input\n"
+          "  -i          enter the REPL after running the script\n"
           "  --quiet     no progress line\n"
           "  --version   print the versions of moonflow, Lua and libuv\n"
           "  --help      print this help\n",
           program, program);
 }
+
+/* {====== Ctrl-C ====== */
+
+/* The signal handler only counts and wakes the loop; the loop's async
+ * callback decides.  A second Ctrl-C while a script is being cancelled
+ * leaves at once. */
+static volatile sig_atomic_t interrupts;
+static volatile sig_atomic_t in_repl;
+static uv_async_t interrupt_async;
+static lua_State *the_state;
+static int interrupted_status;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  if (++interrupts >= 2 && !in_repl)
+    _exit(130);
+  uv_async_send(&interrupt_async);
+}
+
+static void print_cancelled(mf_run *run, void *data) {
+  int *count = data;
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  fprintf(stderr, "%s%s", (*count)++ ? ", " : "", name);
+}
+
+static void on_interrupt(uv_async_t *handle) {
+  (void)handle;
+  if (!interrupts)
+    return;
+  if (in_repl && mf_repl_interrupt()) {
+    interrupts = 0;
+    return;
+  }
+  mfl_state *S = mfl_state_get(the_state);
+  int count = 0;
+  fprintf(stderr, "\n%s: interrupted; cancelled %zu run(s): ", program,
+          mf_engine_live_runs(S->engine));
+  mf_engine_cancel_all(S->engine, print_cancelled, &count);
+  fprintf(stderr, "%s\n", count ? " and what they started" : "none");
+  interrupted_status = 130;
+}
+
+static void install_interrupts(lua_State *L) {
+  the_state = L;
+  mfl_state *S = mfl_state_get(L);
+  uv_async_init(mf_engine_loop(S->engine), &interrupt_async, on_interrupt);
+  uv_unref((uv_handle_t *)&interrupt_async);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+static void remove_interrupts(lua_State *L) {
+  signal(SIGINT, SIG_DFL);
+  mfl_state *S = mfl_state_get(L);
+  uv_close((uv_handle_t *)&interrupt_async, NULL);
+  uv_run(mf_engine_loop(S->engine), UV_RUN_NOWAIT);
+}
+
+/* }====== */
+
+/* {====== Running ====== */
 
 static int report(lua_State *L, int status) {
   if (status != LUA_OK) {
@@ -46,6 +129,24 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* Calls moonflow.cli[name](args on the stack...) and returns its integer
+ * result, or 1 when it raised. */
+static int call_cli(lua_State *L, const char *name, int nargs) {
+  lua_pushcfunction(L, traceback);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonflow.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  int handler = lua_gettop(L) - 1;
+  lua_rotate(L, handler - nargs, 2); /* handler fn args */
+  handler -= nargs;
+  int status = report(L, lua_pcall(L, nargs, 1, handler));
+  int result = status == LUA_OK ? (int)lua_tointeger(L, -1) : 1;
+  lua_settop(L, handler - 1);
+  return result;
+}
+
 /* Sets the global arg as lua.c does: arg[0] the script, arg[1..] its
  * arguments, negative indices the program and its options. */
 static void set_arg(lua_State *L, char **argv, int argc, int script) {
@@ -57,32 +158,48 @@ static void set_arg(lua_State *L, char **argv, int argc, int script) {
   lua_setglobal(L, "arg");
 }
 
-/* Runs the chunk on top of the stack with the script's arguments. */
-static int run_chunk(lua_State *L, char **argv, int argc, int first_arg) {
-  lua_pushcfunction(L, traceback);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "moonflow.cli");
-  if (report(L, lua_pcall(L, 1, 1, 0)) != LUA_OK)
-    return 1;
-  lua_getfield(L, -1, "run_script");
-  lua_remove(L, -2);
-  lua_pushvalue(L, -3); /* the chunk */
-  int nargs = 0;
-  for (int i = first_arg; i < argc; i++, nargs++)
+static int load_chunk(lua_State *L, const options *o) {
+  int status;
+  if (o->code)
+    status = luaL_loadbuffer(L, o->code, strlen(o->code), "=(command line)");
+  else if (strcmp(o->script, "-") == 0)
+    status = luaL_loadfilex(L, NULL, NULL);
+  else
+    status = luaL_loadfile(L, o->script);
+  return report(L, status);
+}
+
+static int push_script_args(lua_State *L, char **argv, int argc, int first) {
+  int n = 0;
+  for (int i = first; i < argc; i++, n++)
     lua_pushstring(L, argv[i]);
-  int handler = lua_gettop(L) - nargs - 2;
-  if (report(L, lua_pcall(L, nargs + 1, 1, handler)) != LUA_OK)
-    return 1;
-  return (int)lua_tointeger(L, -1);
+  return n;
 }
 
-static int load_stdin(lua_State *L) {
-  return luaL_loadfilex(L, NULL, NULL);
+static int run(lua_State *L, const options *o, char **argv, int argc) {
+  int has_script = o->code || o->script;
+  if (has_script) {
+    set_arg(L, argv, argc, o->script_index);
+    if (load_chunk(L, o) != LUA_OK)
+      return 1;
+    int nargs = push_script_args(L, argv, argc, o->first_arg);
+    if (!o->interactive)
+      return call_cli(L, "run_script", nargs + 1);
+    call_cli(L, "run_before_repl", nargs + 1);
+  }
+  in_repl = 1;
+  mf_repl_run(L);
+  in_repl = 0;
+  return call_cli(L, "finish", 0);
 }
 
-int main(int argc, char **argv) {
-  const char *code = NULL, *script = NULL;
-  int script_index = argc, from_stdin = 0;
+/* }====== */
+
+/* Returns -1 to go on, or an exit status. */
+static int parse(options *o, int argc, char **argv) {
+  memset(o, 0, sizeof *o);
+  o->first_arg = argc;
+  o->script_index = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -93,38 +210,46 @@ int main(int argc, char **argv) {
              uv_version_string());
       return 0;
     } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
-      continue;
+      o->quiet = 1;
+    } else if (strcmp(a, "-i") == 0) {
+      o->interactive = 1;
     } else if (strcmp(a, "-e") == 0) {
       if (i + 1 >= argc) {
         fprintf(stderr, "%s: -e needs an argument\n", program);
         usage(stderr);
         return 2;
       }
-      code = argv[++i];
-      script_index = i;
-      break;
-    } else if (strcmp(a, "-") == 0) {
-      from_stdin = 1;
-      script_index = i;
-      break;
-    } else if (strcmp(a, "run") == 0 && !script && i + 1 < argc) {
-      continue;
-    } else if (a[0] == '-' && a[1] != '\0') {
+      o->code = argv[++i];
+      o->script_index = i;
+      o->first_arg = i + 1;
+      return -1;
+    } else if (strcmp(a, "run") == 0 && i == 1) {
+      if (i + 1 >= argc || argv[i + 1][0] == '-') {
+        fprintf(stderr, "%s: run needs a script\n", program);
+        usage(stderr);
+        return 2;
+      }
+    } else if (strcmp(a, "-") == 0 || a[0] != '-') {
+      o->script = a;
+      o->script_index = i;
+      o->first_arg = i + 1;
+      return -1;
+    } else {
       fprintf(stderr, "%s: unknown option '%s'\n", program, a);
       usage(stderr);
       return 2;
-    } else {
-      script = a;
-      script_index = i;
-      break;
     }
   }
-  if (!code && !script && !from_stdin) {
-    fprintf(stderr, "%s: no script given (the REPL is not built yet)\n",
-            program);
-    usage(stderr);
-    return 2;
-  }
+  if (!o->code && !o->script)
+    o->interactive = 1;
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  options o;
+  int early = parse(&o, argc, argv);
+  if (early >= 0)
+    return early;
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", program);
@@ -133,19 +258,11 @@ int main(int argc, char **argv) {
   luaL_openlibs(L);
   luaL_requiref(L, "moonflow", luaopen_moonflow, 0);
   lua_pop(L, 1);
-  set_arg(L, argv, argc, script_index);
-  int status;
-  if (code)
-    status = luaL_loadbuffer(L, code, strlen(code), "=(command line)");
-  else if (from_stdin)
-    status = load_stdin(L);
-  else
-    status = luaL_loadfile(L, script);
-  int exit_status;
-  if (report(L, status) != LUA_OK)
-    exit_status = 1;
-  else
-    exit_status = run_chunk(L, argv, argc, script_index + 1);
+  install_interrupts(L);
+  int status = run(L, &o, argv, argc);
+  if (interrupted_status)
+    status = interrupted_status;
+  remove_interrupts(L);
   lua_close(L);
-  return exit_status;
+  return status;
 }
