@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "binding.h"
+#include "progress.h"
 #include "repl.h"
 
 int luaopen_moonflow(lua_State *L);
@@ -82,6 +83,7 @@ static void on_interrupt(uv_async_t *handle) {
   }
   mfl_state *S = mfl_state_get(the_state);
   int count = 0;
+  mf_progress_erase();
   fprintf(stderr, "\n%s: interrupted; cancelled %zu run(s): ", program,
           mf_engine_live_runs(S->engine));
   mf_engine_cancel_all(S->engine, print_cancelled, &count);
@@ -183,8 +185,13 @@ static int run(lua_State *L, const options *o, char **argv, int argc) {
     if (load_chunk(L, o) != LUA_OK)
       return 1;
     int nargs = push_script_args(L, argv, argc, o->first_arg);
-    if (!o->interactive)
-      return call_cli(L, "run_script", nargs + 1);
+    if (!o->interactive) {
+      if (!o->quiet && isatty(2))
+        mf_progress_start(L);
+      int status = call_cli(L, "run_script", nargs + 1);
+      mf_progress_stop();
+      return status;
+    }
     call_cli(L, "run_before_repl", nargs + 1);
   }
   in_repl = 1;

@@ -27,6 +27,7 @@ struct mf_engine {
 
   mf_run *parked; /* every run whose waiter is armed */
   mf_run *first_root; /* live runs without a parent (sibling-linked) */
+  mf_run *top_flows, *top_flows_last; /* live top-level flows, oldest first */
   size_t live_roots;
 
   mf_run *current; /* the run whose body is executing */
@@ -71,6 +72,11 @@ MF_INTERNAL void mf__tree_adopt_children(mf_engine *e, mf_run *run);
 MF_INTERNAL void mf__unhandled_add(mf_engine *e, mf_run *run, mf_run *scope);
 MF_INTERNAL mf_run *mf__nearest_flow(const mf_run *run);
 MF_INTERNAL void mf__unhandled_release_scope(mf_engine *e, mf_run *flow);
+
+/* Progress of top-level flows (tree.c). */
+MF_INTERNAL void mf__progress_submit(mf_engine *e, mf_run *run);
+MF_INTERNAL void mf__progress_start(mf_run *run);
+MF_INTERNAL void mf__progress_final(mf_engine *e, mf_run *run, int started);
 
 /* Clock (engine.c). */
 /* Wall-clock seconds for state timestamps: read from a cache refreshed

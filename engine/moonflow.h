@@ -282,6 +282,24 @@ MF_API void mf_run_clear_unhandled(mf_engine *engine, mf_run *flow);
 typedef void (*mf_done_fn)(mf_run *run, void *data);
 MF_API int mf_run_on_done(mf_run *run, mf_done_fn fn, void *data);
 
+/* Progress of a top-level flow (a flow inside no other flow): counts of the
+ * runs submitted inside it, to any depth, the flow itself not counted. */
+typedef struct mf_flow_stats {
+  size_t submitted;
+  size_t waiting; /* not started: inputs not ready, or not scheduled yet */
+  size_t running; /* started, not final (executing or parked) */
+  size_t completed, failed, cancelled; /* failed counts NotReady too */
+  double started_at; /* mf_engine_now() when the flow was submitted */
+} mf_flow_stats;
+
+/* Fills out for a top-level flow; returns MF_EINVAL for any other run. */
+MF_API int mf_run_flow_stats(const mf_run *flow, mf_flow_stats *out);
+
+/* Stores up to max live top-level flows in out, oldest first; returns how
+ * many there are. */
+MF_API size_t mf_engine_top_flows(const mf_engine *engine, mf_run **out,
+                                  size_t max);
+
 /* Host data of the run. */
 MF_API void mf_run_set_data(mf_run *run, void *data);
 MF_API void *mf_run_data(const mf_run *run);

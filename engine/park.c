@@ -93,6 +93,8 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
     while (w.active) {
       if (mf__sched_has_work(e)) {
         mf__sched_drain(e);
+        if (w.active && mf__sched_has_work(e))
+          uv_run(e->loop, UV_RUN_NOWAIT); /* the pass used its slice */
         continue;
       }
       if (e->interrupted) {

@@ -233,6 +233,7 @@ int mf_run_submit(mf_run *run, mf_run *parent) {
     return MF_EDEADLK;
   run->id = ++e->next_id;
   mf__tree_link(e, run, parent);
+  mf__progress_submit(e, run);
   e->live++;
   mf__run_hold(run); /* the live hold, released when final */
   if (!run->waiter || run->waiter->count == 0) {
@@ -265,6 +266,8 @@ static void step(mf_run *run, mf_step_reason reason) {
   e->current = run;
   run->life = MF_LIFE_ACTIVE;
   if (reason == MF_STEP_START) {
+    if (run->attempt == 0)
+      mf__progress_start(run);
     run->attempt++;
     run->body_started = 1;
     mf__run_push_state(run, MF_RUNNING, MF_NAME_RUNNING);
@@ -368,6 +371,7 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
   int unhandled_failure = is_failure(run) && !run->handled;
   mf_run *scope = unhandled_failure ? mf__nearest_flow(run) : NULL;
   if (submitted) {
+    mf__progress_final(e, run, run->body_started);
     mf__tree_adopt_children(e, run);
     mf__tree_unlink(e, run);
     e->live--;

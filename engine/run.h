@@ -40,6 +40,9 @@ typedef struct mf_run_extra {
   mf_run *unhandled_prev, *unhandled_next; /* in its scope's list */
   mf_run *unhandled_scope; /* the flow whose list holds it (NULL: root) */
   mf_run *scope_first, *scope_last; /* a flow's own list */
+  /* A top-level flow: its progress, and its place in the engine's list. */
+  mf_flow_stats stats;
+  mf_run *top_prev, *top_next;
 } mf_run_extra;
 
 /* Kept small (one per run, a million live runs are normal): rare parts are
@@ -90,6 +93,7 @@ struct mf_run {
   mf_waiter *waiter;     /* inputs or the body's park; NULL until needed */
   mf_wait_node *waiters; /* nodes of waiters on this run */
   mf_run *cause;         /* NotReady: the upstream that failed (a ref) */
+  mf_run *top_flow;      /* the top-level flow it is inside; only while live */
   mf_run_extra *extra;   /* unhandled-failure links; NULL until needed */
   mf_done_callback *done_callbacks;
 

@@ -8,6 +8,9 @@
 
 #include "engine.h"
 
+/* Seconds one scheduler pass may take before the loop gets a turn. */
+#define MF_SCHED_SLICE 0.01
+
 static void on_idle(uv_idle_t *handle) { mf__sched_drain(handle->data); }
 
 static void want_drain(mf_engine *e) {
@@ -72,6 +75,8 @@ void mf__sched_drain(mf_engine *e) {
   e->draining = 1;
   e->depth++;
   mf__clock_refresh(e);
+  double started = e->clock_cache;
+  unsigned steps = 0;
   /* Done callbacks go first: they run right after the step that made
    * their run final, before any other run sees it final. */
   for (;;) {
@@ -88,13 +93,19 @@ void mf__sched_drain(mf_engine *e) {
     run = e->ready_head;
     if (!run)
       break;
+    /* A pass lasts a slice at most, then the loop gets a turn (timers,
+     * I/O, a host's frame); the idle handle brings the scheduler back. */
+    if ((++steps & 255) == 0 &&
+        mf_engine_now(e) - started > MF_SCHED_SLICE)
+      break;
     e->ready_head = run->next_ready;
     if (!e->ready_head)
       e->ready_tail = NULL;
     run->next_ready = NULL;
     mf__run_execute(run);
   }
-  uv_idle_stop(&e->idle);
+  if (!mf__sched_has_work(e))
+    uv_idle_stop(&e->idle);
   e->depth--;
   e->draining = 0;
 }

@@ -7,6 +7,7 @@
  * always live and a flow can count its whole subtree.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine.h"
 
@@ -92,6 +93,91 @@ void mf__run_child_final(mf_run *parent) {
   else if (mf__run_waiting(parent) &&
            parent->waiter->kind == MF_WAITER_CHILDREN)
     mf__waiter_wake(parent->waiter, MF_WAKE_DONE);
+}
+
+/* }====== */
+
+/* {====== Progress of top-level flows ====== */
+
+void mf__progress_submit(mf_engine *e, mf_run *run) {
+  mf_run *parent = run->parent;
+  mf_run *top = NULL;
+  if (parent)
+    top = parent->top_flow ? parent->top_flow
+          : (parent->flags & MF_RUN_FLOW) ? parent
+                                          : NULL;
+  run->top_flow = top;
+  if (top) {
+    top->extra->stats.submitted++;
+    top->extra->stats.waiting++;
+    return;
+  }
+  if (!(run->flags & MF_RUN_FLOW) || !mf__run_extra(run))
+    return;
+  mf_run_extra *x = run->extra;
+  memset(&x->stats, 0, sizeof x->stats);
+  x->stats.started_at = mf_engine_now(e);
+  x->top_prev = e->top_flows_last;
+  x->top_next = NULL;
+  if (e->top_flows_last)
+    e->top_flows_last->extra->top_next = run;
+  else
+    e->top_flows = run;
+  e->top_flows_last = run;
+}
+
+void mf__progress_start(mf_run *run) {
+  if (run->top_flow) {
+    run->top_flow->extra->stats.waiting--;
+    run->top_flow->extra->stats.running++;
+  }
+}
+
+void mf__progress_final(mf_engine *e, mf_run *run, int started) {
+  mf_run *top = run->top_flow;
+  run->top_flow = NULL;
+  if (top) {
+    mf_flow_stats *s = &top->extra->stats;
+    if (started)
+      s->running--;
+    else
+      s->waiting--;
+    if (run->type == MF_COMPLETED)
+      s->completed++;
+    else if (run->type == MF_CANCELLED)
+      s->cancelled++;
+    else
+      s->failed++;
+    return;
+  }
+  mf_run_extra *x = run->extra;
+  if (!(run->flags & MF_RUN_FLOW) || !x ||
+      (e->top_flows != run && !x->top_prev))
+    return; /* not in the list of top-level flows */
+  if (x->top_prev)
+    x->top_prev->extra->top_next = x->top_next;
+  else
+    e->top_flows = x->top_next;
+  if (x->top_next)
+    x->top_next->extra->top_prev = x->top_prev;
+  else
+    e->top_flows_last = x->top_prev;
+  x->top_prev = x->top_next = NULL;
+}
+
+int mf_run_flow_stats(const mf_run *flow, mf_flow_stats *out) {
+  if (!(flow->flags & MF_RUN_FLOW) || !flow->extra || flow->top_flow)
+    return MF_EINVAL;
+  *out = flow->extra->stats;
+  return 0;
+}
+
+size_t mf_engine_top_flows(const mf_engine *e, mf_run **out, size_t max) {
+  size_t n = 0;
+  for (mf_run *r = e->top_flows; r; r = r->extra->top_next, n++)
+    if (n < max)
+      out[n] = r;
+  return n;
 }
 
 /* }====== */
