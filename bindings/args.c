@@ -161,6 +161,10 @@ static void resolve(lua_State *L, int memo);
  * sharing). */
 static void resolve_table(lua_State *L, int memo) {
   int t = lua_gettop(L);
+  if (lua_isnil(L, memo)) {
+    lua_newtable(L);
+    lua_replace(L, memo);
+  }
   lua_pushvalue(L, t);
   if (lua_rawget(L, memo) != LUA_TNIL) {
     lua_replace(L, t);
@@ -251,7 +255,7 @@ static void resolve(lua_State *L, int memo) {
 
 void mfl_resolve_value(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  lua_newtable(L);
+  lua_pushnil(L); /* the memo, made by the first plain table met */
   int memo = lua_gettop(L);
   lua_pushvalue(L, idx);
   resolve(L, memo);

@@ -177,8 +177,6 @@ static int push_call(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   lua_remove(L, -2);
   int nargs = lr->nargs;
   lua_getiuservalue(L, box, MFL_UV_ARGS);
-  if (lr->needs_resolve)
-    mfl_resolve_value(L, lua_gettop(L));
   if (nargs < 0) {
     lua_getfield(L, -1, "n");
     nargs = (int)lua_tointeger(L, -1);
@@ -190,6 +188,9 @@ static int push_call(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   } else if (nargs == 0) {
     lua_pop(L, 1);
   }
+  if (lr->needs_resolve) /* each argument: futures become results */
+    for (int i = lua_gettop(L) - nargs + 1; i <= lua_gettop(L); i++)
+      mfl_resolve_value(L, i);
   lua_pushnil(L);
   lua_setiuservalue(L, box, MFL_UV_ARGS);
   lua_checkstack(co, nargs + 1);

@@ -115,6 +115,88 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
   return 0;
 }
 
+/* {====== Memory ====== */
+
+#ifndef MF_FREE_LIST_MAX
+#define MF_FREE_LIST_MAX 4096 /* 0 under the sanitizers: reuse hides misuse */
+#endif
+
+mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
+  size_t size = sizeof(mf_run) + body_size;
+  mf_run *run = NULL;
+  if (e->free_runs && body_size == e->free_run_body) {
+    run = e->free_runs;
+    e->free_runs = run->next_ready;
+    e->free_run_count--;
+  } else {
+    run = malloc(size);
+    if (!run)
+      return NULL;
+  }
+  memset(run, 0, size);
+  run->body_size = (unsigned)body_size;
+  e->runs_alive++;
+  return run;
+}
+
+static void engine_release(mf_engine *e);
+
+void mf__run_dealloc(mf_engine *e, mf_run *run) {
+  if (!e->closing && e->free_run_count < MF_FREE_LIST_MAX &&
+      (e->free_run_count == 0 || run->body_size == e->free_run_body)) {
+    e->free_run_body = run->body_size;
+    run->next_ready = e->free_runs;
+    e->free_runs = run;
+    e->free_run_count++;
+  } else {
+    free(run);
+  }
+  e->runs_alive--;
+  engine_release(e);
+}
+
+mf_waiter *mf__waiter_alloc(mf_engine *e) {
+  mf_waiter *w = e->free_waiters;
+  if (w) {
+    e->free_waiters = (mf_waiter *)w->parked_next;
+    e->free_waiter_count--;
+    return w;
+  }
+  return malloc(sizeof *w);
+}
+
+void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
+  if (e->closing || e->free_waiter_count >= MF_FREE_LIST_MAX) {
+    free(w);
+    return;
+  }
+  w->parked_next = (mf_run *)e->free_waiters;
+  e->free_waiters = w;
+  e->free_waiter_count++;
+}
+
+static void drop_free_lists(mf_engine *e) {
+  while (e->free_runs) {
+    mf_run *run = e->free_runs;
+    e->free_runs = run->next_ready;
+    free(run);
+  }
+  while (e->free_waiters) {
+    mf_waiter *w = e->free_waiters;
+    e->free_waiters = (mf_waiter *)w->parked_next;
+    free(w);
+  }
+  e->free_run_count = e->free_waiter_count = 0;
+}
+
+/* Frees a closed engine once its handles are closed and no run is left. */
+static void engine_release(mf_engine *e) {
+  if (e->closing && e->handles_closed && e->runs_alive == 0)
+    free(e);
+}
+
+/* }====== */
+
 /* Releases what the engine still holds for runs that were final. */
 static void drop_queues(mf_engine *e) {
   while (e->done_head) {
@@ -130,8 +212,10 @@ static void drop_queues(mf_engine *e) {
 static void on_handle_closed(uv_handle_t *handle) {
   mf_engine *e = handle->data;
   /* The timer is closed last: once it is, the engine memory can go. */
-  if (handle == (uv_handle_t *)&e->timer && !e->owns_loop)
-    free(e);
+  if (handle == (uv_handle_t *)&e->timer && !e->owns_loop) {
+    e->handles_closed = 1;
+    engine_release(e);
+  }
 }
 
 void mf_engine_close(mf_engine *e) {
@@ -141,6 +225,7 @@ void mf_engine_close(mf_engine *e) {
     mf_run_cancel(e->first_root);
   drop_queues(e);
   e->closing = 1;
+  drop_free_lists(e);
   mf__timers_close(e);
   uv_close((uv_handle_t *)&e->idle, on_handle_closed);
   uv_close((uv_handle_t *)&e->timer, on_handle_closed);
@@ -148,7 +233,8 @@ void mf_engine_close(mf_engine *e) {
     return; /* freed by on_handle_closed when the host's loop runs */
   while (uv_loop_close(e->loop) == UV_EBUSY)
     uv_run(e->loop, UV_RUN_DEFAULT);
-  free(e);
+  e->handles_closed = 1;
+  engine_release(e);
 }
 
 uv_loop_t *mf_engine_loop(const mf_engine *engine) { return engine->loop; }

@@ -40,6 +40,16 @@ struct mf_engine {
   /* The root scope: unhandled failures of runs outside any flow. */
   mf_run *unhandled_first, *unhandled_last;
 
+  /* Memory: runs and waiters are reused (a map makes a million of each
+   * size).  The engine's own memory outlives close while runs remain (a
+   * host may read a run after closing the engine). */
+  size_t runs_alive;
+  unsigned char handles_closed;
+  mf_run *free_runs; /* linked through next_ready */
+  size_t free_run_count, free_run_body;
+  mf_waiter *free_waiters; /* linked through parked_next (cast) */
+  size_t free_waiter_count;
+
   double wall_offset; /* wall seconds minus monotonic seconds */
   double clock_cache; /* monotonic seconds, refreshed every few uses */
   unsigned clock_uses;
@@ -77,6 +87,12 @@ MF_INTERNAL void mf__unhandled_release_scope(mf_engine *e, mf_run *flow);
 MF_INTERNAL void mf__progress_submit(mf_engine *e, mf_run *run);
 MF_INTERNAL void mf__progress_start(mf_run *run);
 MF_INTERNAL void mf__progress_final(mf_engine *e, mf_run *run, int started);
+
+/* Memory (engine.c). */
+MF_INTERNAL mf_run *mf__run_alloc(mf_engine *e, size_t body_size);
+MF_INTERNAL void mf__run_dealloc(mf_engine *e, mf_run *run);
+MF_INTERNAL mf_waiter *mf__waiter_alloc(mf_engine *e);
+MF_INTERNAL void mf__waiter_dealloc(mf_engine *e, mf_waiter *w);
 
 /* Clock (engine.c). */
 /* Wall-clock seconds for state timestamps: read from a cache refreshed

@@ -13,10 +13,9 @@
 
 mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops,
                    size_t body_size) {
-  mf_run *run = malloc(sizeof *run + body_size);
+  mf_run *run = mf__run_alloc(engine, body_size);
   if (!run)
     return NULL;
-  memset(run, 0, sizeof *run + body_size);
   run->engine = engine;
   run->ops = ops;
   run->refs = 1;
@@ -34,7 +33,7 @@ static void run_free(mf_run *run) {
     run->ops->free(run);
   if (run->waiter) {
     mf__waiter_free(run->waiter);
-    free(run->waiter);
+    mf__waiter_dealloc(run->engine, run->waiter);
   }
   free(run->extra);
   mf_done_callback *cb = run->done_callbacks;
@@ -46,7 +45,7 @@ static void run_free(mf_run *run) {
   if (run->history != run->history_inline)
     free(run->history);
   free(run->custom_name);
-  free(run);
+  mf__run_dealloc(run->engine, run);
 }
 
 /* Frees runs whose last reference or hold went, following the NotReady
@@ -64,7 +63,7 @@ static void maybe_free(mf_run *run) {
 
 mf_waiter *mf__run_waiter(mf_run *run) {
   if (!run->waiter) {
-    run->waiter = malloc(sizeof *run->waiter);
+    run->waiter = mf__waiter_alloc(run->engine);
     if (!run->waiter)
       return NULL;
     mf__waiter_init(run->waiter, run->engine, run);
@@ -358,7 +357,7 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
   mf__sched_parked_remove(e, run);
   if (run->waiter) { /* inputs or park: drops their references */
     mf__waiter_free(run->waiter);
-    free(run->waiter);
+    mf__waiter_dealloc(e, run->waiter);
     run->waiter = NULL;
   }
   if (!run->body_done && run->ops && run->ops->abandon) {

@@ -78,6 +78,7 @@ struct mf_run {
   /* History: inline for the usual Pending, Running, Completed. */
   unsigned short history_len, history_cap;
   unsigned visit_epoch;
+  unsigned body_size;
   mf_state *history;
   mf_state history_inline[MF_HISTORY_INLINE];
 
