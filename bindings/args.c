@@ -120,6 +120,12 @@ int mfl_scan_arg(lua_State *L, int idx, mf_run *run) {
   int type = lua_type(L, idx);
   if (type != LUA_TTABLE && type != LUA_TUSERDATA)
     return 0; /* the fast path: numbers, strings, ... */
+  if (type == LUA_TUSERDATA) { /* a future, the chain's case */
+    mfl_future *f = mfl_to_future(L, idx);
+    if (f && mf_run_add_input(run, f->run, 0) != 0)
+      luaL_error(L, "moonflow: out of memory");
+    return f != NULL;
+  }
   int top = lua_gettop(L);
   scan_target t = {run, 0, 0, 0};
   int found = scan(L, lua_absindex(L, idx), &t, 0);
@@ -255,6 +261,13 @@ static void resolve(lua_State *L, int memo) {
 
 void mfl_resolve_value(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
+  mfl_future *f = lua_type(L, idx) == LUA_TUSERDATA ? mfl_to_future(L, idx)
+                                                    : NULL;
+  if (f && mf_run_state_type(f->run) == MF_COMPLETED) {
+    mfl_push_results(L, idx, 0, 1); /* the chain's case: no memo */
+    lua_replace(L, idx);
+    return;
+  }
   lua_pushnil(L); /* the memo, made by the first plain table met */
   int memo = lua_gettop(L);
   lua_pushvalue(L, idx);
@@ -306,13 +319,13 @@ void mfl_open_args(lua_State *L) {
   new_wrapper_mt(L, &mfl_key_quote_mt, "moonflow.quote");
   new_wrapper_mt(L, &mfl_key_unmapped_mt, "moonflow.unmapped");
   new_wrapper_mt(L, &mfl_key_allow_mt, "moonflow.allow_failure");
-  lua_pushcfunction(L, l_quote);
+  mfl_pushcfunction(L, l_quote);
   lua_setfield(L, -2, "quote");
-  lua_pushcfunction(L, l_unmapped);
+  mfl_pushcfunction(L, l_unmapped);
   lua_setfield(L, -2, "unmapped");
-  lua_pushcfunction(L, l_allow_failure);
+  mfl_pushcfunction(L, l_allow_failure);
   lua_setfield(L, -2, "allow_failure");
-  lua_pushcfunction(L, l_resolve);
+  mfl_pushcfunction(L, l_resolve);
   lua_setfield(L, -2, "resolve");
 }
 

@@ -81,6 +81,10 @@ typedef struct mfl_task {
 enum { MFL_TASK_UV_FN = 1, MFL_TASK_UV_NAME, MFL_TASK_UV_OPTS, MFL_TASK_NUV };
 
 /* module.c */
+/* Registers functions (or pushes one) with the state as upvalue 1, which
+ * mfl_state_get reads without a registry lookup. */
+MFL_INTERNAL void mfl_setfuncs(lua_State *L, const luaL_Reg *funcs);
+MFL_INTERNAL void mfl_pushcfunction(lua_State *L, lua_CFunction fn);
 /* Registers the metatable on top (popped) under key, marking it so that
  * mfl_is_kind can recognise it without a registry lookup. */
 MFL_INTERNAL void mfl_register_mt(lua_State *L, const char *key);

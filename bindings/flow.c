@@ -188,4 +188,4 @@ static const luaL_Reg flow_functions[] = {
     {"heap_in_use", l_heap_in_use},
     {NULL, NULL}};
 
-void mfl_open_flow(lua_State *L) { luaL_setfuncs(L, flow_functions, 0); }
+void mfl_open_flow(lua_State *L) { mfl_setfuncs(L, flow_functions); }

@@ -259,7 +259,7 @@ static int future_index(lua_State *L) {
   if (key && strcmp(key, "name") == 0)
     return mfl_run_name(L, check_run(L, 1));
   lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  lua_rawget(L, lua_upvalueindex(2));
   return 1;
 }
 
@@ -409,18 +409,20 @@ static const luaL_Reg list_methods[] = {
 
 void mfl_open_future(lua_State *L) {
   /* core -> core */
-  lua_pushcfunction(L, l_watch);
+  mfl_pushcfunction(L, l_watch);
   lua_setfield(L, -2, "watch");
   lua_createtable(L, 0, 4); /* Future metatable */
   lua_newtable(L);
-  luaL_setfuncs(L, future_methods, 0);
+  mfl_setfuncs(L, future_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "Future"); /* core.Future = methods */
-  lua_pushcclosure(L, future_index, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, future_index, 2); /* the state, the methods */
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, future_gc);
+  mfl_pushcfunction(L, future_gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, future_tostring);
+  mfl_pushcfunction(L, future_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.Future");
   lua_setfield(L, -2, "__name");
@@ -428,11 +430,11 @@ void mfl_open_future(lua_State *L) {
 
   lua_createtable(L, 0, 3); /* FutureList metatable */
   lua_newtable(L);
-  luaL_setfuncs(L, list_methods, 0);
+  mfl_setfuncs(L, list_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "FutureList");
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, list_tostring);
+  mfl_pushcfunction(L, list_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.FutureList");
   lua_setfield(L, -2, "__name");

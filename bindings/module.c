@@ -21,12 +21,27 @@ const char mfl_key_future_mt, mfl_key_list_mt, mfl_key_task_mt,
 /* {====== Helpers ====== */
 
 mfl_state *mfl_state_get(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
-  mfl_state *S = lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  mfl_state *S = NULL;
+  if (lua_type(L, lua_upvalueindex(1)) == LUA_TUSERDATA) {
+    S = lua_touserdata(L, lua_upvalueindex(1)); /* see mfl_setfuncs */
+  } else {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+    S = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
   if (!S || S->closed)
     luaL_error(L, "moonflow: the engine of this Lua state is closed");
   return S;
+}
+
+void mfl_setfuncs(lua_State *L, const luaL_Reg *funcs) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+  luaL_setfuncs(L, funcs, 1);
+}
+
+void mfl_pushcfunction(lua_State *L, lua_CFunction fn) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+  lua_pushcclosure(L, fn, 1);
 }
 
 void mfl_register_mt(lua_State *L, const char *key) {
@@ -559,7 +574,7 @@ static const luaL_Reg core_functions[] = {{"sleep", l_sleep},
 static int open_core(lua_State *L) {
   open_state(L);
   lua_newtable(L);
-  luaL_setfuncs(L, core_functions, 0);
+  mfl_setfuncs(L, core_functions);
   mfl_open_errors(L);
   mfl_open_state(L);
   mfl_open_future(L);

@@ -178,7 +178,7 @@ static const luaL_Reg state_methods[] = {{"is_completed", state_is_completed},
 void mfl_open_state(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_newtable(L);
-  luaL_setfuncs(L, state_methods, 0);
+  mfl_setfuncs(L, state_methods);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, state_tostring);
   lua_setfield(L, -2, "__tostring");

@@ -435,7 +435,7 @@ static int task_index(lua_State *L) {
     return 1;
   }
   lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  lua_rawget(L, lua_upvalueindex(2));
   return 1;
 }
 
@@ -445,20 +445,22 @@ static const luaL_Reg task_methods[] = {
 void mfl_open_task(lua_State *L) {
   lua_createtable(L, 0, 4); /* Task metatable */
   lua_newtable(L);
-  luaL_setfuncs(L, task_methods, 0);
+  mfl_setfuncs(L, task_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "Task"); /* core.Task: methods, Lua adds more */
-  lua_pushcclosure(L, task_index, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, task_index, 2); /* the state, the methods */
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, task_call);
+  mfl_pushcfunction(L, task_call);
   lua_setfield(L, -2, "__call");
-  lua_pushcfunction(L, task_tostring);
+  mfl_pushcfunction(L, task_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.Task");
   lua_setfield(L, -2, "__name");
   mfl_register_mt(L, &mfl_key_task_mt);
-  lua_pushcfunction(L, l_new_task);
+  mfl_pushcfunction(L, l_new_task);
   lua_setfield(L, -2, "new_task");
-  lua_pushcfunction(L, l_task_info);
+  mfl_pushcfunction(L, l_task_info);
   lua_setfield(L, -2, "task_info");
 }

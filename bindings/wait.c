@@ -196,9 +196,9 @@ static int l_wait_any(lua_State *L) {
 }
 
 void mfl_open_wait(lua_State *L) {
-  lua_pushcfunction(L, l_wait);
+  mfl_pushcfunction(L, l_wait);
   lua_setfield(L, -2, "wait");
-  lua_pushcfunction(L, l_wait_any);
+  mfl_pushcfunction(L, l_wait_any);
   lua_setfield(L, -2, "wait_any");
 }
 
