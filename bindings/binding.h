@@ -47,6 +47,11 @@ typedef struct mfl_state {
   int *free_pins;
   int free_pin_count, free_pin_capacity, pin_high;
   mf_wake_reason last_wake; /* how the last top-level wait ended */
+  double slice;           /* seconds a run computes before it is parked */
+  unsigned long steps;    /* steps so far: tells the hook a new one began */
+  unsigned long hook_step;
+  double hook_step_start; /* when the hook first saw the current step */
+  int preempted;          /* the hook parked the run at the end of a slice */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -128,6 +133,7 @@ MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
 /* In a continuation: how the wait ended (MF_WAKE_DONE or MF_WAKE_TIMEOUT);
  * raises Deadlock when the engine found the wait could never end. */
 MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L);
+MFL_INTERNAL int mfl_raise_timed_out(lua_State *L, mf_run *run);
 MFL_INTERNAL void mfl_open_wait(lua_State *L);
 
 /* future.c */
@@ -150,6 +156,10 @@ MFL_INTERNAL int mfl_scan_collect(lua_State *L, int idx);
 MFL_INTERNAL void mfl_add_collected(lua_State *L, int idx, mf_run *run);
 MFL_INTERNAL void mfl_resolve_value(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_args(lua_State *L);
+
+/* control.c */
+MFL_INTERNAL void mfl_install_hook(lua_State *co);
+MFL_INTERNAL void mfl_open_control(lua_State *L);
 
 /* flow.c */
 MFL_INTERNAL void mfl_open_flow(lua_State *L);

@@ -119,7 +119,9 @@ static lua_State *pool_take(lua_State *L, mfl_state *S) {
     lua_remove(L, -2);
     return lua_tothread(L, -1);
   }
-  return lua_newthread(L);
+  lua_State *co = lua_newthread(L);
+  mfl_install_hook(co); /* time slices and timeouts */
+  return co;
 }
 
 static void pool_give(lua_State *L, mfl_state *S, lua_State *co) {
@@ -253,6 +255,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_push_future_of(L, run);
   int box = lua_gettop(L);
   int nargs = 0;
+  S->steps++;
   if (reason == MF_STEP_START) {
     lua_State *co = take_spare(L, S);
     lr->co = co;
@@ -272,8 +275,13 @@ static void op_step(mf_run *run, mf_step_reason reason) {
     }
     /* A bare coroutine.yield() in the body parks nothing: it yields the
      * loop once, as mf.sleep(0) does. */
-    if (!lr->parked)
+    if (S->preempted) {
+      /* Behind what the loop's turn makes ready (timers, I/O). */
+      S->preempted = 0;
+      mf_run_sleep(run, 1e-6);
+    } else if (!lr->parked) {
       mf_run_sleep(run, 0);
+    }
     lr->parked = 0;
   } else if (status == LUA_OK) {
     store_results(L, lr, box, co, nres);
@@ -399,9 +407,9 @@ void mfl_push_hot(lua_State *L, mfl_state *S, mfl_hot *hot) {
 /* {====== Module functions ====== */
 
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
   (void)status;
   (void)ctx;
+  mfl_wait_outcome(L); /* a timeout or a cancellation is raised here */
   return 0;
 }
 
@@ -414,6 +422,8 @@ static int l_sleep(lua_State *L) {
   mf_run *run = mfl_current_run(L, S);
   if (run) {
     mfl_run *lr = mf_run_body(run);
+    if (mf_run_timed_out(run))
+      return mfl_raise_timed_out(L, run);
     mf_run_sleep(run, seconds);
     lr->parked = 1;
     return lua_yieldk(L, 0, 0, sleep_k);
@@ -582,6 +592,7 @@ static int open_core(lua_State *L) {
   mfl_open_args(L);
   mfl_open_task(L);
   mfl_open_flow(L);
+  mfl_open_control(L);
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -51,6 +51,8 @@ int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
           "would resume it; wait from the run's own code instead",
           name);
     }
+    if (mf_run_timed_out(current)) /* stopped at its next yield */
+      return mfl_raise_timed_out(L, current);
     int rc = mf_run_wait(current, targets, n, mode, timeout);
     if (rc == MF_EDEADLK)
       return raise_deadlock_for(L, current, targets, n);
@@ -83,11 +85,24 @@ int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
   return k(L, LUA_OK, ctx);
 }
 
+int mfl_raise_timed_out(lua_State *L, mf_run *run) {
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  return mfl_raise(L, "TimedOut", "run %s exceeded its timeout", name);
+}
+
 mf_wake_reason mfl_wait_outcome(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mf_run *current = mfl_current_run(L, S);
   mf_wake_reason reason =
       current ? mf_run_wake_reason(current) : S->last_wake;
+  if (reason == MF_WAKE_TIMEDOUT)
+    mfl_raise_timed_out(L, current);
+  if (reason == MF_WAKE_CANCELLED) {
+    char name[256];
+    mf_run_name(current, name, sizeof name);
+    mfl_raise(L, "Cancelled", "run %s was cancelled", name);
+  }
   if (reason == MF_WAKE_DEADLOCK) {
     char name[256];
     mf_run_name(current, name, sizeof name);

@@ -14,6 +14,7 @@ struct mf_engine {
   unsigned char draining;
   unsigned char interrupted;
   unsigned char timers_firing;
+  unsigned char end_pass; /* mf_engine_end_pass was called */
 
   uv_idle_t idle;   /* active while the ready or done queue has entries */
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */

@@ -126,6 +126,10 @@ MF_API int mf_engine_run(mf_engine *engine);
  * or MF_EBUSY when called from inside an engine callback. */
 MF_API int mf_engine_step(mf_engine *engine);
 
+/* Ends the current scheduler pass after the step executing now, so that
+ * the loop turns (a body that used up its time slice calls it). */
+MF_API void mf_engine_end_pass(mf_engine *engine);
+
 /* The run whose body is executing now, or NULL. */
 MF_API mf_run *mf_engine_current(const mf_engine *engine);
 
@@ -155,6 +159,8 @@ typedef enum mf_wake_reason {
   MF_WAKE_DONE,     /* what the run waited for happened (or its sleep ended) */
   MF_WAKE_TIMEOUT,  /* the wait's timeout passed first */
   MF_WAKE_DEADLOCK, /* nothing can ever wake it: the wait is a deadlock */
+  MF_WAKE_TIMEDOUT, /* the run's own deadline passed (mf_run_set_deadline) */
+  MF_WAKE_CANCELLED, /* the run was cancelled (MF_RUN_CANCEL_IN_BODY) */
 } mf_wake_reason;
 
 /* The callbacks that make a run's body.  All are called on the loop thread,
@@ -195,6 +201,10 @@ MF_API int mf_run_refcount(const mf_run *run);
 enum {
   MF_RUN_FLOW = 1 << 0, /* a flow: it ends after every run started in it */
   MF_RUN_ROOT = 1 << 1, /* has no parent, even if submitted inside a run */
+  /* Cancelling it while parked resumes its body with MF_WAKE_CANCELLED
+   * (so that it can run its own clean-up) instead of abandoning it; it
+   * still ends CANCELLED. */
+  MF_RUN_CANCEL_IN_BODY = 1 << 2,
 };
 MF_API void mf_run_set_flags(mf_run *run, unsigned flags);
 MF_API unsigned mf_run_flags(const mf_run *run);
@@ -238,6 +248,20 @@ MF_API int mf_run_error_code(const mf_run *run);
 /* Ends the body: the run becomes final with that state (or, for a flow with
  * children still going, once they are final).  Called by the body. */
 MF_API void mf_run_finish(mf_run *run, mf_state_type type, mf_state_name name);
+
+/* Starts the next attempt of the executing run: the attempt count grows
+ * and the run goes Retrying (after the body waited AwaitingRetry). */
+MF_API void mf_run_next_attempt(mf_run *run);
+
+/* Gives the executing run a deadline, seconds from now: when it passes, a
+ * parked run is woken with MF_WAKE_TIMEDOUT, and mf_run_timed_out becomes
+ * true for a run computing.  Cleared by mf_run_clear_deadline and when the
+ * run ends. */
+MF_API int mf_run_set_deadline(mf_run *run, double seconds);
+MF_API void mf_run_clear_deadline(mf_run *run);
+MF_API int mf_run_timed_out(const mf_run *run);
+/* Monotonic seconds of the deadline, or < 0 when there is none. */
+MF_API double mf_run_deadline(const mf_run *run);
 
 /* Sets a non-final state (such as Retrying) on a running run. */
 MF_API void mf_run_set_state(mf_run *run, mf_state_type type,

@@ -35,6 +35,10 @@ static void run_free(mf_run *run) {
     mf__waiter_free(run->waiter);
     mf__waiter_dealloc(run->engine, run->waiter);
   }
+  if (run->extra && run->extra->deadline) {
+    mf__waiter_free(run->extra->deadline);
+    mf__waiter_dealloc(run->engine, run->extra->deadline);
+  }
   free(run->extra);
   mf_done_callback *cb = run->done_callbacks;
   while (cb) {
@@ -185,6 +189,62 @@ void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
                          ? mf__wall_now(run->engine)
                          : mf_engine_now(run->engine) +
                                run->engine->wall_offset;
+}
+
+void mf_run_next_attempt(mf_run *run) {
+  if (run->life == MF_LIFE_FINAL)
+    return;
+  run->attempt++;
+  mf__run_push_state(run, MF_RUNNING, MF_NAME_RETRYING);
+}
+
+int mf_run_set_deadline(mf_run *run, double seconds) {
+  mf_run_extra *x = mf__run_extra(run);
+  if (!x)
+    return MF_ENOMEM;
+  if (!x->deadline) {
+    x->deadline = mf__waiter_alloc(run->engine);
+    if (!x->deadline)
+      return MF_ENOMEM;
+    mf__waiter_init(x->deadline, run->engine, run);
+    x->deadline->kind = MF_WAITER_DEADLINE;
+  }
+  mf__waiter_clear(x->deadline);
+  x->timed_out = 0;
+  mf__waiter_arm(x->deadline, MF_WAIT_ALL, seconds < 0 ? 0 : seconds);
+  return 0;
+}
+
+void mf_run_clear_deadline(mf_run *run) {
+  if (run->extra && run->extra->deadline) {
+    mf__waiter_clear(run->extra->deadline);
+    run->extra->deadline->active = 0;
+  }
+}
+
+int mf_run_timed_out(const mf_run *run) {
+  return run->extra && run->extra->timed_out;
+}
+
+double mf_run_deadline(const mf_run *run) {
+  const mf_waiter *w = run->extra ? run->extra->deadline : NULL;
+  return w && w->active ? w->deadline : -1;
+}
+
+/* The timeout passed: a parked body is woken to raise it; a computing one
+ * sees mf_run_timed_out at its next check. */
+void mf__run_deadline_passed(mf_run *run) {
+  run->extra->timed_out = 1;
+  if (run->life == MF_LIFE_PARKED && mf__run_waiting(run))
+    mf__waiter_wake(run->waiter, MF_WAKE_TIMEDOUT);
+}
+
+static void drop_deadline(mf_run *run) {
+  if (run->extra && run->extra->deadline) {
+    mf__waiter_free(run->extra->deadline);
+    mf__waiter_dealloc(run->engine, run->extra->deadline);
+    run->extra->deadline = NULL;
+  }
 }
 
 void mf_run_set_state(mf_run *run, mf_state_type type, mf_state_name name) {
@@ -355,6 +415,7 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
   if (run->life == MF_LIFE_READY)
     mf__sched_unlink(e, run);
   mf__sched_parked_remove(e, run);
+  drop_deadline(run);
   if (run->waiter) { /* inputs or park: drops their references */
     mf__waiter_free(run->waiter);
     mf__waiter_dealloc(e, run->waiter);

@@ -43,6 +43,8 @@ typedef struct mf_run_extra {
   /* A top-level flow: its progress, and its place in the engine's list. */
   mf_flow_stats stats;
   mf_run *top_prev, *top_next;
+  mf_waiter *deadline; /* the run's timeout, armed while it executes */
+  unsigned char timed_out;
 } mf_run_extra;
 
 /* Kept small (one per run, a million live runs are normal): rare parts are
@@ -109,6 +111,7 @@ static inline int mf__run_waiting(const mf_run *run) {
   return run->waiter && run->waiter->active;
 }
 
+MF_INTERNAL void mf__run_deadline_passed(mf_run *run);
 MF_INTERNAL void mf__run_hold(mf_run *run);
 MF_INTERNAL void mf__run_release(mf_run *run);
 /* Makes the run final with that state.  Idempotent on a final run. */

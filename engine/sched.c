@@ -47,6 +47,8 @@ void mf__sched_unlink(mf_engine *e, mf_run *run) {
   }
 }
 
+void mf_engine_end_pass(mf_engine *e) { e->end_pass = 1; }
+
 void mf__sched_push_done(mf_engine *e, mf_run *run) {
   mf__run_hold(run);
   run->next_ready = NULL;
@@ -95,8 +97,8 @@ void mf__sched_drain(mf_engine *e) {
       break;
     /* A pass lasts a slice at most, then the loop gets a turn (timers,
      * I/O, a host's frame); the idle handle brings the scheduler back. */
-    if ((++steps & 255) == 0 &&
-        mf_engine_now(e) - started > MF_SCHED_SLICE)
+    if (e->end_pass ||
+        ((++steps & 255) == 0 && mf_engine_now(e) - started > MF_SCHED_SLICE))
       break;
     e->ready_head = run->next_ready;
     if (!e->ready_head)
@@ -104,6 +106,7 @@ void mf__sched_drain(mf_engine *e) {
     run->next_ready = NULL;
     mf__run_execute(run);
   }
+  e->end_pass = 0;
   if (!mf__sched_has_work(e))
     uv_idle_stop(&e->idle);
   e->depth--;

@@ -190,6 +190,12 @@ size_t mf_engine_top_flows(const mf_engine *e, mf_run **out, size_t max) {
 static void cancel_one(mf_run *run) {
   if (mf_run_is_final(run) || run->life == MF_LIFE_ACTIVE)
     return;
+  if ((run->flags & MF_RUN_CANCEL_IN_BODY) && run->life == MF_LIFE_PARKED &&
+      mf__run_waiting(run)) {
+    /* Its body runs its own clean-up, then ends (CANCELLED). */
+    mf__waiter_wake(run->waiter, MF_WAKE_CANCELLED);
+    return;
+  }
   if ((run->flags & MF_RUN_FLOW) && run->live_children > 0) {
     if (run->life == MF_LIFE_READY)
       mf__sched_unlink(run->engine, run);

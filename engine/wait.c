@@ -72,6 +72,7 @@ static void node_unlink(mf_wait_node *node) {
 static int satisfied(const mf_waiter *w, const mf_wait_node *finished) {
   switch (w->kind) {
   case MF_WAITER_SLEEP:
+  case MF_WAITER_DEADLINE:
     return 0;
   case MF_WAITER_CHILDREN:
     return w->owner->live_children == 0;
@@ -154,6 +155,10 @@ void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason) {
   mf_run *owner = w->owner;
   if (!owner)
     return; /* a top-level wait: its drive loop sees w->active == 0 */
+  if (w->kind == MF_WAITER_DEADLINE) {
+    mf__run_deadline_passed(owner);
+    return;
+  }
   mf__sched_parked_remove(w->engine, owner);
   if (owner->life == MF_LIFE_INPUTS)
     mf__sched_push(w->engine, owner, MF_READY_INPUTS);

@@ -28,6 +28,7 @@ typedef enum mf_waiter_kind {
   MF_WAITER_TARGETS,  /* runs to be final */
   MF_WAITER_SLEEP,    /* only the deadline */
   MF_WAITER_CHILDREN, /* the owner's live children */
+  MF_WAITER_DEADLINE, /* the owner's own timeout (not a park) */
 } mf_waiter_kind;
 
 struct mf_waiter {

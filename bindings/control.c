@@ -1,0 +1,156 @@
+/*
+ * control.c -- what keeps runs under control from C: the instruction-count
+ * hook that parks a run computing past its time slice and stops one past its
+ * timeout, and the primitives the controlled body (lua/moonflow/control.lua)
+ * uses for attempts, states and deadlines.
+ */
+#include <string.h>
+
+#include "binding.h"
+
+/* The hook runs every this many VM instructions of a run's coroutine. */
+#define MFL_HOOK_COUNT 1000
+#define MFL_DEFAULT_SLICE 0.010
+
+static mfl_state *hook_state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+  mfl_state *S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S && !S->closed ? S : NULL;
+}
+
+/*
+ * A run past its deadline gets TimedOut raised where it computes, again at
+ * every check if it catches it.  A run that computed for a whole slice is
+ * parked (a yield from the hook, which Lua allows for count hooks) unless
+ * it is inside a C call that cannot yield; its timeout still stops it.
+ */
+static void hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mfl_state *S = hook_state(L);
+  if (!S)
+    return;
+  mf_run *run = mf_engine_current(S->engine);
+  if (!run)
+    return;
+  double now = mf_engine_now(S->engine);
+  double deadline = mf_run_deadline(run);
+  if (mf_run_timed_out(run) || (deadline >= 0 && now >= deadline)) {
+    mfl_raise_timed_out(L, run);
+    return;
+  }
+  mfl_run *lr = mf_run_body(run);
+  if (lr->co != L || S->callback_depth > 0)
+    return; /* a coroutine of the user's: only its own resumer can park it */
+  if (S->hook_step != S->steps) {
+    S->hook_step = S->steps; /* the step's first check: its clock starts */
+    S->hook_step_start = now;
+    return;
+  }
+  if (now - S->hook_step_start >= S->slice && lua_isyieldable(L)) {
+    mf_engine_end_pass(S->engine); /* let timers and I/O have their turn */
+    S->preempted = 1;
+    lua_yield(L, 0);
+    return;
+  }
+}
+
+void mfl_install_hook(lua_State *co) {
+  lua_sethook(co, hook, LUA_MASKCOUNT, MFL_HOOK_COUNT);
+}
+
+/* {====== Primitives for the controlled body ====== */
+
+static mf_run *need_run(lua_State *L, mfl_state *S, const char *what) {
+  mf_run *run = mfl_current_run(L, S);
+  if (!run)
+    mfl_raise(L, "UsageError", "%s can only be called inside a run", what);
+  return run;
+}
+
+/* core.attempt() -> the current run's attempt number */
+static int l_attempt(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  lua_pushinteger(L, mf_run_attempt(need_run(L, S, "attempt")));
+  return 1;
+}
+
+/* core.next_attempt(): Retrying, attempt + 1 */
+static int l_next_attempt(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run_next_attempt(need_run(L, S, "next_attempt"));
+  return 0;
+}
+
+/* core.awaiting_retry(): the AwaitingRetry state */
+static int l_awaiting_retry(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run_set_state(need_run(L, S, "awaiting_retry"), MF_SCHEDULED,
+                   MF_NAME_AWAITING_RETRY);
+  return 0;
+}
+
+/* core.set_deadline(seconds), core.clear_deadline() */
+static int l_set_deadline(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "set_deadline");
+  if (mf_run_set_deadline(run, luaL_checknumber(L, 1)) != 0)
+    return luaL_error(L, "moonflow: out of memory");
+  return 0;
+}
+
+static int l_clear_deadline(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run_clear_deadline(need_run(L, S, "clear_deadline"));
+  return 0;
+}
+
+/* core.timed_out() -> whether the current run's deadline passed */
+static int l_timed_out(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "timed_out");
+  double deadline = mf_run_deadline(run);
+  lua_pushboolean(L, mf_run_timed_out(run) ||
+                         (deadline >= 0 &&
+                          mf_engine_now(S->engine) >= deadline));
+  return 1;
+}
+
+/* core.configure{ slice = seconds } */
+static int l_configure(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                                                     : "?";
+    if (strcmp(key, "slice") != 0)
+      return mfl_raise(L, "UsageError", "unknown configure option '%s'",
+                       key);
+    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+      return mfl_raise(L, "UsageError",
+                       "configure option 'slice' must be a number > 0");
+    S->slice = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+static const luaL_Reg control_functions[] = {
+    {"attempt", l_attempt},
+    {"next_attempt", l_next_attempt},
+    {"awaiting_retry", l_awaiting_retry},
+    {"set_deadline", l_set_deadline},
+    {"clear_deadline", l_clear_deadline},
+    {"timed_out", l_timed_out},
+    {"configure", l_configure},
+    {NULL, NULL}};
+
+void mfl_open_control(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  if (S->slice <= 0)
+    S->slice = MFL_DEFAULT_SLICE;
+  mfl_setfuncs(L, control_functions);
+}
+
+/* }====== */
