@@ -52,6 +52,7 @@ typedef struct mfl_state {
   unsigned long hook_step;
   double hook_step_start; /* when the hook first saw the current step */
   int preempted;          /* the hook parked the run at the end of a slice */
+  int log_level;          /* MFL_LOG_*: lines below it are not written */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -158,7 +159,22 @@ MFL_INTERNAL void mfl_resolve_value(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_args(lua_State *L);
 
 /* control.c */
+enum {
+  MFL_LOG_DEBUG = 10,
+  MFL_LOG_INFO = 20,
+  MFL_LOG_WARNING = 30,
+  MFL_LOG_ERROR = 40,
+  MFL_LOG_OFF = 100
+};
 MFL_INTERNAL void mfl_install_hook(lua_State *co);
+MFL_INTERNAL int mfl_log_level_from_env(void);
+MFL_INTERNAL void mfl_log_write(int level, const char *who,
+                                const char *message);
+/* Logs a line about the run when level passes the threshold. */
+MFL_INTERNAL void mfl_log_run(mfl_state *S, int level, mf_run *run,
+                              const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+MFL_INTERNAL void mfl_open_log(lua_State *L);
 MFL_INTERNAL void mfl_open_control(lua_State *L);
 
 /* flow.c */

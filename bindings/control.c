@@ -4,7 +4,13 @@
  * timeout, and the primitives the controlled body (lua/moonflow/control.lua)
  * uses for attempts, states and deadlines.
  */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include "binding.h"
 
@@ -151,6 +157,130 @@ void mfl_open_control(lua_State *L) {
   if (S->slice <= 0)
     S->slice = MFL_DEFAULT_SLICE;
   mfl_setfuncs(L, control_functions);
+  mfl_open_log(L);
+}
+
+/* }====== */
+
+/* {====== Logging ====== */
+
+static const struct {
+  const char *name;
+  int level;
+} levels[] = {{"DEBUG", MFL_LOG_DEBUG},     {"INFO", MFL_LOG_INFO},
+              {"WARNING", MFL_LOG_WARNING}, {"ERROR", MFL_LOG_ERROR},
+              {"OFF", MFL_LOG_OFF},         {NULL, 0}};
+
+int mfl_log_level_from_env(void) {
+  const char *env = getenv("MOONFLOW_LOG_LEVEL");
+  if (env)
+    for (int i = 0; levels[i].name; i++)
+      if (strcasecmp(env, levels[i].name) == 0)
+        return levels[i].level;
+  return MFL_LOG_WARNING;
+}
+
+static const char *level_name(int level) {
+  for (int i = 0; levels[i].name; i++)
+    if (levels[i].level == level)
+      return levels[i].name;
+  return "?";
+}
+
+/* One line on stderr: time, level, who, message. */
+void mfl_log_write(int level, const char *who, const char *message) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  struct tm tm;
+  localtime_r(&tv.tv_sec, &tm);
+  fprintf(stderr, "%02d:%02d:%02d.%03d %-7s %s | %s\n", tm.tm_hour, tm.tm_min,
+          tm.tm_sec, (int)(tv.tv_usec / 1000), level_name(level), who,
+          message);
+  fflush(stderr);
+}
+
+void mfl_log_run(mfl_state *S, int level, mf_run *run, const char *fmt, ...) {
+  if (level < S->log_level)
+    return;
+  char who[256], message[512];
+  mf_run_name(run, who, sizeof who);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(message, sizeof message, fmt, ap);
+  va_end(ap);
+  mfl_log_write(level, who, message);
+}
+
+/* core.log(level, message): from mf.log.*, prefixed with the run's name */
+static int l_log(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  int level = (int)luaL_checkinteger(L, 1);
+  if (level < S->log_level)
+    return 0;
+  const char *message = luaL_checkstring(L, 2);
+  mf_run *run = mf_engine_current(S->engine);
+  char who[256] = "moonflow";
+  if (run)
+    mf_run_name(run, who, sizeof who);
+  mfl_log_write(level, who, message);
+  return 0;
+}
+
+/* core.log_level() -> the threshold */
+static int l_log_level(lua_State *L) {
+  lua_pushinteger(L, mfl_state_get(L)->log_level);
+  return 1;
+}
+
+/* core.call_callback(fn, ...): a plain callback, in which waits raise. */
+static int l_call_callback(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  S->callback_depth++;
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  S->callback_depth--;
+  if (status != LUA_OK)
+    return lua_error(L);
+  return lua_gettop(L);
+}
+
+/* core.cancelled() -> whether the current run was asked to cancel */
+static int l_cancelled(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = mfl_current_run(L, S);
+  lua_pushboolean(L, run && mf_run_cancel_requested(run));
+  return 1;
+}
+
+/* core.logs_prints() -> whether the current run's task has log_prints */
+static int l_logs_prints(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = mf_engine_current(S->engine);
+  int yes = 0;
+  if (run) {
+    mfl_push_future_of(L, run);
+    lua_getiuservalue(L, -1, MFL_UV_TASK);
+    if (lua_type(L, -1) == LUA_TUSERDATA) {
+      lua_getiuservalue(L, -1, MFL_TASK_UV_OPTS);
+      lua_getfield(L, -1, "log_prints");
+      yes = lua_toboolean(L, -1);
+    }
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+static const luaL_Reg log_functions[] = {{"log", l_log},
+                                         {"log_level", l_log_level},
+                                         {"call_callback", l_call_callback},
+                                         {"cancelled", l_cancelled},
+                                         {"logs_prints", l_logs_prints},
+                                         {NULL, NULL}};
+
+void mfl_open_log(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  S->log_level = mfl_log_level_from_env();
+  mfl_setfuncs(L, log_functions);
 }
 
 /* }====== */

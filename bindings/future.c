@@ -43,13 +43,43 @@ static int push_failure(lua_State *L, mf_run *run) {
   return 0; /* the caller reads the stored error */
 }
 
+/* The last run whose error result() raised again, so that the program can
+ * name it when that error ends the script: { err, name, traceback }. */
+static const char reraised_key = 0;
+
+static void remember_reraised(lua_State *L, int idx, mf_run *run) {
+  /* ... err -> ... err */
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "err");
+  mfl_run_name(L, run);
+  lua_setfield(L, -2, "name");
+  lua_getiuservalue(L, idx, MFL_UV_INFO);
+  if (lua_istable(L, -1))
+    lua_getfield(L, -1, "traceback");
+  else
+    lua_pushnil(L);
+  lua_setfield(L, -3, "traceback");
+  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &reraised_key);
+}
+
+/* core.last_reraised() -> { err, name, traceback } or nil */
+static int l_last_reraised(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &reraised_key);
+  return 1;
+}
+
 int mfl_push_results(lua_State *L, int idx, int raise, int first_only) {
   mf_run *run = mfl_check_future(L, idx)->run;
   mfl_run *lr = mf_run_body(run);
   mf_run_mark_handled(run);
   if (mf_run_state_type(run) != MF_COMPLETED) {
-    if (!push_failure(L, run))
+    if (!push_failure(L, run)) {
       lua_getiuservalue(L, idx, MFL_UV_RESULT);
+      if (raise)
+        remember_reraised(L, idx, run);
+    }
     return raise ? lua_error(L) : 1;
   }
   if (lr->nresults == 0) {
@@ -411,6 +441,8 @@ void mfl_open_future(lua_State *L) {
   /* core -> core */
   mfl_pushcfunction(L, l_watch);
   lua_setfield(L, -2, "watch");
+  lua_pushcfunction(L, l_last_reraised);
+  lua_setfield(L, -2, "last_reraised");
   lua_createtable(L, 0, 4); /* Future metatable */
   lua_newtable(L);
   mfl_setfuncs(L, future_methods);

@@ -73,6 +73,22 @@ static void print_cancelled(mf_run *run, void *data) {
   fprintf(stderr, "%s%s", (*count)++ ? ", " : "", name);
 }
 
+/* Cancels every run, saying which: the top-level runs and flows. */
+static void report_interrupt(void) {
+  mfl_state *S = mfl_state_get(the_state);
+  int count = 0;
+  mf_progress_erase();
+  fprintf(stderr, "\n%s: interrupted; cancelled %zu run(s): ", program,
+          mf_engine_live_runs(S->engine));
+  mf_run *flows[16];
+  size_t n = mf_engine_top_flows(S->engine, flows, 16);
+  for (size_t i = 0; i < n && i < 16; i++)
+    print_cancelled(flows[i], &count);
+  mf_engine_cancel_all(S->engine, print_cancelled, &count);
+  fprintf(stderr, "%s\n", count ? " and what they started" : "none");
+  interrupted_status = 130;
+}
+
 static void on_interrupt(uv_async_t *handle) {
   (void)handle;
   if (!interrupts)
@@ -81,14 +97,7 @@ static void on_interrupt(uv_async_t *handle) {
     interrupts = 0;
     return;
   }
-  mfl_state *S = mfl_state_get(the_state);
-  int count = 0;
-  mf_progress_erase();
-  fprintf(stderr, "\n%s: interrupted; cancelled %zu run(s): ", program,
-          mf_engine_live_runs(S->engine));
-  mf_engine_cancel_all(S->engine, print_cancelled, &count);
-  fprintf(stderr, "%s\n", count ? " and what they started" : "none");
-  interrupted_status = 130;
+  report_interrupt();
 }
 
 static void install_interrupts(lua_State *L) {
@@ -227,7 +236,7 @@ static int parse(options *o, int argc, char **argv) {
         return 2;
       }
       o->code = argv[++i];
-      o->script_index = i;
+      o->script_index = 0; /* as lua5.4 -e: arg[0] is the program */
       o->first_arg = i + 1;
       return -1;
     } else if (strcmp(a, "run") == 0 && i == 1) {
@@ -267,6 +276,8 @@ int main(int argc, char **argv) {
   lua_pop(L, 1);
   install_interrupts(L);
   int status = run(L, &o, argv, argc);
+  if (interrupts && !interrupted_status && !in_repl)
+    report_interrupt(); /* it came while the loop could not turn */
   if (interrupted_status)
     status = interrupted_status;
   remove_interrupts(L);

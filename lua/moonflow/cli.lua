@@ -11,6 +11,12 @@ local function describe(fut)
   if state.traceback and type(err) ~= "string" then
     text = tostring(err) .. "\n" .. state.traceback
   end
+  -- An error another run raised, passed on by result(): name that run.
+  local origin = core.last_reraised()
+  if origin and rawequal(origin.err, err) and origin.name ~= fut.name then
+    text = string.format("%s\n(raised by run %s:\n%s)", text, origin.name,
+      origin.traceback or tostring(err))
+  end
   return string.format("%s %s: %s", fut.name, state.name, text)
 end
 

@@ -1,0 +1,28 @@
+-- moonflow.log: mf.log.debug/info/warning/error.  Inside a run each line is
+-- prefixed with the run's name.  MOONFLOW_LOG_LEVEL sets the threshold
+-- (DEBUG, INFO, WARNING, ERROR, OFF; WARNING by default); a line below it
+-- costs one comparison.
+local core = require "moonflow.core"
+
+local M = {}
+local LEVELS = { DEBUG = 10, INFO = 20, WARNING = 30, ERROR = 40 }
+M.levels = LEVELS
+
+local concat, select, tostring = table.concat, select, tostring
+
+local function logger(level)
+  return function(...)
+    if level < core.log_level() then return end
+    local n = select("#", ...)
+    local parts = {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    core.log(level, concat(parts, " "))
+  end
+end
+
+M.debug = logger(LEVELS.DEBUG)
+M.info = logger(LEVELS.INFO)
+M.warning = logger(LEVELS.WARNING)
+M.error = logger(LEVELS.ERROR)
+
+return M
