@@ -53,6 +53,8 @@ typedef struct mfl_state {
   double hook_step_start; /* when the hook first saw the current step */
   int preempted;          /* the hook parked the run at the end of a slice */
   int log_level;          /* MFL_LOG_*: lines below it are not written */
+  int lifecycle_level;    /* the same for lifecycle lines: OFF unless
+                             MOONFLOW_LOG_LEVEL was set */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -70,6 +72,7 @@ typedef struct mfl_run {
   unsigned char has_outcome;   /* a flow chose its final state */
   unsigned char parked;        /* the last yield parked through the API */
   unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
+  unsigned char quiet;         /* no lifecycle log lines */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
 } mfl_run;

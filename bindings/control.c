@@ -200,7 +200,7 @@ void mfl_log_write(int level, const char *who, const char *message) {
 }
 
 void mfl_log_run(mfl_state *S, int level, mf_run *run, const char *fmt, ...) {
-  if (level < S->log_level)
+  if (level < S->lifecycle_level)
     return;
   char who[256], message[512];
   mf_run_name(run, who, sizeof who);
@@ -280,6 +280,10 @@ static const luaL_Reg log_functions[] = {{"log", l_log},
 void mfl_open_log(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   S->log_level = mfl_log_level_from_env();
+  /* Lifecycle lines only when asked for: by default the program reports
+   * failures itself, and the REPL prints them where they are read. */
+  S->lifecycle_level = getenv("MOONFLOW_LOG_LEVEL") ? S->log_level
+                                                     : MFL_LOG_OFF;
   mfl_setfuncs(L, log_functions);
 }
 

@@ -247,6 +247,26 @@ static void give_back(lua_State *L, mfl_state *S, mfl_run *lr, int box,
   pool_give(L, S, co);
 }
 
+/* The lifecycle line of a run that did not complete: ERROR with the
+ * traceback when it failed, the lifecycle level when it was cancelled. */
+static void log_failure(lua_State *L, mfl_state *S, mf_run *run, int box,
+                        int lifecycle) {
+  mf_state_type type = mf_run_state_type(run);
+  int level = type == MF_CANCELLED ? lifecycle : MFL_LOG_ERROR;
+  if (level < S->lifecycle_level)
+    return;
+  const char *name = mf_state_name_string(mf_run_state_name(run));
+  lua_getiuservalue(L, box, MFL_UV_INFO);
+  const char *traceback = NULL;
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "traceback") == LUA_TSTRING)
+    traceback = lua_tostring(L, -1);
+  if (!traceback) {
+    lua_getiuservalue(L, box, MFL_UV_RESULT);
+    traceback = luaL_tolstring(L, -1, NULL);
+  }
+  mfl_log_run(S, level, run, "finished: %s: %s", name, traceback);
+}
+
 static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
@@ -256,6 +276,10 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   int box = lua_gettop(L);
   int nargs = 0;
   S->steps++;
+  int lifecycle = lr->kind == MFL_FLOW ? MFL_LOG_INFO : MFL_LOG_DEBUG;
+  if (reason == MF_STEP_START && !lr->quiet)
+    mfl_log_run(S, lifecycle, run, "%s started",
+                lr->kind == MFL_FLOW ? "flow run" : "task run");
   if (reason == MF_STEP_START) {
     lua_State *co = take_spare(L, S);
     lr->co = co;
@@ -290,12 +314,17 @@ static void op_step(mf_run *run, mf_step_reason reason) {
     give_back(L, S, lr, box, co);
     mf_run_finish(run, lr->has_outcome ? lr->outcome_type : MF_COMPLETED,
                   lr->has_outcome ? lr->outcome_name : MF_NAME_COMPLETED);
+    if (!lr->quiet)
+      mfl_log_run(S, lifecycle, run, "finished: %s",
+                  mf_state_name_string(mf_run_state_name(run)));
   } else {
     lr->co = NULL;
     lr->co_in_box = 0;
     store_error(L, lr, box, co); /* also clears MFL_UV_CO */
     mf_run_finish(run, lr->has_outcome ? lr->outcome_type : MF_FAILED,
                   lr->has_outcome ? lr->outcome_name : MF_NAME_FAILED);
+    if (!lr->quiet)
+      log_failure(L, S, run, box, lifecycle);
   }
   lua_settop(L, top);
 }

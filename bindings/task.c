@@ -12,7 +12,13 @@
 #include "binding.h"
 
 /* Task options read on every call, cached as flags. */
-enum { MFL_TASK_WAIT_FOR = 1, MFL_TASK_RETURN_STATE = 2 };
+enum {
+  MFL_TASK_WAIT_FOR = 1,
+  MFL_TASK_RETURN_STATE = 2,
+  MFL_TASK_CANCEL_IN_BODY = 4, /* on_cancellation hooks run in the body */
+  MFL_TASK_QUIET = 8 /* the program's own runs (main, REPL chunks): no
+                        lifecycle log lines */
+};
 
 typedef struct mfl_task_full {
   mfl_task base;
@@ -49,8 +55,10 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
     lua_pop(L, 1);
   }
   mf_run_set_name(run, name, ++t->base.runs);
-  if (t->base.is_flow)
-    mf_run_set_flags(run, MF_RUN_FLOW);
+  mf_run_set_flags(run, (t->base.is_flow ? MF_RUN_FLOW : 0) |
+                            (t->call_flags & MFL_TASK_CANCEL_IN_BODY
+                                 ? MF_RUN_CANCEL_IN_BODY
+                                 : 0));
   if (nargs == 1) {
     lua_pushvalue(L, first);
     lua_setiuservalue(L, box, MFL_UV_ARGS);
@@ -65,6 +73,7 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   }
   lr->nargs = nargs > 1 ? -1 : nargs;
+  lr->quiet = (t->call_flags & MFL_TASK_QUIET) != 0;
   return f;
 }
 
@@ -398,7 +407,13 @@ static int l_new_task(lua_State *L) {
     lua_getfield(L, 3, "return_state");
     if (lua_toboolean(L, -1))
       t->call_flags |= MFL_TASK_RETURN_STATE;
-    lua_pop(L, 2);
+    lua_getfield(L, 3, "on_cancellation");
+    if (!lua_isnil(L, -1))
+      t->call_flags |= MFL_TASK_CANCEL_IN_BODY;
+    lua_getfield(L, 3, "_quiet");
+    if (lua_toboolean(L, -1))
+      t->call_flags |= MFL_TASK_QUIET;
+    lua_pop(L, 4);
     lua_pushvalue(L, 3);
   } else {
     lua_newtable(L);

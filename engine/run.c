@@ -338,7 +338,10 @@ static void step(mf_run *run, mf_step_reason reason) {
     run->body_done = 1;
     run->error_code = MF_ESTATE;
     mf__run_finalize(run, MF_CRASHED, MF_NAME_CRASHED);
-  } else if (run->cancel_requested && run->life != MF_LIFE_FINAL) {
+  } else if (run->cancel_requested && run->life != MF_LIFE_FINAL &&
+             !(run->flags & MF_RUN_CANCEL_IN_BODY)) {
+    /* Cancelled while executing: whatever the body parked on, it ends.
+     * (A body that runs its own clean-up is left to finish it.) */
     mf_run_cancel(run);
   }
   mf_run_unref(run);

@@ -22,7 +22,7 @@ end
 
 -- Submits chunk(...) as the run "main" and returns its Future.
 function M.start(chunk, ...)
-  local main = core.new_task(chunk, "main", {}, false)
+  local main = core.new_task(chunk, "main", { _quiet = true }, false)
   local fut = main:submit(...)
   core.rename(fut, "main")
   return fut

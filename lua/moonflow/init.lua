@@ -4,6 +4,8 @@
 -- tasks and flows from their options, and the functional forms.
 local core = require "moonflow.core"
 local flow_body = require("moonflow.flow").body
+local control = require "moonflow.control"
+local log = require "moonflow.log"
 
 local M = {}
 local Task = core.Task
@@ -17,6 +19,9 @@ M.run = core.run
 M.quote = core.quote
 M.unmapped = core.unmapped
 M.allow_failure = core.allow_failure
+M.configure = core.configure
+M.log = { debug = log.debug, info = log.info, warning = log.warning,
+          error = log.error }
 
 local function usage(fmt, ...)
   error(core.error("UsageError", string.format(fmt, ...)), 0)
@@ -42,26 +47,84 @@ end
 local function is_string(v) return type(v) == "string" end
 local function is_future(v) return core.is_future(v) end
 
+local function is_function(v) return type(v) == "function" end
+local function is_delay(v) return type(v) == "number" and v >= 0 end
+
+local function count_at_least(low)
+  return function(v)
+    if math.type(v) ~= "integer" or v < low then
+      return "an integer >= " .. low
+    end
+  end
+end
+
+local function positive(v)
+  if type(v) ~= "number" or not (v > 0) then return "a number > 0" end
+end
+
+local function fraction(v)
+  if type(v) ~= "number" or not (v >= 0 and v <= 1) then
+    return "a number from 0 to 1"
+  end
+end
+
+local function delays(v)
+  if is_delay(v) then return end
+  if type(v) == "table" and #v > 0 then
+    for _, d in ipairs(v) do
+      if not is_delay(d) then return "a number >= 0, or a list of them" end
+    end
+    return
+  end
+  return "a number >= 0, or a list of them"
+end
+
+local function name_template(v)
+  if type(v) ~= "string" and type(v) ~= "function" then
+    return "a string or a function"
+  end
+end
+
+local hook_list = is_list_of(is_function, "functions")
+
 local task_options = {
   name = is_type("string"),
   tags = is_list_of(is_string, "strings"),
   wait_for = is_list_of(is_future, "futures"),
   return_state = is_type("boolean"),
+  retries = count_at_least(0),
+  retry_delay = delays,
+  retry_jitter = fraction,
+  retry_condition = is_type("function"),
+  timeout = positive,
+  log_prints = is_type("boolean"),
+  task_run_name = name_template,
+  on_running = hook_list,
+  on_completion = hook_list,
+  on_failure = hook_list,
+  on_cancellation = hook_list,
 }
 
 local flow_options = {
   name = is_type("string"),
+  retries = count_at_least(0),
+  retry_delay = delays,
+  retry_jitter = fraction,
+  retry_condition = is_type("function"),
+  timeout = positive,
+  log_prints = is_type("boolean"),
+  on_running = hook_list,
+  on_completion = hook_list,
+  on_failure = hook_list,
+  on_cancellation = hook_list,
+  on_crashed = hook_list,
 }
 
 -- Options of api.md whose behaviour is not built yet: refusing them is
 -- better than accepting them and doing nothing.
 local later_options = {
-  retries = true, retry_delay = true, retry_jitter = true,
-  retry_condition = true, timeout = true, log_prints = true,
   cache_key = true, cache_expiration = true, refresh_cache = true,
-  on_running = true, on_completion = true, on_failure = true,
-  on_cancellation = true, on_crashed = true, task_runner = true,
-  task_run_name = true,
+  task_runner = true,
 }
 
 local function check_options(opts, known, what)
@@ -110,17 +173,42 @@ end
 -- Flows remember the user's function, for :with().
 local flow_functions = setmetatable({}, { __mode = "k" })
 
+-- print inside a run whose task has log_prints goes to the log; installed
+-- the first time such a task is defined.
+local print_routed = false
+local function route_prints()
+  if print_routed then return end
+  print_routed = true
+  local original = print
+  print = function(...)
+    if core.logs_prints() then return log.info(...) end
+    return original(...)
+  end
+end
+
+-- Makes the Task: the function itself is the body, unless control options
+-- need the controlled body around it.
+local function make(fn, body, opts, is_flow)
+  if opts.log_prints then route_prints() end
+  local name = opts.name or default_name(fn)
+  if not control.needed(opts) then
+    return core.new_task(body, name, opts, is_flow)
+  end
+  local task
+  opts.original = fn
+  task = core.new_task(control.body(body, opts, function() return task end),
+    name, opts, is_flow)
+  return task
+end
+
 local function new_task(opts, fn)
   check_options(opts, task_options, "task")
-  opts = copy(opts)
-  return core.new_task(fn, opts.name or default_name(fn), opts, false)
+  return make(fn, fn, copy(opts), false)
 end
 
 local function new_flow(opts, fn)
   check_options(opts, flow_options, "flow")
-  opts = copy(opts)
-  local flow = core.new_task(flow_body(fn), opts.name or default_name(fn),
-    opts, true)
+  local flow = make(fn, flow_body(fn), copy(opts), true)
   flow_functions[flow] = fn
   return flow
 end
@@ -136,6 +224,8 @@ function Task.with(self, opts)
   end
   local fn, name, old, is_flow = core.task_info(self)
   local merged = copy(old)
+  fn = merged.original or fn
+  merged.original = nil
   merged.name = merged.name or name
   for k, v in pairs(opts) do merged[k] = v end
   if is_flow then
@@ -146,9 +236,9 @@ function Task.with(self, opts)
     check_options(flow_opts, flow_options, "flow")
     local checked = copy(flow_opts)
     for k, v in pairs(per_call) do checked[k] = v end
-    local flow = core.new_task(flow_body(flow_functions[self]),
-      checked.name, checked, true)
-    flow_functions[flow] = flow_functions[self]
+    local user_fn = flow_functions[self]
+    local flow = make(user_fn, flow_body(user_fn), checked, true)
+    flow_functions[flow] = user_fn
     return flow
   end
   return new_task(merged, fn)

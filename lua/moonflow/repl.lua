@@ -105,7 +105,8 @@ function M.feed(source, write, ready)
     write(err .. "\n")
     return "error"
   end
-  chunk_task = chunk_task or core.new_task(function(f, ...) return f(...) end, "repl", {}, false)
+  chunk_task = chunk_task or core.new_task(function(f, ...) return f(...) end, "repl",
+    { _quiet = true }, false)
   current = chunk_task:submit(fn)
   current:add_done_callback(function(fut) report(fut, write, ready) end)
   return "started"
