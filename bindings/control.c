@@ -142,7 +142,88 @@ static int l_configure(lua_State *L) {
   return 0;
 }
 
+/* core.limit(tag, n) */
+static int l_limit(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  const char *tag = luaL_checkstring(L, 1);
+  if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 0)
+    return mfl_raise(L, "UsageError",
+                     "mf.limit: the limit of '%s' must be an integer >= 0",
+                     tag);
+  if (mf_limit_set(S->engine, tag, (size_t)lua_tointeger(L, 2)) != 0)
+    return luaL_error(L, "moonflow: out of memory");
+  return 0;
+}
+
+/* core.rate_limit(tag, per_second) */
+static int l_rate_limit(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  const char *tag = luaL_checkstring(L, 1);
+  double rate = lua_isnumber(L, 2) ? lua_tonumber(L, 2) : -1;
+  if (!(rate > 0))
+    return mfl_raise(L, "UsageError",
+                     "mf.rate_limit: the rate of '%s' must be a number > 0",
+                     tag);
+  if (mf_rate_limit_set(S->engine, tag, rate) != 0)
+    return luaL_error(L, "moonflow: out of memory");
+  return 0;
+}
+
+/* core.limits() -> { [tag] = { capacity, holders, waiters, per_second } } */
+static int l_limits(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  size_t n = mf_limit_each(S->engine, NULL, 0);
+  mf_limit_info *info = lua_newuserdatauv(L, (n ? n : 1) * sizeof *info, 0);
+  mf_limit_each(S->engine, info, n);
+  lua_createtable(L, 0, (int)n);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 4);
+    if (info[i].capacity >= 0) {
+      lua_pushinteger(L, info[i].capacity);
+      lua_setfield(L, -2, "capacity");
+    }
+    lua_pushinteger(L, (lua_Integer)info[i].holders);
+    lua_setfield(L, -2, "holders");
+    lua_pushinteger(L, (lua_Integer)info[i].waiters);
+    lua_setfield(L, -2, "waiters");
+    if (info[i].per_second > 0) {
+      lua_pushnumber(L, info[i].per_second);
+      lua_setfield(L, -2, "per_second");
+    }
+    lua_setfield(L, -2, info[i].tag);
+  }
+  return 1;
+}
+
+/* core.release_slots(); core.acquire_slots() parks until it holds them */
+static int l_release_slots(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run_release_slots(need_run(L, S, "release_slots"));
+  return 0;
+}
+
+static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  mfl_wait_outcome(L);
+  return 0;
+}
+
+static int l_acquire_slots(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "acquire_slots");
+  if (mf_run_acquire_slots(run))
+    return 0;
+  ((mfl_run *)mf_run_body(run))->parked = 1;
+  return lua_yieldk(L, 0, 0, acquire_k);
+}
+
 static const luaL_Reg control_functions[] = {
+    {"limit", l_limit},
+    {"rate_limit", l_rate_limit},
+    {"limits", l_limits},
+    {"release_slots", l_release_slots},
+    {"acquire_slots", l_acquire_slots},
     {"attempt", l_attempt},
     {"next_attempt", l_next_attempt},
     {"awaiting_retry", l_awaiting_retry},

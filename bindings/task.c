@@ -16,9 +16,27 @@ enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
   MFL_TASK_CANCEL_IN_BODY = 4, /* on_cancellation hooks run in the body */
-  MFL_TASK_QUIET = 8 /* the program's own runs (main, REPL chunks): no
-                        lifecycle log lines */
+  MFL_TASK_QUIET = 8, /* the program's own runs (main, REPL chunks): no
+                         lifecycle log lines */
+  MFL_TASK_TAGS = 16  /* its runs carry tags (limits) */
 };
+
+/* Gives the run the task's tags; the strings live in the task's options,
+ * which the run's Future anchors. */
+static void set_tags(lua_State *L, int task_idx, mf_run *run) {
+  const char *tags[32];
+  size_t n = 0;
+  lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
+  lua_getfield(L, -1, "tags");
+  for (lua_Integer i = 1; n < 32 && lua_rawgeti(L, -1, i) == LUA_TSTRING;
+       i++) {
+    tags[n++] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 3);
+  if (mf_run_set_tags(run, tags, n) != 0)
+    luaL_error(L, "moonflow: out of memory");
+}
 
 typedef struct mfl_task_full {
   mfl_task base;
@@ -74,6 +92,8 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   }
   lr->nargs = nargs > 1 ? -1 : nargs;
   lr->quiet = (t->call_flags & MFL_TASK_QUIET) != 0;
+  if (t->call_flags & MFL_TASK_TAGS)
+    set_tags(L, task_idx, run);
   return f;
 }
 
@@ -413,7 +433,10 @@ static int l_new_task(lua_State *L) {
     lua_getfield(L, 3, "_quiet");
     if (lua_toboolean(L, -1))
       t->call_flags |= MFL_TASK_QUIET;
-    lua_pop(L, 4);
+    lua_getfield(L, 3, "tags");
+    if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0)
+      t->call_flags |= MFL_TASK_TAGS;
+    lua_pop(L, 5);
     lua_pushvalue(L, 3);
   } else {
     lua_newtable(L);

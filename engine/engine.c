@@ -120,6 +120,7 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
 #ifndef MF_FREE_LIST_MAX
 #define MF_FREE_LIST_MAX 4096 /* 0 under the sanitizers: reuse hides misuse */
 #endif
+static const size_t free_list_max = MF_FREE_LIST_MAX;
 
 mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
   size_t size = sizeof(mf_run) + body_size;
@@ -142,7 +143,7 @@ mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
 static void engine_release(mf_engine *e);
 
 void mf__run_dealloc(mf_engine *e, mf_run *run) {
-  if (!e->closing && e->free_run_count < MF_FREE_LIST_MAX &&
+  if (!e->closing && e->free_run_count < free_list_max &&
       (e->free_run_count == 0 || run->body_size == e->free_run_body)) {
     e->free_run_body = run->body_size;
     run->next_ready = e->free_runs;
@@ -166,7 +167,7 @@ mf_waiter *mf__waiter_alloc(mf_engine *e) {
 }
 
 void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
-  if (e->closing || e->free_waiter_count >= MF_FREE_LIST_MAX) {
+  if (e->closing || e->free_waiter_count >= free_list_max) {
     free(w);
     return;
   }
@@ -226,6 +227,7 @@ void mf_engine_close(mf_engine *e) {
   drop_queues(e);
   e->closing = 1;
   drop_free_lists(e);
+  mf__limits_free(e);
   mf__timers_close(e);
   uv_close((uv_handle_t *)&e->idle, on_handle_closed);
   uv_close((uv_handle_t *)&e->timer, on_handle_closed);

@@ -29,6 +29,7 @@ struct mf_engine {
   mf_run *parked; /* every run whose waiter is armed */
   mf_run *first_root; /* live runs without a parent (sibling-linked) */
   mf_run *top_flows, *top_flows_last; /* live top-level flows, oldest first */
+  mf_limit *limits;
   size_t live_roots;
 
   mf_run *current; /* the run whose body is executing */
@@ -94,6 +95,12 @@ MF_INTERNAL mf_run *mf__run_alloc(mf_engine *e, size_t body_size);
 MF_INTERNAL void mf__run_dealloc(mf_engine *e, mf_run *run);
 MF_INTERNAL mf_waiter *mf__waiter_alloc(mf_engine *e);
 MF_INTERNAL void mf__waiter_dealloc(mf_engine *e, mf_waiter *w);
+
+/* Limits (limits.c). */
+MF_INTERNAL int mf__limits_acquire(mf_run *run);
+MF_INTERNAL void mf__limits_release(mf_run *run);
+MF_INTERNAL int mf__limits_deadlock(const mf_run *waiter, const mf_run *target);
+MF_INTERNAL void mf__limits_free(mf_engine *e);
 
 /* Clock (engine.c). */
 /* Wall-clock seconds for state timestamps: read from a cache refreshed

@@ -324,6 +324,40 @@ MF_API int mf_run_flow_stats(const mf_run *flow, mf_flow_stats *out);
 MF_API size_t mf_engine_top_flows(const mf_engine *engine, mf_run **out,
                                   size_t max);
 
+/* {====== Limits ====== */
+
+typedef struct mf_limit mf_limit;
+
+/* At most capacity runs carrying tag execute at once; the others wait in
+ * FIFO order.  Setting it again changes the capacity. */
+MF_API int mf_limit_set(mf_engine *engine, const char *tag, size_t capacity);
+/* Runs carrying tag start at most per_second times a second, evenly
+ * spaced.  Returns MF_EINVAL unless per_second > 0. */
+MF_API int mf_rate_limit_set(mf_engine *engine, const char *tag,
+                             double per_second);
+
+typedef struct mf_limit_info {
+  const char *tag;
+  long capacity; /* -1: no concurrency limit (a rate limit only) */
+  size_t holders, waiters;
+  double per_second; /* 0: no rate limit */
+} mf_limit_info;
+/* Fills up to max entries; returns how many limits there are. */
+MF_API size_t mf_limit_each(const mf_engine *engine, mf_limit_info *out,
+                            size_t max);
+
+/* The tags of a run (before submit).  The strings must outlive the run. */
+MF_API int mf_run_set_tags(mf_run *run, const char *const *tags,
+                           size_t count);
+/* For a body waiting between attempts: gives its slots back, and takes
+ * them again.  mf_run_acquire_slots returns 1 when the run holds them, or
+ * 0 when it was parked until it does (the body must then return, and is
+ * stepped with MF_STEP_RESUME once it holds them). */
+MF_API void mf_run_release_slots(mf_run *run);
+MF_API int mf_run_acquire_slots(mf_run *run);
+
+/* }====== */
+
 /* Host data of the run. */
 MF_API void mf_run_set_data(mf_run *run, void *data);
 MF_API void *mf_run_data(const mf_run *run);

@@ -32,7 +32,8 @@ int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
   if (timeout < 0)
     for (size_t i = 0; i < count; i++)
       if (!mf_run_is_final(targets[i]) &&
-          mf__deadlock_check(run->engine, run, targets[i]))
+          (mf__deadlock_check(run->engine, run, targets[i]) ||
+           mf__limits_deadlock(run, targets[i])))
         return MF_EDEADLK;
   mf_waiter *w = mf__run_waiter(run);
   if (!w)

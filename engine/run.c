@@ -39,6 +39,8 @@ static void run_free(mf_run *run) {
     mf__waiter_free(run->extra->deadline);
     mf__waiter_dealloc(run->engine, run->extra->deadline);
   }
+  if (run->extra)
+    free(run->extra->tags);
   free(run->extra);
   mf_done_callback *cb = run->done_callbacks;
   while (cb) {
@@ -189,6 +191,12 @@ void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
                          ? mf__wall_now(run->engine)
                          : mf_engine_now(run->engine) +
                                run->engine->wall_offset;
+}
+
+void mf_run_release_slots(mf_run *run) { mf__limits_release(run); }
+
+int mf_run_acquire_slots(mf_run *run) {
+  return mf__limits_acquire(run);
 }
 
 void mf_run_next_attempt(mf_run *run) {
@@ -361,7 +369,18 @@ static void start_after_inputs(mf_run *run) {
     return;
   }
   mf__waiter_clear(run->waiter);
-  step(run, MF_STEP_START);
+  if (mf__limits_acquire(run))
+    step(run, MF_STEP_START);
+}
+
+/* Woken to take the slots of its limits (first start or, for a body
+ * between attempts, a resume). */
+static void start_after_slots(mf_run *run) {
+  if (run->waiter)
+    mf__waiter_clear(run->waiter);
+  if (!mf__limits_acquire(run))
+    return;
+  step(run, run->body_started ? MF_STEP_RESUME : MF_STEP_START);
 }
 
 void mf__run_execute(mf_run *run) {
@@ -370,8 +389,11 @@ void mf__run_execute(mf_run *run) {
     start_after_inputs(run);
     break;
   case MF_READY_START:
-    if (run->ops)
+    if (run->ops && mf__limits_acquire(run))
       step(run, MF_STEP_START);
+    break;
+  case MF_READY_SLOTS:
+    start_after_slots(run);
     break;
   case MF_READY_RESUME:
     if (run->waiter)
@@ -419,6 +441,7 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
     mf__sched_unlink(e, run);
   mf__sched_parked_remove(e, run);
   drop_deadline(run);
+  mf__limits_release(run); /* every way out gives the slots back */
   if (run->waiter) { /* inputs or park: drops their references */
     mf__waiter_free(run->waiter);
     mf__waiter_dealloc(e, run->waiter);

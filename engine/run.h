@@ -14,6 +14,7 @@ typedef enum mf_life {
   MF_LIFE_READY,   /* in the ready queue */
   MF_LIFE_ACTIVE,  /* its body is executing (it is engine->current) */
   MF_LIFE_PARKED,  /* its body waits (waiter armed) */
+  MF_LIFE_SLOT,    /* waits for a slot of a limit, or its rate spacing */
   MF_LIFE_CLOSING, /* body done; a flow waiting for its children */
   MF_LIFE_FINAL
 } mf_life;
@@ -24,6 +25,7 @@ typedef enum mf_ready_action {
   MF_READY_START,
   MF_READY_RESUME,
   MF_READY_CLOSE, /* a closing flow's children are all final */
+  MF_READY_SLOTS, /* try again to take the slots of its limits */
 } mf_ready_action;
 
 typedef struct mf_done_callback {
@@ -45,6 +47,12 @@ typedef struct mf_run_extra {
   mf_run *top_prev, *top_next;
   mf_waiter *deadline; /* the run's timeout, armed while it executes */
   unsigned char timed_out;
+  /* Limits: the run's tags, the limit whose queue it waits in. */
+  const char **tags;
+  size_t tag_count;
+  mf_limit *limit_queued;
+  mf_run *limit_next;
+  unsigned char rate_reserved;
 } mf_run_extra;
 
 /* Kept small (one per run, a million live runs are normal): rare parts are

@@ -162,6 +162,8 @@ void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason) {
   mf__sched_parked_remove(w->engine, owner);
   if (owner->life == MF_LIFE_INPUTS)
     mf__sched_push(w->engine, owner, MF_READY_INPUTS);
+  else if (owner->life == MF_LIFE_SLOT)
+    mf__sched_push(w->engine, owner, MF_READY_SLOTS);
   else
     mf__sched_push(w->engine, owner, MF_READY_RESUME);
 }

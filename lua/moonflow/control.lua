@@ -128,7 +128,9 @@ function M.body(fn, opts, task)
       end
       log.info(format("attempt %d failed (%s); retrying", failures, tostring(err)))
       core.awaiting_retry()
+      core.release_slots() -- a run waiting for its retry holds no slot
       core.sleep(retry_delay(opts, failures))
+      core.acquire_slots()
       core.next_attempt()
     end
   end

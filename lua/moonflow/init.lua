@@ -20,6 +20,9 @@ M.quote = core.quote
 M.unmapped = core.unmapped
 M.allow_failure = core.allow_failure
 M.configure = core.configure
+M.limit = core.limit
+M.rate_limit = core.rate_limit
+M.limits = core.limits
 M.log = { debug = log.debug, info = log.info, warning = log.warning,
           error = log.error }
 
