@@ -119,7 +119,7 @@ static int scan(lua_State *L, int idx, scan_target *t, int depth) {
 int mfl_scan_arg(lua_State *L, int idx, mf_run *run) {
   int type = lua_type(L, idx);
   if (type != LUA_TTABLE && type != LUA_TUSERDATA)
-    return 0; /* the fast path: numbers, strings, ... */
+    return 0;                  /* the fast path: numbers, strings, ... */
   if (type == LUA_TUSERDATA) { /* a future, the chain's case */
     mfl_future *f = mfl_to_future(L, idx);
     if (f && mf_run_add_input(run, f->run, 0) != 0)
@@ -261,8 +261,8 @@ static void resolve(lua_State *L, int memo) {
 
 void mfl_resolve_value(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  mfl_future *f = lua_type(L, idx) == LUA_TUSERDATA ? mfl_to_future(L, idx)
-                                                    : NULL;
+  mfl_future *f =
+      lua_type(L, idx) == LUA_TUSERDATA ? mfl_to_future(L, idx) : NULL;
   if (f && mf_run_state_type(f->run) == MF_COMPLETED) {
     mfl_push_results(L, idx, 0, 1); /* the chain's case: no memo */
     lua_replace(L, idx);
@@ -302,8 +302,7 @@ static int l_quote(lua_State *L) { return wrap(L, &mfl_key_quote_mt); }
 static int l_unmapped(lua_State *L) { return wrap(L, &mfl_key_unmapped_mt); }
 static int l_allow_failure(lua_State *L) {
   if (!mfl_to_future(L, 1))
-    return mfl_raise(L, "UsageError",
-                     "allow_failure expects a Future, got %s",
+    return mfl_raise(L, "UsageError", "allow_failure expects a Future, got %s",
                      luaL_typename(L, 1));
   return wrap(L, &mfl_key_allow_mt);
 }

@@ -36,19 +36,19 @@ MFL_INTERNAL extern const char mfl_key_future_mt, mfl_key_list_mt,
 /* One per lua_State: the module's engine. */
 typedef struct mfl_state {
   mf_engine *engine;
-  lua_State *L;         /* the main thread: the only state entering Lua */
-  int closed;           /* the engine is gone: no Lua entry any more */
-  int callback_depth;   /* Lua callbacks executing (done callbacks) */
-  int pool_size;        /* coroutines in the pool */
-  lua_State *spare;     /* a finished coroutine ready to run the next body */
+  lua_State *L;       /* the main thread: the only state entering Lua */
+  int closed;         /* the engine is gone: no Lua entry any more */
+  int callback_depth; /* Lua callbacks executing (done callbacks) */
+  int pool_size;      /* coroutines in the pool */
+  lua_State *spare;   /* a finished coroutine ready to run the next body */
   /* Slots of the pins table: a stack of free ones (cheaper than luaL_ref,
    * which keeps its free list inside the table). */
   int pins_ref, pool_ref; /* registry slots of the pins and pool tables */
   int *free_pins;
   int free_pin_count, free_pin_capacity, pin_high;
   mf_wake_reason last_wake; /* how the last top-level wait ended */
-  double slice;           /* seconds a run computes before it is parked */
-  unsigned long steps;    /* steps so far: tells the hook a new one began */
+  double slice;             /* seconds a run computes before it is parked */
+  unsigned long steps;      /* steps so far: tells the hook a new one began */
   unsigned long hook_step;
   double hook_step_start; /* when the hook first saw the current step */
   int preempted;          /* the hook parked the run at the end of a slice */
@@ -62,10 +62,10 @@ typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
 /* The body of a run created from Lua. */
 typedef struct mfl_run {
   mfl_state *S;
-  int pin;          /* ref in the pins table while held, else LUA_NOREF */
-  lua_State *co;    /* the coroutine while the body runs, else NULL */
-  int nargs;        /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
-  int nresults;     /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
+  int pin;       /* ref in the pins table while held, else LUA_NOREF */
+  lua_State *co; /* the coroutine while the body runs, else NULL */
+  int nargs;     /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
+  int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
   unsigned char kind;
   unsigned char needs_resolve; /* arguments hold futures or wrappers */
   unsigned char box_alive;     /* the Future userdata exists */
@@ -102,8 +102,7 @@ MFL_INTERNAL void mfl_register_mt(lua_State *L, const char *key);
 /* Stores the value on top (popped) in the pins table at pins_idx; returns
  * its slot.  mfl_unpin empties a slot. */
 MFL_INTERNAL int mfl_pin(lua_State *L, mfl_state *S, int pins_idx);
-MFL_INTERNAL void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx,
-                            int slot);
+MFL_INTERNAL void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx, int slot);
 MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
 MFL_INTERNAL void mfl_push_future_of(lua_State *L, mf_run *run);
 MFL_INTERNAL mfl_future *mfl_to_future(lua_State *L, int idx);
@@ -122,8 +121,8 @@ MFL_INTERNAL int mfl_run_name(lua_State *L, mf_run *run);
 MFL_INTERNAL void mfl_report(mfl_state *S, const char *what, const char *msg);
 
 /* errors.c */
-MFL_INTERNAL int mfl_push_error(lua_State *L, const char *kind,
-                                const char *fmt, ...);
+MFL_INTERNAL int mfl_push_error(lua_State *L, const char *kind, const char *fmt,
+                                ...);
 MFL_INTERNAL int mfl_raise(lua_State *L, const char *kind, const char *fmt,
                            ...);
 MFL_INTERNAL void mfl_open_errors(lua_State *L);
@@ -131,8 +130,8 @@ MFL_INTERNAL void mfl_open_errors(lua_State *L);
 /* wait.c: waiting from Lua, in a run or at top level. */
 typedef int (*mfl_continuation)(lua_State *L, int status, lua_KContext ctx);
 MFL_INTERNAL int mfl_wait(lua_State *L, mf_run *const *targets, size_t n,
-                          mf_wait_mode mode, double timeout,
-                          lua_KContext ctx, mfl_continuation k);
+                          mf_wait_mode mode, double timeout, lua_KContext ctx,
+                          mfl_continuation k);
 MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
 /* In a continuation: how the wait ended (MF_WAKE_DONE or MF_WAKE_TIMEOUT);
  * raises Deadlock when the engine found the wait could never end. */

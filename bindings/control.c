@@ -116,9 +116,9 @@ static int l_timed_out(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mf_run *run = need_run(L, S, "timed_out");
   double deadline = mf_run_deadline(run);
-  lua_pushboolean(L, mf_run_timed_out(run) ||
-                         (deadline >= 0 &&
-                          mf_engine_now(S->engine) >= deadline));
+  lua_pushboolean(L,
+                  mf_run_timed_out(run) ||
+                      (deadline >= 0 && mf_engine_now(S->engine) >= deadline));
   return 1;
 }
 
@@ -128,11 +128,10 @@ static int l_configure(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
-                                                     : "?";
+    const char *key =
+        lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
     if (strcmp(key, "slice") != 0)
-      return mfl_raise(L, "UsageError", "unknown configure option '%s'",
-                       key);
+      return mfl_raise(L, "UsageError", "unknown configure option '%s'", key);
     if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
       return mfl_raise(L, "UsageError",
                        "configure option 'slice' must be a number > 0");
@@ -275,8 +274,7 @@ void mfl_log_write(int level, const char *who, const char *message) {
   struct tm tm;
   localtime_r(&tv.tv_sec, &tm);
   fprintf(stderr, "%02d:%02d:%02d.%03d %-7s %s | %s\n", tm.tm_hour, tm.tm_min,
-          tm.tm_sec, (int)(tv.tv_usec / 1000), level_name(level), who,
-          message);
+          tm.tm_sec, (int)(tv.tv_usec / 1000), level_name(level), who, message);
   fflush(stderr);
 }
 
@@ -363,8 +361,8 @@ void mfl_open_log(lua_State *L) {
   S->log_level = mfl_log_level_from_env();
   /* Lifecycle lines only when asked for: by default the program reports
    * failures itself, and the REPL prints them where they are read. */
-  S->lifecycle_level = getenv("MOONFLOW_LOG_LEVEL") ? S->log_level
-                                                     : MFL_LOG_OFF;
+  S->lifecycle_level =
+      getenv("MOONFLOW_LOG_LEVEL") ? S->log_level : MFL_LOG_OFF;
   mfl_setfuncs(L, log_functions);
 }
 

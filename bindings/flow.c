@@ -62,9 +62,9 @@ static mf_state_type type_from_string(lua_State *L, int idx) {
 
 static mf_state_name name_from_string(lua_State *L, int idx) {
   static const char *const names[] = {
-      "Pending",   "Scheduled",     "Running",  "Completed",
-      "Failed",    "Retrying",      "AwaitingRetry", "NotReady",
-      "TimedOut",  "Cached",        "Cancelled", "Crashed", NULL};
+      "Pending",   "Scheduled",     "Running",  "Completed", "Failed",
+      "Retrying",  "AwaitingRetry", "NotReady", "TimedOut",  "Cached",
+      "Cancelled", "Crashed",       NULL};
   return (mf_state_name)luaL_checkoption(L, idx, NULL, names);
 }
 

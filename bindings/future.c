@@ -15,9 +15,8 @@ static int push_engine_error(lua_State *L, mf_run *run) {
   mf_run_name(run, name, sizeof name);
   switch (mf_run_error_code(run)) {
   case MF_EDEADLK:
-    return mfl_push_error(L, "Deadlock",
-                          "run %s waited for inputs that can never finish",
-                          name);
+    return mfl_push_error(
+        L, "Deadlock", "run %s waited for inputs that can never finish", name);
   default:
     return mfl_push_error(L, "Crashed", "run %s crashed: %s", name,
                           mf_strerror(mf_run_error_code(run)));
@@ -31,10 +30,9 @@ static int push_failure(lua_State *L, mf_run *run) {
   if (mf_run_state_name(run) == MF_NAME_NOT_READY) {
     mf_run *up = mf_run_cause(run);
     mf_run_name(up, cause, sizeof cause);
-    return mfl_push_error(L, "UpstreamFailed",
-                          "run %s did not start: upstream run %s ended %s",
-                          name, cause,
-                          mf_state_name_string(mf_run_state_name(up)));
+    return mfl_push_error(
+        L, "UpstreamFailed", "run %s did not start: upstream run %s ended %s",
+        name, cause, mf_state_name_string(mf_run_state_name(up)));
   }
   if (mf_run_state_type(run) == MF_CANCELLED)
     return mfl_push_error(L, "Cancelled", "run %s was cancelled", name);
@@ -325,9 +323,11 @@ static mf_run **list_runs(lua_State *L, int idx, lua_Integer *count) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     mfl_future *f = mfl_to_future(L, -1);
-    if (!f)
+    if (!f) {
       mfl_raise(L, "UsageError", "FutureList element %d is not a Future",
                 (int)i);
+      return NULL; /* not reached: mfl_raise does not return */
+    }
     runs[i - 1] = f->run;
     lua_pop(L, 1);
   }
@@ -341,8 +341,7 @@ static int list_wait(lua_State *L) {
   lua_settop(L, 2);
   lua_Integer n;
   mf_run **runs = list_runs(L, 1, &n);
-  return mfl_wait(L, runs, (size_t)n, MF_WAIT_ALL, timeout, 0,
-                  future_wait_k);
+  return mfl_wait(L, runs, (size_t)n, MF_WAIT_ALL, timeout, 0, future_wait_k);
 }
 
 /* The failed run that finished first (fail-fast), or 0. */

@@ -165,8 +165,8 @@ static void store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
 /* Stores the error on top of co, with a traceback, as the run's result. */
 static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   /* lua_tostring would turn a number error into a string in place. */
-  const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1)
-                                                    : NULL;
+  const char *msg =
+      lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
   lua_xmove(co, L, 1);
   lua_setiuservalue(L, box, MFL_UV_RESULT);
   lr->nresults = 1;
@@ -351,8 +351,8 @@ static void op_abandon(mf_run *run) {
 }
 
 int mfl_pin(lua_State *L, mfl_state *S, int pins_idx) {
-  int slot = S->free_pin_count > 0 ? S->free_pins[--S->free_pin_count]
-                                   : ++S->pin_high;
+  int slot =
+      S->free_pin_count > 0 ? S->free_pins[--S->free_pin_count] : ++S->pin_high;
   lua_rawseti(L, pins_idx, slot);
   return slot;
 }
@@ -446,8 +446,8 @@ static int l_sleep(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   double seconds = luaL_checknumber(L, 1);
   if (seconds < 0 || seconds != seconds)
-    return mfl_raise(L, "UsageError",
-                     "mf.sleep: seconds must be >= 0, got %f", seconds);
+    return mfl_raise(L, "UsageError", "mf.sleep: seconds must be >= 0, got %f",
+                     seconds);
   mf_run *run = mfl_current_run(L, S);
   if (run) {
     mfl_run *lr = mf_run_body(run);

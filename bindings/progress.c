@@ -16,7 +16,7 @@
 typedef struct progress {
   uv_timer_t timer;
   mf_engine *engine;
-  int lines_drawn; /* status lines on screen now */
+  int lines_drawn;     /* status lines on screen now */
   mf_run *watched[64]; /* flows that have a summary callback */
   size_t watched_count;
 } progress;

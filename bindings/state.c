@@ -13,11 +13,10 @@ static int is_final_state(lua_State *L) {
   lua_getfield(L, 1, "type");
   lua_getfield(L, 1, "name");
   const char *type = lua_tostring(L, -2), *name = lua_tostring(L, -1);
-  int final = type && (strcmp(type, "COMPLETED") == 0 ||
-                       strcmp(type, "FAILED") == 0 ||
-                       strcmp(type, "CRASHED") == 0 ||
-                       strcmp(type, "CANCELLED") == 0 ||
-                       (name && strcmp(name, "NotReady") == 0));
+  int final =
+      type && (strcmp(type, "COMPLETED") == 0 || strcmp(type, "FAILED") == 0 ||
+               strcmp(type, "CRASHED") == 0 || strcmp(type, "CANCELLED") == 0 ||
+               (name && strcmp(name, "NotReady") == 0));
   return final;
 }
 

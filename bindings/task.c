@@ -16,9 +16,9 @@ enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
   MFL_TASK_CANCEL_IN_BODY = 4, /* on_cancellation hooks run in the body */
-  MFL_TASK_QUIET = 8, /* the program's own runs (main, REPL chunks): no
-                         lifecycle log lines */
-  MFL_TASK_TAGS = 16  /* its runs carry tags (limits) */
+  MFL_TASK_QUIET = 8,          /* the program's own runs (main, REPL chunks): no
+                                  lifecycle log lines */
+  MFL_TASK_TAGS = 16           /* its runs carry tags (limits) */
 };
 
 /* Gives the run the task's tags; the strings live in the task's options,
@@ -28,8 +28,7 @@ static void set_tags(lua_State *L, int task_idx, mf_run *run) {
   size_t n = 0;
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
   lua_getfield(L, -1, "tags");
-  for (lua_Integer i = 1; n < 32 && lua_rawgeti(L, -1, i) == LUA_TSTRING;
-       i++) {
+  for (lua_Integer i = 1; n < 32 && lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
     tags[n++] = lua_tostring(L, -1);
     lua_pop(L, 1);
   }
@@ -61,8 +60,8 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
                               int first, int nargs, const mfl_hot *hot,
                               const char *name) {
   mfl_task_full *t = lua_touserdata(L, task_idx);
-  mfl_future *f = mfl_new_future(
-      L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK, task_idx, hot);
+  mfl_future *f = mfl_new_future(L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK,
+                                 task_idx, hot);
   int box = lua_gettop(L);
   mf_run *run = f->run;
   mfl_run *lr = mf_run_body(run);
@@ -136,8 +135,7 @@ static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
               "run %s has an input that is a flow containing it: it could "
               "never start",
               name);
-  mfl_raise(L, "UsageError", "cannot submit run %s: %s", name,
-            mf_strerror(rc));
+  mfl_raise(L, "UsageError", "cannot submit run %s: %s", name, mf_strerror(rc));
 }
 
 /* Submits one run with the arguments first..first+nargs-1; pushes its

@@ -94,8 +94,7 @@ int mfl_raise_timed_out(lua_State *L, mf_run *run) {
 mf_wake_reason mfl_wait_outcome(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mf_run *current = mfl_current_run(L, S);
-  mf_wake_reason reason =
-      current ? mf_run_wake_reason(current) : S->last_wake;
+  mf_wake_reason reason = current ? mf_run_wake_reason(current) : S->last_wake;
   if (reason == MF_WAKE_TIMEDOUT)
     mfl_raise_timed_out(L, current);
   if (reason == MF_WAKE_CANCELLED) {
@@ -127,9 +126,11 @@ static size_t collect_runs(lua_State *L, int idx, mf_run ***out) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     mfl_future *f = mfl_to_future(L, -1);
-    if (!f)
+    if (!f) {
       mfl_raise(L, "UsageError", "element %d is not a Future (%s)", (int)i,
                 luaL_typename(L, -1));
+      return 0; /* not reached: mfl_raise does not return */
+    }
     lua_pushlightuserdata(L, f->run);
     if (lua_rawget(L, -3) == LUA_TNIL) {
       lua_pushlightuserdata(L, f->run);

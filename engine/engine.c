@@ -45,10 +45,10 @@ const char *mf_state_type_string(mf_state_type type) {
 }
 
 const char *mf_state_name_string(mf_state_name name) {
-  static const char *const names[] = {
-      "Pending",   "Scheduled",     "Running",  "Completed",
-      "Failed",    "Retrying",      "AwaitingRetry", "NotReady",
-      "TimedOut",  "Cached",        "Cancelled", "Crashed"};
+  static const char *const names[] = {"Pending",       "Scheduled", "Running",
+                                      "Completed",     "Failed",    "Retrying",
+                                      "AwaitingRetry", "NotReady",  "TimedOut",
+                                      "Cached",        "Cancelled", "Crashed"};
   return (unsigned)name < sizeof names / sizeof *names ? names[name] : "?";
 }
 

@@ -26,7 +26,7 @@ struct mf_engine {
   mf_waiter **heap; /* min-heap of armed deadlines */
   size_t heap_len, heap_cap;
 
-  mf_run *parked; /* every run whose waiter is armed */
+  mf_run *parked;     /* every run whose waiter is armed */
   mf_run *first_root; /* live runs without a parent (sibling-linked) */
   mf_run *top_flows, *top_flows_last; /* live top-level flows, oldest first */
   mf_limit *limits;

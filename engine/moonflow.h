@@ -94,8 +94,7 @@ typedef struct mf_engine mf_engine;
 typedef struct mf_run mf_run;
 
 /* Called for an error that belongs to no run (a failing done callback). */
-typedef void (*mf_error_fn)(mf_engine *engine, const char *message,
-                            void *data);
+typedef void (*mf_error_fn)(mf_engine *engine, const char *message, void *data);
 
 typedef struct mf_config {
   /* The loop to run on.  NULL: the engine creates and owns one. */
@@ -156,10 +155,10 @@ typedef enum mf_step_reason {
 /* Why a park ended. */
 typedef enum mf_wake_reason {
   MF_WAKE_NONE,
-  MF_WAKE_DONE,     /* what the run waited for happened (or its sleep ended) */
-  MF_WAKE_TIMEOUT,  /* the wait's timeout passed first */
-  MF_WAKE_DEADLOCK, /* nothing can ever wake it: the wait is a deadlock */
-  MF_WAKE_TIMEDOUT, /* the run's own deadline passed (mf_run_set_deadline) */
+  MF_WAKE_DONE,      /* what the run waited for happened (or its sleep ended) */
+  MF_WAKE_TIMEOUT,   /* the wait's timeout passed first */
+  MF_WAKE_DEADLOCK,  /* nothing can ever wake it: the wait is a deadlock */
+  MF_WAKE_TIMEDOUT,  /* the run's own deadline passed (mf_run_set_deadline) */
   MF_WAKE_CANCELLED, /* the run was cancelled (MF_RUN_CANCEL_IN_BODY) */
 } mf_wake_reason;
 
@@ -291,8 +290,7 @@ MF_API size_t mf_engine_cancel_all(mf_engine *engine,
 MF_API void mf_run_mark_handled(mf_run *run);
 /* The unhandled failed runs inside a flow (NULL: the root scope), oldest
  * first.  Returns the count; *first (if not NULL) gets the oldest. */
-MF_API size_t mf_run_unhandled(mf_engine *engine, mf_run *flow,
-                               mf_run **first);
+MF_API size_t mf_run_unhandled(mf_engine *engine, mf_run *flow, mf_run **first);
 /* Calls fn on each unhandled failed run in the scope, oldest first. */
 MF_API void mf_run_each_unhandled(mf_engine *engine, mf_run *flow,
                                   void (*fn)(mf_run *run, void *data),
@@ -347,8 +345,7 @@ MF_API size_t mf_limit_each(const mf_engine *engine, mf_limit_info *out,
                             size_t max);
 
 /* The tags of a run (before submit).  The strings must outlive the run. */
-MF_API int mf_run_set_tags(mf_run *run, const char *const *tags,
-                           size_t count);
+MF_API int mf_run_set_tags(mf_run *run, const char *const *tags, size_t count);
 /* For a body waiting between attempts: gives its slots back, and takes
  * them again.  mf_run_acquire_slots returns 1 when the run holds them, or
  * 0 when it was parked until it does (the body must then return, and is

@@ -11,8 +11,7 @@
 
 /* {====== Memory ====== */
 
-mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops,
-                   size_t body_size) {
+mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops, size_t body_size) {
   mf_run *run = mf__run_alloc(engine, body_size);
   if (!run)
     return NULL;
@@ -151,9 +150,7 @@ void *mf_run_data(const mf_run *run) { return run->data; }
 mf_wake_reason mf_run_wake_reason(const mf_run *run) {
   return run->waiter ? run->waiter->reason : MF_WAKE_NONE;
 }
-int mf_run_cancel_requested(const mf_run *run) {
-  return run->cancel_requested;
-}
+int mf_run_cancel_requested(const mf_run *run) { return run->cancel_requested; }
 
 size_t mf_run_history(const mf_run *run, const mf_state **out) {
   *out = run->history;
@@ -187,17 +184,15 @@ void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
   entry->name = name;
   /* Pending is stamped from the cached clock (a map stamps a million of
    * them); the states that order runs (Running, final) read the clock. */
-  entry->timestamp = type == MF_PENDING && name == MF_NAME_PENDING
-                         ? mf__wall_now(run->engine)
-                         : mf_engine_now(run->engine) +
-                               run->engine->wall_offset;
+  entry->timestamp =
+      type == MF_PENDING && name == MF_NAME_PENDING
+          ? mf__wall_now(run->engine)
+          : mf_engine_now(run->engine) + run->engine->wall_offset;
 }
 
 void mf_run_release_slots(mf_run *run) { mf__limits_release(run); }
 
-int mf_run_acquire_slots(mf_run *run) {
-  return mf__limits_acquire(run);
-}
+int mf_run_acquire_slots(mf_run *run) { return mf__limits_acquire(run); }
 
 void mf_run_next_attempt(mf_run *run) {
   if (run->life == MF_LIFE_FINAL)
@@ -442,7 +437,7 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
   mf__sched_parked_remove(e, run);
   drop_deadline(run);
   mf__limits_release(run); /* every way out gives the slots back */
-  if (run->waiter) { /* inputs or park: drops their references */
+  if (run->waiter) {       /* inputs or park: drops their references */
     mf__waiter_free(run->waiter);
     mf__waiter_dealloc(e, run->waiter);
     run->waiter = NULL;

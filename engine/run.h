@@ -67,8 +67,8 @@ struct mf_run {
   const char *name_prefix; /* not owned */
   char *custom_name;       /* owned; freed with the run */
 
-  int refs;       /* external references (mf_run_ref) */
-  int holds;      /* engine holds; ops->hold(1) on 0 -> 1, (0) on 1 -> 0 */
+  int refs;  /* external references (mf_run_ref) */
+  int holds; /* engine holds; ops->hold(1) on 0 -> 1, (0) on 1 -> 0 */
   int attempt;
   int error_code; /* MF_E* when the engine itself failed the run, else 0 */
 

@@ -103,7 +103,7 @@ void mf__progress_submit(mf_engine *e, mf_run *run) {
   mf_run *parent = run->parent;
   mf_run *top = NULL;
   if (parent)
-    top = parent->top_flow ? parent->top_flow
+    top = parent->top_flow                ? parent->top_flow
           : (parent->flags & MF_RUN_FLOW) ? parent
                                           : NULL;
   run->top_flow = top;

@@ -235,8 +235,8 @@ static void push_edges(run_stack *s, mf_run *run, unsigned epoch,
    * when one does: neither makes the run depend on a given target, unless
    * the loop is stuck (every_wait), when each such wait is an edge too. */
   if (w && w->active && w->kind == MF_WAITER_TARGETS &&
-      (every_wait || (w->deadline < 0 &&
-                      (w->mode != MF_WAIT_ANY || w->pending <= 1)))) {
+      (every_wait ||
+       (w->deadline < 0 && (w->mode != MF_WAIT_ANY || w->pending <= 1)))) {
     for (size_t i = 0; i < w->count; i++)
       if (w->nodes[i].linked)
         visit(s, w->nodes[i].target, epoch);

@@ -36,15 +36,15 @@ struct mf_waiter {
   mf_run *owner; /* the parked run; NULL for a top-level wait */
   mf_waiter_kind kind;
   mf_wait_mode mode;
-  size_t count;         /* nodes in use */
-  size_t capacity;      /* nodes allocated */
-  size_t pending;       /* nodes still linked */
-  mf_wait_node *nodes;  /* &inline_node, or malloc'd when capacity > 1 */
+  size_t count;        /* nodes in use */
+  size_t capacity;     /* nodes allocated */
+  size_t pending;      /* nodes still linked */
+  mf_wait_node *nodes; /* &inline_node, or malloc'd when capacity > 1 */
   mf_wait_node inline_node;
-  double deadline;      /* engine seconds; < 0 for none */
-  size_t heap_index;    /* in the engine's timer heap, or MF_NO_HEAP_INDEX */
+  double deadline;   /* engine seconds; < 0 for none */
+  size_t heap_index; /* in the engine's timer heap, or MF_NO_HEAP_INDEX */
   mf_wake_reason reason;
-  unsigned char active; /* armed and not yet woken */
+  unsigned char active;              /* armed and not yet woken */
   mf_run *parked_prev, *parked_next; /* engine's parked list, by owner */
 };
 
@@ -53,8 +53,7 @@ MF_INTERNAL void mf__waiter_init(mf_waiter *w, mf_engine *e, mf_run *owner);
 MF_INTERNAL int mf__waiter_add(mf_waiter *w, mf_run *target, int allow_fail);
 /* Links the nodes of non-final targets and arms the deadline.  Returns 1 if
  * the condition already holds (nothing was linked). */
-MF_INTERNAL int mf__waiter_arm(mf_waiter *w, mf_wait_mode mode,
-                               double timeout);
+MF_INTERNAL int mf__waiter_arm(mf_waiter *w, mf_wait_mode mode, double timeout);
 /* Unlinks every node, leaves the heap, drops the targets' references. */
 MF_INTERNAL void mf__waiter_clear(mf_waiter *w);
 MF_INTERNAL void mf__waiter_free(mf_waiter *w);
