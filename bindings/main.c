@@ -211,6 +211,11 @@ static int run(lua_State *L, const options *o, char **argv, int argc) {
 
 /* }====== */
 
+static int open_moonflow(lua_State *L) {
+  luaL_requiref(L, "moonflow", luaopen_moonflow, 0);
+  return 0;
+}
+
 /* Returns -1 to go on, or an exit status. */
 static int parse(options *o, int argc, char **argv) {
   memset(o, 0, sizeof *o);
@@ -272,8 +277,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   luaL_openlibs(L);
-  luaL_requiref(L, "moonflow", luaopen_moonflow, 0);
-  lua_pop(L, 1);
+  lua_pushcfunction(L, open_moonflow);
+  if (report(L, lua_pcall(L, 0, 0, 0)) != LUA_OK) {
+    lua_close(L);
+    return 1;
+  }
   install_interrupts(L);
   int status = run(L, &o, argv, argc);
   if (interrupts && !interrupted_status && !in_repl)

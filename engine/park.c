@@ -17,17 +17,28 @@ static int park(mf_run *run, mf_wait_mode mode, double timeout) {
   return 0;
 }
 
-static int check_active(const mf_run *run) {
-  if (run->life != MF_LIFE_ACTIVE || run->engine->current != run)
-    return MF_ESTATE;
-  return 0;
+/* The executing run's waiter, emptied and of that kind; NULL with *rc set
+ * when the run is not executing or memory is short. */
+static mf_waiter *fresh_waiter(mf_run *run, mf_waiter_kind kind, int *rc) {
+  *rc = 0;
+  if (run->life != MF_LIFE_ACTIVE || run->engine->current != run) {
+    *rc = MF_ESTATE;
+    return NULL;
+  }
+  mf_waiter *w = mf__run_waiter(run);
+  if (!w) {
+    *rc = MF_ENOMEM;
+    return NULL;
+  }
+  mf__waiter_clear(w);
+  w->kind = kind;
+  return w;
 }
 
 int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
                 mf_wait_mode mode, double timeout) {
-  int rc = check_active(run);
-  if (rc)
-    return rc;
+  if (run->life != MF_LIFE_ACTIVE || run->engine->current != run)
+    return MF_ESTATE;
   /* A wait with a timeout always ends, so it is never a deadlock. */
   if (timeout < 0)
     for (size_t i = 0; i < count; i++)
@@ -35,11 +46,10 @@ int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
           (mf__deadlock_check(run->engine, run, targets[i]) ||
            mf__limits_deadlock(run, targets[i])))
         return MF_EDEADLK;
-  mf_waiter *w = mf__run_waiter(run);
+  int rc;
+  mf_waiter *w = fresh_waiter(run, MF_WAITER_TARGETS, &rc);
   if (!w)
-    return MF_ENOMEM;
-  mf__waiter_clear(w);
-  w->kind = MF_WAITER_TARGETS;
+    return rc;
   for (size_t i = 0; i < count; i++) {
     rc = mf__waiter_add(w, targets[i], 0);
     if (rc) {
@@ -51,31 +61,22 @@ int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
 }
 
 int mf_run_sleep(mf_run *run, double seconds) {
-  int rc = check_active(run);
-  if (rc)
-    return rc;
-  mf_waiter *w = mf__run_waiter(run);
+  int rc;
+  mf_waiter *w = fresh_waiter(run, MF_WAITER_SLEEP, &rc);
   if (!w)
-    return MF_ENOMEM;
-  mf__waiter_clear(w);
+    return rc;
   if (seconds <= 0) {
     w->reason = MF_WAKE_DONE;
     mf__sched_push(run->engine, run, MF_READY_RESUME);
     return 0;
   }
-  w->kind = MF_WAITER_SLEEP;
   return park(run, MF_WAIT_ALL, seconds);
 }
 
 int mf_run_wait_children(mf_run *run) {
-  int rc = check_active(run);
-  if (rc)
+  int rc;
+  if (!fresh_waiter(run, MF_WAITER_CHILDREN, &rc))
     return rc;
-  mf_waiter *w = mf__run_waiter(run);
-  if (!w)
-    return MF_ENOMEM;
-  mf__waiter_clear(w);
-  w->kind = MF_WAITER_CHILDREN;
   return park(run, MF_WAIT_ALL, -1);
 }
 

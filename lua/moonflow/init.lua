@@ -34,6 +34,12 @@ end
 
 -- Each option's check returns nil when the value is right, or what it
 -- should have been.
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
 local function is_type(t)
   return function(v) if type(v) ~= t then return "a " .. t end end
 end
@@ -90,38 +96,35 @@ end
 
 local hook_list = is_list_of(is_function, "functions")
 
-local task_options = {
+-- Options of both tasks and flows.
+local common_options = {
   name = is_type("string"),
-  tags = is_list_of(is_string, "strings"),
-  wait_for = is_list_of(is_future, "futures"),
-  return_state = is_type("boolean"),
   retries = count_at_least(0),
   retry_delay = delays,
   retry_jitter = fraction,
   retry_condition = is_type("function"),
   timeout = positive,
   log_prints = is_type("boolean"),
-  task_run_name = name_template,
   on_running = hook_list,
   on_completion = hook_list,
   on_failure = hook_list,
   on_cancellation = hook_list,
 }
 
-local flow_options = {
-  name = is_type("string"),
-  retries = count_at_least(0),
-  retry_delay = delays,
-  retry_jitter = fraction,
-  retry_condition = is_type("function"),
-  timeout = positive,
-  log_prints = is_type("boolean"),
-  on_running = hook_list,
-  on_completion = hook_list,
-  on_failure = hook_list,
-  on_cancellation = hook_list,
-  on_crashed = hook_list,
+local function options(extra)
+  local all = copy(common_options)
+  for k, v in pairs(extra) do all[k] = v end
+  return all
+end
+
+local task_options = options {
+  tags = is_list_of(is_string, "strings"),
+  wait_for = is_list_of(is_future, "futures"),
+  return_state = is_type("boolean"),
+  task_run_name = name_template,
 }
+
+local flow_options = options { on_crashed = hook_list }
 
 -- Options of api.md whose behaviour is not built yet: refusing them is
 -- better than accepting them and doing nothing.
@@ -149,12 +152,6 @@ local function check_options(opts, known, what)
         type(value))
     end
   end
-end
-
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
 end
 
 -- The definition's place, "file.lua:12": the default name.
