@@ -28,7 +28,7 @@ enum {
 };
 
 /* Registry keys (their addresses are the keys). */
-MFL_INTERNAL extern const char mfl_key_state;
+MFL_INTERNAL extern const char mfl_key_state, mfl_key_attached;
 MFL_INTERNAL extern const char mfl_key_future_mt, mfl_key_list_mt,
     mfl_key_task_mt, mfl_key_state_mt, mfl_key_error_mt, mfl_key_unmapped_mt,
     mfl_key_quote_mt, mfl_key_allow_mt;
@@ -38,6 +38,7 @@ typedef struct mfl_state {
   mf_engine *engine;
   lua_State *L;       /* the main thread: the only state entering Lua */
   int closed;         /* the engine is gone: no Lua entry any more */
+  int borrowed;       /* the engine is the host's (mf_lua_attach) */
   int callback_depth; /* Lua callbacks executing (done callbacks) */
   int pool_size;      /* coroutines in the pool */
   lua_State *spare;   /* a finished coroutine ready to run the next body */

@@ -9,7 +9,7 @@
 #include "binding.h"
 #include "embedded.h"
 
-const char mfl_key_state, mfl_key_spare;
+const char mfl_key_state, mfl_key_spare, mfl_key_attached;
 const char mfl_key_future_mt, mfl_key_list_mt, mfl_key_task_mt,
     mfl_key_state_mt, mfl_key_error_mt, mfl_key_unmapped_mt, mfl_key_quote_mt,
     mfl_key_allow_mt;
@@ -100,7 +100,12 @@ int mfl_run_name(lua_State *L, mf_run *run) {
 }
 
 void mfl_report(mfl_state *S, const char *what, const char *msg) {
-  (void)S;
+  if (S->engine && !S->closed) {
+    char line[1024];
+    snprintf(line, sizeof line, "%s: %s", what, msg);
+    mf_engine_report(S->engine, line); /* the host's error sink */
+    return;
+  }
   fprintf(stderr, "moonflow: %s: %s\n", what, msg);
   fflush(stderr);
 }
@@ -542,13 +547,32 @@ static void report_live(mfl_state *S) {
             live);
 }
 
+/* The host closes its engine: from now on nothing enters Lua. */
+static void on_engine_close(mf_engine *engine, void *data) {
+  (void)engine;
+  mfl_state *S = data;
+  S->closed = 1;
+}
+
 static int state_gc(lua_State *L) {
   mfl_state *S = lua_touserdata(L, 1);
-  if (!S->engine)
+  if (!S->engine || S->closed) {
+    S->closed = 1;
+    S->engine = NULL;
+    free(S->free_pins);
+    S->free_pins = NULL;
     return 0;
+  }
   report_live(S);
   mf_run_each_unhandled(S->engine, NULL, report_unhandled, S);
-  mf_engine_close(S->engine);
+  if (S->borrowed) {
+    /* The host closes its engine later: leave it nothing of this state. */
+    mf_engine_cancel_all(S->engine, NULL, NULL);
+    mf_run_clear_unhandled(S->engine, NULL);
+    mf_engine_on_close(S->engine, NULL, NULL);
+  } else {
+    mf_engine_close(S->engine);
+  }
   S->engine = NULL;
   S->closed = 1;
   free(S->free_pins);
@@ -584,9 +608,18 @@ static mfl_state *open_state(lua_State *L) {
     return S;
   S = lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
-  int rc = mf_engine_new(&S->engine, NULL);
-  if (rc)
-    luaL_error(L, "moonflow: cannot create the engine: %s", mf_strerror(rc));
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_attached);
+  S->engine = lua_touserdata(L, -1); /* a host's engine (mf_lua_attach) */
+  lua_pop(L, 1);
+  if (S->engine) {
+    S->borrowed = 1;
+    mf_engine_on_close(S->engine, on_engine_close, S);
+  } else {
+    int rc = mf_engine_new(&S->engine, NULL);
+    if (rc)
+      luaL_error(L, "moonflow: cannot create the engine: %s",
+                 mf_strerror(rc));
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   S->L = lua_tothread(L, -1);
   lua_pop(L, 1);

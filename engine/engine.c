@@ -83,6 +83,8 @@ static double wall_offset(void) {
 
 /* {====== Life ====== */
 
+static void on_post(uv_async_t *handle);
+
 static void default_on_error(mf_engine *e, const char *message, void *data) {
   (void)e;
   (void)data;
@@ -107,6 +109,22 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
   e->error_data = cfg ? cfg->error_data : NULL;
   uv_idle_init(e->loop, &e->idle);
   e->idle.data = e;
+  if (!e->owns_loop)
+    uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
+  e->max_steps = cfg ? cfg->max_steps : 0;
+  if (uv_mutex_init(&e->post_lock) != 0 ||
+      uv_async_init(e->loop, &e->post_async, on_post) != 0) {
+    /* cannot fail on Linux but for resource exhaustion */
+    uv_close((uv_handle_t *)&e->idle, NULL);
+    if (e->owns_loop) {
+      uv_run(e->loop, UV_RUN_NOWAIT);
+      uv_loop_close(e->loop);
+    }
+    free(e);
+    return MF_ENOMEM;
+  }
+  e->post_async.data = e;
+  uv_unref((uv_handle_t *)&e->post_async);
   uv_timer_init(e->loop, &e->timer);
   e->timer.data = e;
   e->timer_due = -1;
@@ -198,6 +216,62 @@ static void engine_release(mf_engine *e) {
 
 /* }====== */
 
+/* {====== Posts from other threads ====== */
+
+typedef struct mf_post {
+  mf_post_fn fn;
+  void *data;
+  struct mf_post *next;
+} mf_post;
+
+int mf_engine_post(mf_engine *e, mf_post_fn fn, void *data) {
+  mf_post *post = malloc(sizeof *post);
+  if (!post)
+    return MF_ENOMEM;
+  post->fn = fn;
+  post->data = data;
+  post->next = NULL;
+  uv_mutex_lock(&e->post_lock);
+  if (e->closing) {
+    uv_mutex_unlock(&e->post_lock);
+    free(post);
+    return MF_ESTATE;
+  }
+  if (e->post_tail)
+    e->post_tail->next = post;
+  else
+    e->post_head = post;
+  e->post_tail = post;
+  uv_mutex_unlock(&e->post_lock);
+  uv_async_send(&e->post_async); /* sends coalesce: on_post drains all */
+  return 0;
+}
+
+/* Takes the whole queue at once, then calls each post in order. */
+static void run_posts(mf_engine *e) {
+  uv_mutex_lock(&e->post_lock);
+  mf_post *post = e->post_head;
+  e->post_head = e->post_tail = NULL;
+  uv_mutex_unlock(&e->post_lock);
+  while (post) {
+    mf_post *next = post->next;
+    if (!e->closing)
+      post->fn(e, post->data);
+    free(post);
+    post = next;
+  }
+}
+
+static void on_post(uv_async_t *handle) {
+  mf_engine *e = handle->data;
+  e->depth++; /* a post may not drive the loop */
+  run_posts(e);
+  e->depth--;
+  mf__sched_drain(e);
+}
+
+/* }====== */
+
 /* Releases what the engine still holds for runs that were final. */
 static void drop_queues(mf_engine *e) {
   while (e->done_head) {
@@ -222,10 +296,18 @@ static void on_handle_closed(uv_handle_t *handle) {
 void mf_engine_close(mf_engine *e) {
   if (!e)
     return;
+  if (e->close_fn)
+    e->close_fn(e, e->close_data);
+  e->close_fn = NULL;
   while (e->first_root)
     mf_run_cancel(e->first_root);
   drop_queues(e);
-  e->closing = 1;
+  uv_mutex_lock(&e->post_lock);
+  e->closing = 1; /* posts from now on are refused */
+  uv_mutex_unlock(&e->post_lock);
+  run_posts(e);   /* those already queued are freed, not called */
+  uv_mutex_destroy(&e->post_lock);
+  uv_close((uv_handle_t *)&e->post_async, NULL);
   drop_free_lists(e);
   mf__limits_free(e);
   mf__timers_close(e);
@@ -240,6 +322,27 @@ void mf_engine_close(mf_engine *e) {
 }
 
 uv_loop_t *mf_engine_loop(const mf_engine *engine) { return engine->loop; }
+
+int mf_engine_backend_fd(const mf_engine *e) { return uv_backend_fd(e->loop); }
+
+int mf_engine_timeout(const mf_engine *e) {
+  if (mf__sched_has_work(e))
+    return 0;
+  if (e->heap_len == 0)
+    return -1;
+  double ms = (e->heap[0]->deadline - mf_engine_now(e)) * 1000.0;
+  return ms <= 0 ? 0 : (int)ms + 1;
+}
+
+void mf_engine_report(mf_engine *e, const char *message) {
+  e->on_error(e, message, e->error_data);
+}
+
+void mf_engine_on_close(mf_engine *e, void (*fn)(mf_engine *, void *),
+                        void *data) {
+  e->close_fn = fn;
+  e->close_data = data;
+}
 mf_run *mf_engine_current(const mf_engine *e) { return e->current; }
 size_t mf_engine_live_runs(const mf_engine *e) { return e->live; }
 void mf_engine_set_data(mf_engine *e, void *data) { e->data = data; }
@@ -250,7 +353,7 @@ void *mf_engine_data(const mf_engine *e) { return e->data; }
 /* {====== Driving ====== */
 
 int mf_engine_run(mf_engine *e) {
-  if (e->depth > 0 || e->current || e->closing)
+  if (e->depth > 0 || e->current || e->closing || e->running_loop)
     return MF_EBUSY;
   e->interrupted = 0;
   for (;;) {
@@ -259,7 +362,9 @@ int mf_engine_run(mf_engine *e) {
     if (e->interrupted)
       return MF_EINTR;
     if (uv_loop_alive(e->loop)) {
+      e->running_loop = 1;
       uv_run(e->loop, UV_RUN_DEFAULT);
+      e->running_loop = 0;
       continue;
     }
     if (mf__sched_has_work(e))
@@ -270,9 +375,13 @@ int mf_engine_run(mf_engine *e) {
 }
 
 int mf_engine_step(mf_engine *e) {
-  if (e->depth > 0 || e->current || e->closing)
+  if (e->depth > 0 || e->current || e->closing || e->running_loop)
     return MF_EBUSY;
-  uv_run(e->loop, UV_RUN_NOWAIT);
+  if (e->owns_loop) { /* a host's loop is the host's to run */
+    e->running_loop = 1;
+    uv_run(e->loop, UV_RUN_NOWAIT);
+    e->running_loop = 0;
+  }
   mf__sched_drain(e);
   return (int)e->live;
 }

@@ -17,6 +17,13 @@ struct mf_engine {
   unsigned char end_pass; /* mf_engine_end_pass was called */
 
   uv_idle_t idle;   /* active while the ready or done queue has entries */
+  uv_async_t post_async; /* wakes the loop for mf_engine_post */
+  uv_mutex_t post_lock;  /* guards post_head/post_tail */
+  struct mf_post *post_head, *post_tail;
+  unsigned max_steps;
+  unsigned char running_loop; /* inside the engine's own uv_run */
+  void (*close_fn)(mf_engine *, void *);
+  void *close_data;
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */
   double timer_due; /* < 0: timer stopped */
 

@@ -33,7 +33,8 @@ extern "C" {
   XX(ENOMEM, -4, "out of memory")                                              \
   XX(ETIMEDOUT, -5, "wait timed out")                                          \
   XX(ESTATE, -6, "operation not allowed in the run's current state")           \
-  XX(EINTR, -7, "wait interrupted")
+  XX(EINTR, -7, "wait interrupted")                                            \
+  XX(EFAILED, -8, "the run did not complete")
 
 enum {
 #define XX(name, value, text) MF_##name = value,
@@ -97,11 +98,17 @@ typedef struct mf_run mf_run;
 typedef void (*mf_error_fn)(mf_engine *engine, const char *message, void *data);
 
 typedef struct mf_config {
-  /* The loop to run on.  NULL: the engine creates and owns one. */
+  /* The loop to run on.  NULL: the engine creates and owns one.  A host's
+   * loop is never run or closed by the engine (mf_engine_step does not run
+   * it either), and the engine's idle handle does not keep it alive. */
   uv_loop_t *loop;
   /* Where errors that belong to no run go; NULL prints them on stderr. */
   mf_error_fn on_error;
   void *error_data;
+  /* The most steps of runs one scheduler pass (one mf_engine_step) makes;
+   * 0: no count, only the 10 ms time slice.  A game host bounds its frame
+   * cost with it. */
+  unsigned max_steps;
 } mf_config;
 
 /* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an
@@ -128,6 +135,29 @@ MF_API int mf_engine_step(mf_engine *engine);
 /* Ends the current scheduler pass after the step executing now, so that
  * the loop turns (a body that used up its time slice calls it). */
 MF_API void mf_engine_end_pass(mf_engine *engine);
+
+/* For hosts that poll: the loop's backend descriptor (uv_backend_fd), and
+ * the milliseconds until the engine has something to do: 0 when runs are
+ * ready, -1 when nothing is due. */
+MF_API int mf_engine_backend_fd(const mf_engine *engine);
+MF_API int mf_engine_timeout(const mf_engine *engine);
+
+/* The one call allowed from any thread: fn(engine, data) will be called on
+ * the loop thread, from the loop (all posts are drained per wake-up, in
+ * order).  Returns 0, MF_ENOMEM, or MF_ESTATE once the engine is closing.
+ * Posting races with mf_engine_close: stop the posting threads first. */
+typedef void (*mf_post_fn)(mf_engine *engine, void *data);
+MF_API int mf_engine_post(mf_engine *engine, mf_post_fn fn, void *data);
+
+/* Hands a message to the engine's error sink (mf_config.on_error). */
+MF_API void mf_engine_report(mf_engine *engine, const char *message);
+
+/* Called once, at the start of mf_engine_close, before any run is
+ * cancelled: for a binding that must stop using the engine.  One per
+ * engine; a second call replaces the first. */
+MF_API void mf_engine_on_close(mf_engine *engine,
+                               void (*fn)(mf_engine *engine, void *data),
+                               void *data);
 
 /* The run whose body is executing now, or NULL. */
 MF_API mf_run *mf_engine_current(const mf_engine *engine);
@@ -395,6 +425,56 @@ MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
 
 /* Makes the innermost mf_engine_wait return MF_EINTR (for a SIGINT). */
 MF_API void mf_engine_interrupt(mf_engine *engine);
+
+/* }====== */
+
+/* {====== Lua (the module and the program: link moonflow_bindings) ======
+ *
+ * These need a lua_State but this header includes no Lua header; include
+ * lua.h before using them.  Every call is made on the loop thread. */
+
+struct lua_State;
+
+/* Makes the moonflow module of L use engine (a host's, with the host's
+ * loop) instead of creating its own.  Call before luaopen_moonflow (or
+ * require "moonflow").  The host closes the engine, with mf_engine_close,
+ * before it closes L; after that no callback reaches Lua.  Returns 0, or
+ * MF_ESTATE when the module is already open in L. */
+MF_API int mf_lua_attach(struct lua_State *L, mf_engine *engine);
+
+/* The module: require "moonflow" (or luaL_requiref(L, "moonflow", ...)). */
+MF_API int luaopen_moonflow(struct lua_State *L);
+
+/* The engine of the module open in L, or NULL. */
+MF_API mf_engine *mf_lua_engine(struct lua_State *L);
+
+/* Pushes a Future that C completes (a database reply, an asset load): Lua
+ * code waits on it like on any other.  Returns its run, owned by the Future
+ * (take a reference with mf_run_ref to keep it past the Future), or NULL.
+ * name may be NULL. */
+MF_API mf_run *mf_lua_future_new(struct lua_State *L, const char *name);
+/* Completes it with the nvalues values on top of L (popped), or fails it
+ * with the error value on top (popped).  From another thread, hand the
+ * work in with mf_engine_post and complete it there.  Returns 0, or
+ * MF_ESTATE when the run is final already or not such a future. */
+MF_API int mf_lua_future_resolve(struct lua_State *L, mf_run *run,
+                                 int nvalues);
+MF_API int mf_lua_future_reject(struct lua_State *L, mf_run *run);
+
+/* Runs a chunk or a file as a flow (named after it): pushes its Future.
+ * Returns 0, or MF_EINVAL with the error message pushed instead (a syntax
+ * error, a missing file), or MF_ESTATE when the engine is closed. */
+MF_API int mf_lua_run_chunk(struct lua_State *L, const char *code,
+                            size_t len, const char *name);
+MF_API int mf_lua_run_file(struct lua_State *L, const char *path);
+/* Submits the flow (or task) in global name with the nargs arguments on top
+ * of L (popped): pushes its Future, or returns MF_EINVAL with a message. */
+MF_API int mf_lua_call_flow(struct lua_State *L, const char *name,
+                            int nargs);
+/* For the Future at idx: pushes its results and returns their number when
+ * it completed; pushes its error value and returns MF_EFAILED when it did
+ * not; returns MF_ESTATE (nothing pushed) while it is not final. */
+MF_API int mf_lua_result(struct lua_State *L, int idx);
 
 /* }====== */
 

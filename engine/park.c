@@ -82,7 +82,7 @@ int mf_run_wait_children(mf_run *run) {
 
 int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
                    mf_wait_mode mode, double timeout) {
-  if (e->depth > 0 || e->current || e->closing)
+  if (e->depth > 0 || e->current || e->closing || e->running_loop)
     return MF_EBUSY;
   mf_waiter w;
   mf__waiter_init(&w, e, NULL);
@@ -95,8 +95,11 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
     while (w.active) {
       if (mf__sched_has_work(e)) {
         mf__sched_drain(e);
-        if (w.active && mf__sched_has_work(e))
+        if (w.active && mf__sched_has_work(e)) {
+          e->running_loop = 1;
           uv_run(e->loop, UV_RUN_NOWAIT); /* the pass used its slice */
+          e->running_loop = 0;
+        }
         continue;
       }
       if (e->interrupted) {
@@ -109,7 +112,9 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
         rc = MF_EDEADLK;
         break;
       }
+      e->running_loop = 1;
       uv_run(e->loop, UV_RUN_ONCE);
+      e->running_loop = 0;
     }
     if (rc == 0 && w.reason == MF_WAKE_TIMEOUT)
       rc = MF_ETIMEDOUT;

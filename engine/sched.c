@@ -97,8 +97,9 @@ void mf__sched_drain(mf_engine *e) {
       break;
     /* A pass lasts a slice at most, then the loop gets a turn (timers,
      * I/O, a host's frame); the idle handle brings the scheduler back. */
-    if (e->end_pass ||
-        ((++steps & 255) == 0 && mf_engine_now(e) - started > MF_SCHED_SLICE))
+    ++steps;
+    if (e->end_pass || (e->max_steps && steps > e->max_steps) ||
+        ((steps & 255) == 0 && mf_engine_now(e) - started > MF_SCHED_SLICE))
       break;
     e->ready_head = run->next_ready;
     if (!e->ready_head)
