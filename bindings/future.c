@@ -299,11 +299,11 @@ static int future_gc(lua_State *L) {
   f->run = NULL;
   mfl_run *lr = mf_run_body(run);
   lr->box_alive = 0;
-  if (lr->S->closed)
-    return 0; /* the engine freed what it held; nothing else to do */
-  /* The run may outlive this userdata (a downstream run's reference):
-   * keep its name, which points into the task this userdata anchors. */
-  if (mf_run_refcount(run) > 1) {
+  /* Even after the engine closed: its memory lasts until its last run is
+   * released, here.  The run may outlive this userdata (a downstream
+   * run's reference): keep its name, which points into the task this
+   * userdata anchors. */
+  if (!lr->S->closed && mf_run_refcount(run) > 1) {
     char name[256];
     mf_run_name(run, name, sizeof name);
     mf_run_set_custom_name(run, name);
