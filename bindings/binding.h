@@ -39,6 +39,7 @@ typedef struct mfl_state {
   lua_State *L;       /* the main thread: the only state entering Lua */
   int closed;         /* the engine is gone: no Lua entry any more */
   int borrowed;       /* the engine is the host's (mf_lua_attach) */
+  const int *luv_mode; /* on luv's loop: luv's "running" mode, -1 idle */
   int callback_depth; /* Lua callbacks executing (done callbacks) */
   int pool_size;      /* coroutines in the pool */
   lua_State *spare;   /* a finished coroutine ready to run the next body */

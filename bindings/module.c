@@ -600,6 +600,28 @@ static void preload_embedded(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* The start of luv's context (luv.h, luv_ctx_t), which luv keeps in the
+ * registry under "luv_context": its loop, and whether uv.run() runs it. */
+typedef struct luv_context_start {
+  uv_loop_t *loop;
+  lua_State *L;
+  void *cb_pcall, *thrd_pcall, *thrd_cpcall;
+  int mode; /* -1 when the loop is not running */
+} luv_context_start;
+
+/* When luv was loaded first, moonflow shares its loop. */
+static uv_loop_t *find_luv_loop(lua_State *L, mfl_state *S) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "luv_context");
+  luv_context_start *ctx = lua_type(L, -1) == LUA_TUSERDATA
+                               ? lua_touserdata(L, -1)
+                               : NULL;
+  lua_pop(L, 1);
+  if (!ctx || !ctx->loop)
+    return NULL;
+  S->luv_mode = &ctx->mode;
+  return ctx->loop;
+}
+
 static mfl_state *open_state(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
   mfl_state *S = lua_touserdata(L, -1);
@@ -611,11 +633,13 @@ static mfl_state *open_state(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_attached);
   S->engine = lua_touserdata(L, -1); /* a host's engine (mf_lua_attach) */
   lua_pop(L, 1);
+  uv_loop_t *luv_loop = find_luv_loop(L, S);
   if (S->engine) {
     S->borrowed = 1;
     mf_engine_on_close(S->engine, on_engine_close, S);
   } else {
-    int rc = mf_engine_new(&S->engine, NULL);
+    mf_config cfg = {.loop = luv_loop, .keep_loop_alive = 1};
+    int rc = mf_engine_new(&S->engine, &cfg);
     if (rc)
       luaL_error(L, "moonflow: cannot create the engine: %s",
                  mf_strerror(rc));

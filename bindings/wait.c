@@ -61,6 +61,10 @@ int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
     lr->parked = 1;
     return lua_yieldk(L, 0, ctx, k);
   }
+  if (S->luv_mode && *S->luv_mode != -1)
+    return mfl_raise(L, "UsageError",
+                     "cannot wait outside a run while uv.run() runs the "
+                     "loop: submit the code as a task or flow instead");
   int rc = mf_engine_wait(S->engine, targets, n, mode, timeout);
   switch (rc) {
   case 0:

@@ -109,7 +109,7 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
   e->error_data = cfg ? cfg->error_data : NULL;
   uv_idle_init(e->loop, &e->idle);
   e->idle.data = e;
-  if (!e->owns_loop)
+  if (!e->owns_loop && !(cfg && cfg->keep_loop_alive))
     uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
   e->max_steps = cfg ? cfg->max_steps : 0;
   if (uv_mutex_init(&e->post_lock) != 0 ||

@@ -109,6 +109,11 @@ typedef struct mf_config {
    * 0: no count, only the 10 ms time slice.  A game host bounds its frame
    * cost with it. */
   unsigned max_steps;
+  /* With a host's loop: runs ready to step keep that loop alive too, so
+   * that the host's uv_run does not return before they ran (luv's
+   * uv.run() sharing the loop wants this; a game host stepping the
+   * engine does not). */
+  unsigned char keep_loop_alive;
 } mf_config;
 
 /* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an
