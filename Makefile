@@ -8,7 +8,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
-               libreadline-dev tmux
+               libreadline-dev tmux lua-luv
 
 .PHONY: all deps build build-asan run test test-asan bench format clean
 
