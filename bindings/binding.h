@@ -50,9 +50,15 @@ typedef struct mfl_state {
   int free_pin_count, free_pin_capacity, pin_high;
   mf_wake_reason last_wake; /* how the last top-level wait ended */
   double slice;             /* seconds a run computes before it is parked */
-  unsigned long steps;      /* steps so far: tells the hook a new one began */
-  unsigned long hook_step;
-  double hook_step_start; /* when the hook first saw the current step */
+  /* Preemption (control.c): written by the loop thread, read by the tick
+   * signal handler running on that same thread. */
+  lua_State *volatile running_co; /* the coroutine of the step running */
+  volatile unsigned long steps;   /* steps so far */
+  unsigned long tick_step;        /* the step the last tick saw */
+  double tick_since;              /* when the ticks first saw it */
+  volatile int tick_hooked;       /* the hook is set on hooked_co */
+  lua_State *volatile hooked_co;
+  int killed; /* the hook stopped a run for good (it ignored its timeout) */
   int preempted;          /* the hook parked the run at the end of a slice */
   int log_level;          /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level;    /* the same for lifecycle lines: OFF unless
@@ -170,7 +176,9 @@ enum {
   MFL_LOG_ERROR = 40,
   MFL_LOG_OFF = 100
 };
-MFL_INTERNAL void mfl_install_hook(lua_State *co);
+/* The preemption ticks: the step executing now, its end, and stopping. */
+MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
+MFL_INTERNAL void mfl_stop_ticks(mfl_state *S);
 MFL_INTERNAL int mfl_log_level_from_env(void);
 MFL_INTERNAL void mfl_log_write(int level, const char *who,
                                 const char *message);

@@ -4,18 +4,19 @@
  * timeout, and the primitives the controlled body (lua/moonflow/control.lua)
  * uses for attempts, states and deadlines.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "binding.h"
 
-/* The hook runs every this many VM instructions of a run's coroutine. */
-#define MFL_HOOK_COUNT 1000
 #define MFL_DEFAULT_SLICE 0.010
 
 static mfl_state *hook_state(lua_State *L) {
@@ -23,6 +24,27 @@ static mfl_state *hook_state(lua_State *L) {
   mfl_state *S = lua_touserdata(L, -1);
   lua_pop(L, 1);
   return S && !S->closed ? S : NULL;
+}
+
+/*
+ * Preemption without paying for it on every instruction: a count hook makes
+ * Lua trace every VM instruction (running CPU-bound code twice as slowly),
+ * so it is installed only on a run that has been executing for a while.  A
+ * periodic timer signal, delivered to the loop thread every half slice,
+ * notices a step that has not ended since the last tick and sets the hook
+ * on its coroutine -- the technique of lua.c's Ctrl-C handler (lua_sethook
+ * is the one Lua call meant for a signal handler).  The hook then stops a
+ * run past its deadline, and parks one that computed for a whole slice.
+ */
+
+static mfl_state *tick_owner; /* the state whose runs the ticks watch */
+static timer_t tick_timer;
+static struct sigaction tick_previous;
+
+static double monotonic_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /*
@@ -41,19 +63,26 @@ static void hook(lua_State *L, lua_Debug *ar) {
     return;
   double now = mf_engine_now(S->engine);
   double deadline = mf_run_deadline(run);
+  mfl_run *lr = mf_run_body(run);
   if (mf_run_timed_out(run) || (deadline >= 0 && now >= deadline)) {
+    /* Past its deadline by a whole slice more, it is catching the error
+     * and computing on: it is stopped for good (a yield it never comes
+     * back from; the run ends TimedOut). */
+    if (lr->co == L && deadline >= 0 && now >= deadline + S->slice &&
+        lua_isyieldable(L)) {
+      S->killed = 1;
+      mf_engine_end_pass(S->engine);
+      lua_yield(L, 0);
+      return;
+    }
     mfl_raise_timed_out(L, run);
     return;
   }
-  mfl_run *lr = mf_run_body(run);
   if (lr->co != L || S->callback_depth > 0)
     return; /* a coroutine of the user's: only its own resumer can park it */
-  if (S->hook_step != S->steps) {
-    S->hook_step = S->steps; /* the step's first check: its clock starts */
-    S->hook_step_start = now;
-    return;
-  }
-  if (now - S->hook_step_start >= S->slice && lua_isyieldable(L)) {
+  /* tick_since is when a tick first saw the step: on average a quarter
+   * slice after it began (ticks come every half slice). */
+  if (now - S->tick_since >= 0.75 * S->slice && lua_isyieldable(L)) {
     mf_engine_end_pass(S->engine); /* let timers and I/O have their turn */
     S->preempted = 1;
     lua_yield(L, 0);
@@ -61,9 +90,174 @@ static void hook(lua_State *L, lua_Debug *ar) {
   }
 }
 
-void mfl_install_hook(lua_State *co) {
-  lua_sethook(co, hook, LUA_MASKCOUNT, MFL_HOOK_COUNT);
+static void on_tick(int sig) {
+  (void)sig;
+  mfl_state *S = tick_owner;
+  if (!S)
+    return;
+  lua_State *co = S->running_co;
+  unsigned long step = S->steps;
+  if (!co)
+    return;
+  if (step != S->tick_step) { /* a new step: its clock starts now */
+    S->tick_step = step;
+    S->tick_since = monotonic_now();
+    return;
+  }
+  if (!S->tick_hooked && monotonic_now() - S->tick_since >= S->slice / 2) {
+    S->tick_hooked = 1;
+    S->hooked_co = co;
+    lua_sethook(co, hook, LUA_MASKCOUNT, 100);
+  }
 }
+
+static void arm_ticks(mfl_state *S) {
+  double half = S->slice / 2;
+  struct itimerspec spec;
+  spec.it_interval.tv_sec = (time_t)half;
+  spec.it_interval.tv_nsec = (long)((half - (double)(time_t)half) * 1e9);
+  if (spec.it_interval.tv_sec == 0 && spec.it_interval.tv_nsec < 100000)
+    spec.it_interval.tv_nsec = 100000;
+  spec.it_value = spec.it_interval;
+  timer_settime(tick_timer, 0, &spec, NULL);
+}
+
+/* The first state to open watches its runs; others run without
+ * preemption (one timer signal per process). */
+static void start_ticks(mfl_state *S) {
+  if (tick_owner)
+    return;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_tick;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGVTALRM, &sa, &tick_previous) != 0)
+    return;
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_THREAD_ID;
+  ev.sigev_signo = SIGVTALRM;
+  ev._sigev_un._tid = (pid_t)syscall(SYS_gettid); /* the loop thread */
+  if (timer_create(CLOCK_MONOTONIC, &ev, &tick_timer) != 0) {
+    sigaction(SIGVTALRM, &tick_previous, NULL);
+    return;
+  }
+  tick_owner = S;
+  arm_ticks(S);
+}
+
+void mfl_stop_ticks(mfl_state *S) {
+  if (tick_owner != S)
+    return;
+  timer_delete(tick_timer);
+  sigaction(SIGVTALRM, &tick_previous, NULL);
+  tick_owner = NULL;
+}
+
+/* After a step: the hook goes, so the next run on this coroutine runs at
+ * full speed. */
+void mfl_step_ended(mfl_state *S, lua_State *co) {
+  (void)co;
+  S->running_co = NULL;
+  if (S->tick_hooked) {
+    lua_sethook(S->hooked_co, NULL, 0, 0);
+    S->tick_hooked = 0;
+  }
+}
+
+/* {====== coroutine.resume and coroutine.wrap ======
+ *
+ * The user's own coroutines inside a run: the ticks must watch the one
+ * executing, or a loop inside one could never be stopped.  These replace
+ * the standard functions and behave as they do (lcorolib.c), noting which
+ * coroutine runs while one is resumed inside a step. */
+
+static int resume_tracked(lua_State *L, lua_State *co, int narg) {
+  mfl_state *S = hook_state(L);
+  lua_State *outer = S ? S->running_co : NULL;
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  lua_xmove(L, co, narg);
+  if (outer)
+    S->running_co = co;
+  int nres, status = lua_resume(co, L, narg, &nres);
+  if (outer) {
+    if (S->tick_hooked && S->hooked_co == co) {
+      lua_sethook(co, NULL, 0, 0); /* the outer one gets it next tick */
+      S->tick_hooked = 0;
+    }
+    S->running_co = outer;
+  }
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1); /* the error */
+  return -1;
+}
+
+static int co_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  int r = resume_tracked(L, co, lua_gettop(L) - 1);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int co_wrapped(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  int r = resume_tracked(L, co, lua_gettop(L));
+  if (r >= 0)
+    return r;
+  int status = lua_status(co);
+  if (status != LUA_OK && status != LUA_YIELD) {
+    lua_resetthread(co); /* close its variables, as lcorolib does */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+  }
+  return lua_error(L);
+}
+
+static int co_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_wrapped, 1);
+  return 1;
+}
+
+static void replace_coroutine_functions(lua_State *L) {
+  lua_getglobal(L, "coroutine");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushcfunction(L, co_resume);
+  lua_setfield(L, -2, "resume");
+  lua_pushcfunction(L, co_wrap);
+  lua_setfield(L, -2, "wrap");
+  lua_pop(L, 1);
+}
+
+/* }====== */
 
 /* {====== Primitives for the controlled body ====== */
 
@@ -136,6 +330,8 @@ static int l_configure(lua_State *L) {
       return mfl_raise(L, "UsageError",
                        "configure option 'slice' must be a number > 0");
     S->slice = lua_tonumber(L, -1);
+    if (tick_owner == S)
+      arm_ticks(S);
     lua_pop(L, 1);
   }
   return 0;
@@ -236,6 +432,8 @@ void mfl_open_control(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   if (S->slice <= 0)
     S->slice = MFL_DEFAULT_SLICE;
+  start_ticks(S);
+  replace_coroutine_functions(L);
   mfl_setfuncs(L, control_functions);
   mfl_open_log(L);
 }

@@ -124,9 +124,7 @@ static lua_State *pool_take(lua_State *L, mfl_state *S) {
     lua_remove(L, -2);
     return lua_tothread(L, -1);
   }
-  lua_State *co = lua_newthread(L);
-  mfl_install_hook(co); /* time slices and timeouts */
-  return co;
+  return lua_newthread(L);
 }
 
 static void pool_give(lua_State *L, mfl_state *S, lua_State *co) {
@@ -145,6 +143,8 @@ static void pool_give(lua_State *L, mfl_state *S, lua_State *co) {
 /* }====== */
 
 /* {====== Run callbacks ====== */
+
+static void stop_killed(lua_State *L, mfl_state *S, mf_run *run, int box);
 
 /* Stores the values on top of co (count n) as the run's result. */
 static void store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
@@ -293,7 +293,9 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   }
   lua_State *co = lr->co;
   int nres = 0;
+  S->running_co = co;
   int status = lua_resume(co, L, nargs, &nres);
+  mfl_step_ended(S, co);
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     if (!lr->co_in_box) {
@@ -304,7 +306,10 @@ static void op_step(mf_run *run, mf_step_reason reason) {
     }
     /* A bare coroutine.yield() in the body parks nothing: it yields the
      * loop once, as mf.sleep(0) does. */
-    if (S->preempted) {
+    if (S->killed) {
+      S->killed = 0;
+      stop_killed(L, S, run, box);
+    } else if (S->preempted) {
       /* Behind what the loop's turn makes ready (timers, I/O). */
       S->preempted = 0;
       mf_run_sleep(run, 1e-6);
@@ -332,6 +337,26 @@ static void op_step(mf_run *run, mf_step_reason reason) {
       log_failure(L, S, run, box, lifecycle);
   }
   lua_settop(L, top);
+}
+
+/* A run that kept computing past its deadline, catching its TimedOut: its
+ * coroutine is dropped and it ends TimedOut, what it started cancelled. */
+static void stop_killed(lua_State *L, mfl_state *S, mf_run *run, int box) {
+  mfl_run *lr = mf_run_body(run);
+  lua_State *co = lr->co;
+  lr->co = NULL;
+  lr->co_in_box = 0;
+  lua_resetthread(co);
+  lua_pushnil(L);
+  lua_setiuservalue(L, box, MFL_UV_CO);
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  mfl_push_error(L, "TimedOut", "run %s exceeded its timeout", name);
+  lua_setiuservalue(L, box, MFL_UV_RESULT);
+  lr->nresults = 1;
+  mf_run_cancel_children(run);
+  mf_run_finish(run, MF_FAILED, MF_NAME_TIMED_OUT);
+  (void)S;
 }
 
 /* The run ends without its body finishing: drop the coroutine (closing its
@@ -557,12 +582,14 @@ static void on_engine_close(mf_engine *engine, void *data) {
 static int state_gc(lua_State *L) {
   mfl_state *S = lua_touserdata(L, 1);
   if (!S->engine || S->closed) {
+    mfl_stop_ticks(S);
     S->closed = 1;
     S->engine = NULL;
     free(S->free_pins);
     S->free_pins = NULL;
     return 0;
   }
+  mfl_stop_ticks(S);
   report_live(S);
   mf_run_each_unhandled(S->engine, NULL, report_unhandled, S);
   if (S->borrowed) {

@@ -91,6 +91,11 @@ function M.body(fn, opts, task)
       local results = pack(xpcall(fn, on_error, unpack(args, 1, args.n)))
       local timed_out = opts.timeout and core.timed_out()
       if opts.timeout then core.clear_deadline() end
+      if results[1] and timed_out then
+        -- It caught its TimedOut and returned: it still timed out.
+        results = pack(false, core.error("TimedOut",
+          format("run %s exceeded its timeout", fut.name)))
+      end
       if results[1] then
         run_hooks("on_completion", opts.on_completion, task(), fut,
           provisional(fut, "COMPLETED", "Completed"))
