@@ -96,8 +96,9 @@ int mf__waiter_arm(mf_waiter *w, mf_wait_mode mode, double timeout) {
   for (size_t i = 0; i < w->count; i++) {
     mf_wait_node *node = &w->nodes[i];
     if (mf_run_is_final(node->target)) {
-      if (w->mode == MF_WAIT_ANY ||
-          (w->mode == MF_WAIT_ALL_FAST && satisfied(w, node)))
+      /* (Not satisfied(): nothing is linked yet, pending is still 0.) */
+      int failed = node->target->type != MF_COMPLETED && !node->allow_failure;
+      if (w->mode == MF_WAIT_ANY || (w->mode == MF_WAIT_ALL_FAST && failed))
         goto already;
       continue;
     }
