@@ -223,6 +223,28 @@ static void test_close_with_runs_in_flight(void) {
   mf_run_unref(run);
 }
 
+static void test_inputs_first_final_others_pending(void) {
+  /* Regression: a run whose first input was final and the others not
+   * started at once, before its inputs. */
+  mf_engine *e = new_engine();
+  mf_run *done = submit(e, &complete_ops, sizeof(value_body), 1);
+  ASSERT(mf_engine_wait(e, &done, 1, MF_WAIT_ALL, -1) == 0);
+  mf_run *slow = submit(e, &sleep_ops, sizeof(value_body), 20);
+  mf_run *run = mf_run_new(e, &complete_ops, sizeof(value_body));
+  mf_run_add_input(run, done, 0);
+  mf_run_add_input(run, slow, 0);
+  ASSERT(mf_run_submit(run, NULL) == 0);
+  mf_engine_step(e);
+  ASSERT(!mf_run_is_final(run));
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(mf_run_is_final(slow));
+  ASSERT(mf_run_state_type(run) == MF_COMPLETED);
+  mf_run_unref(run);
+  mf_run_unref(slow);
+  mf_run_unref(done);
+  mf_engine_close(e);
+}
+
 int main(void) {
   test_complete();
   test_chain_not_ready();
@@ -231,6 +253,7 @@ int main(void) {
   test_external_future_deadlock();
   test_cancel_tree();
   test_close_with_runs_in_flight();
+  test_inputs_first_final_others_pending();
   if (failures)
     printf("%d failed\n", failures);
   else
