@@ -338,9 +338,16 @@ static int l_configure(lua_State *L) {
 }
 
 /* core.limit(tag, n) */
+static const char *check_tag(lua_State *L, const char *what) {
+  if (lua_type(L, 1) != LUA_TSTRING)
+    mfl_raise(L, "UsageError", "%s: the tag must be a string, got %s", what,
+              luaL_typename(L, 1));
+  return lua_tostring(L, 1);
+}
+
 static int l_limit(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  const char *tag = luaL_checkstring(L, 1);
+  const char *tag = check_tag(L, "mf.limit");
   if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 0)
     return mfl_raise(L, "UsageError",
                      "mf.limit: the limit of '%s' must be an integer >= 0",
@@ -353,7 +360,7 @@ static int l_limit(lua_State *L) {
 /* core.rate_limit(tag, per_second) */
 static int l_rate_limit(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  const char *tag = luaL_checkstring(L, 1);
+  const char *tag = check_tag(L, "mf.rate_limit");
   double rate = lua_isnumber(L, 2) ? lua_tonumber(L, 2) : -1;
   if (!(rate > 0))
     return mfl_raise(L, "UsageError",
