@@ -284,10 +284,11 @@ static void drop_queues(mf_engine *e) {
   mf__unhandled_release_scope(e, NULL);
 }
 
+/* Close callbacks come in no promised order: the engine's memory goes
+ * when the last of its handles has closed (and its last run is freed). */
 static void on_handle_closed(uv_handle_t *handle) {
   mf_engine *e = handle->data;
-  /* The timer is closed last: once it is, the engine memory can go. */
-  if (handle == (uv_handle_t *)&e->timer && !e->owns_loop) {
+  if (--e->handles_closing == 0 && !e->owns_loop) {
     e->handles_closed = 1;
     engine_release(e);
   }
@@ -307,7 +308,8 @@ void mf_engine_close(mf_engine *e) {
   uv_mutex_unlock(&e->post_lock);
   run_posts(e);   /* those already queued are freed, not called */
   uv_mutex_destroy(&e->post_lock);
-  uv_close((uv_handle_t *)&e->post_async, NULL);
+  e->handles_closing = 3;
+  uv_close((uv_handle_t *)&e->post_async, on_handle_closed);
   drop_free_lists(e);
   mf__limits_free(e);
   mf__timers_close(e);

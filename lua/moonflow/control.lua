@@ -84,7 +84,8 @@ function M.body(fn, opts, task)
       run_hooks("on_running", opts.on_running, task(), fut, fut:state())
       local traceback
       local function on_error(err)
-        traceback = debug.traceback(type(err) == "string" and err or tostring(err), 2)
+        local ok, message = pcall(tostring, err)
+        traceback = debug.traceback(ok and message or "(error object)", 2)
         return err
       end
       if opts.timeout then core.set_deadline(opts.timeout) end

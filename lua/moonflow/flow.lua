@@ -70,8 +70,9 @@ local function body(fn)
   return function(...)
     local traceback
     local function on_error(err)
-      local message = type(err) == "string" and err or tostring(err)
-      traceback = debug.traceback(message, 2)
+      -- (tostring may raise: a __tostring of the user's; err stays as it is.)
+      local ok, message = pcall(tostring, err)
+      traceback = debug.traceback(ok and message or "(error object)", 2)
       return err
     end
     local results = pack(xpcall(fn, on_error, ...))
