@@ -91,7 +91,6 @@ struct server {
   uv_signal_t sigint, sigterm;
   int plain;
   mf_engine *engine;
-  mf_run *pin; /* see open_engine */
   lua_State *L;
   conn *conns;
   request *inflight;
@@ -610,15 +609,6 @@ static int open_engine(server *s, const char *script) {
     fprintf(stderr, "tcp_server: engine: %s\n", mf_strerror(rc));
     return -1;
   }
-  /* Work-around for an engine bug: on a host's loop, an engine with no run
-   * allocated when its handles close (none served yet, or every Future
-   * collected) is freed in the timer's close callback and then read in the
-   * idle handle's (a heap-use-after-free).  A run that is never submitted
-   * keeps it allocated until shutdown_server drops it after the loop ran
-   * those callbacks. */
-  s->pin = mf_run_new(s->engine, NULL, 0);
-  if (!s->pin)
-    return -1;
   s->L = luaL_newstate();
   if (!s->L)
     return -1;
@@ -658,8 +648,6 @@ static int shutdown_server(server *s) {
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_run(s->loop, UV_RUN_DEFAULT); /* the close callbacks, the engine's too */
-  if (s->pin)
-    mf_run_unref(s->pin); /* the engine may be freed now, or by lua_close */
   if (s->L)
     lua_close(s->L);
   return uv_loop_close(s->loop);
