@@ -81,6 +81,9 @@ typedef struct mfl_run {
   unsigned char parked;        /* the last yield parked through the API */
   unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
   unsigned char quiet;         /* no lifecycle log lines */
+  unsigned char preempted;     /* its last step ended in a preemption */
+  unsigned char timeout_raised; /* the hook raised this attempt's TimedOut */
+  unsigned char cancel_raised;  /* the hook raised its Cancelled */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
 } mfl_run;
@@ -178,6 +181,7 @@ enum {
 };
 /* The preemption ticks: the step executing now, its end, and stopping. */
 MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
+MFL_INTERNAL void mfl_deliver_cancel(mfl_state *S, lua_State *co);
 MFL_INTERNAL void mfl_stop_ticks(mfl_state *S);
 MFL_INTERNAL int mfl_log_level_from_env(void);
 MFL_INTERNAL void mfl_log_write(int level, const char *who,

@@ -64,18 +64,32 @@ static void hook(lua_State *L, lua_Debug *ar) {
   double now = mf_engine_now(S->engine);
   double deadline = mf_run_deadline(run);
   mfl_run *lr = mf_run_body(run);
+  /* Each is raised once: the body's own clean-up (hooks, retries) runs
+   * on this coroutine too and must not be interrupted again. */
+  if (mf_run_cancel_requested(run) &&
+      (mf_run_flags(run) & MF_RUN_CANCEL_IN_BODY) && lr->co == L &&
+      !lr->cancel_raised) {
+    lr->cancel_raised = 1;
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    mfl_raise(L, "Cancelled", "run %s was cancelled", name);
+    return;
+  }
   if (mf_run_timed_out(run) || (deadline >= 0 && now >= deadline)) {
-    /* Past its deadline by a whole slice more, it is catching the error
-     * and computing on: it is stopped for good (a yield it never comes
-     * back from; the run ends TimedOut). */
+    if (!lr->timeout_raised) {
+      lr->timeout_raised = 1;
+      mfl_raise_timed_out(L, run);
+      return;
+    }
+    /* Past its deadline by a whole slice more, it caught the error and
+     * computes on: it is stopped for good (a yield it never comes back
+     * from; the run ends TimedOut). */
     if (lr->co == L && deadline >= 0 && now >= deadline + S->slice &&
         lua_isyieldable(L)) {
       S->killed = 1;
       mf_engine_end_pass(S->engine);
       lua_yield(L, 0);
-      return;
     }
-    mfl_raise_timed_out(L, run);
     return;
   }
   if (lr->co != L || S->callback_depth > 0)
@@ -157,6 +171,14 @@ void mfl_stop_ticks(mfl_state *S) {
 
 /* After a step: the hook goes, so the next run on this coroutine runs at
  * full speed. */
+/* A preempted run that was cancelled meanwhile: its body learns it from the
+ * hook, at once. */
+void mfl_deliver_cancel(mfl_state *S, lua_State *co) {
+  S->tick_hooked = 1;
+  S->hooked_co = co;
+  lua_sethook(co, hook, LUA_MASKCOUNT, 1);
+}
+
 void mfl_step_ended(mfl_state *S, lua_State *co) {
   (void)co;
   S->running_co = NULL;
@@ -294,6 +316,7 @@ static int l_awaiting_retry(lua_State *L) {
 static int l_set_deadline(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mf_run *run = need_run(L, S, "set_deadline");
+  ((mfl_run *)mf_run_body(run))->timeout_raised = 0;
   if (mf_run_set_deadline(run, luaL_checknumber(L, 1)) != 0)
     return luaL_error(L, "moonflow: out of memory");
   return 0;
@@ -319,14 +342,16 @@ static int l_timed_out(lua_State *L) {
 /* core.configure{ slice = seconds } */
 static int l_configure(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_istable(L, 1))
+    return mfl_raise(L, "UsageError", "mf.configure expects a table, got %s",
+                     luaL_typename(L, 1));
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     const char *key =
         lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
     if (strcmp(key, "slice") != 0)
       return mfl_raise(L, "UsageError", "unknown configure option '%s'", key);
-    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+    if (!lua_isnumber(L, -1) || !(lua_tonumber(L, -1) > 0))
       return mfl_raise(L, "UsageError",
                        "configure option 'slice' must be a number > 0");
     S->slice = lua_tonumber(L, -1);

@@ -89,6 +89,18 @@ static int l_set_outcome(lua_State *L) {
   return 0;
 }
 
+/* core.clear_outcome(): a new attempt ends as its body does */
+static int l_clear_outcome(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = need_run(L, S, "clear_outcome");
+  mfl_run *lr = mf_run_body(run);
+  lr->has_outcome = 0;
+  mfl_push_future_of(L, run);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, MFL_UV_INFO);
+  return 0;
+}
+
 /* core.current() -> the Future of the current run, or nil */
 static int l_current(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
@@ -177,6 +189,7 @@ static const luaL_Reg flow_functions[] = {
     {"unhandled", l_unhandled},
     {"unhandled_root", l_unhandled_root},
     {"set_outcome", l_set_outcome},
+    {"clear_outcome", l_clear_outcome},
     {"current", l_current},
     {"mark_handled", l_mark_handled},
     {"is_future", l_is_future},

@@ -294,6 +294,10 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   lua_State *co = lr->co;
   int nres = 0;
   S->running_co = co;
+  if (reason == MF_STEP_RESUME && lr->preempted &&
+      mf_run_cancel_requested(run))
+    mfl_deliver_cancel(S, co);
+  lr->preempted = 0;
   int status = lua_resume(co, L, nargs, &nres);
   mfl_step_ended(S, co);
   if (status == LUA_YIELD) {
@@ -312,6 +316,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
     } else if (S->preempted) {
       /* Behind what the loop's turn makes ready (timers, I/O). */
       S->preempted = 0;
+      lr->preempted = 1;
       mf_run_sleep(run, 1e-6);
     } else if (!lr->parked) {
       mf_run_sleep(run, 0);
@@ -416,6 +421,8 @@ static void op_hold(mf_run *run, int held) {
 }
 
 static const mf_run_ops run_ops = {op_step, op_abandon, op_hold, NULL};
+/* A future C completes has no body to step. */
+static const mf_run_ops external_ops = {NULL, op_abandon, op_hold, NULL};
 
 /* Creates a run and its Future; the Future is pushed and pinned.  The task
  * (at task_idx, or none when 0) is kept in the Future. */
@@ -430,7 +437,9 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   else
     lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
   lua_setmetatable(L, -2);
-  mf_run *run = mf_run_new(S->engine, &run_ops, sizeof(mfl_run));
+  mf_run *run = mf_run_new(S->engine,
+                           kind == MFL_EXTERNAL ? &external_ops : &run_ops,
+                           sizeof(mfl_run));
   if (!run)
     luaL_error(L, "moonflow: out of memory");
   f->run = run;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/time.h>
 
 #include "engine.h"
@@ -112,6 +113,7 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
   if (!e->owns_loop && !(cfg && cfg->keep_loop_alive))
     uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
   e->max_steps = cfg ? cfg->max_steps : 0;
+  e->step_only = cfg ? cfg->step_only : 0;
   if (uv_mutex_init(&e->post_lock) != 0 ||
       uv_async_init(e->loop, &e->post_async, on_post) != 0) {
     /* cannot fail on Linux but for resource exhaustion */
@@ -243,12 +245,14 @@ int mf_engine_post(mf_engine *e, mf_post_fn fn, void *data) {
     e->post_head = post;
   e->post_tail = post;
   uv_mutex_unlock(&e->post_lock);
+  atomic_store(&e->posts_waiting, 1);
   uv_async_send(&e->post_async); /* sends coalesce: on_post drains all */
   return 0;
 }
 
 /* Takes the whole queue at once, then calls each post in order. */
 static void run_posts(mf_engine *e) {
+  atomic_store(&e->posts_waiting, 0);
   uv_mutex_lock(&e->post_lock);
   mf_post *post = e->post_head;
   e->post_head = e->post_tail = NULL;
@@ -267,7 +271,8 @@ static void on_post(uv_async_t *handle) {
   e->depth++; /* a post may not drive the loop */
   run_posts(e);
   e->depth--;
-  mf__sched_drain(e);
+  if (!e->step_only)
+    mf__sched_drain(e);
 }
 
 /* }====== */
@@ -297,12 +302,15 @@ static void on_handle_closed(uv_handle_t *handle) {
 void mf_engine_close(mf_engine *e) {
   if (!e)
     return;
+  e->depth++; /* the close hook and abandon callbacks cannot re-enter */
   if (e->close_fn)
     e->close_fn(e, e->close_data);
   e->close_fn = NULL;
+  e->force_cancel = 1; /* every body is dropped: none runs clean-up now */
   while (e->first_root)
     mf_run_cancel(e->first_root);
   drop_queues(e);
+  e->depth--;
   uv_mutex_lock(&e->post_lock);
   e->closing = 1; /* posts from now on are refused */
   uv_mutex_unlock(&e->post_lock);
@@ -383,6 +391,12 @@ int mf_engine_step(mf_engine *e) {
     e->running_loop = 1;
     uv_run(e->loop, UV_RUN_NOWAIT);
     e->running_loop = 0;
+  } else if (atomic_load(&e->posts_waiting)) {
+    /* A host's loop with nothing of its own alive is never polled: the
+     * step takes the posts itself. */
+    e->depth++;
+    run_posts(e);
+    e->depth--;
   }
   mf__sched_drain(e);
   return (int)e->live;

@@ -4,6 +4,8 @@
 #ifndef MF_ENGINE_H
 #define MF_ENGINE_H
 
+#include <stdatomic.h>
+
 #include "run.h"
 
 struct mf_engine {
@@ -15,11 +17,14 @@ struct mf_engine {
   unsigned char interrupted;
   unsigned char timers_firing;
   unsigned char end_pass; /* mf_engine_end_pass was called */
+  unsigned char force_cancel; /* closing: cancel without clean-up */
+  unsigned char step_only;    /* mf_config.step_only */
 
   uv_idle_t idle;   /* active while the ready or done queue has entries */
   uv_async_t post_async; /* wakes the loop for mf_engine_post */
   uv_mutex_t post_lock;  /* guards post_head/post_tail */
   struct mf_post *post_head, *post_tail;
+  atomic_int posts_waiting; /* a hint, set by posters: posts are queued */
   unsigned max_steps;
   unsigned char running_loop; /* inside the engine's own uv_run */
   void (*close_fn)(mf_engine *, void *);

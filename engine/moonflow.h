@@ -114,6 +114,10 @@ typedef struct mf_config {
    * uv.run() sharing the loop wants this; a game host stepping the
    * engine does not). */
   unsigned char keep_loop_alive;
+  /* Runs execute only inside mf_engine_step (and the engine's own waits):
+   * never from the loop's callbacks, so a frame-based host knows where its
+   * frame time goes and max_steps bounds it. */
+  unsigned char step_only;
 } mf_config;
 
 /* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an

@@ -215,6 +215,7 @@ int mf_run_set_deadline(mf_run *run, double seconds) {
   mf__waiter_clear(x->deadline);
   x->timed_out = 0;
   mf__waiter_arm(x->deadline, MF_WAIT_ALL, seconds < 0 ? 0 : seconds);
+  x->deadline_at = x->deadline->deadline;
   return 0;
 }
 
@@ -223,6 +224,10 @@ void mf_run_clear_deadline(mf_run *run) {
     mf__waiter_clear(run->extra->deadline);
     run->extra->deadline->active = 0;
   }
+  if (run->extra) {
+    run->extra->timed_out = 0; /* the next attempt starts afresh */
+    run->extra->deadline_at = -1;
+  }
 }
 
 int mf_run_timed_out(const mf_run *run) {
@@ -230,8 +235,7 @@ int mf_run_timed_out(const mf_run *run) {
 }
 
 double mf_run_deadline(const mf_run *run) {
-  const mf_waiter *w = run->extra ? run->extra->deadline : NULL;
-  return w && w->active ? w->deadline : -1;
+  return run->extra && run->extra->deadline ? run->extra->deadline_at : -1;
 }
 
 /* The timeout passed: a parked body is woken to raise it; a computing one
@@ -298,6 +302,10 @@ int mf_run_submit(mf_run *run, mf_run *parent) {
   mf__progress_submit(e, run);
   e->live++;
   mf__run_hold(run); /* the live hold, released when final */
+  if (!run->ops || !run->ops->step) {
+    run->life = MF_LIFE_EXTERNAL; /* mf_run_finish from outside ends it */
+    return 0;
+  }
   if (!run->waiter || run->waiter->count == 0) {
     mf__sched_push(e, run, MF_READY_START);
     return 0;
@@ -384,7 +392,7 @@ void mf__run_execute(mf_run *run) {
     start_after_inputs(run);
     break;
   case MF_READY_START:
-    if (run->ops && mf__limits_acquire(run))
+    if (mf__limits_acquire(run))
       step(run, MF_STEP_START);
     break;
   case MF_READY_SLOTS:

@@ -16,6 +16,7 @@ typedef enum mf_life {
   MF_LIFE_PARKED,  /* its body waits (waiter armed) */
   MF_LIFE_SLOT,    /* waits for a slot of a limit, or its rate spacing */
   MF_LIFE_CLOSING, /* body done; a flow waiting for its children */
+  MF_LIFE_EXTERNAL, /* no body: completed from outside (a C future) */
   MF_LIFE_FINAL
 } mf_life;
 
@@ -46,6 +47,7 @@ typedef struct mf_run_extra {
   mf_flow_stats stats;
   mf_run *top_prev, *top_next;
   mf_waiter *deadline; /* the run's timeout, armed while it executes */
+  double deadline_at;  /* its time, kept once it passed; < 0: none */
   unsigned char timed_out;
   /* Limits: the run's tags, the limit whose queue it waits in. */
   const char **tags;

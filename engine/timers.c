@@ -76,7 +76,8 @@ static void on_timer(uv_timer_t *handle) {
     mf__waiter_wake(e->heap[0], MF_WAKE_TIMEOUT);
   e->timers_firing = 0;
   rearm(e);
-  mf__sched_drain(e);
+  if (!e->step_only)
+    mf__sched_drain(e);
 }
 
 void mf__timers_add(mf_engine *e, mf_waiter *w) {

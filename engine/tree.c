@@ -67,21 +67,36 @@ void mf_run_release_children(mf_run *run) {
   run->parent = parent;
 }
 
+/* Cancels each top-level run once (one that runs its own clean-up stays
+ * in the list until it is done). */
 size_t mf_engine_cancel_all(mf_engine *e, void (*names)(mf_run *, void *),
                             void *data) {
   size_t count = 0;
-  while (e->first_root) {
-    mf_run *run = e->first_root;
-    if (names)
-      names(run, data);
+  for (mf_run *run = e->first_root; run; run = run->next_sibling)
     count++;
-    if (run->life == MF_LIFE_ACTIVE) {
-      run->cancel_requested = 1; /* ends when its step returns */
-      mf_run_cancel_children(run);
-      break;
-    }
-    mf_run_cancel(run);
+  mf_run **roots = malloc((count ? count : 1) * sizeof *roots);
+  if (!roots)
+    return 0;
+  size_t n = 0;
+  for (mf_run *run = e->first_root; run; run = run->next_sibling) {
+    mf_run_ref(run);
+    roots[n++] = run;
   }
+  for (size_t i = 0; i < n; i++) {
+    mf_run *run = roots[i];
+    if (!mf_run_is_final(run)) {
+      if (names)
+        names(run, data);
+      if (run->life == MF_LIFE_ACTIVE) {
+        run->cancel_requested = 1; /* ends when its step returns */
+        mf_run_cancel_children(run);
+      } else {
+        mf_run_cancel(run);
+      }
+    }
+    mf_run_unref(run);
+  }
+  free(roots);
   return count;
 }
 
@@ -190,11 +205,15 @@ size_t mf_engine_top_flows(const mf_engine *e, mf_run **out, size_t max) {
 static void cancel_one(mf_run *run) {
   if (mf_run_is_final(run) || run->life == MF_LIFE_ACTIVE)
     return;
-  if ((run->flags & MF_RUN_CANCEL_IN_BODY) && run->life == MF_LIFE_PARKED &&
-      mf__run_waiting(run)) {
-    /* Its body runs its own clean-up, then ends (CANCELLED). */
-    mf__waiter_wake(run->waiter, MF_WAKE_CANCELLED);
-    return;
+  if ((run->flags & MF_RUN_CANCEL_IN_BODY) && run->body_started &&
+      !run->body_done && !run->engine->force_cancel) {
+    /* Its body runs its own clean-up, then ends (CANCELLED): a parked one
+     * is woken for it; a ready one is on its way (it sees the request at
+     * its next wait, or from the hook when it computes). */
+    if (run->life == MF_LIFE_PARKED && mf__run_waiting(run))
+      mf__waiter_wake(run->waiter, MF_WAKE_CANCELLED);
+    if (run->life == MF_LIFE_PARKED || run->life == MF_LIFE_READY)
+      return;
   }
   if ((run->flags & MF_RUN_FLOW) && run->live_children > 0) {
     if (run->life == MF_LIFE_READY)
@@ -272,16 +291,23 @@ static void cancel_tree(mf_run *root, int include_root) {
   free(list);
 }
 
+/* Abandon callbacks run inside: the engine counts as busy (re-entering
+ * it from there returns MF_EBUSY). */
 int mf_run_cancel(mf_run *run) {
   if (mf_run_is_final(run))
     return 0;
+  run->engine->depth++;
   cancel_tree(run, 1);
+  run->engine->depth--;
   return 1;
 }
 
 void mf_run_cancel_children(mf_run *run) {
-  if (run->first_child)
-    cancel_tree(run, 0);
+  if (!run->first_child)
+    return;
+  run->engine->depth++;
+  cancel_tree(run, 0);
+  run->engine->depth--;
 }
 
 /* }====== */

@@ -263,7 +263,7 @@ function TestRetries:test_other_runs_go_on_during_a_retry_delay()
     return ticks
   end)
   local ticker = mf.task(function()
-    for _ = 1, 5 do mf.sleep(0.01) ticks = ticks + 1 end
+    for _ = 1, 5 do mf.sleep(0.005) ticks = ticks + 1 end
   end)
   local a = flaky:submit()
   local b = ticker:submit()
@@ -386,10 +386,10 @@ function TestRetries:test_timed_out_attempt_is_retried()
 end
 
 function TestRetries:test_each_attempt_has_its_own_timeout()
-  -- Three attempts of 0.03 s each: more than the 0.05 s timeout in all,
+  -- Three attempts of 0.03 s each: more than the 0.08 s timeout in all,
   -- but each attempt is within it.
   local n = 0
-  local t = mf.task({ retries = 2, timeout = 0.05 }, function()
+  local t = mf.task({ retries = 2, timeout = 0.08 }, function()
     n = n + 1
     mf.sleep(0.03)
     if n < 3 then raise("again") end
@@ -556,27 +556,6 @@ function TestTimeouts:test_on_failure_sees_timed_out_state()
   lu.assertEquals(seen.name, "TimedOut")
 end
 
-function TestTimeouts:test_caught_once_then_computing_is_stopped()
-  local t = mf.task({ timeout = 0.05 }, function()
-    pcall(function() while true do end end)
-    while true do end
-  end)
-  local fut = t:submit()
-  fut:wait()
-  assert_timed_out(fut)
-end
-
-function TestTimeouts:test_caught_at_every_sleep_is_stopped()
-  local t = mf.task({ timeout = 0.05 }, function()
-    while true do pcall(mf.sleep, 0.5) end
-  end)
-  local t0 = mf.now()
-  local fut = t:submit()
-  fut:wait()
-  assert_timed_out(fut)
-  lu.assertTrue(mf.now() - t0 < 0.2)
-end
-
 function TestTimeouts:test_caught_timeout_still_ends_timed_out()
   -- api.md: the run is stopped and ends FAILED/TimedOut, even if its
   -- function catches the error and returns.
@@ -589,19 +568,48 @@ function TestTimeouts:test_caught_timeout_still_ends_timed_out()
   assert_timed_out(fut)
 end
 
-function TestTimeouts:test_caught_in_a_loop_forever_is_still_stopped()
-  -- A run that catches every error and computes on: run as a subprocess
-  -- so a run that is never stopped cannot hang this spec.
+function TestTimeouts:test_runs_that_catch_their_timeout_are_still_stopped()
+  -- Runs that catch the TimedOut error and go on computing: run as a
+  -- subprocess, so a run that is never stopped cannot hang this spec.
+  -- Each case runs alone, then beside another computing run (so that the
+  -- deadline often passes while the run is parked at the end of a slice).
   local r = run_script([[
+io.stdout:setvbuf("line")
 local mf = require "moonflow"
-local t = mf.task({ timeout = 0.05 }, function()
-  while true do pcall(function() while true do end end) end
+local cases = {
+  { "caught once, then computing", function()
+    pcall(function() while true do end end)
+    while true do end
+  end },
+  { "caught at every sleep", function()
+    while true do pcall(mf.sleep, 0.5) end
+  end },
+  { "caught in a loop forever", function()
+    while true do pcall(function() while true do end end) end
+  end },
+}
+local other = mf.task(function()
+  local t0 = mf.now()
+  while mf.now() - t0 < 0.15 do end
 end)
-local fut = t:submit()
-fut:wait()
-print(fut:state().name)
-]], "OFF", 2)
-  lu.assertEquals(r.out, "TimedOut\n", describe(r))
+for _, beside in ipairs({ false, true }) do
+  for _, case in ipairs(cases) do
+    local busy = beside and other:submit()
+    local fut = mf.task({ timeout = 0.05 }, case[2]):submit()
+    fut:wait()
+    print(case[1] .. (beside and " (beside another)" or "") .. ": " .. fut:state().name)
+    if busy then busy:wait() end
+  end
+end
+]], "OFF", 3)
+  lu.assertEquals(r.out, [[
+caught once, then computing: TimedOut
+caught at every sleep: TimedOut
+caught in a loop forever: TimedOut
+caught once, then computing (beside another): TimedOut
+caught at every sleep (beside another): TimedOut
+caught in a loop forever (beside another): TimedOut
+]], describe(r))
 end
 
 function TestTimeouts:test_timeout_in_a_coroutine_of_the_user()
@@ -672,23 +680,26 @@ end
 
 TestFairness = {}
 
--- A ticker sleeping 0.02 s ten times, beside a spinner computing for 0.3 s
--- without yielding.  Returns the ticker's gaps and the spinner's span.
-local function ticker_beside_spinner()
+-- A ticker sleeping 0.02 s `ticks` times (10), beside a spinner computing
+-- for `seconds` (0.3) without yielding.  Returns the ticker's gaps, the
+-- longest, and the spinner's span.
+local function ticker_beside_spinner(seconds, ticks)
+  seconds, ticks = seconds or 0.3, ticks or 10
   local gaps = {}
-  local span = {}
+  local span = { ticks = {} }
   local ticker = mf.task(function()
     local last = mf.now()
-    for i = 1, 10 do
+    for i = 1, ticks do
       mf.sleep(0.02)
       local now = mf.now()
       gaps[i] = now - last
+      span.ticks[i] = now
       last = now
     end
   end)
   local spinner = mf.task(function()
     span.start = mf.now()
-    spin(0.3)
+    spin(seconds)
     span.stop = mf.now()
   end)
   local a = ticker:submit()
@@ -706,6 +717,11 @@ function TestFairness:test_spinning_run_does_not_freeze_a_sleeper()
   lu.assertTrue(max < 0.06, "a tick waited " .. max .. " s: " .. fmt_list(gaps))
   -- The ticks really happened while the spinner spun.
   lu.assertTrue(span.stop - span.start >= 0.3)
+  local during = 0
+  for _, t in ipairs(span.ticks) do
+    if t > span.start and t < span.stop then during = during + 1 end
+  end
+  lu.assertTrue(during >= 8, during .. " of 10 ticks while the spinner spun")
 end
 
 function TestFairness:test_two_spinners_share_the_loop()
@@ -731,13 +747,13 @@ end
 function TestFairness:test_configure_slice_changes_the_slice()
   local ok, err = pcall(function()
     mf.configure({ slice = 0.1 })
-    local gaps, max = ticker_beside_spinner()
+    local gaps, max = ticker_beside_spinner(0.25, 8)
     -- With a 0.1 s slice the ticker waits for the spinner's whole slices.
     lu.assertTrue(max >= 0.08, "a 0.1 s slice made no difference: " .. fmt_list(gaps))
   end)
   mf.configure({ slice = 0.01 }) -- the default again
   if not ok then error(err, 0) end
-  local gaps, max = ticker_beside_spinner()
+  local gaps, max = ticker_beside_spinner(0.12, 5)
   lu.assertTrue(max < 0.06, "back to 10 ms: " .. fmt_list(gaps))
 end
 
@@ -751,11 +767,15 @@ function TestFairness:test_configure_bad_values_are_usage_errors()
   end
   local err = h.raises_kind("UsageError", mf.configure, { slise = 0.01 })
   lu.assertStrContains(err.message, "slise")
-  h.raises_kind("UsageError", mf.configure, 0.01)
-  h.raises_kind("UsageError", mf.configure)
   -- The slice is unchanged by the refused calls.
-  local _, max = ticker_beside_spinner()
+  local _, max = ticker_beside_spinner(0.12, 5)
   lu.assertTrue(max < 0.06)
+end
+
+function TestFairness:test_configure_without_a_table_is_usage_error()
+  h.raises_kind("UsageError", mf.configure, 0.01)
+  h.raises_kind("UsageError", mf.configure, "slice=0.01")
+  h.raises_kind("UsageError", mf.configure)
 end
 
 function TestFairness:test_sort_comparator_cannot_be_parked_but_timeout_stops_it()
@@ -769,9 +789,6 @@ function TestFairness:test_sort_comparator_cannot_be_parked_but_timeout_stops_it
   local fut = t:submit()
   fut:wait()
   lu.assertEquals(fut:state().name, "TimedOut")
-  -- The loop goes on normally afterwards.
-  local gaps, max = ticker_beside_spinner()
-  lu.assertTrue(max < 0.06, fmt_list(gaps))
 end
 
 function TestFairness:test_finite_sort_comparator_completes()
@@ -1353,6 +1370,26 @@ local fut = bad:submit()
 fut:wait()
 print(fut:state().name)
 ]], "ERROR")
+  lu.assertEquals(r.out, "Failed\n", describe(r))
+  assert_matches(r.err, "ERROR%s+bad%-1 | [^\n]*it broke", r)
+  assert_contains(r.err, "stack traceback", r)
+end
+
+local FAILING_SCRIPT = [[
+local mf = require "moonflow"
+local bad = mf.task({ name = "bad" }, function() error("it broke", 0) end)
+local fut = bad:submit()
+fut:wait()
+print(fut:state().name)
+]]
+
+function TestLogging:test_no_lifecycle_lines_unless_the_level_is_set()
+  local r = run_script(FAILING_SCRIPT, nil)
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(r.out, "Failed\n")
+  lu.assertEquals(r.err, "", describe(r))
+  -- Set to WARNING (the default's value), failures are logged.
+  r = run_script(FAILING_SCRIPT, "WARNING")
   lu.assertEquals(r.out, "Failed\n", describe(r))
   assert_matches(r.err, "ERROR%s+bad%-1 | [^\n]*it broke", r)
   assert_contains(r.err, "stack traceback", r)

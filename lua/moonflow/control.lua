@@ -133,6 +133,7 @@ function M.body(fn, opts, task)
         error(err, 0)
       end
       log.info(format("attempt %d failed (%s); retrying", failures, tostring(err)))
+      core.clear_outcome() -- what the failed attempt chose does not stand
       core.awaiting_retry()
       core.release_slots() -- a run waiting for its retry holds no slot
       core.sleep(retry_delay(opts, failures))

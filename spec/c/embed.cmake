@@ -1,0 +1,32 @@
+# Tests of embedding the engine in a C host (included by spec/CMakeLists.txt).
+find_package(Threads REQUIRED)
+
+# Fault tests of the embedding API, with Lua: each test in a child process.
+add_executable(test_embed ${CMAKE_CURRENT_LIST_DIR}/test_embed.c)
+target_link_libraries(test_embed PRIVATE moonflow_bindings Threads::Threads)
+add_test(NAME c.embed COMMAND test_embed)
+set_tests_properties(c.embed PROPERTIES TIMEOUT 600)
+
+# mf_engine_post from other threads under ThreadSanitizer: the engine alone
+# (C runs, no Lua), compiled again with -fsanitize=thread.  TSan cannot be
+# mixed with ASan, so only in the build without MF_SANITIZE.
+if(NOT MF_SANITIZE)
+  add_library(moonflow_engine_tsan STATIC
+    ${CMAKE_SOURCE_DIR}/engine/engine.c ${CMAKE_SOURCE_DIR}/engine/limits.c
+    ${CMAKE_SOURCE_DIR}/engine/park.c ${CMAKE_SOURCE_DIR}/engine/run.c
+    ${CMAKE_SOURCE_DIR}/engine/sched.c ${CMAKE_SOURCE_DIR}/engine/timers.c
+    ${CMAKE_SOURCE_DIR}/engine/tree.c ${CMAKE_SOURCE_DIR}/engine/wait.c)
+  target_include_directories(moonflow_engine_tsan PUBLIC
+                             ${CMAKE_SOURCE_DIR}/engine)
+  target_compile_options(moonflow_engine_tsan PUBLIC -fsanitize=thread
+                         -fno-omit-frame-pointer)
+  target_link_options(moonflow_engine_tsan PUBLIC -fsanitize=thread)
+  target_link_libraries(moonflow_engine_tsan PUBLIC PkgConfig::LIBUV m
+                        Threads::Threads)
+
+  add_executable(test_post_tsan ${CMAKE_CURRENT_LIST_DIR}/test_post_tsan.c)
+  target_link_libraries(test_post_tsan PRIVATE moonflow_engine_tsan)
+  add_test(NAME c.post_tsan COMMAND test_post_tsan)
+  set_tests_properties(c.post_tsan PROPERTIES TIMEOUT 600
+                       ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1")
+endif()
