@@ -107,7 +107,11 @@ end
 
 function TestTasks:test_dropped_runs_are_freed()
   local t = mf.task(function(x) return x end)
-  local function batch() for i = 1, 20000 do t:submit(i) end mf.sleep(0.001) end
+  local core = require "moonflow.core"
+  local function batch()
+    for i = 1, 20000 do t:submit(i) end
+    while core.live() > (h.in_program and 1 or 0) do mf.sleep(0.001) end
+  end
   batch()
   collectgarbage(); collectgarbage()
   local before = collectgarbage("count")
