@@ -92,8 +92,16 @@ static void hook(lua_State *L, lua_Debug *ar) {
     }
     return;
   }
-  if (lr->co != L || S->callback_depth > 0)
-    return; /* a coroutine of the user's: only its own resumer can park it */
+  if (lr->co != L || S->callback_depth > 0) {
+    /* A coroutine of the user's: only its own resumer can park it.  With no
+     * deadline to watch, the hook goes (it slows every instruction); the
+     * next tick puts it back if need be. */
+    if (deadline < 0 && S->hooked_co == L) {
+      lua_sethook(L, NULL, 0, 0);
+      S->tick_hooked = 0;
+    }
+    return;
+  }
   /* tick_since is when a tick first saw the step: on average a quarter
    * slice after it began (ticks come every half slice). */
   if (now - S->tick_since >= 0.75 * S->slice && lua_isyieldable(L)) {

@@ -10,9 +10,13 @@ M.levels = LEVELS
 
 local concat, select, tostring = table.concat, select, tostring
 
+-- The threshold is read once: MOONFLOW_LOG_LEVEL is read when the module
+-- opens, so a filtered call costs one comparison.
+local threshold = core.log_level()
+
 local function logger(level)
   return function(...)
-    if level < core.log_level() then return end
+    if level < threshold then return end
     local n = select("#", ...)
     local parts = {}
     for i = 1, n do parts[i] = tostring((select(i, ...))) end
