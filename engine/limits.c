@@ -17,7 +17,8 @@ struct mf_limit {
   char *tag;
   size_t capacity;   /* (size_t)-1: no concurrency limit, only a rate */
   double interval;   /* seconds between starts; 0: no rate limit */
-  double next_start; /* engine seconds: the earliest next start */
+  double next_start; /* engine seconds: the earliest next start booked */
+  double last_start; /* when the last run actually started */
   mf_run **holders;  /* runs holding a slot */
   size_t holder_count, holder_cap;
   mf_run *queue_head, *queue_tail; /* waiting runs (linked by extra) */
@@ -202,15 +203,32 @@ int mf__limits_acquire(mf_run *run) {
         delay = start - now;
     }
     x->rate_reserved = 1;
-    if (delay > 0) {
-      mf_waiter *w = mf__run_waiter(run);
-      if (w) {
-        mf__waiter_clear(w);
-        w->kind = MF_WAITER_SLEEP;
-        run->life = MF_LIFE_SLOT;
-        mf__waiter_arm(w, MF_WAIT_ALL, delay);
-        return 0;
-      }
+  }
+  /* A booked start can come late (a busy loop): the gap after the run
+   * that actually started last is kept all the same. */
+  double now = mf_engine_now(e);
+  for (size_t i = 0; i < x->tag_count; i++) {
+    mf_limit *l = find(e, x->tags[i]);
+    if (l && l->interval > 0 && l->last_start > 0 &&
+        l->last_start + l->interval - now > delay)
+      delay = l->last_start + l->interval - now;
+  }
+  if (delay > 1e-6) {
+    mf_waiter *w = mf__run_waiter(run);
+    if (w) {
+      mf__waiter_clear(w);
+      w->kind = MF_WAITER_SLEEP;
+      run->life = MF_LIFE_SLOT;
+      mf__waiter_arm(w, MF_WAIT_ALL, delay);
+      return 0;
+    }
+  }
+  for (size_t i = 0; i < x->tag_count; i++) {
+    mf_limit *l = find(e, x->tags[i]);
+    if (l && l->interval > 0) {
+      l->last_start = now;
+      if (l->next_start < now + l->interval)
+        l->next_start = now + l->interval; /* later bookings follow it */
     }
   }
   x->rate_reserved = 0;

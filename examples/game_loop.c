@@ -681,6 +681,9 @@ int main(int argc, char **argv) {
   }
   g->L = luaL_newstate();
   luaL_openlibs(g->L);
+  /* Generational collection: the young garbage of each frame's runs is
+   * swept in small steps, instead of big sweeps over every parked NPC. */
+  lua_gc(g->L, LUA_GCGEN, 0, 0);
   mf_lua_attach(g->L, g->engine);
   luaL_requiref(g->L, "moonflow", luaopen_moonflow, 1);
   lua_pop(g->L, 1);

@@ -4,7 +4,6 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <string.h>
-
 #include "moonflow.h"
 
 int main(void) {
