@@ -4,6 +4,7 @@
 -- after another inside the same run, so one future stands for them all.
 local core = require "moonflow.core"
 local log = require "moonflow.log"
+local call_keeping_traceback = require("moonflow.flow").call_keeping_traceback
 
 local M = {}
 
@@ -82,14 +83,9 @@ function M.body(fn, opts, task)
     local failures = 0
     while true do
       run_hooks("on_running", opts.on_running, task(), fut, fut:state())
-      local traceback
-      local function on_error(err)
-        local ok, message = pcall(tostring, err)
-        traceback = debug.traceback(ok and message or "(error object)", 2)
-        return err
-      end
       if opts.timeout then core.set_deadline(opts.timeout) end
-      local results = pack(xpcall(fn, on_error, unpack(args, 1, args.n)))
+      local results, traceback =
+        call_keeping_traceback(fn, unpack(args, 1, args.n))
       local timed_out = opts.timeout and core.timed_out()
       if opts.timeout then core.clear_deadline() end
       if results[1] and timed_out then

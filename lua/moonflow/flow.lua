@@ -66,16 +66,23 @@ local function check_unhandled()
   error(err, 0)
 end
 
+-- Calls fn(...) protected; returns xpcall's results, packed, and the
+-- traceback of the error, if any.  The error value passes unchanged.
+local function call_keeping_traceback(fn, ...)
+  local traceback
+  local function on_error(err)
+    -- (tostring may raise: a __tostring of the user's; err stays as it is.)
+    local ok, message = pcall(tostring, err)
+    traceback = debug.traceback(ok and message or "(error object)", 2)
+    return err
+  end
+  local results = pack(xpcall(fn, on_error, ...))
+  return results, traceback
+end
+
 local function body(fn)
   return function(...)
-    local traceback
-    local function on_error(err)
-      -- (tostring may raise: a __tostring of the user's; err stays as it is.)
-      local ok, message = pcall(tostring, err)
-      traceback = debug.traceback(ok and message or "(error object)", 2)
-      return err
-    end
-    local results = pack(xpcall(fn, on_error, ...))
+    local results, traceback = call_keeping_traceback(fn, ...)
     if not results[1] then
       -- Rule 1: the function raised; what it started is cancelled first.
       core.cancel_children()
@@ -91,4 +98,4 @@ local function body(fn)
   end
 end
 
-return { body = body }
+return { body = body, call_keeping_traceback = call_keeping_traceback }
