@@ -36,13 +36,13 @@ MFL_INTERNAL extern const char mfl_key_future_mt, mfl_key_list_mt,
 /* One per lua_State: the module's engine. */
 typedef struct mfl_state {
   mf_engine *engine;
-  lua_State *L;       /* the main thread: the only state entering Lua */
-  int closed;         /* the engine is gone: no Lua entry any more */
-  int borrowed;       /* the engine is the host's (mf_lua_attach) */
+  lua_State *L;        /* the main thread: the only state entering Lua */
+  int closed;          /* the engine is gone: no Lua entry any more */
+  int borrowed;        /* the engine is the host's (mf_lua_attach) */
   const int *luv_mode; /* on luv's loop: luv's "running" mode, -1 idle */
-  int callback_depth; /* Lua callbacks executing (done callbacks) */
-  int pool_size;      /* coroutines in the pool */
-  lua_State *spare;   /* a finished coroutine ready to run the next body */
+  int callback_depth;  /* Lua callbacks executing (done callbacks) */
+  int pool_size;       /* coroutines in the pool */
+  lua_State *spare;    /* a finished coroutine ready to run the next body */
   /* Slots of the pins table: a stack of free ones (cheaper than luaL_ref,
    * which keeps its free list inside the table). */
   int pins_ref, pool_ref; /* registry slots of the pins and pool tables */
@@ -58,11 +58,11 @@ typedef struct mfl_state {
   double tick_since;              /* when the ticks first saw it */
   volatile int tick_hooked;       /* the hook is set on hooked_co */
   lua_State *volatile hooked_co;
-  int killed; /* the hook stopped a run for good (it ignored its timeout) */
-  int preempted;          /* the hook parked the run at the end of a slice */
-  int log_level;          /* MFL_LOG_*: lines below it are not written */
-  int lifecycle_level;    /* the same for lifecycle lines: OFF unless
-                             MOONFLOW_LOG_LEVEL was set */
+  int killed;    /* the hook stopped a run for good (it ignored its timeout) */
+  int preempted; /* the hook parked the run at the end of a slice */
+  int log_level; /* MFL_LOG_*: lines below it are not written */
+  int lifecycle_level; /* the same for lifecycle lines: OFF unless
+                          MOONFLOW_LOG_LEVEL was set */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -75,13 +75,13 @@ typedef struct mfl_run {
   int nargs;     /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
   int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
   unsigned char kind;
-  unsigned char needs_resolve; /* arguments hold futures or wrappers */
-  unsigned char box_alive;     /* the Future userdata exists */
-  unsigned char has_outcome;   /* a flow chose its final state */
-  unsigned char parked;        /* the last yield parked through the API */
-  unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
-  unsigned char quiet;         /* no lifecycle log lines */
-  unsigned char preempted;     /* its last step ended in a preemption */
+  unsigned char needs_resolve;  /* arguments hold futures or wrappers */
+  unsigned char box_alive;      /* the Future userdata exists */
+  unsigned char has_outcome;    /* a flow chose its final state */
+  unsigned char parked;         /* the last yield parked through the API */
+  unsigned char co_in_box;      /* co is anchored in MFL_UV_CO */
+  unsigned char quiet;          /* no lifecycle log lines */
+  unsigned char preempted;      /* its last step ended in a preemption */
   unsigned char timeout_raised; /* the hook raised this attempt's TimedOut */
   unsigned char cancel_raised;  /* the hook raised its Cancelled */
   mf_state_type outcome_type;

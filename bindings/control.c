@@ -12,8 +12,8 @@
 #include <strings.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "binding.h"
 

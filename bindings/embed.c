@@ -156,7 +156,7 @@ int mf_lua_call_flow(lua_State *L, const char *name, int nargs) {
     return MF_EINVAL;
   }
   lua_getfield(L, -1, "submit");
-  lua_insert(L, -2); /* args... submit flow */
+  lua_insert(L, -2);            /* args... submit flow */
   lua_rotate(L, -2 - nargs, 2); /* submit flow args... */
   if (lua_pcall(L, nargs + 1, 1, 0) != LUA_OK)
     return MF_EINVAL;

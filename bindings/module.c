@@ -294,8 +294,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   lua_State *co = lr->co;
   int nres = 0;
   S->running_co = co;
-  if (reason == MF_STEP_RESUME && lr->preempted &&
-      mf_run_cancel_requested(run))
+  if (reason == MF_STEP_RESUME && lr->preempted && mf_run_cancel_requested(run))
     mfl_deliver_cancel(S, co);
   lr->preempted = 0;
   int status = lua_resume(co, L, nargs, &nres);
@@ -437,9 +436,9 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   else
     lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
   lua_setmetatable(L, -2);
-  mf_run *run = mf_run_new(S->engine,
-                           kind == MFL_EXTERNAL ? &external_ops : &run_ops,
-                           sizeof(mfl_run));
+  mf_run *run =
+      mf_run_new(S->engine, kind == MFL_EXTERNAL ? &external_ops : &run_ops,
+                 sizeof(mfl_run));
   if (!run)
     luaL_error(L, "moonflow: out of memory");
   f->run = run;
@@ -648,9 +647,8 @@ typedef struct luv_context_start {
 /* When luv was loaded first, moonflow shares its loop. */
 static uv_loop_t *find_luv_loop(lua_State *L, mfl_state *S) {
   lua_getfield(L, LUA_REGISTRYINDEX, "luv_context");
-  luv_context_start *ctx = lua_type(L, -1) == LUA_TUSERDATA
-                               ? lua_touserdata(L, -1)
-                               : NULL;
+  luv_context_start *ctx =
+      lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
   lua_pop(L, 1);
   if (!ctx || !ctx->loop)
     return NULL;
@@ -677,8 +675,7 @@ static mfl_state *open_state(lua_State *L) {
     mf_config cfg = {.loop = luv_loop, .keep_loop_alive = 1};
     int rc = mf_engine_new(&S->engine, &cfg);
     if (rc)
-      luaL_error(L, "moonflow: cannot create the engine: %s",
-                 mf_strerror(rc));
+      luaL_error(L, "moonflow: cannot create the engine: %s", mf_strerror(rc));
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   S->L = lua_tothread(L, -1);

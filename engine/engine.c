@@ -2,10 +2,10 @@
  * engine.c -- creating, driving and closing an engine; its clock; error and
  * state strings.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdatomic.h>
 #include <sys/time.h>
 
 #include "engine.h"
@@ -314,7 +314,7 @@ void mf_engine_close(mf_engine *e) {
   uv_mutex_lock(&e->post_lock);
   e->closing = 1; /* posts from now on are refused */
   uv_mutex_unlock(&e->post_lock);
-  run_posts(e);   /* those already queued are freed, not called */
+  run_posts(e); /* those already queued are freed, not called */
   uv_mutex_destroy(&e->post_lock);
   e->handles_closing = 3;
   uv_close((uv_handle_t *)&e->post_async, on_handle_closed);

@@ -16,11 +16,11 @@ struct mf_engine {
   unsigned char draining;
   unsigned char interrupted;
   unsigned char timers_firing;
-  unsigned char end_pass; /* mf_engine_end_pass was called */
+  unsigned char end_pass;     /* mf_engine_end_pass was called */
   unsigned char force_cancel; /* closing: cancel without clean-up */
   unsigned char step_only;    /* mf_config.step_only */
 
-  uv_idle_t idle;   /* active while the ready or done queue has entries */
+  uv_idle_t idle;        /* active while the ready or done queue has entries */
   uv_async_t post_async; /* wakes the loop for mf_engine_post */
   uv_mutex_t post_lock;  /* guards post_head/post_tail */
   struct mf_post *post_head, *post_tail;
@@ -60,7 +60,7 @@ struct mf_engine {
   size_t runs_alive;
   unsigned char handles_closed;
   int handles_closing; /* handles whose close callback is still due */
-  mf_run *free_runs; /* linked through next_ready */
+  mf_run *free_runs;   /* linked through next_ready */
   size_t free_run_count, free_run_body;
   mf_waiter *free_waiters; /* linked through parked_next (cast) */
   size_t free_waiter_count;

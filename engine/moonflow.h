@@ -466,20 +466,18 @@ MF_API mf_run *mf_lua_future_new(struct lua_State *L, const char *name);
  * with the error value on top (popped).  From another thread, hand the
  * work in with mf_engine_post and complete it there.  Returns 0, or
  * MF_ESTATE when the run is final already or not such a future. */
-MF_API int mf_lua_future_resolve(struct lua_State *L, mf_run *run,
-                                 int nvalues);
+MF_API int mf_lua_future_resolve(struct lua_State *L, mf_run *run, int nvalues);
 MF_API int mf_lua_future_reject(struct lua_State *L, mf_run *run);
 
 /* Runs a chunk or a file as a flow (named after it): pushes its Future.
  * Returns 0, or MF_EINVAL with the error message pushed instead (a syntax
  * error, a missing file), or MF_ESTATE when the engine is closed. */
-MF_API int mf_lua_run_chunk(struct lua_State *L, const char *code,
-                            size_t len, const char *name);
+MF_API int mf_lua_run_chunk(struct lua_State *L, const char *code, size_t len,
+                            const char *name);
 MF_API int mf_lua_run_file(struct lua_State *L, const char *path);
 /* Submits the flow (or task) in global name with the nargs arguments on top
  * of L (popped): pushes its Future, or returns MF_EINVAL with a message. */
-MF_API int mf_lua_call_flow(struct lua_State *L, const char *name,
-                            int nargs);
+MF_API int mf_lua_call_flow(struct lua_State *L, const char *name, int nargs);
 /* For the Future at idx: pushes its results and returns their number when
  * it completed; pushes its error value and returns MF_EFAILED when it did
  * not; returns MF_ESTATE (nothing pushed) while it is not final. */

@@ -9,13 +9,13 @@
 
 /* Where a run is in its life, as the scheduler sees it. */
 typedef enum mf_life {
-  MF_LIFE_NEW,     /* created, not submitted */
-  MF_LIFE_INPUTS,  /* submitted, waiting for its inputs */
-  MF_LIFE_READY,   /* in the ready queue */
-  MF_LIFE_ACTIVE,  /* its body is executing (it is engine->current) */
-  MF_LIFE_PARKED,  /* its body waits (waiter armed) */
-  MF_LIFE_SLOT,    /* waits for a slot of a limit, or its rate spacing */
-  MF_LIFE_CLOSING, /* body done; a flow waiting for its children */
+  MF_LIFE_NEW,      /* created, not submitted */
+  MF_LIFE_INPUTS,   /* submitted, waiting for its inputs */
+  MF_LIFE_READY,    /* in the ready queue */
+  MF_LIFE_ACTIVE,   /* its body is executing (it is engine->current) */
+  MF_LIFE_PARKED,   /* its body waits (waiter armed) */
+  MF_LIFE_SLOT,     /* waits for a slot of a limit, or its rate spacing */
+  MF_LIFE_CLOSING,  /* body done; a flow waiting for its children */
   MF_LIFE_EXTERNAL, /* no body: completed from outside (a C future) */
   MF_LIFE_FINAL
 } mf_life;

@@ -1,10 +1,10 @@
 /* minimal_host.c -- a host with its own libuv loop runs a Lua flow on it,
  * resolves a future from C, and reads the flow's result. */
+#include "moonflow.h"
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <string.h>
-#include "moonflow.h"
 
 int main(void) {
   uv_loop_t *loop = uv_default_loop();
@@ -25,7 +25,7 @@ int main(void) {
   if (mf_lua_run_chunk(L, code, strlen(code), "=flow") != 0)
     return fprintf(stderr, "%s\n", lua_tostring(L, -1)), 1;
   lua_pushinteger(L, 21);
-  mf_lua_future_resolve(L, answer, 1); /* the reply arrives */
+  mf_lua_future_resolve(L, answer, 1);      /* the reply arrives */
   while (mf_engine_live_runs(engine) > 0) { /* the host's loop */
     mf_engine_step(engine);                 /* runs what is ready */
     uv_run(loop, UV_RUN_ONCE);              /* waits for timers and I/O */
