@@ -129,6 +129,8 @@ MFL_INTERNAL mfl_future *mfl_new_future(lua_State *L, mfl_state *S,
                                         mfl_kind kind, int task_idx,
                                         const mfl_hot *hot);
 MFL_INTERNAL int mfl_run_name(lua_State *L, mf_run *run);
+MFL_INTERNAL void mfl_store_results(lua_State *L, mfl_run *lr, int box,
+                                    lua_State *co, int n);
 MFL_INTERNAL void mfl_report(mfl_state *S, const char *what, const char *msg);
 
 /* errors.c */

@@ -57,25 +57,10 @@ static int complete(lua_State *L, mf_run *run, int n, int failed) {
     return MF_ESTATE;
   }
   mfl_push_future_of(L, run); /* pinned while it is live */
-  int box = lua_gettop(L);
-  if (failed || n == 1) {
-    lua_pushvalue(L, box - 1);
-    lr->nresults = 1;
-  } else if (n == 0) {
-    lua_pushnil(L);
-    lr->nresults = 0;
-  } else {
-    lua_createtable(L, n, 1);
-    for (int i = 1; i <= n; i++) {
-      lua_pushvalue(L, box - n + i - 1);
-      lua_rawseti(L, -2, i);
-    }
-    lua_pushinteger(L, n);
-    lua_setfield(L, -2, "n");
-    lr->nresults = -1;
-  }
-  lua_setiuservalue(L, box, MFL_UV_RESULT);
-  lua_settop(L, box - n - 1);
+  lua_insert(L, -(n + 1));    /* below the values */
+  int box = lua_gettop(L) - n;
+  mfl_store_results(L, lr, box, L, n); /* an error is one value */
+  lua_settop(L, box - 1);
   mf_run_finish(run, failed ? MF_FAILED : MF_COMPLETED,
                 failed ? MF_NAME_FAILED : MF_NAME_COMPLETED);
   return 0;

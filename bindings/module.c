@@ -146,22 +146,23 @@ static void pool_give(lua_State *L, mfl_state *S, lua_State *co) {
 
 static void stop_killed(lua_State *L, mfl_state *S, mf_run *run, int box);
 
-/* Stores the values on top of co (count n) as the run's result. */
-static void store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
-                          int n) {
+/* Stores the n values on top of co (which may be L itself) as the result
+ * of the run whose Future is at box: one value as it is, several packed. */
+void mfl_store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
+                       int n) {
+  lua_xmove(co, L, n); /* nothing to move when co is L */
   if (n == 1) {
-    lua_xmove(co, L, 1);
     lr->nresults = 1;
   } else if (n == 0) {
     lua_pushnil(L);
     lr->nresults = 0;
   } else {
     lua_createtable(L, n, 1);
-    lua_xmove(co, L, n);
-    lua_pushinteger(L, n);
-    lua_setfield(L, -(n + 2), "n");
+    lua_insert(L, -(n + 1)); /* the table, then the values */
     for (int i = n; i >= 1; i--)
       lua_rawseti(L, -(i + 1), i);
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
     lr->nresults = -1;
   }
   lua_setiuservalue(L, box, MFL_UV_RESULT);
@@ -322,7 +323,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
     }
     lr->parked = 0;
   } else if (status == LUA_OK) {
-    store_results(L, lr, box, co, nres);
+    mfl_store_results(L, lr, box, co, nres);
     lr->co = NULL;
     lua_settop(co, 0);
     give_back(L, S, lr, box, co);
