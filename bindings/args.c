@@ -48,10 +48,21 @@ static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
   }
   if (mfl_is_kind(L, idx, &mfl_key_allow_mt)) {
     lua_rawgeti(L, idx, 1);
-    if (mfl_to_future(L, -1))
-      add_input(L, t, lua_gettop(L), 1);
-    else
-      scan(L, lua_gettop(L), t, depth + 1);
+    int inner = lua_gettop(L);
+    if (mfl_to_future(L, inner)) {
+      add_input(L, t, inner, 1);
+    } else if (lua_type(L, inner) == LUA_TTABLE &&
+               mfl_is_kind(L, inner, &mfl_key_list_mt)) {
+      lua_Integer n = (lua_Integer)lua_rawlen(L, inner);
+      for (lua_Integer i = 1; i <= n; i++) { /* each allowed to fail */
+        lua_rawgeti(L, inner, i);
+        if (mfl_to_future(L, -1))
+          add_input(L, t, lua_gettop(L), 1);
+        lua_pop(L, 1);
+      }
+    } else {
+      scan(L, inner, t, depth + 1);
+    }
     lua_pop(L, 1);
     return 1;
   }
@@ -67,9 +78,12 @@ static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
 }
 
 static int scan_table(lua_State *L, int idx, scan_target *t, int depth) {
-  if (depth > 200)
+  if (depth > MFL_MAX_DEPTH)
     return mfl_raise(L, "UsageError",
-                     "argument tables nest deeper than 200 levels");
+                     "argument tables nest deeper than %d levels (pass such "
+                     "a table through mf.quote: it is then not searched)",
+                     MFL_MAX_DEPTH);
+  luaL_checkstack(L, 8, "argument tables nest too deep");
   if (!t->seen) {
     lua_newtable(L);
     t->seen = lua_gettop(L);
@@ -160,13 +174,16 @@ void mfl_add_collected(lua_State *L, int idx, mf_run *run) {
 
 /* {====== Resolution ====== */
 
-static void resolve(lua_State *L, int memo);
+static void resolve(lua_State *L, int memo, int depth);
 
 /* Replaces the plain table on top by a copy with resolved keys and values,
  * if any of them changes; memo maps tables to their replacements (cycles,
- * sharing). */
-static void resolve_table(lua_State *L, int memo) {
+ * sharing).  Never raises: deeper than the scan allowed (a table changed
+ * after submit), or with no stack left, it is left as it is. */
+static void resolve_table(lua_State *L, int memo, int depth) {
   int t = lua_gettop(L);
+  if (depth > MFL_MAX_DEPTH || !lua_checkstack(L, 8))
+    return;
   if (lua_isnil(L, memo)) {
     lua_newtable(L);
     lua_replace(L, memo);
@@ -185,11 +202,11 @@ static void resolve_table(lua_State *L, int memo) {
   lua_pushnil(L);
   while (!changed && lua_next(L, t)) { /* key value */
     lua_pushvalue(L, -1);
-    resolve(L, memo);
+    resolve(L, memo, depth + 1);
     changed = !lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     lua_pushvalue(L, -1);
-    resolve(L, memo);
+    resolve(L, memo, depth + 1);
     changed = changed || !lua_rawequal(L, -1, -2);
     lua_pop(L, 1);
   }
@@ -200,9 +217,9 @@ static void resolve_table(lua_State *L, int memo) {
   int copy = t + 1;
   lua_pushnil(L);
   while (lua_next(L, t)) { /* key value */
-    resolve(L, memo);
+    resolve(L, memo, depth + 1);
     lua_pushvalue(L, -2);
-    resolve(L, memo); /* key value' key' */
+    resolve(L, memo, depth + 1); /* key value' key' */
     lua_insert(L, -2);
     if (!lua_isnil(L, -2))
       lua_rawset(L, copy); /* key */
@@ -216,7 +233,7 @@ static void resolve_table(lua_State *L, int memo) {
   lua_settop(L, t);
 }
 
-static void resolve(lua_State *L, int memo) {
+static void resolve(lua_State *L, int memo, int depth) {
   int top = lua_gettop(L);
   switch (lua_type(L, top)) {
   case LUA_TUSERDATA:
@@ -231,7 +248,7 @@ static void resolve(lua_State *L, int memo) {
     return;
   }
   if (!lua_getmetatable(L, top))
-    return resolve_table(L, memo);
+    return resolve_table(L, memo, depth);
   lua_pop(L, 1);
   if (mfl_is_kind(L, top, &mfl_key_list_mt)) {
     /* A FutureList stands for the array of its runs' first results. */
@@ -254,7 +271,7 @@ static void resolve(lua_State *L, int memo) {
   } else if (mfl_is_kind(L, top, &mfl_key_allow_mt) ||
              mfl_is_kind(L, top, &mfl_key_unmapped_mt)) {
     lua_rawgeti(L, top, 1);
-    resolve(L, memo);
+    resolve(L, memo, depth + 1);
     lua_replace(L, top);
   }
 }
@@ -271,7 +288,7 @@ void mfl_resolve_value(lua_State *L, int idx) {
   lua_pushnil(L); /* the memo, made by the first plain table met */
   int memo = lua_gettop(L);
   lua_pushvalue(L, idx);
-  resolve(L, memo);
+  resolve(L, memo, 0);
   lua_replace(L, idx);
   lua_settop(L, memo - 1);
 }
@@ -301,10 +318,19 @@ static int wrap(lua_State *L, const char *key) {
 static int l_quote(lua_State *L) { return wrap(L, &mfl_key_quote_mt); }
 static int l_unmapped(lua_State *L) { return wrap(L, &mfl_key_unmapped_mt); }
 static int l_allow_failure(lua_State *L) {
-  if (!mfl_to_future(L, 1))
-    return mfl_raise(L, "UsageError", "allow_failure expects a Future, got %s",
+  if (!mfl_to_future(L, 1) &&
+      !(lua_type(L, 1) == LUA_TTABLE && mfl_is_kind(L, 1, &mfl_key_list_mt)))
+    return mfl_raise(L, "UsageError",
+                     "allow_failure expects a Future or a FutureList, got %s",
                      luaL_typename(L, 1));
   return wrap(L, &mfl_key_allow_mt);
+}
+
+/* core.is_allowed(v): v is an allow_failure wrapper */
+static int l_is_allowed(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE &&
+                         mfl_is_kind(L, 1, &mfl_key_allow_mt));
+  return 1;
 }
 
 static void new_wrapper_mt(lua_State *L, const char *key, const char *name) {
@@ -324,6 +350,8 @@ void mfl_open_args(lua_State *L) {
   lua_setfield(L, -2, "unmapped");
   mfl_pushcfunction(L, l_allow_failure);
   lua_setfield(L, -2, "allow_failure");
+  lua_pushcfunction(L, l_is_allowed);
+  lua_setfield(L, -2, "is_allowed");
   mfl_pushcfunction(L, l_resolve);
   lua_setfield(L, -2, "resolve");
 }

@@ -17,6 +17,14 @@
 
 #define MFL_INTERNAL __attribute__((visibility("hidden")))
 
+/* Closes a coroutine's pending to-be-closed variables and resets it
+ * (lua_closethread from Lua 5.4.6, lua_resetthread before). */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+#define mfl_closethread(co, from) lua_closethread((co), (from))
+#else
+#define mfl_closethread(co, from) ((void)(from), lua_resetthread(co))
+#endif
+
 /* The user values of a Future userdata. */
 enum {
   MFL_UV_TASK = 1, /* the Task it runs (pins the task's name and function) */
@@ -36,36 +44,46 @@ MFL_INTERNAL extern const char mfl_key_future_mt, mfl_key_list_mt,
 /* One per lua_State: the module's engine. */
 typedef struct mfl_state {
   mf_engine *engine;
-  lua_State *L;        /* the main thread: the only state entering Lua */
-  int closed;          /* the engine is gone: no Lua entry any more */
-  int borrowed;        /* the engine is the host's (mf_lua_attach) */
-  const int *luv_mode; /* on luv's loop: luv's "running" mode, -1 idle */
-  int callback_depth;  /* Lua callbacks executing (done callbacks) */
-  int pool_size;       /* coroutines in the pool */
-  lua_State *spare;    /* a finished coroutine ready to run the next body */
+  lua_State *L;       /* the main thread: the only state entering Lua */
+  int closed;         /* the engine is gone: no Lua entry any more */
+  int closing;        /* the state is closing: run callbacks skip Lua */
+  int borrowed;       /* the engine is the host's (mf_lua_attach) */
+  int on_luv;         /* the engine runs on luv's loop (luv.c) */
+  int callback_depth; /* Lua callbacks executing (done callbacks) */
+  int pool_size;      /* coroutines in the pool */
+  lua_State *spare;   /* a finished coroutine ready to run the next body */
   /* Slots of the pins table: a stack of free ones (cheaper than luaL_ref,
    * which keeps its free list inside the table). */
   int pins_ref, pool_ref; /* registry slots of the pins and pool tables */
+  int threads_ref; /* weak-keyed: coroutines of parked runs (no resume) */
+  int hooks_ref;   /* the Lua function that runs a run's hooks */
+  int print_ref, saved_print_ref; /* log_prints: the logger, the print */
   int *free_pins;
   int free_pin_count, free_pin_capacity, pin_high;
   mf_wake_reason last_wake; /* how the last top-level wait ended */
   double slice;             /* seconds a run computes before it is parked */
-  /* Preemption (control.c): written by the loop thread, read by the tick
+  size_t runs_made;         /* runs created, for the collector's pacing */
+  /* Preemption (preempt.c): written by the loop thread, read by the
    * signal handler running on that same thread. */
-  lua_State *volatile running_co; /* the coroutine of the step running */
-  volatile unsigned long steps;   /* steps so far */
-  unsigned long tick_step;        /* the step the last tick saw */
-  double tick_since;              /* when the ticks first saw it */
+  struct mfl_watch *watch;        /* registered with the watchdog, or NULL */
+  lua_State *volatile running_co; /* the coroutine executing in a step */
   volatile int tick_hooked;       /* the hook is set on hooked_co */
   lua_State *volatile hooked_co;
-  int killed;    /* the hook stopped a run for good (it ignored its timeout) */
-  int preempted; /* the hook parked the run at the end of a slice */
-  int log_level; /* MFL_LOG_*: lines below it are not written */
+  int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
+
+/* Why a run's coroutine yielded: set at every yield site, read by the step
+ * (runner.c) when lua_resume returns LUA_YIELD. */
+typedef enum mfl_yield {
+  MFL_YIELD_BARE,      /* a coroutine.yield() of the body: yields once */
+  MFL_YIELD_PARKED,    /* an API call parked the run with the engine */
+  MFL_YIELD_PREEMPTED, /* the hook: it computed for a whole time slice */
+  MFL_YIELD_STOPPED,   /* the hook: it computed past its deadline */
+} mfl_yield;
 
 /* The body of a run created from Lua. */
 typedef struct mfl_run {
@@ -75,15 +93,14 @@ typedef struct mfl_run {
   int nargs;     /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
   int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
   unsigned char kind;
-  unsigned char needs_resolve;  /* arguments hold futures or wrappers */
-  unsigned char box_alive;      /* the Future userdata exists */
-  unsigned char has_outcome;    /* a flow chose its final state */
-  unsigned char parked;         /* the last yield parked through the API */
-  unsigned char co_in_box;      /* co is anchored in MFL_UV_CO */
-  unsigned char quiet;          /* no lifecycle log lines */
-  unsigned char preempted;      /* its last step ended in a preemption */
-  unsigned char timeout_raised; /* the hook raised this attempt's TimedOut */
-  unsigned char cancel_raised;  /* the hook raised its Cancelled */
+  unsigned char needs_resolve; /* arguments hold futures or wrappers */
+  unsigned char keep_args;     /* retries: the arguments serve every attempt */
+  unsigned char box_alive;     /* the Future userdata exists */
+  unsigned char has_outcome;   /* a flow chose its final state */
+  unsigned char yield;         /* mfl_yield: why co yielded last */
+  unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
+  unsigned char quiet;         /* no lifecycle log lines */
+  unsigned char log_prints;    /* print goes to the log during its steps */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
 } mfl_run;
@@ -129,9 +146,29 @@ MFL_INTERNAL mfl_future *mfl_new_future(lua_State *L, mfl_state *S,
                                         mfl_kind kind, int task_idx,
                                         const mfl_hot *hot);
 MFL_INTERNAL int mfl_run_name(lua_State *L, mf_run *run);
+MFL_INTERNAL void mfl_report(mfl_state *S, const char *what, const char *msg);
+/* The text of the value at idx, never raising (a __tostring that raises or
+ * returns no string gives "(error object: <type>)"); pushes it. */
+MFL_INTERNAL const char *mfl_describe(lua_State *L, int idx);
+/* Raises a UsageError unless the value at idx is a number (not NaN);
+ * what names the argument ("mf.sleep: seconds"). */
+MFL_INTERNAL double mfl_check_number(lua_State *L, int idx, const char *what);
+
+/* runner.c: run callbacks, coroutines and the step. */
+MFL_INTERNAL extern const mf_run_ops mfl_run_ops, mfl_external_ops;
+/* Stores the n values on top of co (which may be L itself) as the result
+ * of the run whose Future is at box; raises when L cannot hold them. */
 MFL_INTERNAL void mfl_store_results(lua_State *L, mfl_run *lr, int box,
                                     lua_State *co, int n);
-MFL_INTERNAL void mfl_report(mfl_state *S, const char *what, const char *msg);
+/* Parks L, the run's own coroutine, after an engine park call: every API
+ * call that waits in a run ends with it. */
+MFL_INTERNAL int mfl_yield_parked(lua_State *L, mf_run *run, lua_KContext ctx,
+                                  lua_KFunction k);
+/* Raises a UsageError when L cannot yield (inside a C call without a
+ * continuation): checked before anything is registered with the engine. */
+MFL_INTERNAL void mfl_check_yieldable(lua_State *L, mf_run *run,
+                                      const char *what);
+MFL_INTERNAL void mfl_open_runner(lua_State *L);
 
 /* errors.c */
 MFL_INTERNAL int mfl_push_error(lua_State *L, const char *kind, const char *fmt,
@@ -142,15 +179,33 @@ MFL_INTERNAL void mfl_open_errors(lua_State *L);
 
 /* wait.c: waiting from Lua, in a run or at top level. */
 typedef int (*mfl_continuation)(lua_State *L, int status, lua_KContext ctx);
+/* Waits for the targets: parks the run L is (then k runs when it is
+ * resumed), or drives the loop at top level (then k runs at once); k gets
+ * status LUA_YIELD.  Raises where no wait can happen. */
 MFL_INTERNAL int mfl_wait(lua_State *L, mf_run *const *targets, size_t n,
                           mf_wait_mode mode, double timeout, lua_KContext ctx,
                           mfl_continuation k);
+/* The same for a sleep of that many seconds. */
+MFL_INTERNAL int mfl_sleep(lua_State *L, double seconds, lua_KContext ctx,
+                           mfl_continuation k);
+/* The run L is, for a call that is about to wait (what names it): NULL at
+ * top level; raises a UsageError where no wait can happen. */
+MFL_INTERNAL mf_run *mfl_waiting_run(lua_State *L, mfl_state *S,
+                                     const char *what);
 MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
-/* In a continuation: how the wait ended (MF_WAKE_DONE or MF_WAKE_TIMEOUT);
- * raises Deadlock when the engine found the wait could never end. */
-MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L);
-MFL_INTERNAL int mfl_raise_timed_out(lua_State *L, mf_run *run);
+/* In a continuation: how the wait ended (MF_WAKE_DONE or MF_WAKE_TIMEOUT;
+ * MF_WAKE_DONE when status says no wait happened); raises Deadlock when
+ * the engine found the wait could never end. */
+MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L, int status);
+/* Pushes a snapshot (a table of the Futures) of the array at idx and an
+ * array of their runs; returns the count.  Raises on a non-Future. */
+MFL_INTERNAL size_t mfl_snapshot(lua_State *L, int idx, int dedupe,
+                                 mf_run ***runs);
 MFL_INTERNAL void mfl_open_wait(lua_State *L);
+
+/* luv.c */
+MFL_INTERNAL uv_loop_t *mfl_luv_loop(lua_State *L);
+MFL_INTERNAL int mfl_luv_running(lua_State *L, mfl_state *S);
 
 /* future.c */
 /* Pushes the results of the final run of the Future at idx: all of them,
@@ -164,9 +219,14 @@ MFL_INTERNAL void mfl_open_future(lua_State *L);
 /* The current State, or every State so far, of the Future at idx. */
 MFL_INTERNAL void mfl_push_state(lua_State *L, int idx);
 MFL_INTERNAL void mfl_push_history(lua_State *L, int idx);
+/* The State a run is about to end in (its outcome), for hooks and the
+ * retry condition: type, name, message and traceback of the outcome. */
+MFL_INTERNAL void mfl_push_outcome_state(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_state(lua_State *L);
 
 /* args.c */
+/* Plain tables in arguments are searched for futures this deep at most. */
+#define MFL_MAX_DEPTH 200
 MFL_INTERNAL int mfl_scan_arg(lua_State *L, int idx, mf_run *run);
 MFL_INTERNAL int mfl_scan_collect(lua_State *L, int idx);
 MFL_INTERNAL void mfl_add_collected(lua_State *L, int idx, mf_run *run);
@@ -181,10 +241,16 @@ enum {
   MFL_LOG_ERROR = 40,
   MFL_LOG_OFF = 100
 };
-/* The preemption ticks: the step executing now, its end, and stopping. */
+/* preempt.c: time slices and timeouts of computing runs. */
+/* Around each step of a run's coroutine. */
+MFL_INTERNAL void mfl_step_began(mfl_state *S, lua_State *co);
 MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
-MFL_INTERNAL void mfl_deliver_cancel(mfl_state *S, lua_State *co);
-MFL_INTERNAL void mfl_stop_ticks(mfl_state *S);
+MFL_INTERNAL void mfl_preempt_start(mfl_state *S);
+MFL_INTERNAL void mfl_preempt_stop(mfl_state *S);
+MFL_INTERNAL void mfl_preempt_configure(mfl_state *S);
+/* Resumes a coroutine of the user's inside a step, tracking it so its time
+ * counts (the replaced coroutine.resume). */
+MFL_INTERNAL void mfl_open_preempt(lua_State *L);
 MFL_INTERNAL int mfl_log_level_from_env(void);
 MFL_INTERNAL void mfl_log_write(int level, const char *who,
                                 const char *message);

@@ -6,11 +6,21 @@
 
 #include "binding.h"
 
+/* "kind: message", from whatever the fields hold (never raising). */
 static int error_tostring(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    lua_pushliteral(L, "Error");
+    return 1;
+  }
   lua_getfield(L, 1, "kind");
   lua_getfield(L, 1, "message");
-  lua_pushfstring(L, "%s: %s", luaL_optstring(L, -2, "Error"),
-                  luaL_optstring(L, -1, ""));
+  const char *kind =
+      lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "Error";
+  const char *message =
+      lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+          ? lua_tostring(L, -1)
+          : "";
+  lua_pushfstring(L, "%s: %s", kind, message);
   return 1;
 }
 

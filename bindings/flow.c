@@ -16,9 +16,8 @@ static mf_run *need_run(lua_State *L, mfl_state *S, const char *what) {
 }
 
 static int wait_children_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
   (void)ctx;
-  mfl_wait_outcome(L);
+  mfl_wait_outcome(L, status);
   return 0;
 }
 
@@ -27,10 +26,11 @@ static int wait_children_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_wait_children(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mf_run *run = need_run(L, S, "wait_children");
-  mfl_run *lr = mf_run_body(run);
-  mf_run_wait_children(run);
-  lr->parked = 1;
-  return lua_yieldk(L, 0, 0, wait_children_k);
+  mfl_check_yieldable(L, run, "a flow");
+  int rc = mf_run_wait_children(run);
+  if (rc)
+    return mfl_raise(L, "UsageError", "wait failed: %s", mf_strerror(rc));
+  return mfl_yield_parked(L, run, 0, wait_children_k);
 }
 
 /* core.cancel_children(): cancels what the current run started. */
@@ -89,16 +89,11 @@ static int l_set_outcome(lua_State *L) {
   return 0;
 }
 
-/* core.clear_outcome(): a new attempt ends as its body does */
-static int l_clear_outcome(lua_State *L) {
+/* core.attempt() -> the current run's attempt number */
+static int l_attempt(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  mf_run *run = need_run(L, S, "clear_outcome");
-  mfl_run *lr = mf_run_body(run);
-  lr->has_outcome = 0;
-  mfl_push_future_of(L, run);
-  lua_pushnil(L);
-  lua_setiuservalue(L, -2, MFL_UV_INFO);
-  return 0;
+  lua_pushinteger(L, mf_run_attempt(need_run(L, S, "attempt")));
+  return 1;
 }
 
 /* core.current() -> the Future of the current run, or nil */
@@ -154,6 +149,12 @@ static int l_is_future_list(lua_State *L) {
   return 1;
 }
 
+static int l_is_state(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE &&
+                         mfl_is_kind(L, 1, &mfl_key_state_mt));
+  return 1;
+}
+
 static int l_is_task(lua_State *L) {
   lua_pushboolean(L, lua_type(L, 1) == LUA_TUSERDATA &&
                          mfl_is_kind(L, 1, &mfl_key_task_mt));
@@ -189,12 +190,13 @@ static const luaL_Reg flow_functions[] = {
     {"unhandled", l_unhandled},
     {"unhandled_root", l_unhandled_root},
     {"set_outcome", l_set_outcome},
-    {"clear_outcome", l_clear_outcome},
     {"current", l_current},
+    {"attempt", l_attempt},
     {"mark_handled", l_mark_handled},
     {"is_future", l_is_future},
     {"is_future_list", l_is_future_list},
     {"is_task", l_is_task},
+    {"is_state", l_is_state},
     {"live", l_live},
     {"rename", l_rename},
     {"release_children", l_release_children},

@@ -36,6 +36,8 @@ static int push_failure(lua_State *L, mf_run *run) {
   }
   if (mf_run_state_type(run) == MF_CANCELLED)
     return mfl_push_error(L, "Cancelled", "run %s was cancelled", name);
+  if (mf_run_error_code(run) == MF_ETIMEDOUT)
+    return 0; /* its TimedOut error is stored */
   if (mf_run_error_code(run))
     return push_engine_error(L, run);
   return 0; /* the caller reads the stored error */
@@ -114,9 +116,8 @@ static mf_run *check_run(lua_State *L, int idx) {
 }
 
 static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
   (void)ctx;
-  lua_pushboolean(L, mfl_wait_outcome(L) == MF_WAKE_DONE);
+  lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
   return 1;
 }
 
@@ -132,10 +133,9 @@ static int future_wait(lua_State *L) {
 }
 
 static int future_result_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
   (void)ctx;
   mf_run *run = check_run(L, 1);
-  if (mfl_wait_outcome(L) == MF_WAKE_TIMEOUT || !mf_run_is_final(run)) {
+  if (mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT || !mf_run_is_final(run)) {
     char name[256];
     mf_run_name(run, name, sizeof name);
     lua_pushfstring(L, "%f", lua_tonumber(L, 2));
@@ -203,7 +203,7 @@ static void call_done_callback(mfl_state *S, intptr_t data, mf_run *run) {
     mf_run_mark_handled(run);
   S->callback_depth++;
   if (lua_pcall(L, 1, 0, 0) != LUA_OK)
-    mfl_report(S, "error in a done callback", luaL_tolstring(L, -1, NULL));
+    mfl_report(S, "error in a done callback", mfl_describe(L, -1));
   S->callback_depth--;
   lua_settop(L, top);
 }
@@ -218,7 +218,10 @@ static void on_done(mf_run *run, void *data) {
 static int add_callback(lua_State *L, int quiet) {
   mfl_state *S = mfl_state_get(L);
   mf_run *run = check_run(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    return mfl_raise(L, "UsageError",
+                     "add_done_callback expects a function, got %s",
+                     luaL_typename(L, 2));
   if (mf_run_is_final(run)) {
     if (!quiet)
       mf_run_mark_handled(run);
@@ -263,14 +266,14 @@ static int future_tostring(lua_State *L) {
     lua_getiuservalue(L, 1, MFL_UV_RESULT);
     if (lr->nresults == -1)
       lua_rawgeti(L, -1, 1);
-    const char *value = luaL_tolstring(L, -1, NULL);
+    const char *value = mfl_describe(L, -1);
     lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
     return 1;
   }
   if (mf_run_is_final(run) && mf_run_state_type(run) != MF_CANCELLED &&
       mf_run_state_name(run) != MF_NAME_NOT_READY) {
     lua_getiuservalue(L, 1, MFL_UV_RESULT);
-    const char *value = luaL_tolstring(L, -1, NULL);
+    const char *value = mfl_describe(L, -1);
     lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
     return 1;
   }
@@ -292,7 +295,9 @@ static int future_index(lua_State *L) {
 }
 
 static int future_gc(lua_State *L) {
-  mfl_future *f = lua_touserdata(L, 1);
+  mfl_future *f = mfl_to_future(L, 1);
+  if (!f)
+    return 0;
   mf_run *run = f->run;
   if (!run)
     return 0;
@@ -316,39 +321,21 @@ static int future_gc(lua_State *L) {
 
 /* {====== FutureList ====== */
 
-/* Pushes an array of the runs of a FutureList (userdata) and its count. */
-static mf_run **list_runs(lua_State *L, int idx, lua_Integer *count) {
-  lua_Integer n = luaL_len(L, idx);
-  mf_run **runs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *runs, 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, i);
-    mfl_future *f = mfl_to_future(L, -1);
-    if (!f) {
-      mfl_raise(L, "UsageError", "FutureList element %d is not a Future",
-                (int)i);
-      return NULL; /* not reached: mfl_raise does not return */
-    }
-    runs[i - 1] = f->run;
-    lua_pop(L, 1);
-  }
-  *count = n;
-  return runs;
-}
-
 static int list_wait(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
-  lua_Integer n;
-  mf_run **runs = list_runs(L, 1, &n);
-  return mfl_wait(L, runs, (size_t)n, MF_WAIT_ALL, timeout, 0, future_wait_k);
+  mf_run **runs;
+  size_t n = mfl_snapshot(L, 1, 0, &runs);
+  if (n == 0)
+    return future_wait_k(L, LUA_OK, 0);
+  return mfl_wait(L, runs, n, MF_WAIT_ALL, timeout, 0, future_wait_k);
 }
 
 /* The failed run that finished first (fail-fast), or 0. */
-static lua_Integer first_failure(mf_run **runs, lua_Integer n) {
-  lua_Integer best = 0;
+static size_t first_failure(mf_run **runs, size_t n) {
+  size_t best = 0;
   double best_time = 0;
-  for (lua_Integer i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++) {
     mf_run *run = runs[i];
     if (!mf_run_is_final(run) || mf_run_state_type(run) == MF_COMPLETED)
       continue;
@@ -363,61 +350,58 @@ static lua_Integer first_failure(mf_run **runs, lua_Integer n) {
   return best;
 }
 
-/* Stack: list timeout raise runs */
+/* Stack: list timeout raise snapshot runs; ctx: the count */
 static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  (void)ctx;
-  mf_run **runs = lua_touserdata(L, 4);
-  lua_Integer n = luaL_len(L, 1);
+  size_t n = (size_t)ctx;
+  mf_run **runs = lua_touserdata(L, 5);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
-  int timed_out = mfl_wait_outcome(L) == MF_WAKE_TIMEOUT;
+  int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
   if (raise) {
-    lua_Integer failed = first_failure(runs, n);
+    size_t failed = first_failure(runs, n);
     if (failed) {
-      lua_rawgeti(L, 1, failed);
+      lua_rawgeti(L, 4, (lua_Integer)failed);
       return mfl_push_results(L, lua_gettop(L), 1, 1);
     }
   }
   if (timed_out) {
-    lua_Integer unfinished = 0;
-    for (lua_Integer i = 0; i < n; i++)
+    size_t unfinished = 0;
+    for (size_t i = 0; i < n; i++)
       unfinished += !mf_run_is_final(runs[i]);
     if (unfinished > 0)
       return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
-                       unfinished, n);
+                       (lua_Integer)unfinished, (lua_Integer)n);
   }
   lua_createtable(L, (int)n, 1);
   int out = lua_gettop(L);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, 4, (lua_Integer)i);
     int fut = lua_gettop(L);
     mfl_push_results(L, fut, 0, 1);
-    lua_rawseti(L, out, i);
+    lua_rawseti(L, out, (lua_Integer)i);
     lua_settop(L, out);
   }
-  lua_pushinteger(L, n);
+  lua_pushinteger(L, (lua_Integer)n);
   lua_setfield(L, out, "n");
   return 1;
 }
 
 static int list_result(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 3);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
-  lua_Integer n;
-  mf_run **runs = list_runs(L, 1, &n);
-  lua_Integer pending = 0;
-  for (lua_Integer i = 0; i < n; i++)
+  mf_run **runs;
+  size_t n = mfl_snapshot(L, 1, 0, &runs);
+  size_t pending = 0;
+  for (size_t i = 0; i < n; i++)
     pending += !mf_run_is_final(runs[i]);
   if (pending == 0 || (raise && first_failure(runs, n)))
-    return list_result_k(L, LUA_OK, 0);
-  return mfl_wait(L, runs, (size_t)n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL,
-                  timeout, 0, list_result_k);
+    return list_result_k(L, LUA_OK, (lua_KContext)n);
+  return mfl_wait(L, runs, n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL, timeout,
+                  (lua_KContext)n, list_result_k);
 }
 
 static int list_tostring(lua_State *L) {
-  lua_pushfstring(L, "<FutureList of %I>", luaL_len(L, 1));
+  lua_pushfstring(L, "<FutureList of %I>", (lua_Integer)lua_rawlen(L, 1));
   return 1;
 }
 

@@ -9,6 +9,14 @@
 /* The State's private link to its Future: a light-userdata key. */
 static const char future_key = 0;
 
+static void check_state(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TTABLE)
+    mfl_raise(L, "UsageError",
+              "expected a State as self (use st:is_final(), not "
+              "st.is_final()), got %s",
+              luaL_typename(L, 1));
+}
+
 static int is_final_state(lua_State *L) {
   lua_getfield(L, 1, "type");
   lua_getfield(L, 1, "name");
@@ -21,13 +29,13 @@ static int is_final_state(lua_State *L) {
 }
 
 static int state_is_final(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  check_state(L);
   lua_pushboolean(L, is_final_state(L));
   return 1;
 }
 
 static int state_type_is(lua_State *L, const char *type) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  check_state(L);
   lua_getfield(L, 1, "type");
   const char *t = lua_tostring(L, -1);
   lua_pushboolean(L, t && strcmp(t, type) == 0);
@@ -50,7 +58,7 @@ static int state_is_pending(lua_State *L) {
 
 /* state:result(raise_on_failure?) -> the run's results (final states) */
 static int state_result(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  check_state(L);
   int raise = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
   lua_rawgetp(L, 1, &future_key);
   mfl_future *f = mfl_to_future(L, -1);
@@ -62,16 +70,22 @@ static int state_result(lua_State *L) {
   return mfl_push_results(L, fut, raise, 0);
 }
 
+/* The string field of the table at 1, or dflt (never raising). */
+static const char *string_field(lua_State *L, const char *key,
+                                const char *dflt) {
+  lua_getfield(L, 1, key);
+  return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : dflt;
+}
+
 static int state_tostring(lua_State *L) {
-  lua_getfield(L, 1, "name");
-  lua_getfield(L, 1, "run_name");
-  lua_getfield(L, 1, "message");
-  if (lua_isstring(L, -1))
-    lua_pushfstring(L, "%s(%s: %s)", lua_tostring(L, -3),
-                    luaL_optstring(L, -2, "?"), lua_tostring(L, -1));
+  check_state(L);
+  const char *name = string_field(L, "name", "?");
+  const char *run = string_field(L, "run_name", "?");
+  const char *message = string_field(L, "message", NULL);
+  if (message)
+    lua_pushfstring(L, "%s(%s: %s)", name, run, message);
   else
-    lua_pushfstring(L, "%s(%s)", lua_tostring(L, -3),
-                    luaL_optstring(L, -2, "?"));
+    lua_pushfstring(L, "%s(%s)", name, run);
   return 1;
 }
 
@@ -101,7 +115,7 @@ static void push_message(lua_State *L, mf_run *run, int box) {
       return;
     }
     lua_getiuservalue(L, box, MFL_UV_RESULT);
-    luaL_tolstring(L, -1, NULL);
+    mfl_describe(L, -1);
     lua_remove(L, -2);
     return;
   }
@@ -148,6 +162,32 @@ void mfl_push_state(lua_State *L, int box) {
   const mf_state *history;
   size_t len = mf_run_history(run, &history);
   push_state_entry(L, run, box, &history[len - 1], mf_run_attempt(run), 1);
+}
+
+void mfl_push_outcome_state(lua_State *L, int box) {
+  box = lua_absindex(L, box);
+  mf_run *run = mfl_check_future(L, box)->run;
+  const mf_state *history;
+  size_t len = mf_run_history(run, &history);
+  mf_state entry = history[len - 1]; /* its time: the latest state's */
+  mf_run_outcome(run, &entry.type, &entry.name);
+  push_state_entry(L, run, box, &entry, mf_run_attempt(run), 0);
+  int t = lua_gettop(L);
+  if (entry.type == MF_FAILED || entry.type == MF_CRASHED) {
+    lua_getiuservalue(L, box, MFL_UV_RESULT);
+    mfl_describe(L, -1);
+    lua_setfield(L, t, "message");
+    lua_pop(L, 1);
+    lua_getiuservalue(L, box, MFL_UV_INFO);
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "traceback");
+      lua_setfield(L, t, "traceback");
+    }
+    lua_pop(L, 1);
+  } else if (entry.type == MF_CANCELLED) {
+    lua_pushliteral(L, "cancelled");
+    lua_setfield(L, t, "message");
+  }
 }
 
 void mfl_push_history(lua_State *L, int box) {

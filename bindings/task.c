@@ -15,32 +15,40 @@
 enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
-  MFL_TASK_CANCEL_IN_BODY = 4, /* on_cancellation hooks run in the body */
-  MFL_TASK_QUIET = 8,          /* the program's own runs (main, REPL chunks): no
-                                  lifecycle log lines */
-  MFL_TASK_TAGS = 16           /* its runs carry tags (limits) */
+  MFL_TASK_POLICY = 4,     /* retries, a timeout or hooks: the run's policy */
+  MFL_TASK_QUIET = 8,      /* the program's own runs (main, REPL chunks): no
+                              lifecycle log lines */
+  MFL_TASK_TAGS = 16,      /* its runs carry tags (limits) */
+  MFL_TASK_LOG_PRINTS = 32 /* print inside its runs goes to the log */
 };
 
-/* Gives the run the task's tags; the strings live in the task's options,
- * which the run's Future anchors. */
-static void set_tags(lua_State *L, int task_idx, mf_run *run) {
-  const char *tags[32];
-  size_t n = 0;
-  lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
-  lua_getfield(L, -1, "tags");
-  for (lua_Integer i = 1; n < 32 && lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
-    tags[n++] = lua_tostring(L, -1);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 3);
-  if (mf_run_set_tags(run, tags, n) != 0)
-    luaL_error(L, "moonflow: out of memory");
-}
-
+/* A Task: its options as the engine takes them, read once at definition
+ * (the delays follow the struct in the same userdata). */
 typedef struct mfl_task_full {
   mfl_task base;
   unsigned call_flags;
+  mf_run_policy policy;
+  double delays[];
 } mfl_task_full;
+
+/* Gives the run the task's tags; the strings live in the task's options
+ * (a copy the task owns), which the run's Future anchors. */
+static void set_tags(lua_State *L, int task_idx, mf_run *run) {
+  lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
+  lua_getfield(L, -1, "tags");
+  size_t n = lua_rawlen(L, -1);
+  const char **tags = lua_newuserdatauv(L, (n ? n : 1) * sizeof *tags, 0);
+  size_t count = 0;
+  for (size_t i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, -2, (lua_Integer)i) == LUA_TSTRING)
+      tags[count++] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  int rc = mf_run_set_tags(run, tags, count);
+  lua_pop(L, 3);
+  if (rc != 0)
+    luaL_error(L, "moonflow: out of memory");
+}
 
 static mfl_task_full *check_task(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TUSERDATA ||
@@ -72,10 +80,12 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
     lua_pop(L, 1);
   }
   mf_run_set_name(run, name, ++t->base.runs);
-  mf_run_set_flags(run, (t->base.is_flow ? MF_RUN_FLOW : 0) |
-                            (t->call_flags & MFL_TASK_CANCEL_IN_BODY
-                                 ? MF_RUN_CANCEL_IN_BODY
-                                 : 0));
+  mf_run_set_flags(run, t->base.is_flow ? MF_RUN_FLOW : 0);
+  if (t->call_flags & MFL_TASK_POLICY) {
+    if (mf_run_set_policy(run, &t->policy) != 0)
+      luaL_error(L, "moonflow: out of memory");
+    lr->keep_args = t->policy.retries > 0;
+  }
   if (nargs == 1) {
     lua_pushvalue(L, first);
     lua_setiuservalue(L, box, MFL_UV_ARGS);
@@ -91,6 +101,7 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   }
   lr->nargs = nargs > 1 ? -1 : nargs;
   lr->quiet = (t->call_flags & MFL_TASK_QUIET) != 0;
+  lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
   if (t->call_flags & MFL_TASK_TAGS)
     set_tags(L, task_idx, run);
   return f;
@@ -112,14 +123,13 @@ static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
   mfl_task_full *t = lua_touserdata(L, task_idx);
   mf_run *run = f->run;
   if (t->call_flags & MFL_TASK_WAIT_FOR) {
+    /* Futures, FutureLists, allow_failure wrappers: as arguments are. */
     lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
     lua_getfield(L, -1, "wait_for");
-    int n = (int)luaL_len(L, -1);
-    for (int i = 1; i <= n; i++) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
-      mfl_future *up = mfl_to_future(L, -1);
-      if (up && mf_run_add_input(run, up->run, 0) != 0)
-        luaL_error(L, "moonflow: out of memory");
+      mfl_scan_arg(L, lua_gettop(L), run);
       lua_pop(L, 1);
     }
     lua_pop(L, 2);
@@ -152,8 +162,7 @@ static mfl_future *submit_one(lua_State *L, mfl_state *S, int task_idx,
 }
 
 static int state_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mfl_wait_outcome(L);
+  mfl_wait_outcome(L, status);
   mfl_push_state(L, (int)ctx);
   mf_run_mark_handled(mfl_to_future(L, (int)ctx)->run);
   return 1;
@@ -172,8 +181,7 @@ static int task_submit(lua_State *L) {
 }
 
 static int call_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mfl_wait_outcome(L);
+  mfl_wait_outcome(L, status);
   int box = (int)ctx;
   int n = mfl_push_results(L, box, 1, 0);
   return n;
@@ -193,7 +201,12 @@ static int task_call(lua_State *L) {
 
 /* {====== Mapping ====== */
 
-typedef enum arg_kind { ARG_BROADCAST, ARG_ARRAY, ARG_LIST } arg_kind;
+typedef enum arg_kind {
+  ARG_BROADCAST, /* the same value for every run */
+  ARG_ARRAY,     /* element i for run i, searched for futures */
+  ARG_LIST,      /* a FutureList: future i for run i */
+  ARG_QUOTED,    /* mf.quote(array): element i for run i, unsearched */
+} arg_kind;
 
 #define MAP_MAX_ARGS 64
 
@@ -235,6 +248,25 @@ static void future_arg_to_array(lua_State *L, int idx, int argno) {
   lua_replace(L, idx);
 }
 
+static int has_metatable(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx))
+    return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* mf.quote(array) at idx: replaced by the array; returns 1. */
+static int unquote_array(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE || !mfl_is_kind(L, idx, &mfl_key_quote_mt))
+    return 0;
+  if (lua_rawgeti(L, idx, 1) != LUA_TTABLE || has_metatable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_replace(L, idx);
+  return 1;
+}
+
 typedef struct map_plan {
   int first, nargs;
   lua_Integer length;
@@ -257,20 +289,22 @@ static void plan_map(lua_State *L, map_plan *p) {
       future_arg_to_array(L, idx, argno);
       i--; /* classify the array again */
       continue;
-    } else if (lua_type(L, idx) == LUA_TTABLE && !lua_getmetatable(L, idx)) {
+    } else if (lua_type(L, idx) == LUA_TTABLE && !has_metatable(L, idx)) {
       if (!is_sequence(L, idx, &n))
         mfl_raise(L, "UsageError",
                   "map: argument #%d is a table with keys that are not "
                   "1..n; wrap it in mf.unmapped() to pass it to every run",
                   argno);
       p->kinds[i] = ARG_ARRAY;
+    } else if (unquote_array(L, idx)) {
+      /* A quoted array is still mapped, each element unsearched. */
+      p->kinds[i] = ARG_QUOTED;
+      n = (lua_Integer)lua_rawlen(L, idx);
     } else {
-      if (lua_type(L, idx) == LUA_TTABLE) {
-        lua_pop(L, 1); /* its metatable */
-        if (mfl_is_kind(L, idx, &mfl_key_unmapped_mt)) {
-          lua_rawgeti(L, idx, 1);
-          lua_replace(L, idx);
-        }
+      if (lua_type(L, idx) == LUA_TTABLE &&
+          mfl_is_kind(L, idx, &mfl_key_unmapped_mt)) {
+        lua_rawgeti(L, idx, 1);
+        lua_replace(L, idx);
       }
       p->kinds[i] = ARG_BROADCAST;
       continue;
@@ -296,8 +330,7 @@ static int map_k(lua_State *L, int status, lua_KContext ctx);
 
 /* The States of every run of the FutureList at ctx. */
 static int states_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mfl_wait_outcome(L);
+  mfl_wait_outcome(L, status);
   int list = (int)ctx;
   lua_Integer n = (lua_Integer)lua_rawlen(L, list);
   lua_createtable(L, (int)n, 0);
@@ -326,7 +359,7 @@ static int wait_future_args(lua_State *L, int top) {
 }
 
 static int map_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
+  mfl_wait_outcome(L, status);
   int top = (int)ctx;
   lua_settop(L, top);
   mfl_state *S = mfl_state_get(L);
@@ -364,7 +397,7 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     mfl_future *f = create_run(L, S, 1, base, plan.nargs, &hot, name);
     mfl_run *lr = mf_run_body(f->run);
     for (int i = 0; i < plan.nargs; i++) {
-      if (plan.kinds[i] != ARG_BROADCAST) {
+      if (plan.kinds[i] == ARG_ARRAY || plan.kinds[i] == ARG_LIST) {
         if (mfl_scan_arg(L, base + i, f->run))
           lr->needs_resolve = 1;
       } else if (plan.collectors[i]) {
@@ -405,40 +438,103 @@ static int task_map(lua_State *L) {
 
 /* {====== Definition ====== */
 
+/* The number at key in opts, or dflt. */
+static double opt_number(lua_State *L, int opts, const char *key, double dflt) {
+  double n =
+      lua_getfield(L, opts, key) == LUA_TNUMBER ? lua_tonumber(L, -1) : dflt;
+  lua_pop(L, 1);
+  return n;
+}
+
+/* The delays of opts.retry_delay (a number or a list), into out (NULL:
+ * only counted); returns how many. */
+static size_t retry_delays(lua_State *L, int opts, double *out) {
+  size_t n = 0;
+  int type = lua_getfield(L, opts, "retry_delay");
+  if (type == LUA_TNUMBER) {
+    if (out)
+      out[0] = lua_tonumber(L, -1);
+    n = 1;
+  } else if (type == LUA_TTABLE) {
+    n = lua_rawlen(L, -1);
+    for (size_t i = 0; out && i < n; i++) {
+      lua_rawgeti(L, -1, (lua_Integer)i + 1);
+      out[i] = lua_tonumber(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* Reads the options the engine owns (checked in Lua) into the policy. */
+static void read_policy(lua_State *L, int opts, mfl_task_full *t,
+                        size_t ndelays) {
+  static const struct {
+    const char *option;
+    unsigned point;
+  } hooks[] = {{"on_running", MF_HOOK_RUNNING},
+               {"on_completion", MF_HOOK_COMPLETED},
+               {"on_failure", MF_HOOK_FAILED},
+               {"on_cancellation", MF_HOOK_CANCELLED},
+               {"on_crashed", MF_HOOK_CRASHED}};
+  mf_run_policy *p = &t->policy;
+  p->retries = (int)opt_number(L, opts, "retries", 0);
+  p->retry_jitter = opt_number(L, opts, "retry_jitter", 0);
+  p->timeout = opt_number(L, opts, "timeout", 0);
+  p->retry_delay_count = retry_delays(L, opts, t->delays);
+  p->retry_delays = ndelays ? t->delays : NULL;
+  for (size_t i = 0; i < sizeof hooks / sizeof *hooks; i++) {
+    if (lua_getfield(L, opts, hooks[i].option) == LUA_TTABLE &&
+        lua_rawlen(L, -1) > 0)
+      p->hooks |= hooks[i].point;
+    lua_pop(L, 1);
+  }
+  if (p->retries > 0 || p->timeout > 0 || p->hooks)
+    t->call_flags |= MFL_TASK_POLICY;
+}
+
+/* Whether opts[key] is truthy (nil_ok: present at all). */
+static int opt_flag(lua_State *L, int opts, const char *key, int present) {
+  int type = lua_getfield(L, opts, key);
+  int yes = present ? type != LUA_TNIL : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return yes;
+}
+
 /* core.new_task(fn, name, opts, is_flow) -> Task */
 static int l_new_task(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checkstring(L, 2);
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
-  mfl_task_full *t = lua_newuserdatauv(L, sizeof *t, MFL_TASK_NUV - 1);
+  else {
+    lua_settop(L, 4);
+    lua_newtable(L);
+    lua_replace(L, 3);
+  }
+  size_t ndelays = retry_delays(L, 3, NULL);
+  mfl_task_full *t = lua_newuserdatauv(L, sizeof *t + ndelays * sizeof(double),
+                                       MFL_TASK_NUV - 1);
   memset(t, 0, sizeof *t);
   t->base.is_flow = (unsigned char)lua_toboolean(L, 4);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, MFL_TASK_UV_FN);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, MFL_TASK_UV_NAME);
-  if (lua_istable(L, 3)) {
-    lua_getfield(L, 3, "wait_for");
-    if (!lua_isnil(L, -1))
-      t->call_flags |= MFL_TASK_WAIT_FOR;
-    lua_getfield(L, 3, "return_state");
-    if (lua_toboolean(L, -1))
-      t->call_flags |= MFL_TASK_RETURN_STATE;
-    lua_getfield(L, 3, "on_cancellation");
-    if (!lua_isnil(L, -1))
-      t->call_flags |= MFL_TASK_CANCEL_IN_BODY;
-    lua_getfield(L, 3, "_quiet");
-    if (lua_toboolean(L, -1))
-      t->call_flags |= MFL_TASK_QUIET;
-    lua_getfield(L, 3, "tags");
-    if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0)
-      t->call_flags |= MFL_TASK_TAGS;
-    lua_pop(L, 5);
-    lua_pushvalue(L, 3);
-  } else {
-    lua_newtable(L);
-  }
+  if (opt_flag(L, 3, "wait_for", 1))
+    t->call_flags |= MFL_TASK_WAIT_FOR;
+  if (opt_flag(L, 3, "return_state", 0))
+    t->call_flags |= MFL_TASK_RETURN_STATE;
+  if (opt_flag(L, 3, "_quiet", 0))
+    t->call_flags |= MFL_TASK_QUIET;
+  if (opt_flag(L, 3, "log_prints", 0))
+    t->call_flags |= MFL_TASK_LOG_PRINTS;
+  if (lua_getfield(L, 3, "tags") == LUA_TTABLE && lua_rawlen(L, -1) > 0)
+    t->call_flags |= MFL_TASK_TAGS;
+  lua_pop(L, 1);
+  read_policy(L, 3, t, ndelays);
+  lua_pushvalue(L, 3);
   lua_setiuservalue(L, -2, MFL_TASK_UV_OPTS);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_task_mt);
   lua_setmetatable(L, -2);

@@ -1,8 +1,14 @@
 /*
  * wait.c -- waiting from Lua.  Inside a run the coroutine parks (a yield
  * with a continuation); at top level the loop is driven until the wait ends;
- * in a callback, or in a coroutine the user made inside a run, waiting is a
- * UsageError, because nothing could resume that code.
+ * in a callback, in a coroutine the user made inside a run, or inside a C
+ * call that cannot yield, waiting is a UsageError, because nothing could
+ * resume that code.
+ *
+ * Every continuation is told whether a wait happened: mfl_wait calls it
+ * with status LUA_YIELD after a wait (as Lua does after a park), and a
+ * caller that found nothing to wait for calls it with LUA_OK, so that the
+ * outcome of an earlier wait never leaks into a later call.
  */
 #include <stdio.h>
 
@@ -11,8 +17,8 @@
 double mfl_opt_timeout(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx))
     return -1;
-  double t = luaL_checknumber(L, idx);
-  if (t < 0 || t != t)
+  double t = mfl_check_number(L, idx, "timeout");
+  if (t < 0)
     mfl_raise(L, "UsageError", "timeout must be >= 0, got %f", t);
   return t;
 }
@@ -31,37 +37,36 @@ static int raise_deadlock_for(lua_State *L, mf_run *waiter,
                    what);
 }
 
-int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
-             double timeout, lua_KContext ctx, mfl_continuation k) {
-  mfl_state *S = mfl_state_get(L);
+/* The run L is, for a call that waits: NULL at top level; raises where no
+ * wait can happen (a callback, a coroutine of the user's, a C call). */
+mf_run *mfl_waiting_run(lua_State *L, mfl_state *S, const char *what) {
   if (S->callback_depth > 0)
-    return mfl_raise(L, "UsageError",
-                     "cannot wait inside a callback (a done callback, "
-                     "cache_key or task_run_name function): it must return "
-                     "without waiting");
+    mfl_raise(L, "UsageError",
+              "%s cannot wait inside a callback (a done callback, "
+              "retry_condition, cache_key or task_run_name function): it "
+              "must return without waiting",
+              what);
   mf_run *current = mf_engine_current(S->engine);
-  if (current) {
-    mfl_run *lr = mf_run_body(current);
-    if (lr->co != L) {
-      char name[256];
-      mf_run_name(current, name, sizeof name);
-      return mfl_raise(
-          L, "UsageError",
-          "cannot wait inside a coroutine created within run %s: nothing "
-          "would resume it; wait from the run's own code instead",
-          name);
-    }
-    if (mf_run_timed_out(current)) /* stopped at its next yield */
-      return mfl_raise_timed_out(L, current);
-    int rc = mf_run_wait(current, targets, n, mode, timeout);
-    if (rc == MF_EDEADLK)
-      return raise_deadlock_for(L, current, targets, n);
-    if (rc)
-      return mfl_raise(L, "UsageError", "wait failed: %s", mf_strerror(rc));
-    lr->parked = 1;
-    return lua_yieldk(L, 0, ctx, k);
+  if (!current)
+    return NULL;
+  mfl_run *lr = mf_run_body(current);
+  if (lr->co != L) {
+    char name[256];
+    mf_run_name(current, name, sizeof name);
+    mfl_raise(L, "UsageError",
+              "%s cannot wait inside a coroutine created within run %s: "
+              "nothing would resume it; wait from the run's own code instead",
+              what, name);
   }
-  if (S->luv_mode && *S->luv_mode != -1)
+  mfl_check_yieldable(L, current, what);
+  return current;
+}
+
+/* Outside any run: drives the loop (refused while luv's uv.run() runs
+ * it, which would nest). */
+static int drive(lua_State *L, mfl_state *S, mf_run *const *targets, size_t n,
+                 mf_wait_mode mode, double timeout) {
+  if (mfl_luv_running(L, S))
     return mfl_raise(L, "UsageError",
                      "cannot wait outside a run while uv.run() runs the "
                      "loop: submit the code as a task or flow instead");
@@ -69,10 +74,10 @@ int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
   switch (rc) {
   case 0:
     S->last_wake = MF_WAKE_DONE;
-    break;
+    return 0;
   case MF_ETIMEDOUT:
     S->last_wake = MF_WAKE_TIMEOUT;
-    break;
+    return 0;
   case MF_EDEADLK:
     return mfl_raise(L, "Deadlock",
                      "the wait can never finish: no run left could make "
@@ -86,26 +91,44 @@ int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
   default:
     return mfl_raise(L, "UsageError", "wait failed: %s", mf_strerror(rc));
   }
-  return k(L, LUA_OK, ctx);
 }
 
-int mfl_raise_timed_out(lua_State *L, mf_run *run) {
-  char name[256];
-  mf_run_name(run, name, sizeof name);
-  return mfl_raise(L, "TimedOut", "run %s exceeded its timeout", name);
+int mfl_wait(lua_State *L, mf_run *const *targets, size_t n, mf_wait_mode mode,
+             double timeout, lua_KContext ctx, mfl_continuation k) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *current = mfl_waiting_run(L, S, "this call");
+  if (current) {
+    int rc = mf_run_wait(current, targets, n, mode, timeout);
+    if (rc == MF_EDEADLK)
+      return raise_deadlock_for(L, current, targets, n);
+    if (rc)
+      return mfl_raise(L, "UsageError", "wait failed: %s", mf_strerror(rc));
+    return mfl_yield_parked(L, current, ctx, k);
+  }
+  drive(L, S, targets, n, mode, timeout);
+  return k(L, LUA_YIELD, ctx);
 }
 
-mf_wake_reason mfl_wait_outcome(lua_State *L) {
+int mfl_sleep(lua_State *L, double seconds, lua_KContext ctx,
+              mfl_continuation k) {
+  mfl_state *S = mfl_state_get(L);
+  mf_run *current = mfl_waiting_run(L, S, "mf.sleep");
+  if (current) {
+    int rc = mf_run_sleep(current, seconds);
+    if (rc)
+      return mfl_raise(L, "UsageError", "mf.sleep failed: %s", mf_strerror(rc));
+    return mfl_yield_parked(L, current, ctx, k);
+  }
+  drive(L, S, NULL, 0, MF_WAIT_ANY, seconds);
+  return k(L, LUA_YIELD, ctx);
+}
+
+mf_wake_reason mfl_wait_outcome(lua_State *L, int status) {
+  if (status != LUA_YIELD)
+    return MF_WAKE_DONE; /* called without a wait */
   mfl_state *S = mfl_state_get(L);
   mf_run *current = mfl_current_run(L, S);
   mf_wake_reason reason = current ? mf_run_wake_reason(current) : S->last_wake;
-  if (reason == MF_WAKE_TIMEDOUT)
-    mfl_raise_timed_out(L, current);
-  if (reason == MF_WAKE_CANCELLED) {
-    char name[256];
-    mf_run_name(current, name, sizeof name);
-    mfl_raise(L, "Cancelled", "run %s was cancelled", name);
-  }
   if (reason == MF_WAKE_DEADLOCK) {
     char name[256];
     mf_run_name(current, name, sizeof name);
@@ -117,66 +140,73 @@ mf_wake_reason mfl_wait_outcome(lua_State *L) {
   return reason;
 }
 
-/* {====== mf.wait and the primitive behind as_completed ====== */
+/* {====== Snapshots of what is waited on ====== */
 
-/* Collects the distinct runs of the futures in the array at idx into a new
- * userdata array (pushed); returns the count. */
-static size_t collect_runs(lua_State *L, int idx, mf_run ***out) {
-  luaL_checktype(L, idx, LUA_TTABLE);
-  lua_Integer n = luaL_len(L, idx);
+/* Pushes a snapshot of the futures in the array at idx (duplicates removed
+ * when dedupe is set: a table of Futures, which anchors them) and an array
+ * of their runs (userdata); returns the count.  Changing the array while the
+ * wait goes on changes nothing. */
+size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE)
+    mfl_raise(L, "UsageError", "a list of futures expected, got %s",
+              luaL_typename(L, idx));
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  if (n > (lua_Integer)(1 << 30))
+    mfl_raise(L, "UsageError", "too many futures (%I)", n);
+  lua_createtable(L, (int)n, 0); /* the snapshot */
+  int snap = lua_gettop(L);
   mf_run **runs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *runs, 0);
+  if (dedupe)
+    lua_createtable(L, 0, (int)n); /* seen */
   size_t count = 0;
-  lua_createtable(L, 0, (int)n); /* seen */
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     mfl_future *f = mfl_to_future(L, -1);
     if (!f) {
-      mfl_raise(L, "UsageError", "element %d is not a Future (%s)", (int)i,
+      mfl_raise(L, "UsageError", "element %I is not a Future (%s)", i,
                 luaL_typename(L, -1));
       return 0; /* not reached: mfl_raise does not return */
     }
-    lua_pushlightuserdata(L, f->run);
-    if (lua_rawget(L, -3) == LUA_TNIL) {
+    if (dedupe) {
+      lua_pushlightuserdata(L, f->run);
+      if (lua_rawget(L, snap + 2) != LUA_TNIL) {
+        lua_pop(L, 2);
+        continue;
+      }
+      lua_pop(L, 1);
       lua_pushlightuserdata(L, f->run);
       lua_pushboolean(L, 1);
-      lua_rawset(L, -5);
-      runs[count++] = f->run;
+      lua_rawset(L, snap + 2);
     }
-    lua_pop(L, 2);
+    runs[count++] = f->run;
+    lua_rawseti(L, snap, (lua_Integer)count);
   }
-  lua_pop(L, 1);
+  if (dedupe)
+    lua_pop(L, 1);
   *out = runs;
   return count;
 }
 
-/* Stack of mf.wait after collect: futures timeout runs */
+/* }====== */
+
+/* {====== mf.wait and the primitive behind as_completed ====== */
+
+/* Stack of mf.wait: futures timeout snapshot runs */
 static int wait_all_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  (void)ctx;
-  mfl_wait_outcome(L);
+  mfl_wait_outcome(L, status);
+  size_t n = (size_t)ctx;
+  mf_run **runs = lua_touserdata(L, 4);
   lua_newtable(L); /* done */
   lua_newtable(L); /* not_done */
-  lua_Integer n = luaL_len(L, 1), ndone = 0, nnot = 0;
-  lua_newtable(L); /* seen */
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
-    mfl_future *f = mfl_to_future(L, -1);
-    lua_pushlightuserdata(L, f->run);
-    if (lua_rawget(L, -3) != LUA_TNIL) {
-      lua_pop(L, 2);
-      continue;
-    }
-    lua_pushlightuserdata(L, f->run);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -5);
-    lua_pop(L, 1);
-    if (mf_run_is_final(f->run)) {
-      lua_rawseti(L, -4, ++ndone);
-    } else {
-      lua_rawseti(L, -3, ++nnot);
-    }
+  lua_Integer ndone = 0, nnot = 0;
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, 3, (lua_Integer)i + 1);
+    if (mf_run_is_final(runs[i]))
+      lua_rawseti(L, -3, ++ndone);
+    else
+      lua_rawseti(L, -2, ++nnot);
   }
-  lua_pop(L, 1);
   return 2;
 }
 
@@ -185,14 +215,16 @@ static int l_wait(lua_State *L) {
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
   mf_run **runs;
-  size_t n = collect_runs(L, 1, &runs);
-  return mfl_wait(L, runs, n, MF_WAIT_ALL, timeout, 0, wait_all_k);
+  size_t n = mfl_snapshot(L, 1, 1, &runs);
+  if (n == 0)
+    return wait_all_k(L, LUA_OK, 0);
+  return mfl_wait(L, runs, n, MF_WAIT_ALL, timeout, (lua_KContext)n,
+                  wait_all_k);
 }
 
 static int wait_any_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
   (void)ctx;
-  lua_pushboolean(L, mfl_wait_outcome(L) == MF_WAKE_DONE);
+  lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
   return 1;
 }
 
@@ -202,16 +234,12 @@ static int l_wait_any(lua_State *L) {
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
   mf_run **runs;
-  size_t n = collect_runs(L, 1, &runs);
+  size_t n = mfl_snapshot(L, 1, 1, &runs);
   for (size_t i = 0; i < n; i++)
-    if (mf_run_is_final(runs[i])) {
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-  if (n == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
+    if (mf_run_is_final(runs[i]))
+      return wait_any_k(L, LUA_OK, 0);
+  if (n == 0)
+    return wait_any_k(L, LUA_OK, 0);
   return mfl_wait(L, runs, n, MF_WAIT_ANY, timeout, 0, wait_any_k);
 }
 

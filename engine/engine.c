@@ -80,11 +80,21 @@ static double wall_offset(void) {
          (double)uv_hrtime() / 1e9;
 }
 
+double mf__random(mf_engine *e) {
+  uint64_t x = e->random_state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  e->random_state = x;
+  return (double)(x >> 11) / 9007199254740992.0; /* 53 bits: [0, 1) */
+}
+
 /* }====== */
 
 /* {====== Life ====== */
 
 static void on_post(uv_async_t *handle);
+static int reserve_heap(mf_engine *e, size_t waiters);
 
 static void default_on_error(mf_engine *e, const char *message, void *data) {
   (void)e;
@@ -114,6 +124,7 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
     uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
   e->max_steps = cfg ? cfg->max_steps : 0;
   e->step_only = cfg ? cfg->step_only : 0;
+  e->no_preemption = cfg ? cfg->no_preemption : 0;
   if (uv_mutex_init(&e->post_lock) != 0 ||
       uv_async_init(e->loop, &e->post_async, on_post) != 0) {
     /* cannot fail on Linux but for resource exhaustion */
@@ -130,7 +141,12 @@ int mf_engine_new(mf_engine **out, const mf_config *cfg) {
   uv_timer_init(e->loop, &e->timer);
   e->timer.data = e;
   e->timer_due = -1;
+  if (reserve_heap(e, 0) != 0) {
+    mf_engine_close(e); /* nothing ran yet: closes the handles */
+    return MF_ENOMEM;
+  }
   e->wall_offset = wall_offset();
+  e->random_state = uv_hrtime() ^ (uint64_t)(uintptr_t)e ^ 0x9e3779b97f4a7c15u;
   *out = e;
   return 0;
 }
@@ -176,17 +192,38 @@ void mf__run_dealloc(mf_engine *e, mf_run *run) {
   engine_release(e);
 }
 
+/* The timer heap keeps room for every waiter handed out (plus one for a
+ * top-level wait), so that arming a deadline can never fail for memory. */
+static int reserve_heap(mf_engine *e, size_t waiters) {
+  if (e->heap_cap >= waiters + 1)
+    return 0;
+  size_t cap = e->heap_cap ? e->heap_cap : 64;
+  while (cap < waiters + 1)
+    cap *= 2;
+  mf_waiter **heap = realloc(e->heap, cap * sizeof *heap);
+  if (!heap)
+    return MF_ENOMEM;
+  e->heap = heap;
+  e->heap_cap = cap;
+  return 0;
+}
+
 mf_waiter *mf__waiter_alloc(mf_engine *e) {
+  if (reserve_heap(e, e->waiters_out + 1) != 0)
+    return NULL;
   mf_waiter *w = e->free_waiters;
   if (w) {
     e->free_waiters = (mf_waiter *)w->parked_next;
     e->free_waiter_count--;
-    return w;
+  } else if (!(w = malloc(sizeof *w))) {
+    return NULL;
   }
-  return malloc(sizeof *w);
+  e->waiters_out++;
+  return w;
 }
 
 void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
+  e->waiters_out--;
   if (e->closing || e->free_waiter_count >= free_list_max) {
     free(w);
     return;
@@ -279,13 +316,15 @@ static void on_post(uv_async_t *handle) {
 
 /* Releases what the engine still holds for runs that were final. */
 static void drop_queues(mf_engine *e) {
-  while (e->done_head) {
-    mf_run *run = e->done_head;
-    e->done_head = run->next_ready;
+  mf_run *run;
+  while ((run = mf__sched_pop_done(e))) {
     run->next_ready = NULL;
     mf__run_release(run);
   }
-  e->done_tail = NULL;
+  free(e->done);
+  e->done = NULL;
+  e->done_cap = e->done_count = e->done_first = 0;
+  mf__sched_drop_ready(e);
   mf__unhandled_release_scope(e, NULL);
 }
 
@@ -308,7 +347,7 @@ void mf_engine_close(mf_engine *e) {
   e->close_fn = NULL;
   e->force_cancel = 1; /* every body is dropped: none runs clean-up now */
   while (e->first_root)
-    mf_run_cancel(e->first_root);
+    mf__tree_force_final(e, e->first_root);
   drop_queues(e);
   e->depth--;
   uv_mutex_lock(&e->post_lock);
@@ -332,6 +371,10 @@ void mf_engine_close(mf_engine *e) {
 }
 
 uv_loop_t *mf_engine_loop(const mf_engine *engine) { return engine->loop; }
+
+int mf_engine_preemption_off(const mf_engine *engine) {
+  return engine->no_preemption;
+}
 
 int mf_engine_backend_fd(const mf_engine *e) { return uv_backend_fd(e->loop); }
 

@@ -8,6 +8,11 @@
 
 #include "run.h"
 
+/* The longest delay or timeout the engine arms (about 31 years): longer
+ * ones, infinity included, are clamped to it, so that a timer's
+ * milliseconds never overflow. */
+#define MF_MAX_SECONDS 1e9
+
 struct mf_engine {
   uv_loop_t *loop;
   uv_loop_t own_loop;
@@ -16,9 +21,11 @@ struct mf_engine {
   unsigned char draining;
   unsigned char interrupted;
   unsigned char timers_firing;
-  unsigned char end_pass;     /* mf_engine_end_pass was called */
-  unsigned char force_cancel; /* closing: cancel without clean-up */
-  unsigned char step_only;    /* mf_config.step_only */
+  unsigned char end_pass;      /* mf_engine_end_pass was called */
+  unsigned char force_cancel;  /* closing: cancel without clean-up */
+  unsigned char step_only;     /* mf_config.step_only */
+  unsigned char no_preemption; /* mf_config.no_preemption */
+  uint64_t random_state;       /* xorshift: retry jitter */
 
   uv_idle_t idle;        /* active while the ready or done queue has entries */
   uv_async_t post_async; /* wakes the loop for mf_engine_post */
@@ -33,10 +40,14 @@ struct mf_engine {
   double timer_due; /* < 0: timer stopped */
 
   mf_run *ready_head, *ready_tail;
-  mf_run *done_head, *done_tail; /* final runs whose callbacks must run */
+  /* Final runs whose done callbacks are due: a ring of held runs (a run
+   * may still sit in the ready queue as a zombie, so it has no link). */
+  mf_run **done;
+  size_t done_first, done_count, done_cap;
 
-  mf_waiter **heap; /* min-heap of armed deadlines */
-  size_t heap_len, heap_cap;
+  mf_waiter **heap;          /* min-heap of armed deadlines */
+  size_t heap_len, heap_cap; /* heap_cap > waiters_out: adding never fails */
+  size_t waiters_out;        /* waiters handed out by mf__waiter_alloc */
 
   mf_run *parked;     /* every run whose waiter is armed */
   mf_run *first_root; /* live runs without a parent (sibling-linked) */
@@ -76,8 +87,10 @@ struct mf_engine {
 /* Scheduler (sched.c). */
 MF_INTERNAL void mf__sched_push(mf_engine *e, mf_run *run,
                                 mf_ready_action action);
-MF_INTERNAL void mf__sched_unlink(mf_engine *e, mf_run *run);
-MF_INTERNAL void mf__sched_push_done(mf_engine *e, mf_run *run);
+/* Returns 0 or MF_ENOMEM (the callbacks are then never called). */
+MF_INTERNAL int mf__sched_push_done(mf_engine *e, mf_run *run);
+MF_INTERNAL mf_run *mf__sched_pop_done(mf_engine *e);
+MF_INTERNAL void mf__sched_drop_ready(mf_engine *e);
 MF_INTERNAL void mf__sched_drain(mf_engine *e);
 MF_INTERNAL void mf__sched_parked_add(mf_engine *e, mf_run *run);
 MF_INTERNAL void mf__sched_parked_remove(mf_engine *e, mf_run *run);
@@ -94,6 +107,9 @@ MF_INTERNAL void mf__timers_close(mf_engine *e);
 MF_INTERNAL void mf__tree_link(mf_engine *e, mf_run *run, mf_run *parent);
 MF_INTERNAL void mf__tree_unlink(mf_engine *e, mf_run *run);
 MF_INTERNAL void mf__tree_adopt_children(mf_engine *e, mf_run *run);
+/* Makes the subtree of root final at once, children first, allocating
+ * nothing (engine close, out of memory included). */
+MF_INTERNAL void mf__tree_force_final(mf_engine *e, mf_run *root);
 MF_INTERNAL void mf__unhandled_add(mf_engine *e, mf_run *run, mf_run *scope);
 MF_INTERNAL mf_run *mf__nearest_flow(const mf_run *run);
 MF_INTERNAL void mf__unhandled_release_scope(mf_engine *e, mf_run *flow);
@@ -114,6 +130,9 @@ MF_INTERNAL int mf__limits_acquire(mf_run *run);
 MF_INTERNAL void mf__limits_release(mf_run *run);
 MF_INTERNAL int mf__limits_deadlock(const mf_run *waiter, const mf_run *target);
 MF_INTERNAL void mf__limits_free(mf_engine *e);
+
+/* A number in [0, 1) (engine.c): the jitter of retry delays. */
+MF_INTERNAL double mf__random(mf_engine *e);
 
 /* Clock (engine.c). */
 /* Wall-clock seconds for state timestamps: read from a cache refreshed

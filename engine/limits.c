@@ -53,6 +53,8 @@ static mf_limit *find_or_add(mf_engine *e, const char *tag) {
 static void hand_over(mf_engine *e, mf_limit *l);
 
 int mf_limit_set(mf_engine *e, const char *tag, size_t capacity) {
+  if (capacity == 0)
+    return MF_EINVAL; /* its runs could never start */
   mf_limit *l = find_or_add(e, tag);
   if (!l)
     return MF_ENOMEM;
@@ -127,20 +129,32 @@ static void remove_holder(mf_limit *l, mf_run *run) {
     }
 }
 
+static void enqueue(mf_limit *l, mf_run *run) {
+  mf_run_extra *x = run->extra;
+  x->limit_queued = l;
+  x->limit_next = NULL;
+  x->limit_prev = l->queue_tail;
+  if (l->queue_tail)
+    l->queue_tail->extra->limit_next = run;
+  else
+    l->queue_head = run;
+  l->queue_tail = run;
+  l->waiting++;
+}
+
 static void dequeue(mf_limit *l, mf_run *run) {
   mf_run_extra *x = run->extra;
-  mf_run **link = &l->queue_head;
-  mf_run *prev = NULL;
-  while (*link && *link != run) {
-    prev = *link;
-    link = &(*link)->extra->limit_next;
-  }
-  if (!*link)
+  if (x->limit_queued != l)
     return;
-  *link = x->limit_next;
-  if (l->queue_tail == run)
-    l->queue_tail = prev;
-  x->limit_next = NULL;
+  if (x->limit_prev)
+    x->limit_prev->extra->limit_next = x->limit_next;
+  else
+    l->queue_head = x->limit_next;
+  if (x->limit_next)
+    x->limit_next->extra->limit_prev = x->limit_prev;
+  else
+    l->queue_tail = x->limit_prev;
+  x->limit_prev = x->limit_next = NULL;
   x->limit_queued = NULL;
   l->waiting--;
 }
@@ -174,17 +188,9 @@ int mf__limits_acquire(mf_run *run) {
     if (!l || holds(l, run))
       continue;
     if (l->holder_count >= l->capacity) {
-      if (!x->limit_queued) {
-        x->limit_queued = l;
-        x->limit_next = NULL;
-        if (l->queue_tail)
-          l->queue_tail->extra->limit_next = run;
-        else
-          l->queue_head = run;
-        l->queue_tail = run;
-        l->waiting++;
-      }
-      run->life = MF_LIFE_SLOT;
+      if (!x->limit_queued)
+        enqueue(l, run);
+      mf__run_set_life(run, MF_LIFE_SLOT);
       return 0;
     }
     if (add_holder(l, run) != 0)
@@ -218,8 +224,9 @@ int mf__limits_acquire(mf_run *run) {
     if (w) {
       mf__waiter_clear(w);
       w->kind = MF_WAITER_SLEEP;
-      run->life = MF_LIFE_SLOT;
+      mf__run_set_life(run, MF_LIFE_SLOT);
       mf__waiter_arm(w, MF_WAIT_ALL, delay);
+      mf__sched_parked_add(e, run);
       return 0;
     }
   }

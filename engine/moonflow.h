@@ -118,6 +118,14 @@ typedef struct mf_config {
    * never from the loop's callbacks, so a frame-based host knows where its
    * frame time goes and max_steps bounds it. */
   unsigned char step_only;
+  /* The Lua bindings stop a run that computes without yielding at the end
+   * of its time slice and at its timeout, with the help of a watchdog
+   * thread that sends the loop thread a real-time signal (SIGRTMIN + 6)
+   * only while a run has computed for half a slice (an idle or sleeping
+   * host gets none; a system call it makes meanwhile may see EINTR, with
+   * SA_RESTART set).  Set to turn that off for this engine: computing runs
+   * then keep the loop until they yield. */
+  unsigned char no_preemption;
 } mf_config;
 
 /* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an
@@ -130,6 +138,9 @@ MF_API int mf_engine_new(mf_engine **out, const mf_config *cfg);
 MF_API void mf_engine_close(mf_engine *engine);
 
 MF_API uv_loop_t *mf_engine_loop(const mf_engine *engine);
+
+/* Whether mf_config.no_preemption was set. */
+MF_API int mf_engine_preemption_off(const mf_engine *engine);
 
 /* Runs the loop until no run is left that could progress.  Parked waits that
  * nothing can ever wake are then woken with MF_WAKE_DEADLOCK.  Returns 0, or
@@ -187,35 +198,43 @@ MF_API void *mf_engine_data(const mf_engine *engine);
 
 /* Why a body's step callback is called. */
 typedef enum mf_step_reason {
-  MF_STEP_START,  /* first call: inputs are ready; execute the body */
+  MF_STEP_START,  /* an attempt begins (mf_run_attempt): execute the body */
   MF_STEP_RESUME, /* the park is over; see mf_run_wake_reason */
+  MF_STEP_HOOKS,  /* run the hooks of mf_run_hook_point (see mf_run_policy) */
 } mf_step_reason;
 
 /* Why a park ended. */
 typedef enum mf_wake_reason {
   MF_WAKE_NONE,
-  MF_WAKE_DONE,      /* what the run waited for happened (or its sleep ended) */
-  MF_WAKE_TIMEOUT,   /* the wait's timeout passed first */
-  MF_WAKE_DEADLOCK,  /* nothing can ever wake it: the wait is a deadlock */
-  MF_WAKE_TIMEDOUT,  /* the run's own deadline passed (mf_run_set_deadline) */
-  MF_WAKE_CANCELLED, /* the run was cancelled (MF_RUN_CANCEL_IN_BODY) */
+  MF_WAKE_DONE,     /* what the run waited for happened (or its sleep ended) */
+  MF_WAKE_TIMEOUT,  /* the wait's timeout passed first */
+  MF_WAKE_DEADLOCK, /* nothing can ever wake it: the wait is a deadlock */
 } mf_wake_reason;
 
 /* The callbacks that make a run's body.  All are called on the loop thread,
  * from the scheduler's frame, never nested inside another step. */
 typedef struct mf_run_ops {
-  /* Executes or continues the body.  Before returning the body must either
-   * finish the run (mf_run_finish) or park it (mf_run_wait, mf_run_sleep,
-   * mf_run_yield, mf_run_wait_children). */
+  /* Executes or continues the body: an attempt (MF_STEP_START) or its
+   * hooks (MF_STEP_HOOKS).  Before returning the body must either end what
+   * it was stepped for (mf_run_finish) or park (mf_run_wait, mf_run_sleep,
+   * mf_run_wait_children, mf_run_park).  A body that does neither ends
+   * CRASHED (mf_run_error_code: MF_ESTATE). */
   void (*step)(mf_run *run, mf_step_reason reason);
-  /* The run became final without its body finishing (cancelled, NotReady,
-   * engine closed): release what the body holds.  May be NULL. */
+  /* The body will not continue what it began: a step was stopped (the run
+   * was cancelled or timed out while parked, or the engine closed), or the
+   * run became final without its body ever running (NotReady, cancelled
+   * while pending).  Release what the body holds for that step, and all of
+   * it once mf_run_is_final.  May be NULL. */
   void (*abandon)(mf_run *run);
   /* held = 1 when the engine starts holding the run, 0 when it stops.  A
    * binding keeps the run's host-side data alive while held.  May be NULL. */
   void (*hold)(mf_run *run, int held);
   /* The run's memory is about to be freed.  May be NULL. */
   void (*free)(mf_run *run);
+  /* An attempt failed and the policy allows another: non-zero to retry
+   * (the retry condition).  Called from the scheduler, never inside a step;
+   * it must not wait.  NULL: always retry. */
+  int (*retry)(mf_run *run);
 } mf_run_ops;
 
 /* Creates a run in state PENDING with body_size bytes of body memory
@@ -239,10 +258,6 @@ MF_API int mf_run_refcount(const mf_run *run);
 enum {
   MF_RUN_FLOW = 1 << 0, /* a flow: it ends after every run started in it */
   MF_RUN_ROOT = 1 << 1, /* has no parent, even if submitted inside a run */
-  /* Cancelling it while parked resumes its body with MF_WAKE_CANCELLED
-   * (so that it can run its own clean-up) instead of abandoning it; it
-   * still ends CANCELLED. */
-  MF_RUN_CANCEL_IN_BODY = 1 << 2,
 };
 MF_API void mf_run_set_flags(mf_run *run, unsigned flags);
 MF_API unsigned mf_run_flags(const mf_run *run);
@@ -279,31 +294,68 @@ MF_API int mf_run_attempt(const mf_run *run);
 /* For a run that ended NotReady: the upstream run that did not complete. */
 MF_API mf_run *mf_run_cause(const mf_run *run);
 
-/* For a run the engine itself failed (a deadlock while waiting for inputs, a
- * body that broke the step contract): the MF_E* code; 0 otherwise. */
+/* For a run the engine itself failed: the MF_E* code (MF_EDEADLK: its inputs
+ * could never finish; MF_ETIMEDOUT: its attempt passed its deadline, set
+ * before its body is abandoned; MF_ESTATE: a body that broke the step
+ * contract); 0 otherwise. */
 MF_API int mf_run_error_code(const mf_run *run);
 
-/* Ends the body: the run becomes final with that state (or, for a flow with
- * children still going, once they are final).  Called by the body. */
+/*
+ * The life of a run, which the engine owns: a run waits for its inputs, then
+ * for the slots of its limits, then its attempts begin.  Each attempt is a
+ * step of the body (MF_STEP_START) that ends with mf_run_finish; a failed
+ * attempt (FAILED or CRASHED, TimedOut included) is retried while the policy
+ * allows it and ops->retry agrees: the run goes AwaitingRetry, gives its
+ * slots back for the delay, takes them again, goes Retrying.  Once the
+ * outcome is decided the hooks of that point run (MF_STEP_HOOKS), then the
+ * run becomes final -- a flow only after every run started inside it.
+ * States: Pending, Running, (AwaitingRetry, Retrying)*, then final.
+ */
+
+/* Hook points: where the body is stepped with MF_STEP_HOOKS. */
+enum {
+  MF_HOOK_RUNNING = 1 << 0,   /* before each attempt's body */
+  MF_HOOK_COMPLETED = 1 << 1, /* once, the run completed */
+  MF_HOOK_FAILED = 1 << 2,    /* once, after the last attempt failed */
+  MF_HOOK_CANCELLED = 1 << 3, /* once, the run was cancelled once begun */
+  MF_HOOK_CRASHED = 1 << 4,   /* once, the last attempt crashed */
+};
+
+/* What the engine does with a run's attempts (before submit). */
+typedef struct mf_run_policy {
+  int retries;                /* attempts after the first failed one */
+  const double *retry_delays; /* seconds before retry n: delays[n-1], the
+                                 last one repeating; copied */
+  size_t retry_delay_count;   /* 0: retries start at once */
+  double retry_jitter;        /* 0..1: each delay is drawn from
+                                 delay * (1 +- jitter) */
+  double timeout;             /* seconds per attempt, from the body's start;
+                                 <= 0: none */
+  unsigned hooks;             /* MF_HOOK_* points the body has hooks for */
+} mf_run_policy;
+
+/* Sets the policy.  Returns 0, MF_EINVAL (a negative count or delay, a
+ * jitter outside 0..1, a NaN), MF_ENOMEM, or MF_ESTATE after submit. */
+MF_API int mf_run_set_policy(mf_run *run, const mf_run_policy *policy);
+
+/* Ends what the body was stepped for: an attempt, with that outcome (the
+ * engine decides on a retry, the hooks, the final state), or the hooks (the
+ * outcome is then ignored).  A cancelled run's attempt ends CANCELLED; an
+ * attempt that completes after its deadline passed ends FAILED/TimedOut.
+ * Also completes an external run (a C future) from outside. */
 MF_API void mf_run_finish(mf_run *run, mf_state_type type, mf_state_name name);
 
-/* Starts the next attempt of the executing run: the attempt count grows
- * and the run goes Retrying (after the body waited AwaitingRetry). */
-MF_API void mf_run_next_attempt(mf_run *run);
+/* During MF_STEP_HOOKS: which hooks (MF_HOOK_*); 0 in an attempt. */
+MF_API unsigned mf_run_hook_point(const mf_run *run);
+/* The outcome of the attempt that ended (for the retry condition and the
+ * hooks), the final state once final, else the current state. */
+MF_API void mf_run_outcome(const mf_run *run, mf_state_type *type,
+                           mf_state_name *name);
 
-/* Gives the executing run a deadline, seconds from now: when it passes, a
- * parked run is woken with MF_WAKE_TIMEDOUT, and mf_run_timed_out becomes
- * true for a run computing.  Cleared by mf_run_clear_deadline and when the
- * run ends. */
-MF_API int mf_run_set_deadline(mf_run *run, double seconds);
-MF_API void mf_run_clear_deadline(mf_run *run);
+/* Whether the attempt's deadline passed (a computing body checks it and
+ * stops), and the deadline in monotonic seconds (< 0: none). */
 MF_API int mf_run_timed_out(const mf_run *run);
-/* Monotonic seconds of the deadline, or < 0 when there is none. */
 MF_API double mf_run_deadline(const mf_run *run);
-
-/* Sets a non-final state (such as Retrying) on a running run. */
-MF_API void mf_run_set_state(mf_run *run, mf_state_type type,
-                             mf_state_name name);
 
 /* Cancels a run that is not final, and every run it started that is not
  * final.  A parked or pending run ends CANCELLED at once (ops->abandon is
@@ -385,12 +437,6 @@ MF_API size_t mf_limit_each(const mf_engine *engine, mf_limit_info *out,
 
 /* The tags of a run (before submit).  The strings must outlive the run. */
 MF_API int mf_run_set_tags(mf_run *run, const char *const *tags, size_t count);
-/* For a body waiting between attempts: gives its slots back, and takes
- * them again.  mf_run_acquire_slots returns 1 when the run holds them, or
- * 0 when it was parked until it does (the body must then return, and is
- * stepped with MF_STEP_RESUME once it holds them). */
-MF_API void mf_run_release_slots(mf_run *run);
-MF_API int mf_run_acquire_slots(mf_run *run);
 
 /* }====== */
 
@@ -422,13 +468,38 @@ MF_API int mf_run_sleep(mf_run *run, double seconds);
 /* Parks the executing run until every run it started is final. */
 MF_API int mf_run_wait_children(mf_run *run);
 
+/* Parks the executing run on something outside the engine (I/O, a host's
+ * callback) until mf_run_unpark is called with the ticket written to
+ * *ticket, or the timeout (seconds; < 0 for none) passes.  The body must
+ * return after it; it is stepped again with MF_STEP_RESUME. */
+MF_API int mf_run_park(mf_run *run, double timeout, unsigned *ticket);
+/* Ends that park (any callback on the loop thread).  Returns 0, or
+ * MF_ESTATE when that park is over already (timed out, cancelled, or a
+ * later park): a late completion never wakes the wrong wait. */
+MF_API int mf_run_unpark(mf_run *run, unsigned ticket);
+
+/* Something a run holds that must be closed when the run ends, however it
+ * ends (a handle, a connection, a process): embedded in the owner's
+ * struct.  close is called once, on the loop thread, after the run became
+ * final (and before that only if the owner detaches it first). */
+typedef struct mf_resource {
+  void (*close)(struct mf_resource *resource);
+  struct mf_resource *prev, *next;
+  mf_run *run; /* while attached */
+} mf_resource;
+/* Attaches the resource to the run (not final).  Returns 0 or MF_ESTATE. */
+MF_API int mf_run_attach(mf_run *run, mf_resource *resource);
+/* Detaches it (closed by its owner): close will not be called. */
+MF_API void mf_resource_detach(mf_resource *resource);
+
 /* Why the last park ended. */
 MF_API mf_wake_reason mf_run_wake_reason(const mf_run *run);
 
 /* Waits outside any run: drives the loop until the targets are final (per
- * mode) or the timeout passes.  Returns 0, MF_ETIMEDOUT, MF_EDEADLK (nothing
- * could ever finish them), MF_EINTR (mf_engine_interrupt), or MF_EBUSY when
- * called from inside an engine callback or a run. */
+ * mode) or the timeout passes.  With no targets it returns at once, except
+ * in mode MF_WAIT_ANY with a timeout: a sleep.  Returns 0, MF_ETIMEDOUT,
+ * MF_EDEADLK (nothing could ever finish them), MF_EINTR (mf_engine_interrupt),
+ * or MF_EBUSY when called from inside an engine callback or a run. */
 MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
                           size_t count, mf_wait_mode mode, double timeout);
 

@@ -1,6 +1,7 @@
 /*
- * park.c -- how a run parks (waits for runs, sleeps, waits for its children)
- * and how code outside any run waits, by driving the loop itself.
+ * park.c -- how a run parks (waits for runs, sleeps, waits for its children
+ * or for something outside the engine), the resources a run holds, and how
+ * code outside any run waits, by driving the loop itself.
  */
 #include "engine.h"
 
@@ -12,7 +13,7 @@ static int park(mf_run *run, mf_wait_mode mode, double timeout) {
     mf__sched_push(e, run, MF_READY_RESUME);
     return 0;
   }
-  run->life = MF_LIFE_PARKED;
+  mf__run_set_life(run, MF_LIFE_PARKED);
   mf__sched_parked_add(e, run);
   return 0;
 }
@@ -65,7 +66,7 @@ int mf_run_sleep(mf_run *run, double seconds) {
   mf_waiter *w = fresh_waiter(run, MF_WAITER_SLEEP, &rc);
   if (!w)
     return rc;
-  if (seconds <= 0) {
+  if (!(seconds > 0)) { /* 0 (or NaN): yields once */
     w->reason = MF_WAKE_DONE;
     mf__sched_push(run->engine, run, MF_READY_RESUME);
     return 0;
@@ -80,13 +81,62 @@ int mf_run_wait_children(mf_run *run) {
   return park(run, MF_WAIT_ALL, -1);
 }
 
+int mf_run_park(mf_run *run, double timeout, unsigned *ticket) {
+  int rc;
+  mf_waiter *w = fresh_waiter(run, MF_WAITER_EXTERNAL, &rc);
+  if (!w)
+    return rc;
+  w->ticket = ++run->park_ticket;
+  if (ticket)
+    *ticket = w->ticket;
+  return park(run, MF_WAIT_ALL, timeout);
+}
+
+int mf_run_unpark(mf_run *run, unsigned ticket) {
+  mf_waiter *w = run->waiter;
+  if (!w || !w->active || w->kind != MF_WAITER_EXTERNAL || w->ticket != ticket)
+    return MF_ESTATE;
+  mf__waiter_wake(w, MF_WAKE_DONE);
+  return 0;
+}
+
+int mf_run_attach(mf_run *run, mf_resource *res) {
+  mf_run_extra *x = mf_run_is_final(run) ? NULL : mf__run_extra(run);
+  if (!x)
+    return mf_run_is_final(run) ? MF_ESTATE : MF_ENOMEM;
+  res->run = run;
+  res->prev = NULL;
+  res->next = x->resources;
+  if (x->resources)
+    x->resources->prev = res;
+  x->resources = res;
+  return 0;
+}
+
+void mf_resource_detach(mf_resource *res) {
+  mf_run *run = res->run;
+  if (!run)
+    return;
+  if (res->prev)
+    res->prev->next = res->next;
+  else
+    run->extra->resources = res->next;
+  if (res->next)
+    res->next->prev = res->prev;
+  res->prev = res->next = NULL;
+  res->run = NULL;
+}
+
 int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
                    mf_wait_mode mode, double timeout) {
   if (e->depth > 0 || e->current || e->closing || e->running_loop)
     return MF_EBUSY;
+  int sleep = count == 0 && mode == MF_WAIT_ANY && timeout >= 0;
+  if (count == 0 && !sleep)
+    return 0; /* nothing to wait for */
   mf_waiter w;
   mf__waiter_init(&w, e, NULL);
-  w.kind = count == 0 && timeout >= 0 ? MF_WAITER_SLEEP : MF_WAITER_TARGETS;
+  w.kind = sleep ? MF_WAITER_SLEEP : MF_WAITER_TARGETS;
   int rc = 0;
   for (size_t i = 0; i < count && rc == 0; i++)
     rc = mf__waiter_add(&w, targets[i], 0);

@@ -3,6 +3,10 @@
  * whose done callbacks are due, drained from one C frame (so a long chain of
  * futures never nests resumes), and an idle handle that keeps a borrowed or
  * owned loop from blocking while either queue has entries.
+ *
+ * A run leaves the ready queue only when it is popped: one cancelled while
+ * queued stays in it as a zombie (no longer READY) that the pop skips, so
+ * cancelling a million queued runs is linear, not quadratic.
  */
 #include <stdlib.h>
 
@@ -19,8 +23,18 @@ static void want_drain(mf_engine *e) {
 }
 
 void mf__sched_push(mf_engine *e, mf_run *run, mf_ready_action action) {
-  run->life = MF_LIFE_READY;
-  run->ready_action = action;
+  mf__run_set_life(run, MF_LIFE_READY);
+  run->ready_action = (unsigned char)action;
+  if (run->queued) {
+    /* Still in the queue (a zombie brought back): it keeps its place. */
+    if (run->queue_hold) {
+      run->queue_hold = 0;
+      mf__run_release(run);
+    }
+    want_drain(e);
+    return;
+  }
+  run->queued = 1;
   run->next_ready = NULL;
   if (e->ready_tail)
     e->ready_tail->next_ready = run;
@@ -30,34 +44,61 @@ void mf__sched_push(mf_engine *e, mf_run *run, mf_ready_action action) {
   want_drain(e);
 }
 
-/* Removes a run from the ready queue (cancellation of a ready run). */
-void mf__sched_unlink(mf_engine *e, mf_run *run) {
-  mf_run *prev = NULL;
-  for (mf_run *r = e->ready_head; r; prev = r, r = r->next_ready) {
-    if (r != run)
-      continue;
-    if (prev)
-      prev->next_ready = r->next_ready;
-    else
-      e->ready_head = r->next_ready;
-    if (e->ready_tail == r)
-      e->ready_tail = prev;
-    r->next_ready = NULL;
-    return;
+/* Takes the head of the ready queue; returns NULL when empty.  Zombies
+ * are dropped on the way (their queue hold released). */
+static mf_run *pop_ready(mf_engine *e) {
+  for (;;) {
+    mf_run *run = e->ready_head;
+    if (!run)
+      return NULL;
+    e->ready_head = run->next_ready;
+    if (!e->ready_head)
+      e->ready_tail = NULL;
+    run->next_ready = NULL;
+    run->queued = 0;
+    if (run->life == MF_LIFE_READY)
+      return run;
+    if (run->queue_hold) {
+      run->queue_hold = 0;
+      mf__run_release(run);
+    }
   }
+}
+
+/* Empties the ready queue (engine close: every run is final by then). */
+MF_INTERNAL void mf__sched_drop_ready(mf_engine *e) {
+  while (pop_ready(e))
+    ;
 }
 
 void mf_engine_end_pass(mf_engine *e) { e->end_pass = 1; }
 
-void mf__sched_push_done(mf_engine *e, mf_run *run) {
+int mf__sched_push_done(mf_engine *e, mf_run *run) {
+  if (e->done_count == e->done_cap) {
+    size_t cap = e->done_cap ? e->done_cap * 2 : 64;
+    mf_run **ring = malloc(cap * sizeof *ring);
+    if (!ring)
+      return MF_ENOMEM;
+    for (size_t i = 0; i < e->done_count; i++)
+      ring[i] = e->done[(e->done_first + i) % e->done_cap];
+    free(e->done);
+    e->done = ring;
+    e->done_cap = cap;
+    e->done_first = 0;
+  }
   mf__run_hold(run);
-  run->next_ready = NULL;
-  if (e->done_tail)
-    e->done_tail->next_ready = run;
-  else
-    e->done_head = run;
-  e->done_tail = run;
+  e->done[(e->done_first + e->done_count++) % e->done_cap] = run;
   want_drain(e);
+  return 0;
+}
+
+mf_run *mf__sched_pop_done(mf_engine *e) {
+  if (e->done_count == 0)
+    return NULL;
+  mf_run *run = e->done[e->done_first];
+  e->done_first = (e->done_first + 1) % e->done_cap;
+  e->done_count--;
+  return run;
 }
 
 static void fire_done_callbacks(mf_run *run) {
@@ -83,18 +124,13 @@ void mf__sched_drain(mf_engine *e) {
   /* Done callbacks go first: they run right after the step that made
    * their run final, before any other run sees it final. */
   for (;;) {
-    mf_run *run = e->done_head;
+    mf_run *run = mf__sched_pop_done(e);
     if (run) {
-      e->done_head = run->next_ready;
-      if (!e->done_head)
-        e->done_tail = NULL;
-      run->next_ready = NULL;
       fire_done_callbacks(run);
       mf__run_release(run);
       continue;
     }
-    run = e->ready_head;
-    if (!run)
+    if (!e->ready_head)
       break;
     /* A pass lasts a slice at most, then the loop gets a turn (timers,
      * I/O, a host's frame); the idle handle brings the scheduler back. */
@@ -110,11 +146,9 @@ void mf__sched_drain(mf_engine *e) {
       slow_steps = slow_steps || now - last_check > 0.001;
       last_check = now;
     }
-    e->ready_head = run->next_ready;
-    if (!e->ready_head)
-      e->ready_tail = NULL;
-    run->next_ready = NULL;
-    mf__run_execute(run);
+    run = pop_ready(e);
+    if (run)
+      mf__run_execute(run);
   }
   e->end_pass = 0;
   if (!mf__sched_has_work(e))
@@ -124,7 +158,7 @@ void mf__sched_drain(mf_engine *e) {
 }
 
 int mf__sched_has_work(const mf_engine *e) {
-  return e->ready_head != NULL || e->done_head != NULL;
+  return e->ready_head != NULL || e->done_count > 0;
 }
 
 void mf__sched_parked_add(mf_engine *e, mf_run *run) {

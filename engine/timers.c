@@ -2,6 +2,7 @@
  * timers.c -- deadlines of parked waits: a binary min-heap of waiters behind
  * one libuv timer, so ten thousand sleeping runs cost one handle.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -80,15 +81,9 @@ static void on_timer(uv_timer_t *handle) {
     mf__sched_drain(e);
 }
 
+/* The heap has room: mf__waiter_alloc reserves it for every waiter. */
 void mf__timers_add(mf_engine *e, mf_waiter *w) {
-  if (e->heap_len == e->heap_cap) {
-    size_t cap = e->heap_cap ? e->heap_cap * 2 : 64;
-    mf_waiter **heap = realloc(e->heap, cap * sizeof *heap);
-    if (!heap)
-      abort(); /* a deadline cannot be dropped silently */
-    e->heap = heap;
-    e->heap_cap = cap;
-  }
+  assert(e->heap_len < e->heap_cap);
   heap_set(e, e->heap_len++, w);
   sift_up(e, w->heap_index);
   rearm(e);

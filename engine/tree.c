@@ -87,27 +87,12 @@ size_t mf_engine_cancel_all(mf_engine *e, void (*names)(mf_run *, void *),
     if (!mf_run_is_final(run)) {
       if (names)
         names(run, data);
-      if (run->life == MF_LIFE_ACTIVE) {
-        run->cancel_requested = 1; /* ends when its step returns */
-        mf_run_cancel_children(run);
-      } else {
-        mf_run_cancel(run);
-      }
+      mf_run_cancel(run); /* the executing run ends when its step returns */
     }
     mf_run_unref(run);
   }
   free(roots);
   return count;
-}
-
-void mf__run_child_final(mf_run *parent) {
-  if (parent->live_children > 0)
-    return;
-  if (parent->life == MF_LIFE_CLOSING)
-    mf__sched_push(parent->engine, parent, MF_READY_CLOSE);
-  else if (mf__run_waiting(parent) &&
-           parent->waiter->kind == MF_WAITER_CHILDREN)
-    mf__waiter_wake(parent->waiter, MF_WAKE_DONE);
 }
 
 /* }====== */
@@ -199,52 +184,17 @@ size_t mf_engine_top_flows(const mf_engine *e, mf_run **out, size_t max) {
 
 /* {====== Cancellation ====== */
 
-/* A run that cannot end yet: cancelled flows with children still going
- * close once those are final; the executing run ends when its body
- * returns to the scheduler. */
-static void cancel_one(mf_run *run) {
-  if (mf_run_is_final(run) || run->life == MF_LIFE_ACTIVE)
-    return;
-  if ((run->flags & MF_RUN_CANCEL_IN_BODY) && run->body_started &&
-      !run->body_done && !run->engine->force_cancel) {
-    /* Its body runs its own clean-up, then ends (CANCELLED): a parked one
-     * is woken for it; a ready one is on its way (it sees the request at
-     * its next wait, or from the hook when it computes). */
-    if (run->life == MF_LIFE_PARKED && mf__run_waiting(run))
-      mf__waiter_wake(run->waiter, MF_WAKE_CANCELLED);
-    if (run->life == MF_LIFE_PARKED || run->life == MF_LIFE_READY)
-      return;
-  }
-  if ((run->flags & MF_RUN_FLOW) && run->live_children > 0) {
-    if (run->life == MF_LIFE_READY)
-      mf__sched_unlink(run->engine, run);
-    mf__sched_parked_remove(run->engine, run);
-    if (run->waiter)
-      mf__waiter_clear(run->waiter);
-    if (!run->body_done && run->ops && run->ops->abandon) {
-      run->body_done = 1;
-      run->ops->abandon(run);
-    }
-    run->body_done = 1;
-    run->life = MF_LIFE_CLOSING;
-    run->closing_type = MF_CANCELLED;
-    run->closing_name = MF_NAME_CANCELLED;
-    return;
-  }
-  mf__run_finalize(run, MF_CANCELLED, MF_NAME_CANCELLED);
-}
-
 /* Collects the live subtree of root (root first, parents before children),
- * iteratively: a 10,000-deep tree must not recurse. */
+ * iteratively: a 10,000-deep tree must not recurse.  NULL when out of
+ * memory. */
 static mf_run **collect_subtree(mf_run *root, int include_root, size_t *len) {
   size_t cap = 16, n = 0;
   mf_run **list = malloc(cap * sizeof *list);
   if (!list)
     return NULL;
-  if (include_root)
-    list[n++] = root;
-  else
-    for (mf_run *c = root->first_child; c; c = c->next_sibling) {
+  list[n++] = root;
+  for (size_t i = 0; i < n; i++)
+    for (mf_run *c = list[i]->first_child; c; c = c->next_sibling) {
       if (n == cap) {
         mf_run **grown = realloc(list, (cap *= 2) * sizeof *list);
         if (!grown)
@@ -253,42 +203,54 @@ static mf_run **collect_subtree(mf_run *root, int include_root, size_t *len) {
       }
       list[n++] = c;
     }
-  for (size_t i = 0; i < n; i++) {
-    mf_run *parent = list[i];
-    if (parent == root && !include_root)
-      continue;
-    for (mf_run *c = parent->first_child; c; c = c->next_sibling) {
-      if (n == cap) {
-        mf_run **grown = realloc(list, (cap *= 2) * sizeof *list);
-        if (!grown)
-          return free(list), NULL;
-        list = grown;
-      }
-      list[n++] = c;
-    }
-  }
+  if (!include_root)
+    memmove(list, list + 1, --n * sizeof *list);
   *len = n;
   return list;
 }
 
-static void cancel_tree(mf_run *root, int include_root) {
+/* Out of memory: marks the subtree, allocating nothing (a pre-order walk
+ * by the tree's own links); each marked run stops at its next step. */
+static void mark_subtree(mf_run *root) {
+  mf_run *run = root;
+  for (;;) {
+    run->cancel_requested = 1;
+    if (run->first_child) {
+      run = run->first_child;
+      continue;
+    }
+    while (run != root && !run->next_sibling)
+      run = run->parent;
+    if (run == root)
+      return;
+    run = run->next_sibling;
+  }
+}
+
+static void cancel_tree(mf_engine *e, mf_run *root, int include_root) {
   size_t n = 0;
   mf_run **list = collect_subtree(root, include_root, &n);
   if (!list) {
+    unsigned char root_marked = root->cancel_requested;
+    mark_subtree(root);
     if (include_root)
-      cancel_one(root); /* out of memory: cancel what we can */
+      mf__run_cancel_one(root);
+    else
+      root->cancel_requested = root_marked;
     return;
   }
   for (size_t i = 0; i < n; i++) {
     list[i]->cancel_requested = 1;
     mf_run_ref(list[i]);
   }
-  /* Children before parents, so a flow finds its children final. */
+  /* Children before parents, so a flow finds its children final.  (The
+   * engine outlives every run, so e is safe to use after the unrefs.) */
   for (size_t i = n; i-- > 0;) {
-    cancel_one(list[i]);
+    mf__run_cancel_one(list[i]);
     mf_run_unref(list[i]);
   }
   free(list);
+  (void)e;
 }
 
 /* Abandon callbacks run inside: the engine counts as busy (re-entering
@@ -296,18 +258,35 @@ static void cancel_tree(mf_run *root, int include_root) {
 int mf_run_cancel(mf_run *run) {
   if (mf_run_is_final(run))
     return 0;
-  run->engine->depth++;
-  cancel_tree(run, 1);
-  run->engine->depth--;
+  mf_engine *e = run->engine; /* run may be freed by the cancel */
+  e->depth++;
+  cancel_tree(e, run, 1);
+  e->depth--;
   return 1;
 }
 
 void mf_run_cancel_children(mf_run *run) {
   if (!run->first_child)
     return;
-  run->engine->depth++;
-  cancel_tree(run, 0);
-  run->engine->depth--;
+  mf_engine *e = run->engine;
+  e->depth++;
+  cancel_tree(e, run, 0);
+  e->depth--;
+}
+
+void mf__tree_force_final(mf_engine *e, mf_run *root) {
+  (void)e;
+  mf_run *run = root;
+  for (;;) {
+    while (run->first_child)
+      run = run->first_child;
+    mf_run *parent = run->parent;
+    int last = run == root;
+    mf__run_force_final(run); /* unlinks it from the tree */
+    if (last)
+      return;
+    run = parent;
+  }
 }
 
 /* }====== */

@@ -73,6 +73,7 @@ static int satisfied(const mf_waiter *w, const mf_wait_node *finished) {
   switch (w->kind) {
   case MF_WAITER_SLEEP:
   case MF_WAITER_DEADLINE:
+  case MF_WAITER_EXTERNAL:
     return 0;
   case MF_WAITER_CHILDREN:
     return w->owner->live_children == 0;
@@ -109,6 +110,8 @@ int mf__waiter_arm(mf_waiter *w, mf_wait_mode mode, double timeout) {
     goto already;
   w->active = 1;
   if (timeout >= 0) {
+    if (timeout > MF_MAX_SECONDS)
+      timeout = MF_MAX_SECONDS; /* never an overflowed timer */
     w->deadline = mf_engine_now(e) + timeout;
     mf__timers_add(e, w);
   }
@@ -163,7 +166,7 @@ void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason) {
   mf__sched_parked_remove(w->engine, owner);
   if (owner->life == MF_LIFE_INPUTS)
     mf__sched_push(w->engine, owner, MF_READY_INPUTS);
-  else if (owner->life == MF_LIFE_SLOT)
+  else if (owner->life == MF_LIFE_SLOT || owner->life == MF_LIFE_RETRY)
     mf__sched_push(w->engine, owner, MF_READY_SLOTS);
   else
     mf__sched_push(w->engine, owner, MF_READY_RESUME);

@@ -29,6 +29,7 @@ typedef enum mf_waiter_kind {
   MF_WAITER_SLEEP,    /* only the deadline */
   MF_WAITER_CHILDREN, /* the owner's live children */
   MF_WAITER_DEADLINE, /* the owner's own timeout (not a park) */
+  MF_WAITER_EXTERNAL, /* mf_run_unpark with the ticket */
 } mf_waiter_kind;
 
 struct mf_waiter {
@@ -45,6 +46,7 @@ struct mf_waiter {
   size_t heap_index; /* in the engine's timer heap, or MF_NO_HEAP_INDEX */
   mf_wake_reason reason;
   unsigned char active;              /* armed and not yet woken */
+  unsigned ticket;                   /* MF_WAITER_EXTERNAL: the park's */
   mf_run *parked_prev, *parked_next; /* engine's parked list, by owner */
 };
 

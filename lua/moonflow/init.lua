@@ -7,6 +7,11 @@ local flow_body = require("moonflow.flow").body
 local control = require "moonflow.control"
 local log = require "moonflow.log"
 
+-- What the engine calls into Lua for: the hooks of a run, and print inside
+-- a run whose task has log_prints (set for the step, never outside it).
+core.set_hooks_runner(control.run_hooks)
+core.set_print_logger(log.info)
+
 local M = {}
 local Task = core.Task
 
@@ -40,6 +45,17 @@ local function copy(t)
   return c
 end
 
+-- Options are copied when a task is defined, lists too: changing the
+-- caller's tags list afterwards changes nothing.
+local function copy_options(opts)
+  local c = {}
+  for k, v in pairs(opts) do
+    if type(v) == "table" and getmetatable(v) == nil then v = copy(v) end
+    c[k] = v
+  end
+  return c
+end
+
 local function is_type(t)
   return function(v) if type(v) ~= t then return "a " .. t end end
 end
@@ -54,15 +70,18 @@ local function is_list_of(t, what)
 end
 
 local function is_string(v) return type(v) == "string" end
-local function is_future(v) return core.is_future(v) end
+-- wait_for: futures, FutureLists, or either through allow_failure.
+local function is_future(v)
+  return core.is_future(v) or core.is_future_list(v) or core.is_allowed(v)
+end
 
 local function is_function(v) return type(v) == "function" end
 local function is_delay(v) return type(v) == "number" and v >= 0 end
 
-local function count_at_least(low)
+local function count_between(low, high)
   return function(v)
-    if math.type(v) ~= "integer" or v < low then
-      return "an integer >= " .. low
+    if math.type(v) ~= "integer" or v < low or v > high then
+      return string.format("an integer from %d to %d", low, high)
     end
   end
 end
@@ -99,7 +118,7 @@ local hook_list = is_list_of(is_function, "functions")
 -- Options of both tasks and flows.
 local common_options = {
   name = is_type("string"),
-  retries = count_at_least(0),
+  retries = count_between(0, 1000000),
   retry_delay = delays,
   retry_jitter = fraction,
   retry_condition = is_type("function"),
@@ -119,7 +138,7 @@ end
 
 local task_options = options {
   tags = is_list_of(is_string, "strings"),
-  wait_for = is_list_of(is_future, "futures"),
+  wait_for = is_list_of(is_future, "futures (or FutureLists)"),
   return_state = is_type("boolean"),
   task_run_name = name_template,
 }
@@ -170,51 +189,39 @@ end
 
 -- }======
 
--- Flows remember the user's function, for :with().
-local flow_functions = setmetatable({}, { __mode = "k" })
+-- Tasks and flows remember the user's function, for :with().
+local user_functions = setmetatable({}, { __mode = "k" })
 
--- print inside a run whose task has log_prints goes to the log; installed
--- the first time such a task is defined.
-local print_routed = false
-local function route_prints()
-  if print_routed then return end
-  print_routed = true
-  local original = print
-  print = function(...)
-    if core.logs_prints() then return log.info(...) end
-    return original(...)
-  end
-end
-
--- Makes the Task: the function itself is the body, unless control options
--- need the controlled body around it.
+-- Makes the Task: the engine takes its control options (retries, timeout,
+-- hooks: the run's policy); a task_run_name wraps the body to name the run.
 local function make(fn, body, opts, is_flow)
-  if opts.log_prints then route_prints() end
   local name = opts.name or default_name(fn)
-  if not control.needed(opts) then
-    return core.new_task(body, name, opts, is_flow)
+  if opts.task_run_name then
+    body = control.named_body(body, opts.task_run_name, fn)
   end
-  local task
-  opts.original = fn
-  task = core.new_task(control.body(body, opts, function() return task end),
-    name, opts, is_flow)
-  return task
+  return core.new_task(body, name, opts, is_flow)
 end
 
 local function new_task(opts, fn)
   check_options(opts, task_options, "task")
-  return make(fn, fn, copy(opts), false)
+  local task = make(fn, fn, copy_options(opts), false)
+  user_functions[task] = fn
+  return task
 end
 
 local function new_flow(opts, fn)
   check_options(opts, flow_options, "flow")
-  local flow = make(fn, flow_body(fn), copy(opts), true)
-  flow_functions[flow] = fn
+  local flow = make(fn, flow_body(fn), copy_options(opts), true)
+  user_functions[flow] = fn
   return flow
 end
 
 function M.task(a, b) return new_task(split_args("task", a, b)) end
 function M.flow(a, b) return new_flow(split_args("flow", a, b)) end
+
+-- The per-call options a flow's :with also takes.
+local per_call_options = { wait_for = task_options.wait_for,
+  return_state = task_options.return_state }
 
 -- t:with(opts): a copy with options replaced.
 function Task.with(self, opts)
@@ -223,25 +230,28 @@ function Task.with(self, opts)
     usage("with expects a table of options, got %s", type(opts))
   end
   local fn, name, old, is_flow = core.task_info(self)
+  fn = user_functions[self] or fn
   local merged = copy(old)
-  fn = merged.original or fn
-  merged.original = nil
   merged.name = merged.name or name
   for k, v in pairs(opts) do merged[k] = v end
-  if is_flow then
-    local flow_opts = copy(merged)
-    local per_call = { wait_for = flow_opts.wait_for,
-      return_state = flow_opts.return_state }
-    flow_opts.wait_for, flow_opts.return_state = nil, nil
-    check_options(flow_opts, flow_options, "flow")
-    local checked = copy(flow_opts)
-    for k, v in pairs(per_call) do checked[k] = v end
-    local user_fn = flow_functions[self]
-    local flow = make(user_fn, flow_body(user_fn), checked, true)
-    flow_functions[flow] = user_fn
-    return flow
+  if not is_flow then return new_task(merged, fn) end
+  local flow_opts, per_call = copy(merged), {}
+  for k, check in pairs(per_call_options) do
+    per_call[k], flow_opts[k] = flow_opts[k], nil
+    if per_call[k] ~= nil then
+      local expected = check(per_call[k])
+      if expected then
+        usage("flow option '%s' must be %s, got %s", k, expected,
+          type(per_call[k]))
+      end
+    end
   end
-  return new_task(merged, fn)
+  check_options(flow_opts, flow_options, "flow")
+  local checked = copy_options(flow_opts)
+  for k, v in pairs(per_call) do checked[k] = v end
+  local flow = make(fn, flow_body(fn), checked, true)
+  user_functions[flow] = fn
+  return flow
 end
 
 -- f:run(...): run it to the end and return its final State.

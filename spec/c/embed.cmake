@@ -12,7 +12,8 @@ set_tests_properties(c.embed PROPERTIES TIMEOUT 600)
 # mixed with ASan, so only in the build without MF_SANITIZE.
 if(NOT MF_SANITIZE)
   add_library(moonflow_engine_tsan STATIC
-    ${CMAKE_SOURCE_DIR}/engine/engine.c ${CMAKE_SOURCE_DIR}/engine/limits.c
+    ${CMAKE_SOURCE_DIR}/engine/engine.c ${CMAKE_SOURCE_DIR}/engine/life.c
+    ${CMAKE_SOURCE_DIR}/engine/limits.c
     ${CMAKE_SOURCE_DIR}/engine/park.c ${CMAKE_SOURCE_DIR}/engine/run.c
     ${CMAKE_SOURCE_DIR}/engine/sched.c ${CMAKE_SOURCE_DIR}/engine/timers.c
     ${CMAKE_SOURCE_DIR}/engine/tree.c ${CMAKE_SOURCE_DIR}/engine/wait.c)

@@ -136,12 +136,21 @@ static long long lua_int(lua_State *L, const char *expr) {
 
 static double now(void) { return (double)uv_hrtime() / 1e9; }
 
+static void on_frame(uv_timer_t *timer) { (void)timer; }
+
 /* One turn of the host's frame: step the engine, then let the loop wait
- * for timers and I/O. */
+ * for timers and I/O -- a frame of 2 ms at most, as a game host's is (the
+ * engine may have nothing due for a long time). */
 static void turn(host *h) {
   mf_engine_step(h->e);
   if (!h->own_loop) {
+    uv_timer_t frame;
+    uv_timer_init(&h->loop, &frame);
+    uv_update_time(&h->loop); /* the frame counts from now */
+    uv_timer_start(&frame, on_frame, 2, 0);
     uv_run(&h->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&frame, NULL);
+    uv_run(&h->loop, UV_RUN_NOWAIT); /* its close callback */
     return;
   }
   int ms = mf_engine_timeout(h->e); /* mf_engine_step ran the loop */
@@ -306,8 +315,8 @@ static void count_abandon(mf_run *run) {
     c_abandons_after_close++;
 }
 
-static const mf_run_ops long_sleep_ops = {long_sleep_step, count_abandon, NULL,
-                                          NULL};
+static const mf_run_ops long_sleep_ops = {.step = long_sleep_step,
+                                          .abandon = count_abandon};
 
 static const char in_flight_lua[] =
     "fired = {}\n"
@@ -602,7 +611,7 @@ static void yield_step(mf_run *run, mf_step_reason reason) {
   }
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
-static const mf_run_ops yield_ops = {yield_step, NULL, NULL, NULL};
+static const mf_run_ops yield_ops = {.step = yield_step};
 
 static mf_run *submit_yielder(mf_engine *e, int steps) {
   mf_run *run = mf_run_new(e, &yield_ops, sizeof(yielder));
@@ -666,7 +675,7 @@ static void reenter_step(mf_run *run, mf_step_reason reason) {
   reenter(*(mf_engine **)mf_run_body(run), "a C run body");
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
-static const mf_run_ops reenter_ops = {reenter_step, NULL, NULL, NULL};
+static const mf_run_ops reenter_ops = {.step = reenter_step};
 
 static void reenter_done(mf_run *run, void *data) {
   (void)run;
@@ -736,7 +745,8 @@ static void park_step(mf_run *run, mf_step_reason reason) {
   }
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
-static const mf_run_ops abandon_ops = {park_step, reenter_abandon, NULL, NULL};
+static const mf_run_ops abandon_ops = {.step = park_step,
+                                       .abandon = reenter_abandon};
 
 static void test_reenter_from_abandon(void) {
   host h;

@@ -58,10 +58,12 @@ static void sleep_step(mf_run *run, mf_step_reason reason) {
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
 
-static const mf_run_ops complete_ops = {complete_step, count_abandon, NULL,
-                                        NULL};
-static const mf_run_ops fail_ops = {fail_step, count_abandon, NULL, NULL};
-static const mf_run_ops sleep_ops = {sleep_step, count_abandon, NULL, NULL};
+static const mf_run_ops complete_ops = {.step = complete_step,
+                                        .abandon = count_abandon};
+static const mf_run_ops fail_ops = {.step = fail_step,
+                                    .abandon = count_abandon};
+static const mf_run_ops sleep_ops = {.step = sleep_step,
+                                     .abandon = count_abandon};
 
 /* Waits for the run in its body data, then completes. */
 typedef struct waiter_body {
@@ -84,7 +86,7 @@ static void waiter_step(mf_run *run, mf_step_reason reason) {
   b->woke = mf_run_wake_reason(run);
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
-static const mf_run_ops waiter_ops = {waiter_step, NULL, NULL, NULL};
+static const mf_run_ops waiter_ops = {.step = waiter_step};
 
 /* }====== */
 

@@ -53,7 +53,7 @@ static void quick_step(mf_run *run, mf_step_reason reason) {
   quick_runs++;
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
-static const mf_run_ops quick_ops = {quick_step, NULL, NULL, NULL};
+static const mf_run_ops quick_ops = {.step = quick_step};
 
 static void on_item(mf_engine *e, void *data) {
   uintptr_t item = (uintptr_t)data;
@@ -145,7 +145,7 @@ static void busy_step(mf_run *run, mf_step_reason reason) {
   }
   mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
 }
-static const mf_run_ops busy_ops = {busy_step, NULL, NULL, NULL};
+static const mf_run_ops busy_ops = {.step = busy_step};
 
 static void test_busy_loop(void) {
   const uint32_t per_thread = 250000;

@@ -1,0 +1,439 @@
+/*
+ * preempt.c -- time slices and timeouts for runs that compute without
+ * yielding.
+ *
+ * A count hook makes Lua trace every VM instruction (CPU-bound code runs
+ * twice as slowly), so it is set only on a run that has been computing for
+ * a while.  One watchdog thread serves every Lua state of the process: each
+ * registers a watch, and each step of a run counts in it.  The watchdog
+ * sleeps on a condition variable while no step is going on (an idle process
+ * or a sleeping host gets no wake-up and no signal); while steps go on it
+ * looks every half slice, and when the same step is still executing, it
+ * sends that state's loop thread a signal (pthread_sigqueue, the watch in
+ * the signal's value).  The handler sets the count hook on the coroutine
+ * executing -- the technique of lua.c's Ctrl-C handler: lua_sethook is the
+ * one Lua call meant for a signal handler.  The hook then parks a run at
+ * the end of its slice, and stops one past its deadline.
+ *
+ * What a host sees: one real-time signal (MFL_PREEMPT_SIGNAL), delivered
+ * only to a thread executing a run that computed for half a slice, with
+ * SA_RESTART.  mf.configure{ preempt = false } (or mf_config.no_preemption
+ * for a host's engine) turns it off: computing runs then keep the loop
+ * until they yield, and their timeouts fire only when they do.
+ *
+ * The replaced coroutine.resume and coroutine.wrap behave as the standard
+ * ones (lcorolib.c); inside a run they note which coroutine executes, so
+ * that a loop inside a coroutine of the user's can be stopped too, and they
+ * refuse to resume the coroutine of a parked run, which only the scheduler
+ * may do (the bridge from callbacks is mf.promise).
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "binding.h"
+
+#define MFL_DEFAULT_SLICE 0.010
+#define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6)
+
+/* {====== Watches and the watchdog ====== */
+
+/* One per registered state.  Watches are never freed (a signal sent just
+ * before a state closed may still arrive): a closed state's watch is
+ * reused by the next one. */
+typedef struct mfl_watch {
+  _Atomic(mfl_state *) state;  /* NULL: free */
+  _Atomic unsigned long steps; /* steps begun */
+  atomic_int in_step;          /* a step is executing */
+  _Atomic pthread_t thread;    /* the thread of the current step */
+  _Atomic uint64_t seen_at;    /* ns: when the watchdog first saw the step */
+  _Atomic uint64_t slice_ns;
+  unsigned long seen_steps; /* watchdog only: the step it saw last */
+  struct mfl_watch *next;
+} mfl_watch;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static mfl_watch *watches;
+static int watchdog_started;
+static atomic_int watchdog_idle;
+static struct sigaction previous_action;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Looks at every watch; signals the threads whose step has computed for
+ * half a slice.  Returns whether any step went on since the last look. */
+static int look(uint64_t now, uint64_t *shortest) {
+  int busy = 0;
+  for (mfl_watch *w = watches; w; w = w->next) {
+    if (!atomic_load(&w->state))
+      continue;
+    unsigned long steps = atomic_load(&w->steps);
+    uint64_t slice = atomic_load(&w->slice_ns);
+    if (slice < *shortest)
+      *shortest = slice;
+    if (steps != w->seen_steps) {
+      w->seen_steps = steps;
+      atomic_store(&w->seen_at, now);
+      busy = 1;
+    } else if (atomic_load(&w->in_step)) {
+      busy = 1;
+      if (now - atomic_load(&w->seen_at) >= slice / 2) {
+        union sigval value = {.sival_ptr = w};
+        pthread_sigqueue(atomic_load(&w->thread), MFL_PREEMPT_SIGNAL, value);
+      }
+    }
+  }
+  return busy;
+}
+
+static void *watchdog(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&lock);
+  for (;;) {
+    uint64_t shortest = (uint64_t)(MFL_DEFAULT_SLICE * 1e9);
+    if (!look(now_ns(), &shortest)) {
+      atomic_store(&watchdog_idle, 1);
+      pthread_cond_wait(&wake, &lock); /* until a step begins */
+      atomic_store(&watchdog_idle, 0);
+      continue;
+    }
+    pthread_mutex_unlock(&lock);
+    uint64_t pause = shortest / 2;
+    struct timespec ts = {(time_t)(pause / 1000000000u),
+                          (long)(pause % 1000000000u)};
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&lock);
+  }
+  return NULL;
+}
+
+static void on_signal(int sig, siginfo_t *info, void *context);
+
+/* Installs the handler and starts the watchdog, once per process. */
+static int start_watchdog(void) {
+  if (watchdog_started)
+    return 0;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(MFL_PREEMPT_SIGNAL, &sa, &previous_action) != 0)
+    return -1;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  /* The watchdog never receives the signal itself. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t thread;
+  int rc = pthread_create(&thread, &attr, watchdog, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    sigaction(MFL_PREEMPT_SIGNAL, &previous_action, NULL);
+    return -1;
+  }
+  watchdog_started = 1;
+  return 0;
+}
+
+static void set_slice(mfl_watch *w, double slice) {
+  atomic_store(&w->slice_ns, (uint64_t)(slice * 1e9));
+}
+
+void mfl_preempt_start(mfl_state *S) {
+  if (S->slice <= 0)
+    S->slice = MFL_DEFAULT_SLICE;
+  if (S->watch || mf_engine_preemption_off(S->engine))
+    return;
+  pthread_mutex_lock(&lock);
+  if (start_watchdog() == 0) {
+    mfl_watch *w = watches;
+    while (w && atomic_load(&w->state))
+      w = w->next;
+    if (!w && (w = calloc(1, sizeof *w))) {
+      w->next = watches;
+      watches = w;
+    }
+    if (w) {
+      atomic_store(&w->in_step, 0);
+      set_slice(w, S->slice);
+      atomic_store(&w->state, S);
+      S->watch = w;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+}
+
+void mfl_preempt_stop(mfl_state *S) {
+  mfl_watch *w = S->watch;
+  if (!w)
+    return;
+  pthread_mutex_lock(&lock);
+  atomic_store(&w->in_step, 0);
+  atomic_store(&w->state, NULL);
+  pthread_mutex_unlock(&lock);
+  S->watch = NULL;
+  if (S->tick_hooked && S->hooked_co) {
+    lua_sethook(S->hooked_co, NULL, 0, 0);
+    S->tick_hooked = 0;
+  }
+}
+
+void mfl_preempt_configure(mfl_state *S) {
+  if (S->watch)
+    set_slice(S->watch, S->slice);
+}
+
+/* }====== */
+
+/* {====== Steps ====== */
+
+void mfl_step_began(mfl_state *S, lua_State *co) {
+  S->running_co = co;
+  mfl_watch *w = S->watch;
+  if (!w)
+    return;
+  atomic_store_explicit(&w->thread, pthread_self(), memory_order_relaxed);
+  atomic_fetch_add_explicit(&w->steps, 1, memory_order_relaxed);
+  atomic_store_explicit(&w->in_step, 1, memory_order_release);
+  if (atomic_load_explicit(&watchdog_idle, memory_order_relaxed)) {
+    pthread_mutex_lock(&lock); /* once per busy period, not per step */
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+  }
+}
+
+/* After a step: the hook goes, so the next run on this coroutine runs at
+ * full speed. */
+void mfl_step_ended(mfl_state *S, lua_State *co) {
+  (void)co;
+  S->running_co = NULL;
+  if (S->watch)
+    atomic_store_explicit(&S->watch->in_step, 0, memory_order_release);
+  atomic_signal_fence(memory_order_seq_cst);
+  if (S->tick_hooked) {
+    lua_sethook(S->hooked_co, NULL, 0, 0);
+    S->tick_hooked = 0;
+  }
+}
+
+/* }====== */
+
+/* {====== The hook ====== */
+
+static mfl_state *hook_state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
+  mfl_state *S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S && !S->closed ? S : NULL;
+}
+
+static void unhook(mfl_state *S, lua_State *L) {
+  lua_sethook(L, NULL, 0, 0);
+  if (S->hooked_co == L)
+    S->tick_hooked = 0;
+}
+
+/*
+ * A run past its deadline is stopped: on its own coroutine, where it can
+ * yield, by a yield it never comes back from (a pcall cannot catch it);
+ * elsewhere (a C call that cannot yield, a coroutine of the user's, an
+ * xpcall message handler) by raising TimedOut, again at every check, until
+ * it reaches code that can be stopped.  A run that computed for its slice
+ * is parked (a yield from the hook, which Lua allows for count hooks).
+ */
+static void hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mfl_state *S = hook_state(L);
+  if (!S)
+    return;
+  mf_run *run = mf_engine_current(S->engine);
+  if (!run) {
+    unhook(S, L);
+    return;
+  }
+  mfl_run *lr = mf_run_body(run);
+  int own = lr->co == L && S->callback_depth == 0;
+  if (mf_run_timed_out(run)) {
+    if (own && lua_isyieldable(L)) {
+      lr->yield = MFL_YIELD_STOPPED;
+      mf_engine_end_pass(S->engine);
+      lua_yield(L, 0);
+      return;
+    }
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    mfl_raise(L, "TimedOut", "run %s exceeded its timeout", name);
+    return;
+  }
+  if (!own) {
+    /* A coroutine of the user's: only its own resumer can park it.  With
+     * no deadline to watch the hook goes (it slows every instruction); the
+     * watchdog puts it back if need be. */
+    if (mf_run_deadline(run) < 0)
+      unhook(S, L);
+    return;
+  }
+  /* The watchdog first saw the step on average a quarter slice after it
+   * began (it looks every half slice). */
+  mfl_watch *w = S->watch;
+  uint64_t slice = w ? atomic_load(&w->slice_ns) : 0;
+  if (w && now_ns() - atomic_load(&w->seen_at) >= slice - slice / 4 &&
+      lua_isyieldable(L)) {
+    mf_engine_end_pass(S->engine); /* let timers and I/O have their turn */
+    lr->yield = MFL_YIELD_PREEMPTED;
+    lua_yield(L, 0);
+  }
+}
+
+static void on_signal(int sig, siginfo_t *info, void *context) {
+  if (info->si_code != SI_QUEUE || !info->si_value.sival_ptr) {
+    /* Not the watchdog's: whoever had the signal before gets it. */
+    if ((previous_action.sa_flags & SA_SIGINFO) && previous_action.sa_sigaction)
+      previous_action.sa_sigaction(sig, info, context);
+    else if (previous_action.sa_handler != SIG_DFL &&
+             previous_action.sa_handler != SIG_IGN &&
+             previous_action.sa_handler)
+      previous_action.sa_handler(sig);
+    return;
+  }
+  mfl_watch *w = info->si_value.sival_ptr;
+  mfl_state *S = atomic_load(&w->state);
+  if (!S || !atomic_load(&w->in_step))
+    return;
+  lua_State *co = S->running_co;
+  if (!co)
+    return;
+  S->hooked_co = co;
+  S->tick_hooked = 1;
+  lua_sethook(co, hook, LUA_MASKCOUNT, 100);
+}
+
+/* }====== */
+
+/* {====== coroutine.resume and coroutine.wrap ====== */
+
+static void check_not_parked_run(lua_State *L, mfl_state *S, int idx) {
+  if (!S)
+    return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->threads_ref);
+  lua_pushvalue(L, idx);
+  int parked = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (parked)
+    mfl_raise(L, "UsageError",
+              "this coroutine is a parked run's: only moonflow's scheduler "
+              "resumes it (to wake a run from a callback, settle a promise: "
+              "mf.promise)");
+}
+
+static int resume_tracked(lua_State *L, lua_State *co, int narg) {
+  mfl_state *S = hook_state(L);
+  lua_State *outer = S ? S->running_co : NULL;
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  lua_xmove(L, co, narg);
+  if (outer)
+    S->running_co = co;
+  int nres, status = lua_resume(co, L, narg, &nres);
+  if (outer) {
+    if (S->tick_hooked && S->hooked_co == co)
+      unhook(S, co); /* the outer one gets it at the next signal */
+    S->running_co = outer;
+  }
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1); /* the error */
+  return -1;
+}
+
+static int co_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  check_not_parked_run(L, hook_state(L), 1);
+  int r = resume_tracked(L, co, lua_gettop(L) - 1);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int co_wrapped(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  int r = resume_tracked(L, co, lua_gettop(L));
+  if (r >= 0)
+    return r;
+  int status = lua_status(co);
+  if (status != LUA_OK && status != LUA_YIELD) {
+    mfl_closethread(co, L); /* close its variables, as lcorolib does */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+  }
+  return lua_error(L);
+}
+
+static int co_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_wrapped, 1);
+  return 1;
+}
+
+/* coroutine.close: the standard one, after the parked-run check. */
+static int co_close(lua_State *L) {
+  check_not_parked_run(L, hook_state(L), 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+void mfl_open_preempt(lua_State *L) {
+  lua_getglobal(L, "coroutine");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushcfunction(L, co_resume);
+  lua_setfield(L, -2, "resume");
+  lua_pushcfunction(L, co_wrap);
+  lua_setfield(L, -2, "wrap");
+  if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+    lua_pushcclosure(L, co_close, 1);
+    lua_setfield(L, -2, "close");
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* }====== */
