@@ -69,6 +69,9 @@ typedef struct mfl_state {
   lua_State *volatile running_co; /* the coroutine executing in a step */
   volatile int tick_hooked;       /* the hook is set on hooked_co */
   lua_State *volatile hooked_co;
+  int alloc_failing; /* the hook made the allocator fail (preempt.c) */
+  lua_Alloc saved_alloc;
+  void *saved_alloc_data;
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
@@ -248,6 +251,8 @@ MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
 MFL_INTERNAL void mfl_preempt_start(mfl_state *S);
 MFL_INTERNAL void mfl_preempt_stop(mfl_state *S);
 MFL_INTERNAL void mfl_preempt_configure(mfl_state *S);
+/* Puts back the allocator the hook made fail to stop a run. */
+MFL_INTERNAL void mfl_restore_alloc(mfl_state *S, lua_State *L);
 /* Resumes a coroutine of the user's inside a step, tracking it so its time
  * counts (the replaced coroutine.resume). */
 MFL_INTERNAL void mfl_open_preempt(lua_State *L);

@@ -441,6 +441,10 @@ void mfl_open_future(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.Future");
   lua_setfield(L, -2, "__name");
+  /* getmetatable(fut) gives this name: its __gc is not the user's to call
+   * (and setmetatable cannot take the Future's away). */
+  lua_pushliteral(L, "moonflow.Future");
+  lua_setfield(L, -2, "__metatable");
   mfl_register_mt(L, &mfl_key_future_mt);
 
   lua_createtable(L, 0, 3); /* FutureList metatable */

@@ -3,9 +3,12 @@
  * owns, the pins that keep live runs' Futures, and the helpers every file
  * of the bindings shares.  The run callbacks are in runner.c.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "binding.h"
 #include "embedded.h"
@@ -92,13 +95,13 @@ mf_run *mfl_current_run(lua_State *L, mfl_state *S) {
 int mfl_run_name(lua_State *L, mf_run *run) {
   char buf[256];
   size_t len = mf_run_name(run, buf, sizeof buf);
-  if (len + 1 < sizeof buf) {
+  if (len < sizeof buf) {
     lua_pushlstring(L, buf, len);
     return 1;
   }
-  luaL_Buffer b; /* a name longer than the buffer: its full length */
-  char *full = luaL_buffinitsize(L, &b, len + 64);
-  len = mf_run_name(run, full, len + 64);
+  luaL_Buffer b; /* a name longer than the buffer: all of it */
+  char *full = luaL_buffinitsize(L, &b, len + 1);
+  mf_run_name(run, full, len + 1);
   luaL_pushresultsize(&b, len);
   return 1;
 }
@@ -330,6 +333,20 @@ static void preload_embedded(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* libuv asserts that the descriptors it closes are above 2: when standard
+ * input, output or error is closed, the loop's own descriptors could take
+ * those numbers.  Each closed one is reopened on /dev/null first. */
+static void guard_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+      int null = open("/dev/null", O_RDWR);
+      if (null >= 0 && null != fd) {
+        dup2(null, fd);
+        close(null);
+      }
+    }
+}
+
 static mfl_state *open_state(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_state);
   mfl_state *S = lua_touserdata(L, -1);
@@ -341,6 +358,7 @@ static mfl_state *open_state(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_attached);
   S->engine = lua_touserdata(L, -1); /* a host's engine (mf_lua_attach) */
   lua_pop(L, 1);
+  guard_std_fds();
   uv_loop_t *luv_loop = S->engine ? NULL : mfl_luv_loop(L);
   S->on_luv = luv_loop != NULL;
   if (S->engine) {

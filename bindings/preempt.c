@@ -8,11 +8,11 @@
  * registers a watch, and each step of a run counts in it.  The watchdog
  * sleeps on a condition variable while no step is going on (an idle process
  * or a sleeping host gets no wake-up and no signal); while steps go on it
- * looks every half slice, and when the same step is still executing, it
- * sends that state's loop thread a signal (pthread_sigqueue, the watch in
- * the signal's value).  The handler sets the count hook on the coroutine
- * executing -- the technique of lua.c's Ctrl-C handler: lua_sethook is the
- * one Lua call meant for a signal handler.  The hook then parks a run at
+ * looks every quarter slice, and when the same step has been executing for
+ * half a slice, it sends that state's loop thread a signal (pthread_sigqueue,
+ * the watch in the signal's value).  The handler sets the count hook on the
+ * coroutine executing -- the technique of lua.c's Ctrl-C handler: lua_sethook
+ * is the one Lua call meant for a signal handler.  The hook then parks a run at
  * the end of its slice, and stops one past its deadline.
  *
  * What a host sees: one real-time signal (MFL_PREEMPT_SIGNAL), delivered
@@ -27,6 +27,7 @@
  * refuse to resume the coroutine of a parked run, which only the scheduler
  * may do (the bridge from callbacks is mf.promise).
  */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -68,8 +69,10 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Looks at every watch; signals the threads whose step has computed for
- * half a slice.  Returns whether any step went on since the last look. */
+/* Looks at every watch (every quarter slice); signals the threads whose
+ * step has computed for half a slice.  A step first seen now began, on
+ * average, half a look earlier: that is its estimated start.  Returns
+ * whether any step went on since the last look. */
 static int look(uint64_t now, uint64_t *shortest) {
   int busy = 0;
   for (mfl_watch *w = watches; w; w = w->next) {
@@ -81,7 +84,7 @@ static int look(uint64_t now, uint64_t *shortest) {
       *shortest = slice;
     if (steps != w->seen_steps) {
       w->seen_steps = steps;
-      atomic_store(&w->seen_at, now);
+      atomic_store(&w->seen_at, now - slice / 8);
       busy = 1;
     } else if (atomic_load(&w->in_step)) {
       busy = 1;
@@ -106,7 +109,7 @@ static void *watchdog(void *unused) {
       continue;
     }
     pthread_mutex_unlock(&lock);
-    uint64_t pause = shortest / 2;
+    uint64_t pause = shortest / 4;
     struct timespec ts = {(time_t)(pause / 1000000000u),
                           (long)(pause % 1000000000u)};
     nanosleep(&ts, NULL);
@@ -117,10 +120,35 @@ static void *watchdog(void *unused) {
 
 static void on_signal(int sig, siginfo_t *info, void *context);
 
+/* The watchdog thread and the signal handler live in this library: when
+ * it is a module Lua loaded, it stays mapped after lua_close's dlclose. */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)pin_library, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
+/* fork: the child has no watchdog thread, and the lock may have been held
+ * by it; the child starts its own at its next step. */
+static void before_fork(void) { pthread_mutex_lock(&lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&lock); }
+static void after_fork_child(void) {
+  pthread_mutex_init(&lock, NULL);
+  pthread_cond_init(&wake, NULL);
+  watchdog_started = 0;
+  atomic_store(&watchdog_idle, 0);
+}
+
+static int create_thread(void);
+
 /* Installs the handler and starts the watchdog, once per process. */
 static int start_watchdog(void) {
+  static int installed;
   if (watchdog_started)
     return 0;
+  if (installed)
+    return create_thread(); /* after a fork */
+  pin_library();
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = on_signal;
@@ -128,6 +156,16 @@ static int start_watchdog(void) {
   sigemptyset(&sa.sa_mask);
   if (sigaction(MFL_PREEMPT_SIGNAL, &sa, &previous_action) != 0)
     return -1;
+  if (create_thread() != 0) {
+    sigaction(MFL_PREEMPT_SIGNAL, &previous_action, NULL);
+    return -1;
+  }
+  pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+  installed = 1;
+  return 0;
+}
+
+static int create_thread(void) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -139,10 +177,8 @@ static int start_watchdog(void) {
   int rc = pthread_create(&thread, &attr, watchdog, NULL);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    sigaction(MFL_PREEMPT_SIGNAL, &previous_action, NULL);
+  if (rc != 0)
     return -1;
-  }
   watchdog_started = 1;
   return 0;
 }
@@ -204,6 +240,11 @@ void mfl_step_began(mfl_state *S, lua_State *co) {
   mfl_watch *w = S->watch;
   if (!w)
     return;
+  if (!watchdog_started) { /* a child process after fork */
+    pthread_mutex_lock(&lock);
+    start_watchdog();
+    pthread_mutex_unlock(&lock);
+  }
   atomic_store_explicit(&w->thread, pthread_self(), memory_order_relaxed);
   atomic_fetch_add_explicit(&w->steps, 1, memory_order_relaxed);
   atomic_store_explicit(&w->in_step, 1, memory_order_release);
@@ -217,7 +258,7 @@ void mfl_step_began(mfl_state *S, lua_State *co) {
 /* After a step: the hook goes, so the next run on this coroutine runs at
  * full speed. */
 void mfl_step_ended(mfl_state *S, lua_State *co) {
-  (void)co;
+  mfl_restore_alloc(S, co);
   S->running_co = NULL;
   if (S->watch)
     atomic_store_explicit(&S->watch->in_step, 0, memory_order_release);
@@ -239,6 +280,39 @@ static mfl_state *hook_state(lua_State *L) {
   return S && !S->closed ? S : NULL;
 }
 
+/* {====== An error no handler can catch ======
+ *
+ * Where a run past its deadline cannot yield (a C call, an xpcall message
+ * handler), raising an error is no use: Lua calls the message handler for
+ * it with hooks off, and a handler that loops would then never be stopped.
+ * A memory error is thrown without calling any message handler, so the
+ * hook makes the allocator fail for one allocation's time: the error
+ * unwinds to the nearest pcall or to the run's resume, and the allocator is
+ * put back at the next hook call or when the step ends. */
+
+static void *failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  mfl_state *S = ud;
+  if (nsize == 0) /* frees still free */
+    return S->saved_alloc(S->saved_alloc_data, ptr, osize, 0);
+  return NULL;
+}
+
+void mfl_restore_alloc(mfl_state *S, lua_State *L) {
+  if (!S->alloc_failing)
+    return;
+  lua_setallocf(L, S->saved_alloc, S->saved_alloc_data);
+  S->alloc_failing = 0;
+}
+
+static void throw_past_handlers(mfl_state *S, lua_State *L) {
+  S->saved_alloc = lua_getallocf(L, &S->saved_alloc_data);
+  lua_setallocf(L, failing_alloc, S);
+  S->alloc_failing = 1;
+  lua_newuserdatauv(L, 64, 0); /* throws LUA_ERRMEM */
+}
+
+/* }====== */
+
 static void unhook(mfl_state *S, lua_State *L) {
   lua_sethook(L, NULL, 0, 0);
   if (S->hooked_co == L)
@@ -249,8 +323,9 @@ static void unhook(mfl_state *S, lua_State *L) {
  * A run past its deadline is stopped: on its own coroutine, where it can
  * yield, by a yield it never comes back from (a pcall cannot catch it);
  * elsewhere (a C call that cannot yield, a coroutine of the user's, an
- * xpcall message handler) by raising TimedOut, again at every check, until
- * it reaches code that can be stopped.  A run that computed for its slice
+ * xpcall message handler) by an error no message handler sees, again at
+ * every check, until it reaches code that can be stopped (its result is
+ * then TimedOut).  A run that computed for its slice
  * is parked (a yield from the hook, which Lua allows for count hooks).
  */
 static void hook(lua_State *L, lua_Debug *ar) {
@@ -258,6 +333,7 @@ static void hook(lua_State *L, lua_Debug *ar) {
   mfl_state *S = hook_state(L);
   if (!S)
     return;
+  mfl_restore_alloc(S, L);
   mf_run *run = mf_engine_current(S->engine);
   if (!run) {
     unhook(S, L);
@@ -272,9 +348,7 @@ static void hook(lua_State *L, lua_Debug *ar) {
       lua_yield(L, 0);
       return;
     }
-    char name[256];
-    mf_run_name(run, name, sizeof name);
-    mfl_raise(L, "TimedOut", "run %s exceeded its timeout", name);
+    throw_past_handlers(S, L);
     return;
   }
   if (!own) {
@@ -285,12 +359,10 @@ static void hook(lua_State *L, lua_Debug *ar) {
       unhook(S, L);
     return;
   }
-  /* The watchdog first saw the step on average a quarter slice after it
-   * began (it looks every half slice). */
+  /* seen_at: the step's estimated start (see look). */
   mfl_watch *w = S->watch;
   uint64_t slice = w ? atomic_load(&w->slice_ns) : 0;
-  if (w && now_ns() - atomic_load(&w->seen_at) >= slice - slice / 4 &&
-      lua_isyieldable(L)) {
+  if (w && now_ns() - atomic_load(&w->seen_at) >= slice && lua_isyieldable(L)) {
     mf_engine_end_pass(S->engine); /* let timers and I/O have their turn */
     lr->yield = MFL_YIELD_PREEMPTED;
     lua_yield(L, 0);

@@ -336,6 +336,10 @@ static void on_error(lua_State *L, mf_run *run, mfl_run *lr, int box,
   if (hooks) {
     mfl_report(lr->S, "error in a hook", mfl_describe(L, -1));
     lua_pop(L, 2);
+  } else if (mf_run_timed_out(run)) {
+    lua_pop(L, 1); /* whatever stopping it raised: it timed out */
+    push_timed_out(L, run);
+    store_error(L, lr, box, co);
   } else {
     store_error(L, lr, box, co);
   }
@@ -346,14 +350,14 @@ static void on_error(lua_State *L, mf_run *run, mfl_run *lr, int box,
   }
   mf_state_type type = MF_FAILED;
   mf_state_name name = MF_NAME_FAILED;
-  if (lr->has_outcome) {
+  if (mf_run_timed_out(run)) {
+    name = MF_NAME_TIMED_OUT;
+  } else if (lr->has_outcome) {
     type = lr->outcome_type;
     name = lr->outcome_name;
   } else if (status == LUA_ERRMEM) {
     type = MF_CRASHED;
     name = MF_NAME_CRASHED;
-  } else if (mf_run_timed_out(run)) {
-    name = MF_NAME_TIMED_OUT;
   }
   mf_run_finish(run, type, name);
   log_outcome(L, run, lr, box);

@@ -308,8 +308,7 @@ static void on_post(uv_async_t *handle) {
   e->depth++; /* a post may not drive the loop */
   run_posts(e);
   e->depth--;
-  if (!e->step_only)
-    mf__sched_drain(e);
+  mf__sched_drain_from_loop(e);
 }
 
 /* }====== */
@@ -317,10 +316,8 @@ static void on_post(uv_async_t *handle) {
 /* Releases what the engine still holds for runs that were final. */
 static void drop_queues(mf_engine *e) {
   mf_run *run;
-  while ((run = mf__sched_pop_done(e))) {
-    run->next_ready = NULL;
+  while ((run = mf__sched_pop_done(e)))
     mf__run_release(run);
-  }
   free(e->done);
   e->done = NULL;
   e->done_cap = e->done_count = e->done_first = 0;
@@ -335,6 +332,25 @@ static void on_handle_closed(uv_handle_t *handle) {
   if (--e->handles_closing == 0 && !e->owns_loop) {
     e->handles_closed = 1;
     engine_release(e);
+  }
+}
+
+static void close_handle(uv_handle_t *handle, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(handle))
+    uv_close(handle, NULL);
+}
+
+/* The loop is the engine's: every handle still on it is closed (luv's
+ * loop_gc), a host's too (one left open when the engine closes), and the
+ * loop runs until they are -- a bounded number of times, never forever. */
+static void close_own_loop(mf_engine *e) {
+  uv_run(e->loop, UV_RUN_NOWAIT); /* the engine's own close callbacks */
+  for (int round = 0; round < 16; round++) {
+    if (uv_loop_close(e->loop) != UV_EBUSY)
+      return;
+    uv_walk(e->loop, close_handle, NULL);
+    uv_run(e->loop, UV_RUN_DEFAULT);
   }
 }
 
@@ -364,8 +380,7 @@ void mf_engine_close(mf_engine *e) {
   uv_close((uv_handle_t *)&e->timer, on_handle_closed);
   if (!e->owns_loop)
     return; /* freed by on_handle_closed when the host's loop runs */
-  while (uv_loop_close(e->loop) == UV_EBUSY)
-    uv_run(e->loop, UV_RUN_DEFAULT);
+  close_own_loop(e);
   e->handles_closed = 1;
   engine_release(e);
 }

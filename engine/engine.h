@@ -33,7 +33,8 @@ struct mf_engine {
   struct mf_post *post_head, *post_tail;
   atomic_int posts_waiting; /* a hint, set by posters: posts are queued */
   unsigned max_steps;
-  unsigned char running_loop; /* inside the engine's own uv_run */
+  unsigned char running_loop;  /* inside the engine's own uv_run */
+  unsigned char top_wait_over; /* the top-level wait's target was reached */
   void (*close_fn)(mf_engine *, void *);
   void *close_data;
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */
@@ -92,6 +93,7 @@ MF_INTERNAL int mf__sched_push_done(mf_engine *e, mf_run *run);
 MF_INTERNAL mf_run *mf__sched_pop_done(mf_engine *e);
 MF_INTERNAL void mf__sched_drop_ready(mf_engine *e);
 MF_INTERNAL void mf__sched_drain(mf_engine *e);
+MF_INTERNAL void mf__sched_drain_from_loop(mf_engine *e);
 MF_INTERNAL void mf__sched_parked_add(mf_engine *e, mf_run *run);
 MF_INTERNAL void mf__sched_parked_remove(mf_engine *e, mf_run *run);
 /* Wakes parked waits no event can end; returns how many were woken. */

@@ -267,7 +267,8 @@ MF_API unsigned mf_run_flags(const mf_run *run);
  * the binding).  mf_run_set_custom_name copies its argument. */
 MF_API void mf_run_set_name(mf_run *run, const char *prefix, uint64_t number);
 MF_API int mf_run_set_custom_name(mf_run *run, const char *name);
-/* Writes the name into buf (always NUL-terminated); returns its length. */
+/* Writes the name into buf (always NUL-terminated, cut to size - 1 bytes);
+ * returns the name's full length, as snprintf does. */
 MF_API size_t mf_run_name(const mf_run *run, char *buf, size_t size);
 MF_API uint64_t mf_run_id(const mf_run *run);
 

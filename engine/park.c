@@ -140,6 +140,7 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
   int rc = 0;
   for (size_t i = 0; i < count && rc == 0; i++)
     rc = mf__waiter_add(&w, targets[i], 0);
+  e->top_wait_over = 0;
   if (rc == 0 && !mf__waiter_arm(&w, mode, timeout)) {
     e->interrupted = 0;
     while (w.active) {
@@ -166,6 +167,7 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
       uv_run(e->loop, UV_RUN_ONCE);
       e->running_loop = 0;
     }
+    e->top_wait_over = 0;
     if (rc == 0 && w.reason == MF_WAKE_TIMEOUT)
       rc = MF_ETIMEDOUT;
     if (rc == 0 && w.reason == MF_WAKE_DEADLOCK)

@@ -138,9 +138,7 @@ size_t mf_run_name(const mf_run *run, char *buf, size_t size) {
     n = snprintf(buf, size, "%s-%" PRIu64, run->name_prefix, run->number);
   else
     n = snprintf(buf, size, "run-%" PRIu64, run->id);
-  if (n < 0)
-    n = 0;
-  return (size_t)n < size ? (size_t)n : (size ? size - 1 : 0);
+  return n < 0 ? 0 : (size_t)n;
 }
 
 uint64_t mf_run_id(const mf_run *run) { return run->id; }

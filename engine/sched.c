@@ -15,7 +15,16 @@
 /* Seconds one scheduler pass may take before the loop gets a turn. */
 #define MF_SCHED_SLICE 0.01
 
-static void on_idle(uv_idle_t *handle) { mf__sched_drain(handle->data); }
+static void on_idle(uv_idle_t *handle) {
+  mf__sched_drain_from_loop(handle->data);
+}
+
+/* A loop callback's drain.  None once a top-level wait was satisfied: its
+ * caller gets the loop back before any run takes another time slice. */
+void mf__sched_drain_from_loop(mf_engine *e) {
+  if (!e->step_only && !e->top_wait_over)
+    mf__sched_drain(e);
+}
 
 static void want_drain(mf_engine *e) {
   if (!e->closing && !e->step_only && !uv_is_active((uv_handle_t *)&e->idle))

@@ -61,7 +61,10 @@ static void rearm(mf_engine *e) {
   if (due == e->timer_due)
     return;
   double delay = due - mf_engine_now(e);
-  uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000.0);
+  /* Never 0: libuv 1.44 runs a timer started with 0 from a timer callback
+   * again in the same pass, and a body that takes over a millisecond would
+   * keep the loop from ever polling. */
+  uint64_t ms = delay <= 0.001 ? 1 : (uint64_t)ceil(delay * 1000.0);
   e->timer_due = due;
   uv_timer_start(&e->timer, on_timer, ms, 0);
 }
@@ -77,8 +80,7 @@ static void on_timer(uv_timer_t *handle) {
     mf__waiter_wake(e->heap[0], MF_WAKE_TIMEOUT);
   e->timers_firing = 0;
   rearm(e);
-  if (!e->step_only)
-    mf__sched_drain(e);
+  mf__sched_drain_from_loop(e);
 }
 
 /* The heap has room: mf__waiter_alloc reserves it for every waiter. */

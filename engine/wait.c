@@ -157,8 +157,10 @@ void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason) {
   mf__timers_remove(w->engine, w);
   w->deadline = -1;
   mf_run *owner = w->owner;
-  if (!owner)
-    return; /* a top-level wait: its drive loop sees w->active == 0 */
+  if (!owner) {
+    w->engine->top_wait_over = 1; /* no more drains: the loop returns */
+    return;                       /* its drive loop sees w->active == 0 */
+  }
   if (w->kind == MF_WAITER_DEADLINE) {
     mf__run_deadline_passed(owner);
     return;

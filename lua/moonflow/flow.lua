@@ -55,7 +55,12 @@ local function check_returned(outcomes)
     error(core.error("Cancelled", message), 0)
   elseif failed > 0 then
     local message = format("%d/%d states failed.", failed, #outcomes)
-    local err = first_failed:result(nil, false)
+    local err
+    if core.is_future(first_failed) then
+      err = first_failed:result(nil, false)
+    else
+      err = first_failed:result(false) -- a State's result(raise_on_failure)
+    end
     core.set_outcome("FAILED", "Failed", message)
     error(err, 0)
   end

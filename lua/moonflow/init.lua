@@ -256,6 +256,10 @@ end
 
 -- f:run(...): run it to the end and return its final State.
 function Task.run(self, ...)
+  if not core.is_task(self) then
+    usage("expected a Task or Flow as self (use f:run(...), not f.run(...)), got %s",
+      type(self))
+  end
   local fut = self:submit(...)
   fut:wait()
   return fut:state()
@@ -263,7 +267,12 @@ end
 
 function M.submit(task, ...) return Task.submit(task, ...) end
 function M.map(task, ...) return Task.map(task, ...) end
-function M.result(fut, ...) return fut:result(...) end
+function M.result(fut, ...)
+  if not core.is_future(fut) then
+    usage("mf.result expects a Future, got %s", type(fut))
+  end
+  return fut:result(...)
+end
 
 function M.wait(futures, timeout)
   if core.is_future(futures) then futures = { futures } end

@@ -4,6 +4,7 @@
 -- prompt parks that run while the loop (and everything submitted before)
 -- goes on.  Values are printed readably; futures and states as one line.
 local core = require "moonflow.core"
+local describe = require("moonflow.control").describe
 
 local M = {}
 
@@ -49,10 +50,10 @@ function show(v, depth, seen)
   if t == "string" then return format("%q", v):gsub("\\\n", "\\n") end
   if t == "table" then
     local mt = getmetatable(v)
-    if mt and mt.__tostring then return tostring(v) end
+    if type(mt) == "table" and mt.__tostring then return describe(v) end
     return show_table(v, depth, seen)
   end
-  return tostring(v)
+  return describe(v)
 end
 
 M.show = show
@@ -76,22 +77,27 @@ end
 local chunk_task = nil  -- made on first use
 local current = nil     -- the Future of the chunk running now
 
-local function report(fut, write, ready)
+local function outcome_text(fut)
   local state = fut:state()
   if state.type == "COMPLETED" then
     local results = table.pack(fut:result())
-    if results.n > 0 then
-      local parts = {}
-      for i = 1, results.n do parts[i] = show(results[i]) end
-      write(concat(parts, "\t") .. "\n")
-    end
+    if results.n == 0 then return nil end
+    local parts = {}
+    for i = 1, results.n do parts[i] = show(results[i]) end
+    return concat(parts, "\t") .. "\n"
   elseif state.type == "CANCELLED" then
-    write("interrupted\n")
-  else
-    local err = fut:result(nil, false)
-    write((state.traceback or tostring(err)) .. "\n")
+    return "interrupted\n"
   end
+  return (state.traceback or describe(fut:result(nil, false))) .. "\n"
+end
+
+-- Prints how the chunk's run ended; the prompt comes back whatever
+-- printing it does (a value's __tostring or __pairs may raise).
+local function report(fut, write, ready)
+  local ok, text = pcall(outcome_text, fut)
+  if not ok then text = "(cannot print the result: " .. describe(text) .. ")\n" end
   current = nil
+  if text then pcall(write, text) end
   ready()
 end
 
@@ -126,7 +132,7 @@ function M.report_background(write)
     local state = fut:state()
     local err = fut:result(nil, false)
     write(format("[background] %s %s: %s\n", fut.name, state.name,
-      state.traceback or tostring(err)))
+      state.traceback or describe(err)))
   end
 end
 

@@ -1,0 +1,489 @@
+-- Robustness (issue 8): one regression test per defect found by fuzzing the
+-- API and by porting Prefect's tests -- no crash, no hang, no wrong answer.
+-- Cases that could crash or hang the process run as subprocesses, bounded
+-- by `timeout` (generously: the bound only catches a hang).
+package.path = "spec/?.lua;" .. package.path
+local h = require "helper"
+local mf, lu = h.mf, h.lu
+
+-- {====== Subprocesses ======
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local s = p:read("a")
+  p:close()
+  return s
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local CWD = capture("pwd"):gsub("\n$", "")
+local function absolute(path) return path:sub(1, 1) == "/" and path or CWD .. "/" .. path end
+local PROG = absolute(os.getenv("MF_PROGRAM") or "build/moonflow")
+local MODULE_DIR = absolute(os.getenv("MF_MODULE_DIR") or "build")
+-- Under the sanitizers, stock lua5.4 needs their runtime preloaded to load
+-- the instrumented module; the instrumented program must not get it.
+local PRELOAD = os.getenv("MF_SUBPROCESS_PRELOAD") or os.getenv("LD_PRELOAD")
+local SANITIZED = PRELOAD ~= nil and PRELOAD:find("asan") ~= nil
+local DIR = capture("unset LD_PRELOAD; mktemp -d /tmp/mf-robust.XXXXXX"):gsub("\n$", "")
+local counter = 0
+
+-- Runs code as a script under "moonflow" (the program) or "lua" (stock
+-- lua5.4 with the module); returns { code, out, err }.  stdin is closed
+-- when how.closed_stdio is set.
+local function run(code, runner, how)
+  how = how or {}
+  counter = counter + 1
+  local base = string.format("%s/%d-", DIR, counter)
+  local path = base .. "script.lua"
+  write_file(path, code)
+  local cmd
+  if runner == "lua" then
+    cmd = "env MF_MODULE_DIR=" .. quote(MODULE_DIR) .. " "
+      .. (PRELOAD and ("LD_PRELOAD=" .. quote(PRELOAD) .. " ") or "")
+      .. "lua5.4 -e " .. quote("package.cpath = os.getenv('MF_MODULE_DIR') .. '/?.so;' .. package.cpath")
+      .. " " .. quote(path)
+  else
+    cmd = "env -u LD_PRELOAD " .. quote(PROG) .. " " .. quote(path)
+  end
+  local redirect = how.closed_stdio and " <&- >&- 2>&-"
+    or (" >" .. quote(base .. "out") .. " 2>" .. quote(base .. "err") .. " </dev/null")
+  local shell = (how.prefix or "") .. "timeout -k 5 " .. (how.limit or 120) .. " " .. cmd .. redirect
+  local ok, kind, status = os.execute("unset MOONFLOW_LOG_LEVEL; " .. shell)
+  local exit = ok and 0 or (kind == "exit" and status or 128 + (status or 0))
+  return { code = exit, out = read_file(base .. "out"), err = read_file(base .. "err") }
+end
+
+local function describe(r)
+  return string.format("exit %s\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.out, r.err)
+end
+
+local function both(code, check, how)
+  for _, runner in ipairs({ "moonflow", "lua" }) do check(run(code, runner, how), runner) end
+end
+
+-- An error table whose __tostring raises.
+local function hostile_error()
+  return setmetatable({ kind = "Hostile" }, { __tostring = function() error("tostring boom") end })
+end
+
+-- }======
+
+TestCrashes = {}
+
+function TestCrashes:test_01_many_return_values()
+  local t = mf.task(function(n)
+    local r = {}
+    for i = 1, n do r[i] = i end
+    return table.unpack(r)
+  end)
+  for _, n in ipairs({ 80, 100, 5000 }) do
+    local values = table.pack(t(n))
+    lu.assertEquals(values.n, n)
+    lu.assertEquals(values[n], n)
+  end
+end
+
+local function nest(depth, leaf)
+  local t = leaf
+  for _ = 1, depth do t = { t } end
+  return t
+end
+
+local function unnest(t, depth)
+  for _ = 1, depth do t = t[1] end
+  return t
+end
+
+function TestCrashes:test_02_deep_argument_tables()
+  local id = mf.task(function(t) return t end)
+  local five = mf.task(function() return 5 end)
+  local plain = nest(40, "leaf")
+  lu.assertTrue(rawequal(id(plain), plain), "a table without futures passes as it is")
+  local got = id(nest(150, five:submit()))
+  lu.assertEquals(unnest(got, 150), 5)
+  local err = h.raises_kind("UsageError", id.submit, id, nest(250, "x"))
+  lu.assertStrContains(err.message, "deeper")
+  -- Quoted, a table of any depth passes unsearched.
+  local deep = nest(1000, "x")
+  lu.assertTrue(rawequal(id(mf.quote(deep)), deep))
+end
+
+function TestCrashes:test_02_deep_flow_results()
+  local f = mf.flow(function(d) return nest(d, "end") end)
+  lu.assertEquals(unnest(f(60), 60), "end")
+  lu.assertEquals(unnest(f(1000), 1000), "end")
+  local five = mf.task(function() return 5 end)
+  local g = mf.flow(function() return nest(60, five:submit()) end)
+  lu.assertEquals(unnest(g(), 60), 5)
+end
+
+function TestCrashes:test_03_list_changed_while_waited_on()
+  local gate = mf.task(function(x) mf.sleep(0.01) return x end)
+  local l = { gate:submit(1), gate:submit(2), gate:submit(3) }
+  l[1]:add_done_callback(function() l[2] = "x"; l[4] = "y" end)
+  local done, not_done = mf.wait(l)
+  lu.assertEquals(#done, 3, "the wait is on what the list held at the call")
+  lu.assertEquals(#not_done, 0)
+  local list = gate:map({ 10, 20, 30 })
+  list[1]:add_done_callback(function() list[4] = "grown"; list[2] = nil end)
+  local r = list:result()
+  lu.assertEquals(r.n, 3)
+  lu.assertEquals({ r[1], r[2], r[3] }, { 10, 20, 30 })
+end
+
+function TestCrashes:test_04_flow_per_call_options_are_checked()
+  local f = mf.flow(function() return 1 end)
+  local err = h.raises_kind("UsageError", f.with, f, { wait_for = "abc" })
+  lu.assertStrContains(err.message, "wait_for")
+  err = h.raises_kind("UsageError", f.with, f, { return_state = "yes" })
+  lu.assertStrContains(err.message, "return_state")
+  lu.assertEquals(f:with({ return_state = true }):submit().type, "COMPLETED")
+end
+
+function TestCrashes:test_05_state_closes_with_runs_going()
+  local r = run([[
+local mf = require "moonflow"
+local sleepy = mf.task({ name = "sleepy" }, function() mf.sleep(10) end)
+for _ = 1, 5 do sleepy:submit() end
+mf.sleep(0.01)
+print("ending")
+]], "lua")
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(r.out, "ending\n")
+  lu.assertStrContains(r.err, "5 run(s) still going")
+end
+
+function TestCrashes:test_06_exit_inside_a_task()
+  both([[
+local mf = require "moonflow"
+mf.task(function() io.stdout:write("in task\n") io.stdout:flush() os.exit(7, true) end)()
+]], function(r, runner)
+    lu.assertEquals(r.code, 7, runner .. ": " .. describe(r))
+    lu.assertEquals(r.out, "in task\n", runner)
+  end)
+end
+
+function TestCrashes:test_06_out_of_memory_ends()
+  if SANITIZED then return end -- the sanitizers reserve more than the limit
+  local r = run([[
+local mf = require "moonflow"
+local hog = mf.task(function()
+  local t = {}
+  for i = 1, 1e9 do t[i] = { i } end
+end)
+local futs = {}
+for i = 1, 4 do futs[i] = hog:submit() end
+for i = 1, 4 do futs[i]:wait() end
+]], "lua", { prefix = "ulimit -v 300000; " })
+  lu.assertTrue(r.code ~= 124 and r.code ~= 137, "out of memory hung: " .. describe(r))
+end
+
+function TestCrashes:test_07_many_tags()
+  local tags = {}
+  for i = 1, 40 do tags[i] = "tag" .. i end
+  local t = mf.task({ tags = tags }, function(x) return x end)
+  local fut = t:submit("argument")
+  lu.assertEquals(type(fut), "userdata")
+  lu.assertEquals(fut:result(), "argument")
+  mf.limit("tag33", 1)
+  lu.assertEquals(t("again"), "again")
+end
+
+function TestCrashes:test_08_future_metatable_is_protected()
+  local fut = mf.task(function() return 1 end):submit()
+  lu.assertEquals(getmetatable(fut), "moonflow.Future")
+  lu.assertFalse(pcall(setmetatable, fut, {}))
+  lu.assertEquals(fut:result(), 1)
+end
+
+function TestCrashes:test_09_closed_standard_streams()
+  both([[
+local mf = require "moonflow"
+print(mf.task(function() return 1 end)())
+]], function(r, runner)
+    lu.assertEquals(r.code, 0, runner .. ": " .. describe(r))
+  end, { closed_stdio = true })
+end
+
+TestHangs = {}
+
+function TestHangs:test_10_looping_message_handler_is_stopped()
+  both([[
+local mf = require "moonflow"
+local t = mf.task({ timeout = 0.2 }, function()
+  xpcall(error, function() while true do end end, "x")
+  while true do end
+end)
+local fut = t:submit()
+fut:wait()
+print(fut:state().name)
+]], function(r, runner)
+    lu.assertEquals(r.out, "TimedOut\n", runner .. ": " .. describe(r))
+  end)
+end
+
+function TestHangs:test_11_interrupting_a_big_map_is_linear()
+  -- 300,000 queued runs cancelled by Ctrl-C: quadratic unlinking took
+  -- minutes; linear takes a moment even on a slow machine.
+  local ready = DIR .. "/map-ready"
+  counter = counter + 1
+  local script = DIR .. "/" .. counter .. "-bigmap.lua"
+  write_file(script, [[
+local mf = require "moonflow"
+local t = mf.task(function(x) mf.sleep(100) return x end)
+local xs = {}
+for i = 1, 300000 do xs[i] = i end
+local list = t:map(xs)
+io.open(]] .. string.format("%q", ready) .. [[, "w"):close()
+list:wait()
+]])
+  local cmd = "unset LD_PRELOAD; " .. quote(PROG) .. " --quiet " .. quote(script)
+    .. " >/dev/null 2>&1 & pid=$!; while [ ! -f " .. quote(ready)
+    .. " ]; do kill -0 $pid 2>/dev/null || exit 99; sleep 0.05; done; kill -INT $pid; wait $pid"
+  local ok, kind, status = os.execute("timeout -k 5 120 sh -c " .. quote(cmd))
+  local code = ok and 0 or (kind == "exit" and status or 128 + status)
+  lu.assertEquals(code, 130, "expected the Ctrl-C exit status")
+end
+
+function TestHangs:test_12_empty_waits_return_at_once()
+  local t0 = mf.now()
+  local done, not_done = mf.wait({}, 3)
+  lu.assertEquals(#done + #not_done, 0)
+  local empty = mf.task(function() end):map({})
+  lu.assertTrue(empty:wait(3))
+  lu.assertEquals(empty:result(3).n, 0)
+  lu.assertTrue(mf.now() - t0 < 2.9, "an empty wait waited its timeout")
+end
+
+function TestHangs:test_12_huge_durations_are_clamped()
+  local forever = mf.task(function() mf.sleep(math.huge) end)
+  local fut = forever:submit()
+  lu.assertFalse(fut:wait(0.05))
+  lu.assertTrue(fut:cancel())
+  mf.rate_limit("glacial", 1e-17)
+  local slow = mf.task({ tags = { "glacial" } }, function() return 1 end)
+  local a, b = slow:submit(), slow:submit()
+  lu.assertEquals(a:result(), 1)
+  lu.assertFalse(b:wait(0.05), "the second start is 1e17 s away")
+  b:cancel()
+  local waited = mf.task(function() return 2 end):submit()
+  lu.assertEquals(waited:result(1e300), 2)
+end
+
+TestResults = {}
+
+function TestResults:test_13_a_timed_out_wait_does_not_leak()
+  local slow = mf.task(function() mf.sleep(0.3) return "slow" end)
+  local quick = mf.task(function() return "quick" end)
+  local function check()
+    local s, q = slow:submit(), quick:submit()
+    q:wait()
+    lu.assertFalse(s:wait(0.01))
+    lu.assertEquals(q:result(), "quick")
+    lu.assertEquals(q:result(0.5), "quick")
+    local done = mf.wait({ s }, 0.01)
+    lu.assertEquals(#done, 0)
+    lu.assertEquals(mf.wait({ q }), mf.wait({ q }))
+    lu.assertEquals(q:result(), "quick")
+    for f in mf.as_completed({ q }, 1) do lu.assertEquals(f:result(), "quick") end
+    s:cancel()
+    return true
+  end
+  lu.assertTrue(check())
+  lu.assertTrue(mf.task(check)())
+end
+
+function TestResults:test_14_flow_rules_hold_with_control_options()
+  local log = {}
+  local victim = mf.task(function() mf.sleep(10) end)
+  local body_runs = 0
+  local f = mf.flow({ retries = 2,
+    on_cancellation = { function() log[#log + 1] = "cancellation" end },
+    on_failure = { function() log[#log + 1] = "failure" end } }, function()
+    body_runs = body_runs + 1
+    local fut = victim:submit()
+    fut:cancel()
+    return fut
+  end)
+  local st = f:run()
+  lu.assertEquals(st.type, "CANCELLED")
+  lu.assertEquals(st.message, "1/1 states cancelled.")
+  lu.assertEquals(body_runs, 1, "a cancelled flow is not retried")
+  lu.assertEquals(log, { "cancellation" })
+  local bad = mf.task(function() error("nope", 0) end)
+  local g = mf.flow({ timeout = 5, log_prints = true }, function() return bad:submit() end)
+  st = g:run()
+  lu.assertEquals(st.type, "FAILED")
+  lu.assertEquals(st.message, "1/1 states failed.")
+end
+
+function TestResults:test_15_error_whose_tostring_raises()
+  local e = hostile_error()
+  local n, ran = 0, false
+  local t = mf.task({ retries = 2, on_failure = {
+    function() error(hostile_error()) end,
+    function() ran = true end } }, function() n = n + 1 error(e) end)
+  local fut = t:submit()
+  local ok, err = pcall(fut.result, fut)
+  lu.assertFalse(ok)
+  lu.assertTrue(rawequal(err, e), "result() raises the error object itself")
+  lu.assertEquals(n, 3, "every attempt ran")
+  lu.assertTrue(ran, "the other hooks still ran")
+  local after = false
+  local g = mf.task(function() return 1 end):submit()
+  g:add_done_callback(function() error(hostile_error()) end)
+  g:wait()
+  after = true
+  lu.assertTrue(after)
+  lu.assertIsString(fut:state().message)
+end
+
+function TestResults:test_15_repl_goes_on_after_such_an_error()
+  counter = counter + 1
+  local input = DIR .. "/" .. counter .. "-repl.txt"
+  write_file(input, 'error(setmetatable({}, {__tostring = function() error("boom") end}))\n'
+    .. 'print("after")\n')
+  local out = capture("unset LD_PRELOAD; timeout -k 5 60 " .. quote(PROG) .. " < " .. quote(input) .. " 2>&1")
+  lu.assertStrContains(out, "after")
+end
+
+function TestResults:test_16_waiting_where_nothing_can_yield()
+  local t = mf.task(function()
+    local xs = { 3, 1, 2 }
+    local ok, err = pcall(table.sort, xs, function(a, b) mf.sleep(0.05) return a < b end)
+    local t0 = mf.now()
+    mf.sleep(0.2)
+    return ok, err, mf.now() - t0
+  end)
+  local ok, err, slept = t()
+  lu.assertFalse(ok)
+  lu.assertEquals(err.kind, "UsageError")
+  lu.assertStrContains(err.message, "cannot yield")
+  lu.assertTrue(slept >= 0.2 - 0.001, "a later sleep lasted " .. slept)
+end
+
+function TestResults:test_17_resuming_a_parked_run_is_refused()
+  local co_of_run
+  local t = mf.task(function()
+    co_of_run = coroutine.running()
+    mf.sleep(0.05)
+    return "mine"
+  end)
+  local fut = t:submit()
+  local other = mf.task(function() mf.sleep(0.01) end):submit()
+  local refused
+  other:add_done_callback(function()
+    refused = { pcall(coroutine.resume, co_of_run, "hijack") }
+  end)
+  lu.assertEquals(fut:result(), "mine")
+  lu.assertFalse(refused[1])
+  lu.assertEquals(refused[2].kind, "UsageError")
+  lu.assertStrContains(refused[2].message, "mf.promise")
+end
+
+function TestResults:test_18_memory_stays_flat_under_sustained_submission()
+  local r = run([[
+local mf = require "moonflow"
+local t = mf.task(function(x) return x end)
+local function rss()
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^VmRSS:%s+(%d+)")
+    if kb then return tonumber(kb) / 1024 end
+  end
+end
+local loop = mf.task(function()
+  for _ = 1, 3000 do
+    for i = 1, 1000 do t:submit(i) end
+    mf.sleep(0)
+  end
+end)
+loop()
+print(string.format("%.0f", rss()))
+]], "moonflow", { limit = 600 })
+  lu.assertEquals(r.code, 0, describe(r))
+  local mb = tonumber(r.out)
+  lu.assertNotNil(mb, describe(r))
+  if SANITIZED then return end -- the sanitizers keep freed memory aside
+  lu.assertTrue(mb < 200, "3 million runs left the process at " .. mb .. " MB")
+end
+
+function TestResults:test_19_allow_failure_of_a_future_list()
+  local flaky = mf.task(function(x) if x == 2 then error("two", 0) end return x end)
+  local list = flaky:map({ 1, 2, 3 })
+  local sum = mf.task(function(values) return #values end)
+  lu.assertEquals(sum(mf.allow_failure(list)), 3)
+  local after = mf.task(function() return "ran" end)
+  lu.assertEquals(after:with({ wait_for = { mf.allow_failure(list) } })(), "ran")
+  list[2]:state()
+end
+
+function TestResults:test_19_quoted_array_is_mapped_unsearched()
+  local inner = mf.task(function() return 1 end):submit()
+  inner:wait()
+  local kind = mf.task(function(x) return type(x[1]) end)
+  local r = kind:map(mf.quote({ { inner }, { inner } })):result()
+  lu.assertEquals({ r[1], r[2] }, { "userdata", "userdata" })
+end
+
+function TestResults:test_19_returned_states_count_like_futures()
+  local bad = mf.task(function() error("x", 0) end)
+  local f = mf.flow(function() return bad:with({ return_state = true }):submit() end)
+  local st = f:run()
+  lu.assertEquals(st.type, "FAILED")
+  lu.assertEquals(st.message, "1/1 states failed.")
+end
+
+function TestResults:test_19_options_are_copied_at_definition()
+  local tags = { "copied" }
+  local t = mf.task({ tags = tags }, function() return mf.context().tags end)
+  tags[1] = "changed"
+  tags[2] = "added"
+  lu.assertEquals(t(), { "copied" })
+  lu.assertEquals(t:with({})(), { "copied" })
+end
+
+function TestResults:test_20_smaller_checks()
+  h.raises_kind("UsageError", mf.limit, "zero", 0)
+  local fut = mf.task(function() return 1 end):submit()
+  h.raises_kind("UsageError", fut.wait, fut, "x")
+  h.raises_kind("UsageError", mf.sleep, "x")
+  h.raises_kind("UsageError", mf.result, 5)
+  local t = mf.task(function() end)
+  h.raises_kind("UsageError", t.run, 5)
+  h.raises_kind("UsageError", fut.add_done_callback, fut, 5)
+  local long = string.rep("n", 1000)
+  local named = mf.task({ task_run_name = long }, function() return mf.context().name end)
+  local f = named:submit()
+  lu.assertEquals(#f:result(), 1000)
+  lu.assertEquals(#f.name, 1000)
+end
+
+function TestResults:test_20_out_of_memory_in_a_run_is_crashed()
+  if SANITIZED then return end -- the sanitizers reserve more than the limit
+  both([[
+local mf = require "moonflow"
+local t = mf.task(function() return #string.rep("x", 1 << 30) end)
+local fut = t:submit()
+fut:wait()
+print(fut:state().type)
+]], function(r, runner)
+    lu.assertEquals(r.out, "CRASHED\n", runner .. ": " .. describe(r))
+  end, { prefix = "ulimit -v 400000; " })
+end
+
+h.run()
