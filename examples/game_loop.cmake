@@ -2,7 +2,7 @@
 # per-frame cost figures (run it with no arguments) and a short checking
 # run as a test.
 add_executable(game_loop game_loop.c)
-target_link_libraries(game_loop PRIVATE moonflow::moonflow)
+target_link_libraries(game_loop PRIVATE moonflow::moonflow m) # it uses libm itself
 # The game logic's path, so that the program finds it from any directory.
 target_compile_definitions(game_loop PRIVATE
   GAME_LOOP_SCRIPT="${CMAKE_CURRENT_SOURCE_DIR}/game_loop.lua")
