@@ -3,14 +3,20 @@
 #   make test   install what is missing, build, run every test, then again
 #               under AddressSanitizer and UndefinedBehaviorSanitizer
 #   make bench  print the benchmark figures (never part of the tests)
+#   make install [PREFIX=/usr/local]   build, then install under PREFIX
+#               (DESTDIR=... for staging, as usual)
+#
+# These builds are the project's own (CI runs `make test`): warnings are
+# errors here (MF_WERROR=ON), not for someone building a release with CMake.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX     ?= /usr/local
 DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
-               libreadline-dev tmux lua-luv
+               libreadline-dev tmux lua-luv luarocks man-db binutils
 
-.PHONY: all deps build build-asan run test test-asan bench format clean
+.PHONY: all deps build build-asan run test test-asan bench install format clean
 
 all: build
 
@@ -30,11 +36,11 @@ deps:
 	fi
 
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMF_WERROR=ON >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMF_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMF_SANITIZE=ON -DMF_WERROR=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 run: build
@@ -45,6 +51,9 @@ test: build build-asan
 	@echo "== again under AddressSanitizer + UndefinedBehaviorSanitizer =="
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
 bench: build
 	@$(BUILD)/moonflow bench/map.lua
 	@$(BUILD)/moonflow bench/sleep.lua
@@ -52,7 +61,7 @@ bench: build
 	@$(BUILD)/moonflow bench/fanin.lua
 
 format:
-	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c
+	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -13,7 +13,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "moonflow.h"
+#include "moonflow_lua.h"
 
 #define MFL_INTERNAL __attribute__((visibility("hidden")))
 

@@ -20,8 +20,6 @@
 #include "progress.h"
 #include "repl.h"
 
-int luaopen_moonflow(lua_State *L);
-
 static const char *program = "moonflow";
 
 typedef struct options {
@@ -33,19 +31,43 @@ typedef struct options {
   int script_index;
 } options;
 
+/* Every option, environment variable and exit status: the man page
+ * (docs/moonflow.1) says the same at more length. */
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: %s [options] [script [args...]]\n"
-          "       %s run script [args...]\n"
-          "With no script, an interactive REPL.\n"
-          "Options:\n"
-          "  -e CODE     run CODE as the script\n"
-          "  -           read the script from standard input\n"
-          "  -i          enter the REPL after running the script\n"
-          "  --quiet     no progress line\n"
-          "  --version   print the versions of moonflow, Lua and libuv\n"
-          "  --help      print this help\n",
-          program, program);
+  fprintf(
+      out,
+      "usage: %s [options] [script [args...]]\n"
+      "       %s run script [args...]\n"
+      "Runs a Lua 5.4 flow script whose main chunk is a run (it may wait\n"
+      "at top level); with no script, an interactive REPL.\n"
+      "\n"
+      "Options:\n"
+      "  -e CODE        run CODE as the script (arguments after it: ...)\n"
+      "  -              read the script from standard input\n"
+      "  -i             enter the REPL after running the script\n"
+      "  -q, --quiet    no progress line on stderr\n"
+      "  -v, --version  print the versions of moonflow, Lua and libuv\n"
+      "  -h, --help     print this help\n"
+      "  run SCRIPT     the same as SCRIPT (as the first argument only)\n"
+      "The first argument that is not an option is the script; the ones\n"
+      "after it are its arguments (arg and ...).\n"
+      "\n"
+      "Environment:\n"
+      "  MOONFLOW_LOG_LEVEL  DEBUG, INFO, WARNING, ERROR or OFF: the level\n"
+      "                      of mf.log lines (WARNING if unset); when set,\n"
+      "                      runs' lifecycle lines are logged too\n"
+      "  MOONFLOW_HISTORY    the REPL's history file\n"
+      "                      (default: $HOME/.moonflow_history)\n"
+      "\n"
+      "Exit status:\n"
+      "  0    success\n"
+      "  1    the script raised, left a run failed and unhandled, or\n"
+      "       could not be loaded\n"
+      "  2    usage error\n"
+      "  130  interrupted by Ctrl-C (SIGINT)\n"
+      "\n"
+      "Documentation: man moonflow; docs/lua-api.md in the sources.\n",
+      program, program);
 }
 
 /* {====== Ctrl-C ====== */

@@ -365,7 +365,8 @@ static mfl_state *open_state(lua_State *L) {
     S->borrowed = 1;
     mf_engine_on_close(S->engine, on_engine_close, S);
   } else {
-    mf_config cfg = {.loop = luv_loop, .keep_loop_alive = 1};
+    mf_config cfg = {
+        .size = sizeof cfg, .loop = luv_loop, .keep_loop_alive = 1};
     int rc = mf_engine_new(&S->engine, &cfg);
     if (rc)
       luaL_error(L, "moonflow: cannot create the engine: %s", mf_strerror(rc));

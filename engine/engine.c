@@ -12,6 +12,10 @@
 
 /* {====== Strings ====== */
 
+unsigned mf_version(void) { return MF_VERSION_HEX; }
+
+const char *mf_version_string(void) { return MF_VERSION; }
+
 const char *mf_strerror(int code) {
   switch (code) {
 #define XX(name, value, text)                                                  \
@@ -102,7 +106,38 @@ static void default_on_error(mf_engine *e, const char *message, void *data) {
   fprintf(stderr, "moonflow: %s\n", message);
 }
 
-int mf_engine_new(mf_engine **out, const mf_config *cfg) {
+/* The fields of the first mf_config: what a size of 0 stands for. */
+#define CONFIG_SIZE_0_1 (offsetof(mf_config, step_only) + 1)
+
+/* Copies the host's config into *out (zeroed first): only the bytes its size
+ * says it has, so that a host built against an older header, whose struct is
+ * shorter, is read correctly.  Bytes past the fields this library knows
+ * must be zero: they are settings it could not honour. */
+static int read_config(mf_config *out, const mf_config *cfg) {
+  memset(out, 0, sizeof *out);
+  if (!cfg)
+    return 0;
+  size_t size = cfg->size ? cfg->size : CONFIG_SIZE_0_1;
+  if (size < CONFIG_SIZE_0_1)
+    return MF_EINVAL;
+  if (size > sizeof *out) {
+    const unsigned char *extra = (const unsigned char *)cfg + sizeof *out;
+    for (size_t i = 0; i < size - sizeof *out; i++)
+      if (extra[i])
+        return MF_EINVAL;
+    size = sizeof *out;
+  }
+  memcpy(out, cfg, size);
+  out->size = sizeof *out;
+  return 0;
+}
+
+int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
+  mf_config config;
+  int rc = read_config(&config, host_cfg);
+  if (rc != 0)
+    return rc;
+  const mf_config *cfg = &config;
   mf_engine *e = calloc(1, sizeof *e);
   if (!e)
     return MF_ENOMEM;

@@ -13,9 +13,29 @@
 #ifndef MOONFLOW_H
 #define MOONFLOW_H
 
+/* uv.h needs POSIX declarations (pthread_rwlock_t, ...) that a strict
+ * -std=c11 hides unless a feature-test macro asks for them: ask for them
+ * here, so that a host needs none.  This works when moonflow.h (or
+ * moonflow_lua.h) comes before the first system header. */
+#if defined(__STRICT_ANSI__) && !defined(__cplusplus) &&                       \
+    !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE) &&                    \
+    !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE) && !defined(__APPLE__)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
+
+#if defined(__GLIBC__) && !defined(__USE_XOPEN2K)
+/* Too late to ask (a system header came first): say so, rather than let
+ * uv.h fail obscurely.  Include moonflow.h first, or compile with
+ * -D_POSIX_C_SOURCE=200809L (or -std=gnu11). */
+#error "moonflow.h: uv.h needs POSIX.1-2008: include moonflow.h first"
+#endif
+
 #include <uv.h>
+
+#include "moonflow_version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,7 +43,14 @@ extern "C" {
 
 #define MF_API __attribute__((visibility("default")))
 
-#define MF_VERSION "0.1.0"
+/* The version this header belongs to: MF_VERSION ("0.1.0"),
+ * MF_VERSION_MAJOR/MINOR/PATCH and MF_VERSION_HEX (0x000100), all from
+ * moonflow_version.h, which the build generates from the CMake project
+ * version.  mf_version() and mf_version_string() give the library's own, at
+ * run time (as uv_version() does): a host can check it was linked against
+ * the version it was compiled with. */
+MF_API unsigned mf_version(void);
+MF_API const char *mf_version_string(void);
 
 /* Error codes (negative, like libuv's). */
 #define MF_ERRNO_MAP(XX)                                                       \
@@ -98,6 +125,14 @@ typedef struct mf_run mf_run;
 typedef void (*mf_error_fn)(mf_engine *engine, const char *message, void *data);
 
 typedef struct mf_config {
+  /* sizeof(mf_config) as the host was compiled: {.size = sizeof(mf_config),
+   * ...}.  The engine reads only the fields that fit in it, so a host built
+   * against an older header keeps working with a newer library (fields are
+   * only ever added at the end).  0 stands for the first layout (loop ..
+   * step_only); a smaller non-zero size is MF_EINVAL.  A size larger than the
+   * library's struct is accepted when the bytes it does not know are zero, else
+   * mf_engine_new returns MF_EINVAL. */
+  size_t size;
   /* The loop to run on.  NULL: the engine creates and owns one.  A host's
    * loop is never run or closed by the engine (mf_engine_step does not run
    * it either), and the engine's idle handle does not keep it alive. */
@@ -506,54 +541,6 @@ MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
 
 /* Makes the innermost mf_engine_wait return MF_EINTR (for a SIGINT). */
 MF_API void mf_engine_interrupt(mf_engine *engine);
-
-/* }====== */
-
-/* {====== Lua (the module and the program: link moonflow_bindings) ======
- *
- * These need a lua_State but this header includes no Lua header; include
- * lua.h before using them.  Every call is made on the loop thread. */
-
-struct lua_State;
-
-/* Makes the moonflow module of L use engine (a host's, with the host's
- * loop) instead of creating its own.  Call before luaopen_moonflow (or
- * require "moonflow").  The host closes the engine, with mf_engine_close,
- * before it closes L; after that no callback reaches Lua.  Returns 0, or
- * MF_ESTATE when the module is already open in L. */
-MF_API int mf_lua_attach(struct lua_State *L, mf_engine *engine);
-
-/* The module: require "moonflow" (or luaL_requiref(L, "moonflow", ...)). */
-MF_API int luaopen_moonflow(struct lua_State *L);
-
-/* The engine of the module open in L, or NULL. */
-MF_API mf_engine *mf_lua_engine(struct lua_State *L);
-
-/* Pushes a Future that C completes (a database reply, an asset load): Lua
- * code waits on it like on any other.  Returns its run, owned by the Future
- * (take a reference with mf_run_ref to keep it past the Future), or NULL.
- * name may be NULL. */
-MF_API mf_run *mf_lua_future_new(struct lua_State *L, const char *name);
-/* Completes it with the nvalues values on top of L (popped), or fails it
- * with the error value on top (popped).  From another thread, hand the
- * work in with mf_engine_post and complete it there.  Returns 0, or
- * MF_ESTATE when the run is final already or not such a future. */
-MF_API int mf_lua_future_resolve(struct lua_State *L, mf_run *run, int nvalues);
-MF_API int mf_lua_future_reject(struct lua_State *L, mf_run *run);
-
-/* Runs a chunk or a file as a flow (named after it): pushes its Future.
- * Returns 0, or MF_EINVAL with the error message pushed instead (a syntax
- * error, a missing file), or MF_ESTATE when the engine is closed. */
-MF_API int mf_lua_run_chunk(struct lua_State *L, const char *code, size_t len,
-                            const char *name);
-MF_API int mf_lua_run_file(struct lua_State *L, const char *path);
-/* Submits the flow (or task) in global name with the nargs arguments on top
- * of L (popped): pushes its Future, or returns MF_EINVAL with a message. */
-MF_API int mf_lua_call_flow(struct lua_State *L, const char *name, int nargs);
-/* For the Future at idx: pushes its results and returns their number when
- * it completed; pushes its error value and returns MF_EFAILED when it did
- * not; returns MF_ESTATE (nothing pushed) while it is not final. */
-MF_API int mf_lua_result(struct lua_State *L, int idx);
 
 /* }====== */
 

@@ -45,7 +45,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "moonflow.h"
+#include "moonflow_lua.h"
 
 #ifndef GAME_LOOP_SCRIPT /* set by game_loop.cmake to the source's path */
 #define GAME_LOOP_SCRIPT "examples/game_loop.lua"
@@ -670,7 +670,8 @@ int main(int argc, char **argv) {
     return free(g), usage(argv[0]);
 
   uv_loop_init(&g->loop);
-  mf_config cfg = {.loop = &g->loop,
+  mf_config cfg = {.size = sizeof cfg,
+                   .loop = &g->loop,
                    .on_error = on_engine_error,
                    .error_data = g,
                    .max_steps = budget,

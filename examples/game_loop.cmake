@@ -2,12 +2,12 @@
 # per-frame cost figures (run it with no arguments) and a short checking
 # run as a test.
 add_executable(game_loop game_loop.c)
-target_link_libraries(game_loop PRIVATE moonflow_bindings)
+target_link_libraries(game_loop PRIVATE moonflow::moonflow m) # it uses libm itself
 # The game logic's path, so that the program finds it from any directory.
 target_compile_definitions(game_loop PRIVATE
   GAME_LOOP_SCRIPT="${CMAKE_CURRENT_SOURCE_DIR}/game_loop.lua")
 if(MF_BUILD_TESTS)
   add_test(NAME example.game_loop COMMAND game_loop --frames 120 --check
-           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(example.game_loop PROPERTIES TIMEOUT 60)
 endif()

@@ -1,6 +1,6 @@
 /* minimal_host.c -- a host with its own libuv loop runs a Lua flow on it,
  * resolves a future from C, and reads the flow's result. */
-#include "moonflow.h"
+#include "moonflow_lua.h"
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -9,7 +9,7 @@
 int main(void) {
   uv_loop_t *loop = uv_default_loop();
   mf_engine *engine;
-  mf_config cfg = {.loop = loop};
+  mf_config cfg = {.size = sizeof cfg, .loop = loop};
   if (mf_engine_new(&engine, &cfg) != 0)
     return 1;
   lua_State *L = luaL_newstate();

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moonflow.h"
+#include "moonflow_lua.h"
 
 #ifndef TCP_SERVER_SCRIPT
 #define TCP_SERVER_SCRIPT "tcp_server.lua"

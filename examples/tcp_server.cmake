@@ -3,7 +3,7 @@
 # with 200 concurrent connections and checks every answer; tcp_test.sh runs
 # both modes on ephemeral ports and always stops the server.
 add_executable(tcp_server tcp_server.c)
-target_link_libraries(tcp_server PRIVATE moonflow_bindings)
+target_link_libraries(tcp_server PRIVATE moonflow::moonflow)
 # The flow file, found without a --script argument from any directory.
 target_compile_definitions(tcp_server PRIVATE
   TCP_SERVER_SCRIPT="${CMAKE_CURRENT_SOURCE_DIR}/tcp_server.lua")

@@ -16,6 +16,7 @@ local M = {}
 local Task = core.Task
 
 M.version = core.version
+M._VERSION = "moonflow " .. core.version -- as Lua's own _VERSION
 M.Error = core.Error
 M.sleep = core.sleep
 M.now = core.now

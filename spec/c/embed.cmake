@@ -11,14 +11,9 @@ set_tests_properties(c.embed PROPERTIES TIMEOUT 600)
 # (C runs, no Lua), compiled again with -fsanitize=thread.  TSan cannot be
 # mixed with ASan, so only in the build without MF_SANITIZE.
 if(NOT MF_SANITIZE)
-  add_library(moonflow_engine_tsan STATIC
-    ${CMAKE_SOURCE_DIR}/engine/engine.c ${CMAKE_SOURCE_DIR}/engine/life.c
-    ${CMAKE_SOURCE_DIR}/engine/limits.c
-    ${CMAKE_SOURCE_DIR}/engine/park.c ${CMAKE_SOURCE_DIR}/engine/run.c
-    ${CMAKE_SOURCE_DIR}/engine/sched.c ${CMAKE_SOURCE_DIR}/engine/timers.c
-    ${CMAKE_SOURCE_DIR}/engine/tree.c ${CMAKE_SOURCE_DIR}/engine/wait.c)
+  add_library(moonflow_engine_tsan STATIC ${MF_ENGINE_SOURCES})
   target_include_directories(moonflow_engine_tsan PUBLIC
-                             ${CMAKE_SOURCE_DIR}/engine)
+                             ${MF_ENGINE_INCLUDE_DIRS})
   target_compile_options(moonflow_engine_tsan PUBLIC -fsanitize=thread
                          -fno-omit-frame-pointer)
   target_link_options(moonflow_engine_tsan PUBLIC -fsanitize=thread)

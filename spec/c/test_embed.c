@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "moonflow.h"
+#include "moonflow_lua.h"
 
 static int failures;
 

@@ -1,0 +1,20 @@
+# sources.cmake -- the one list of each part's sources, with absolute paths,
+# for every target that compiles them (the libraries, the module, the
+# program, and the engine built again under ThreadSanitizer in spec/c/).
+set(MF_ENGINE_SOURCES
+  engine/engine.c engine/life.c engine/limits.c engine/park.c engine/run.c
+  engine/sched.c engine/timers.c engine/tree.c engine/wait.c)
+set(MF_BINDING_SOURCES
+  bindings/args.c bindings/control.c bindings/embed.c bindings/errors.c
+  bindings/flow.c bindings/future.c bindings/luv.c bindings/module.c
+  bindings/preempt.c bindings/runner.c bindings/state.c bindings/task.c
+  bindings/wait.c)
+set(MF_PROGRAM_SOURCES bindings/main.c bindings/progress.c bindings/repl.c)
+# The installed headers.
+set(MF_PUBLIC_HEADERS engine/moonflow.h bindings/moonflow_lua.h)
+
+get_filename_component(MF_ROOT "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
+foreach(list MF_ENGINE_SOURCES MF_BINDING_SOURCES MF_PROGRAM_SOURCES
+             MF_PUBLIC_HEADERS)
+  list(TRANSFORM ${list} PREPEND "${MF_ROOT}/")
+endforeach()
