@@ -8,7 +8,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
-               libreadline-dev tmux lua-luv
+               libreadline-dev tmux lua-luv clang libclang-rt-dev
+# Only for bench/codec.lua's comparison (it runs without).
+BENCH_PACKAGES = lua-cjson
 
 .PHONY: all deps build build-asan run test test-asan bench format clean
 
@@ -46,13 +48,15 @@ test: build build-asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
 	@$(BUILD)/moonflow bench/map.lua
 	@$(BUILD)/moonflow bench/sleep.lua
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
+	@$(BUILD)/moonflow bench/codec.lua
 
 format:
-	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c
+	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/fuzz/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
