@@ -95,4 +95,19 @@ for i = 2, #rows do
   print(string.format("codec vs %s: encode %.2fx, decode %.2fx as fast; %.2fx the size",
                       r.name, r.te / codec.te, r.td / codec.td, codec.size / r.size))
 end
+-- One small message, as a runner sends per run: its arguments, then the
+-- task's function with them (functions = true: bytecode and upvalues).
+local function per_call(value, opts)
+  local n = 100000
+  local s = core.encode(value, opts)
+  local te = best(function() for _ = 1, n do core.encode(value, opts) end end)
+  local td = best(function() for _ = 1, n do core.decode(s, opts) end end)
+  return #s, te / n * 1e6, td / n * 1e6
+end
+local args = { 42, "alice", { x = 1, y = 2.5 } }
+local function task(a, b, c) return a + #b + c.x * c.y end
+print(string.format("small message %-22s %4d bytes: encode %.2f us, decode %.2f us",
+                    "{42, \"alice\", {x, y}}", per_call(args)))
+print(string.format("small message %-22s %4d bytes: encode %.2f us, decode %.2f us",
+                    "{task, args}", per_call({ task, args }, { functions = true })))
 if not has_cjson then print("(lua-cjson not installed: apt-get install lua-cjson)") end

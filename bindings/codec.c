@@ -135,6 +135,8 @@ int mfl_encode(lua_State *L, int idx, mfl_buffer *out, unsigned flags,
                const char *root_name) {
   mflc_enc e;
   memset(&e, 0, sizeof e);
+  e.seen = e.seen_small;
+  e.seen_bits = MFLC_SEEN_SMALL_BITS;
   e.b = out;
   e.flags = flags;
   e.root = root_name ? root_name : "value";
@@ -144,7 +146,8 @@ int mfl_encode(lua_State *L, int idx, mfl_buffer *out, unsigned flags,
   lua_pushvalue(L, idx);
   lua_pushlightuserdata(L, &e);
   int status = lua_pcall(L, 2, 0, 0);
-  free(e.seen);
+  if (e.seen != e.seen_small)
+    free(e.seen);
   if (status == LUA_OK)
     return MFL_CODEC_OK;
   out->len = len;

@@ -21,9 +21,9 @@
  * with an unregistered metatable, functions without MFL_CODEC_FUNCTIONS, C
  * functions in no loaded module, nesting deeper than MFL_CODEC_MAX_DEPTH.
  *
- * Sharing is found by address: a value that the encode function of a
- * codec changes while it is being encoded comes out as some mix of before
- * and after (never a crash).
+ * Sharing is found by address: a value that Lua code run during the
+ * encoding (a codec's encode function, a finalizer) changes comes out as
+ * some mix of before and after (never a crash).
  *
  * The decoder trusts nothing in its input: every length, count, reference
  * and depth is checked against what remains, and bad input is a
@@ -34,20 +34,21 @@
  * bytes it produced itself (the thread and process runners), never for
  * bytes read back from a file or the network.
  *
- * The format (version 1), little-endian:
- *   message  = 0x6d 0x01 value            (magic, version, one value)
- *   value    = tag payload; tag 0x80+n is the integer n (0..127)
+ * The format (version 1), little-endian; a varint is unsigned LEB128 (7
+ * bits a byte, at most 10 bytes), a name is a string value (or a ref to one):
+ *   message = 6d 01 value                 (magic, version, one value)
+ *   value   = tag payload; the tag 80+n is the integer n (0..127)
  *   nil 00 | false 01 | true 02 | int8 03 | int16 04 | int32 05 | int64 06
- *   float 07 (IEEE 754 bits) | string 08 varint-length bytes
+ *   float 07 (its IEEE 754 bits) | string 08 varint-length bytes
  *   ref 09 varint (an earlier table, function, custom value or string)
- *   table 0a narr nhash narr*value nhash*(key value)
- *   table with registered metatable 0b name narr nhash ... (as table)
- *   custom 0c name value (the registered codec's encoding)
- *   Lua function 0d u32-length bytecode u8-nups nups*(value | upvalue-join)
- *   upvalue-join 0e varint-function-ref u8-upvalue (shares that upvalue)
+ *   table 0a varint-narr varint-nhash narr*value nhash*(key value)
+ *   table with a registered metatable 0b name, then as a table
+ *   custom 0c name value (what the registered encode function returned)
+ *   Lua function 0d u32-length bytecode u8-nups nups*(value | join)
+ *   join 0e varint-function-ref u8-upvalue (shares that function's upvalue)
  *   C function 0f module-name field-name | globals 10 | module 11 name
- * Refs count tables, Lua functions, custom values and strings of 3 to 1024
- * bytes, in the order they first appear.
+ * Refs number tables, Lua functions, custom values and strings of 3 to 1024
+ * bytes from 0, in the order they first appear.
  */
 #ifndef MFL_CODEC_H
 #define MFL_CODEC_H

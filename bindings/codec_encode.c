@@ -222,9 +222,9 @@ static mflc_slot *seen_slot(const mflc_enc *e, const void *p) {
 }
 
 static void seen_grow(mflc_enc *e) {
-  int bits = e->seen ? e->seen_bits + 1 : 6;
+  int bits = e->seen_bits + 1;
   mflc_slot *old = e->seen;
-  size_t old_n = old ? (size_t)1 << e->seen_bits : 0;
+  size_t old_n = (size_t)1 << e->seen_bits;
   mflc_slot *slots = calloc((size_t)1 << bits, sizeof *slots);
   if (!slots)
     grow(e, SIZE_MAX); /* raises the memory error */
@@ -233,12 +233,13 @@ static void seen_grow(mflc_enc *e) {
   for (size_t i = 0; i < old_n; i++)
     if (old[i].key)
       *seen_slot(e, old[i].key) = old[i];
-  free(old);
+  if (old != e->seen_small)
+    free(old);
 }
 
 int mflc_ref(mflc_enc *e, int idx, const mflc_path *path) {
   const void *p = lua_topointer(e->L, idx);
-  if (!e->seen || e->seen_count + 1 > ((size_t)1 << e->seen_bits) / 2)
+  if (e->seen_count + 1 > ((size_t)1 << e->seen_bits) / 2)
     seen_grow(e);
   mflc_slot *s = seen_slot(e, p);
   if (s->key) {
@@ -344,7 +345,7 @@ static void encode_registered(mflc_enc *e, int idx, const mflc_path *path) {
     }
     put1(e, MFLC_TABLE_MT);
     lua_rawgeti(L, entry, 1);
-    mflc_encode_string(e, -1);
+    mflc_encode_string(e, lua_gettop(L));
     lua_pop(L, 1);
     encode_body(e, idx, path);
     lua_pop(L, 1);

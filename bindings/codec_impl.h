@@ -78,14 +78,18 @@ typedef struct mflc_slot {
   lua_Integer ref;
 } mflc_slot;
 
+/* Small messages need no allocation for it. */
+#define MFLC_SEEN_SMALL_BITS 5
+
 typedef struct mflc_enc {
   lua_State *L;
   mfl_buffer *b;
   unsigned flags;
   const char *root;
-  mflc_slot *seen;
+  mflc_slot *seen; /* first seen_small, then malloc'ed */
   size_t seen_count;
   int seen_bits; /* 1 << seen_bits slots */
+  mflc_slot seen_small[1 << MFLC_SEEN_SMALL_BITS];
   /* Stack slots filled when first needed (nil until then): */
   int anchors;  /* what encode functions returned */
   int upvalues; /* upvalue id -> ref * 256 + n */
