@@ -14,7 +14,10 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX     ?= /usr/local
 DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
-               libreadline-dev tmux lua-luv luarocks man-db binutils
+               libreadline-dev tmux lua-luv luarocks man-db binutils \
+               clang libclang-rt-dev
+# Only for bench/codec.lua's comparison (it runs without).
+BENCH_PACKAGES = lua-cjson
 
 .PHONY: all deps build build-asan run test test-asan bench install format clean
 
@@ -55,13 +58,15 @@ install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
 	@$(BUILD)/moonflow bench/map.lua
 	@$(BUILD)/moonflow bench/sleep.lua
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
+	@$(BUILD)/moonflow bench/codec.lua
 
 format:
-	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c
+	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c spec/fuzz/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

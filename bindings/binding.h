@@ -180,6 +180,9 @@ MFL_INTERNAL int mfl_raise(lua_State *L, const char *kind, const char *fmt,
                            ...);
 MFL_INTERNAL void mfl_open_errors(lua_State *L);
 
+/* codec.c (codec.h): core.encode, core.decode; after mfl_open_errors */
+MFL_INTERNAL void mfl_open_codec(lua_State *L);
+
 /* wait.c: waiting from Lua, in a run or at top level. */
 typedef int (*mfl_continuation)(lua_State *L, int status, lua_KContext ctx);
 /* Waits for the targets: parks the run L is (then k runs when it is

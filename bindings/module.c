@@ -400,6 +400,7 @@ static int open_core(lua_State *L) {
   mfl_setfuncs(L, core_functions);
   mfl_open_errors(L);
   mfl_open_runner(L);
+  mfl_open_codec(L);
   mfl_open_state(L);
   mfl_open_future(L);
   mfl_open_wait(L);
