@@ -63,6 +63,7 @@ typedef struct mfl_state {
   mf_wake_reason last_wake; /* how the last top-level wait ended */
   double slice;             /* seconds a run computes before it is parked */
   size_t runs_made;         /* runs created, for the collector's pacing */
+  int gc_pacing;            /* tell the collector of runs' C memory */
   /* Preemption (preempt.c): written by the loop thread, read by the
    * signal handler running on that same thread. */
   struct mfl_watch *watch;        /* registered with the watchdog, or NULL */
@@ -172,6 +173,9 @@ MFL_INTERNAL int mfl_yield_parked(lua_State *L, mf_run *run, lua_KContext ctx,
 MFL_INTERNAL void mfl_check_yieldable(lua_State *L, mf_run *run,
                                       const char *what);
 MFL_INTERNAL void mfl_open_runner(lua_State *L);
+/* Whether each run's C memory is added to the collector's work (on by
+ * default; the program, which runs it in generational mode, turns it off). */
+MFL_INTERNAL void mfl_gc_pacing(lua_State *L, int on);
 
 /* errors.c */
 MFL_INTERNAL int mfl_push_error(lua_State *L, const char *kind, const char *fmt,

@@ -295,7 +295,12 @@ static int future_index(lua_State *L) {
 }
 
 static int future_gc(lua_State *L) {
-  mfl_future *f = mfl_to_future(L, 1);
+  /* Only a Future's own metatable calls it (that metatable is protected):
+   * a cheap check of the argument suffices against a call by hand. */
+  mfl_future *f =
+      lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof(mfl_future)
+          ? lua_touserdata(L, 1)
+          : NULL;
   if (!f)
     return 0;
   mf_run *run = f->run;

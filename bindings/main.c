@@ -233,8 +233,13 @@ static int run(lua_State *L, const options *o, char **argv, int argc) {
 
 /* }====== */
 
+/* The program runs Lua's collector in generational mode: a script's runs
+ * make Futures that mostly die young, which that mode reclaims cheaply
+ * (so the module need not pace the collector). */
 static int open_moonflow(lua_State *L) {
+  lua_gc(L, LUA_GCGEN, 0, 0);
   luaL_requiref(L, "moonflow", luaopen_moonflow, 0);
+  mfl_gc_pacing(L, 0);
   return 0;
 }
 

@@ -355,6 +355,7 @@ static mfl_state *open_state(lua_State *L) {
     return S;
   S = lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
+  S->gc_pacing = 1;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_attached);
   S->engine = lua_touserdata(L, -1); /* a host's engine (mf_lua_attach) */
   lua_pop(L, 1);

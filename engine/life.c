@@ -182,9 +182,11 @@ static void step(mf_run *run, mf_step_reason reason) {
  * queue. */
 static void unpark(mf_run *run) {
   mf_engine *e = run->engine;
-  mf__sched_parked_remove(e, run);
-  if (run->waiter)
-    mf__waiter_clear(run->waiter);
+  if (run->waiter) {
+    mf__sched_parked_remove(e, run);
+    if (run->waiter->active || run->waiter->count)
+      mf__waiter_clear(run->waiter);
+  }
   if (run->extra && run->extra->limit_queued)
     mf__limits_release(run);
 }
