@@ -628,7 +628,10 @@ int mfl_yield_parked(lua_State *L, mf_run *run, lua_KContext ctx,
 #define MFL_RUN_C_BYTES 384
 
 static void pace_collector(lua_State *L, mfl_state *S) {
-  if (S->gc_pacing && ++S->runs_made % MFL_GC_EVERY == 0)
+  /* Not while a host stopped the collector (it collects in its own spare
+   * time: mf_lua_collect). */
+  if (S->gc_pacing && ++S->runs_made % MFL_GC_EVERY == 0 &&
+      lua_gc(L, LUA_GCISRUNNING))
     lua_gc(L, LUA_GCSTEP, MFL_GC_EVERY * MFL_RUN_C_BYTES / 1024);
 }
 

@@ -158,6 +158,7 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
   if (!e->owns_loop && !(cfg && cfg->keep_loop_alive))
     uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
   e->max_steps = cfg ? cfg->max_steps : 0;
+  e->pass_budget = cfg && cfg->step_budget > 0 ? cfg->step_budget : 0.01;
   e->step_only = cfg ? cfg->step_only : 0;
   e->no_preemption = cfg ? cfg->no_preemption : 0;
   if (uv_mutex_init(&e->post_lock) != 0 ||

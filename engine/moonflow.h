@@ -161,6 +161,11 @@ typedef struct mf_config {
    * SA_RESTART set).  Set to turn that off for this engine: computing runs
    * then keep the loop until they yield. */
   unsigned char no_preemption;
+  /* Seconds one scheduler pass (one mf_engine_step) may take at most,
+   * checked between steps; 0: 10 ms.  A game host gives the frame's share
+   * (a step already executing finishes first: a body computing longer is
+   * bounded by the time slice of the Lua bindings). */
+  double step_budget;
 } mf_config;
 
 /* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an
