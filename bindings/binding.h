@@ -253,7 +253,8 @@ enum {
 };
 /* preempt.c: time slices and timeouts of computing runs. */
 /* Around each step of a run's coroutine. */
-MFL_INTERNAL void mfl_step_began(mfl_state *S, lua_State *co);
+/* deadline: the run's, in monotonic seconds (mf_run_deadline), < 0: none. */
+MFL_INTERNAL void mfl_step_began(mfl_state *S, lua_State *co, double deadline);
 MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
 MFL_INTERNAL void mfl_preempt_start(mfl_state *S);
 MFL_INTERNAL void mfl_preempt_stop(mfl_state *S);

@@ -63,7 +63,12 @@ mfl_future *mfl_to_future(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TUSERDATA ||
       !mfl_is_kind(L, idx, &mfl_key_future_mt))
     return NULL;
-  return lua_touserdata(L, idx);
+  mfl_future *f = lua_touserdata(L, idx);
+  if (!f->run) /* collected, then reached again from a finalizer */
+    mfl_raise(L, "UsageError",
+              "this Future was collected (a finalizer brought it back): it "
+              "stands for no run any more");
+  return f;
 }
 
 mfl_future *mfl_check_future(lua_State *L, int idx) {

@@ -488,7 +488,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   lr->yield = MFL_YIELD_BARE;
   if (lr->log_prints)
     swap_print(L, S, 1);
-  mfl_step_began(S, co);
+  mfl_step_began(S, co, mf_run_deadline(run));
   int status = lua_resume(co, L, nargs, &nres);
   mfl_step_ended(S, co);
   if (lr->log_prints)

@@ -10,12 +10,7 @@ local M = {}
 
 local format, unpack = string.format, table.unpack
 
--- tostring that never raises (an error's __tostring may).
-local function describe(value)
-  local ok, text = pcall(tostring, value)
-  if ok and type(text) == "string" then return text end
-  return "(error object: " .. type(value) .. ")"
-end
+local describe = log.describe
 M.describe = describe
 
 -- Runs the hooks of one point in turn, inside the run (they may wait): one

@@ -40,9 +40,11 @@ end
 
 -- Each option's check returns nil when the value is right, or what it
 -- should have been.
+-- Options are read raw (next, not pairs): a table's own __pairs has no
+-- say in what a task is.
 local function copy(t)
   local c = {}
-  for k, v in pairs(t) do c[k] = v end
+  for k, v in next, t do c[k] = v end
   return c
 end
 
@@ -50,7 +52,7 @@ end
 -- caller's tags list afterwards changes nothing.
 local function copy_options(opts)
   local c = {}
-  for k, v in pairs(opts) do
+  for k, v in next, opts do
     if type(v) == "table" and getmetatable(v) == nil then v = copy(v) end
     c[k] = v
   end
@@ -61,11 +63,12 @@ local function is_type(t)
   return function(v) if type(v) ~= t then return "a " .. t end end
 end
 
+-- Lists are read raw: their metatables have no say.
 local function is_list_of(t, what)
   return function(v)
     if type(v) ~= "table" then return "a list of " .. what end
-    for _, item in ipairs(v) do
-      if not t(item) then return "a list of " .. what end
+    for i = 1, rawlen(v) do
+      if not t(rawget(v, i)) then return "a list of " .. what end
     end
   end
 end
@@ -99,9 +102,11 @@ end
 
 local function delays(v)
   if is_delay(v) then return end
-  if type(v) == "table" and #v > 0 then
-    for _, d in ipairs(v) do
-      if not is_delay(d) then return "a number >= 0, or a list of them" end
+  if type(v) == "table" and rawlen(v) > 0 then
+    for i = 1, rawlen(v) do
+      if not is_delay(rawget(v, i)) then
+        return "a number >= 0, or a list of them"
+      end
     end
     return
   end
@@ -157,7 +162,7 @@ local function check_options(opts, known, what)
   if type(opts) ~= "table" then
     usage("%s options must be a table, got %s", what, type(opts))
   end
-  for key, value in pairs(opts) do
+  for key, value in next, opts do
     local check = known[key]
     if check == nil then
       if later_options[key] then
@@ -234,7 +239,7 @@ function Task.with(self, opts)
   fn = user_functions[self] or fn
   local merged = copy(old)
   merged.name = merged.name or name
-  for k, v in pairs(opts) do merged[k] = v end
+  for k, v in next, opts do merged[k] = v end
   if not is_flow then return new_task(merged, fn) end
   local flow_opts, per_call = copy(merged), {}
   for k, check in pairs(per_call_options) do
@@ -262,6 +267,7 @@ function Task.run(self, ...)
       type(self))
   end
   local fut = self:submit(...)
+  if core.is_state(fut) then return fut end -- return_state: it waited
   fut:wait()
   return fut:state()
 end

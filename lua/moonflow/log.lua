@@ -14,12 +14,21 @@ local concat, select, tostring = table.concat, select, tostring
 -- opens, so a filtered call costs one comparison.
 local threshold = core.log_level()
 
+-- tostring that never raises (a value's __tostring may, or may return
+-- something that is not a string).
+local function describe(value)
+  local ok, text = pcall(tostring, value)
+  if ok and type(text) == "string" then return text end
+  return "(error object: " .. type(value) .. ")"
+end
+M.describe = describe
+
 local function logger(level)
   return function(...)
     if level < threshold then return end
     local n = select("#", ...)
     local parts = {}
-    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    for i = 1, n do parts[i] = describe((select(i, ...))) end
     core.log(level, concat(parts, " "))
   end
 end
