@@ -161,6 +161,25 @@ TEST(body_neither_finishing_nor_parking_crashes) {
   mf_engine_close(e);
 }
 
+/* Hooks that neither finish nor park: before an attempt, the attempt
+ * crashes (no outcome exists yet); after it, the outcome stands. */
+TEST(running_hooks_breaking_the_contract_crash_the_attempt) {
+  mf_engine *e = engine_new();
+  mf_run *run = run_new(e, &stall_ops, "a");
+  mf_run_policy policy = {.hooks = MF_HOOK_RUNNING | MF_HOOK_CRASHED};
+  ASSERT_EQ(mf_run_set_policy(run, &policy), 0);
+  ASSERT_EQ(mf_run_submit(run, NULL), 0);
+  wait_final(e, run);
+  ASSERT_STATE(run, "CRASHED/Crashed");
+  ASSERT_EQ(mf_run_error_code(run), MF_ESTATE);
+  ASSERT_HISTORY(run, "Pending Running Crashed");
+  /* The crashed hooks broke it too: the outcome stands. */
+  ASSERT_LOG("a:hooks1 a:hooks16");
+  ASSERT_EQ(B(run)->starts, 0);
+  mf_run_unref(run);
+  mf_engine_close(e);
+}
+
 /* Completes its attempt; its hooks return without finishing. */
 static void complete_then_stall_step(mf_run *run, mf_step_reason reason) {
   count_step(run, reason);
