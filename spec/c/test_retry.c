@@ -30,8 +30,9 @@ static int retry_condition(mf_run *run) {
   mf_state_type type;
   mf_state_name name;
   mf_run_outcome(run, &type, &name);
-  note("retry?%d=%s/%s wait=%s", mf_run_attempt(run),
+  note("retry?%d=%s/%s sleep=%s wait=%s", mf_run_attempt(run),
        mf_state_type_string(type), mf_state_name_string(name),
+       mf_err_name(mf_run_sleep(run, 0)),
        mf_err_name(mf_engine_wait(B(run)->arg, NULL, 0, MF_WAIT_ANY, 0)));
   return B(run)->rc == 0 || retry_calls < B(run)->rc;
 }
@@ -200,7 +201,7 @@ TEST(jitter_drawn_for_each_delay) {
 }
 
 /* The condition is asked after each failed attempt the policy would
- * retry, sees the outcome, cannot drive the loop, and stops the retries. */
+ * retry, sees the outcome, may not wait, and stops the retries. */
 TEST(retry_condition_stops_retries) {
   mf_engine *e = engine_new();
   mf_run_policy policy = {.retries = 5};
@@ -214,8 +215,8 @@ TEST(retry_condition_stops_retries) {
   ASSERT_EQ(retry_calls, 2);
   ASSERT_EQ(mf_run_attempt(run), 2);
   ASSERT_HISTORY(run, "Pending Running AwaitingRetry Retrying Failed");
-  ASSERT_LOG("a:start1 retry?1=FAILED/Failed wait=EBUSY "
-             "a:start2 retry?2=FAILED/Failed wait=EBUSY");
+  ASSERT_LOG("a:start1 retry?1=FAILED/Failed sleep=ESTATE wait=EBUSY "
+             "a:start2 retry?2=FAILED/Failed sleep=ESTATE wait=EBUSY");
   mf_run_unref(run);
   mf_run_clear_unhandled(e, NULL);
   mf_engine_close(e);
@@ -333,8 +334,8 @@ TEST(timed_out_attempt_retried) {
   wait_final(e, run);
   ASSERT_STATE(run, "COMPLETED/Completed");
   ASSERT_HISTORY(run, "Pending Running AwaitingRetry Retrying Completed");
-  ASSERT_LOG("a:start1 a:abandon retry?1=FAILED/TimedOut wait=EBUSY "
-             "a:start2");
+  ASSERT_LOG("a:start1 a:abandon retry?1=FAILED/TimedOut sleep=ESTATE "
+             "wait=EBUSY a:start2");
   ASSERT_EQ(B(run)->abandons, 1);
   ASSERT_EQ(B(run)->abandon_code, MF_ETIMEDOUT);
   ASSERT_EQ(mf_run_error_code(run), 0);
