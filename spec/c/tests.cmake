@@ -5,7 +5,7 @@
 # (c.NAME_tsan; TSan cannot be mixed with ASan).
 find_package(Threads REQUIRED)
 
-set(MF_C_TESTS engine config life retry timeout)
+set(MF_C_TESTS engine config life retry timeout limits)
 
 function(mf_c_test name engine suffix)
   set(target test_${name}${suffix})
