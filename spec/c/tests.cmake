@@ -5,12 +5,19 @@
 # (c.NAME_tsan; TSan cannot be mixed with ASan).
 find_package(Threads REQUIRED)
 
-set(MF_C_TESTS engine config life retry timeout limits)
+set(MF_C_TESTS engine config life retry timeout limits cancel)
+
+# test_cancel makes the engine's own allocations fail while it closes:
+# malloc, calloc and realloc of the objects linked in are wrapped.
+set(MF_WRAP_ALLOC -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
 
 function(mf_c_test name engine suffix)
   set(target test_${name}${suffix})
   add_executable(${target} ${CMAKE_CURRENT_LIST_DIR}/test_${name}.c)
   target_link_libraries(${target} PRIVATE ${engine} Threads::Threads)
+  if(name STREQUAL "cancel")
+    target_link_options(${target} PRIVATE ${MF_WRAP_ALLOC})
+  endif()
   add_test(NAME c.${name}${suffix} COMMAND ${target})
   set_tests_properties(c.${name}${suffix} PROPERTIES TIMEOUT 900
                        ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1")
