@@ -5,7 +5,8 @@
 # (c.NAME_tsan; TSan cannot be mixed with ASan).
 find_package(Threads REQUIRED)
 
-set(MF_C_TESTS engine config life retry timeout limits cancel deadlock park)
+set(MF_C_TESTS engine config life retry timeout limits cancel deadlock park
+               timers)
 
 # test_cancel makes the engine's own allocations fail while it closes:
 # malloc, calloc and realloc of the objects linked in are wrapped.
