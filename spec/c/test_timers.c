@@ -169,6 +169,9 @@ TEST(huge_and_infinite_durations_clamped) {
   for (int i = 0; i < n - 1; i++)
     ASSERT_EQ(B(runs[i])->rc, 0);
   ASSERT_STATE(retrying, "SCHEDULED/AwaitingRetry");
+  /* Far away, and said so: never a negative or wrapped timeout. */
+  int ms = mf_engine_timeout(e);
+  ASSERT_GT(ms, 1000 * 1000);
   for (int i = 3 * 4; i < 4 * 4; i++) { /* the attempts' deadlines */
     double deadline = mf_run_deadline(runs[i]);
     ASSERT_DBL(deadline, >, now() + 1e6);
