@@ -555,28 +555,48 @@ TEST(cancel_all_100000_queued_on_a_limit) {
 
 /* {====== Abandon: once per stopped step ====== */
 
+/* Fails its first attempt, parks in the others. */
+static void fail_then_park_step(mf_run *run, mf_step_reason reason) {
+  count_step(run, reason);
+  if (mf_run_attempt(run) == 1)
+    mf_run_finish(run, MF_FAILED, MF_NAME_FAILED);
+  else
+    B(run)->rc = mf_run_park(run, -1, &B(run)->ticket);
+}
+static const mf_run_ops fail_then_park_ops = {.step = fail_then_park_step,
+                                              .abandon = count_abandon};
+
 TEST(abandon_once_per_stopped_step) {
   mf_engine *e = engine_new();
-  /* Attempt 1 stopped at its deadline, attempt 2 by a cancel. */
-  mf_run_policy policy = {.retries = 1, .timeout = 0.01};
-  mf_run *run = with_policy(e, &parking_ops, "a", &policy);
-  while (mf_run_attempt(run) < 2)
-    ASSERT_EQ(mf_engine_wait(e, NULL, 0, MF_WAIT_ANY, 0.001), 0);
-  ASSERT_EQ(B(run)->abandons, 1);
+  /* Three attempts, each stopped at its deadline. */
+  mf_run_policy timed = {.retries = 2, .timeout = 0.01};
+  mf_run *run = with_policy(e, &parking_ops, "a", &timed);
+  wait_final(e, run);
+  ASSERT_STATE(run, "FAILED/TimedOut");
+  ASSERT_EQ(mf_run_attempt(run), 3);
+  ASSERT_EQ(B(run)->abandons, 3);
+  ASSERT_EQ(B(run)->abandons_final, 0); /* each was a step, not the run */
+  mf_run_unref(run);
+  /* An attempt that failed by itself, then one stopped by a cancel. */
+  mf_run_policy retry = {.retries = 1};
+  run = with_policy(e, &fail_then_park_ops, "b", &retry);
+  while (B(run)->starts < 2)
+    ASSERT_GE(mf_engine_step(e), 0);
+  ASSERT_EQ(B(run)->abandons, 0);
   ASSERT_EQ(mf_run_cancel(run), 1);
   ASSERT_EQ(mf_run_cancel(run), 0);
   ASSERT_STATE(run, "CANCELLED/Cancelled");
-  ASSERT_EQ(B(run)->abandons, 2);
-  ASSERT_EQ(B(run)->abandons_final, 0); /* each was a step, not the run */
+  ASSERT_EQ(B(run)->abandons, 1);
   /* A completed run is never abandoned, a cancel after the end neither. */
   mf_run *done = run_start(e, &complete_ops, "b");
   wait_final(e, done);
   ASSERT_EQ(mf_run_cancel(done), 0);
   ASSERT_EQ(B(done)->abandons, 0);
   ASSERT_EQ(mf_engine_run(e), 0);
-  ASSERT_EQ(B(run)->abandons, 2);
+  ASSERT_EQ(B(run)->abandons, 1);
   mf_run_unref(run);
   mf_run_unref(done);
+  mf_run_clear_unhandled(e, NULL);
   mf_engine_close(e);
 }
 

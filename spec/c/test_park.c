@@ -104,13 +104,13 @@ TEST(unpark_ends_only_parks) {
 
 TEST(park_timeout) {
   mf_engine *e = engine_new();
-  mf_run *run = parker(e, "a", 1, 0.02);
+  mf_run *run = parker(e, "a", 1, 0.05);
   ASSERT_EQ(mf_engine_step(e), 1);
   unsigned ticket = B(run)->ticket;
-  ASSERT_GT(mf_engine_timeout(e), 0);
+  ASSERT_GE(mf_engine_timeout(e), 0); /* armed (-1: nothing due) */
   wait_final(e, run);
   ASSERT_LOG("a:start1 a:resume a:woke=timeout");
-  ASSERT_DBL(now() - B(run)->started[0], >=, 0.02 - SLACK);
+  ASSERT_DBL(now() - B(run)->started[0], >=, 0.05 - SLACK);
   ASSERT_EQ(mf_run_unpark(run, ticket), MF_ESTATE); /* too late */
   mf_run_unref(run);
   mf_engine_close(e);

@@ -8,8 +8,14 @@
  */
 #include "fixture.h"
 
+/* When the last timed run was made: before its deadline was armed.  (Not
+ * the body's first line: the deadline is armed before the step begins,
+ * and a busy machine may pause between the two.) */
+static double created_at;
+
 static mf_run *timed_run(mf_engine *e, const mf_run_ops *ops, const char *name,
                          double timeout) {
+  created_at = now();
   mf_run *run = run_new(e, ops, name);
   B(run)->arg = e;
   mf_run_policy policy = {.timeout = timeout};
@@ -63,7 +69,7 @@ static void check_timed_out(mf_engine *e, mf_run *run, double timeout) {
   ASSERT_EQ(B(run)->abandons, 1);
   ASSERT_EQ(B(run)->abandon_code, MF_ETIMEDOUT); /* set before abandon */
   ASSERT_EQ(B(run)->abandons_final, 0);          /* the attempt, not the run */
-  ASSERT_DBL(ended - B(run)->started[0], >=, timeout - SLACK);
+  ASSERT_DBL(ended - created_at, >=, timeout - SLACK);
 }
 
 TEST(parked_past_deadline) {
@@ -135,7 +141,8 @@ TEST(what_it_started_is_cancelled) {
   mf_run *child = B(run)->target;
   ASSERT_STATE(child, "CANCELLED/Cancelled");
   ASSERT_EQ(B(child)->abandons, 1);
-  ASSERT_LOG("a:start1 child:start1 a:abandon child:abandon");
+  /* (The child may not have started: the deadline may come first.) */
+  ASSERT(strstr(test_log, "a:abandon child:abandon") != NULL);
   ASSERT_EQ(mf_engine_live_runs(e), 0);
   mf_run_unref(child);
   mf_run_unref(run);
@@ -159,7 +166,7 @@ TEST(timed_out_flow_ends_after_its_children) {
   check_timed_out(e, flow, 0.02);
   ASSERT_STATE(B(flow)->target, "CANCELLED/Cancelled");
   ASSERT_EQ(mf_engine_run(e), 0);
-  ASSERT_LOG("f:start1 child:start1 f:abandon child:abandon f:final");
+  ASSERT(strstr(test_log, "f:abandon child:abandon f:final") != NULL);
   mf_run_unref(B(flow)->target);
   mf_run_unref(flow);
   mf_run_clear_unhandled(e, NULL);
@@ -263,6 +270,12 @@ TEST(parks_after_deadline) {
 
 /* {====== From the body's start ====== */
 
+/* The body completes at once, well within TIMEOUT of its start (even on
+ * a slow, busy machine); what comes before it takes BEFORE > TIMEOUT: a
+ * timeout counted from then would have passed. */
+#define TIMEOUT 0.4
+#define BEFORE 0.5
+
 /* Records its deadline and completes at once. */
 static void quick_step(mf_run *run, mf_step_reason reason) {
   count_step(run, reason);
@@ -272,7 +285,7 @@ static void quick_step(mf_run *run, mf_step_reason reason) {
   }
   if (reason == MF_STEP_HOOKS && mf_run_hook_point(run) == MF_HOOK_RUNNING) {
     if (B(run)->resumes == 0) { /* on_running hooks sleep first */
-      B(run)->rc = mf_run_sleep(run, 0.25);
+      B(run)->rc = mf_run_sleep(run, BEFORE);
       return;
     }
   }
@@ -301,14 +314,14 @@ static void note_input_done(mf_run *run, void *data) {
 TEST(not_from_inputs) {
   mf_engine *e = engine_new();
   mf_run *input = run_start(e, &sleep_ops, "in");
-  B(input)->seconds = 0.25;
+  B(input)->seconds = BEFORE;
   ASSERT_EQ(mf_run_on_done(input, note_input_done, NULL), 0);
-  mf_run *run = timed_run(e, &quick_ops, "a", 0.15);
+  mf_run *run = timed_run(e, &quick_ops, "a", TIMEOUT);
   ASSERT_EQ(mf_run_add_input(run, input, 0), 0);
   ASSERT_EQ(mf_run_submit(run, NULL), 0);
   wait_final(e, run);
   ASSERT_LOG("in:start1 in:resume a:start1");
-  check_completed_in_time(run, input_done, 0.15);
+  check_completed_in_time(run, input_done, TIMEOUT);
   mf_run_unref(input);
   mf_run_unref(run);
   mf_engine_close(e);
@@ -321,16 +334,16 @@ TEST(not_from_slots) {
   mf_run *holder = run_new(e, &park_ops, "holder");
   ASSERT_EQ(mf_run_set_tags(holder, &tag, 1), 0);
   ASSERT_EQ(mf_run_submit(holder, NULL), 0);
-  mf_run *run = timed_run(e, &quick_ops, "a", 0.15);
+  mf_run *run = timed_run(e, &quick_ops, "a", TIMEOUT);
   ASSERT_EQ(mf_run_set_tags(run, &tag, 1), 0);
   ASSERT_EQ(mf_run_submit(run, NULL), 0);
   ASSERT_EQ(mf_engine_step(e), 2);
-  ASSERT_EQ(mf_engine_wait(e, NULL, 0, MF_WAIT_ANY, 0.25), 0);
+  ASSERT_EQ(mf_engine_wait(e, NULL, 0, MF_WAIT_ANY, BEFORE), 0);
   ASSERT_EQ(B(run)->steps, 0); /* still waiting for the slot */
   double released = now();
   ASSERT_EQ(mf_run_unpark(holder, B(holder)->ticket), 0);
   wait_final(e, run);
-  check_completed_in_time(run, released, 0.15);
+  check_completed_in_time(run, released, TIMEOUT);
   mf_run_unref(holder);
   mf_run_unref(run);
   mf_engine_close(e);
@@ -339,12 +352,12 @@ TEST(not_from_slots) {
 TEST(not_from_on_running_hooks) {
   mf_engine *e = engine_new();
   mf_run *run = run_new(e, &quick_ops, "a");
-  mf_run_policy policy = {.timeout = 0.15, .hooks = MF_HOOK_RUNNING};
+  mf_run_policy policy = {.timeout = TIMEOUT, .hooks = MF_HOOK_RUNNING};
   ASSERT_EQ(mf_run_set_policy(run, &policy), 0);
   ASSERT_EQ(mf_run_submit(run, NULL), 0);
   wait_final(e, run);
   ASSERT_LOG("a:hooks1 a:resume a:start1");
-  check_completed_in_time(run, B(run)->started[15], 0.15);
+  check_completed_in_time(run, B(run)->started[15], TIMEOUT);
   mf_run_unref(run);
   mf_engine_close(e);
 }
@@ -365,16 +378,16 @@ static const mf_run_ops fail_first_ops = {.step = fail_first_step,
 TEST(not_from_retry_delays) {
   mf_engine *e = engine_new();
   mf_run *run = run_new(e, &fail_first_ops, "a");
-  const double delay = 0.25;
+  const double delay = BEFORE;
   mf_run_policy policy = {.retries = 1,
                           .retry_delays = &delay,
                           .retry_delay_count = 1,
-                          .timeout = 0.15};
+                          .timeout = TIMEOUT};
   ASSERT_EQ(mf_run_set_policy(run, &policy), 0);
   ASSERT_EQ(mf_run_submit(run, NULL), 0);
   wait_final(e, run);
   ASSERT_STATE(run, "COMPLETED/Completed");
-  ASSERT_DBL(B(run)->seconds, >=, B(run)->started[0] + delay + 0.15 - SLACK);
+  ASSERT_DBL(B(run)->seconds, >=, B(run)->started[0] + delay + TIMEOUT - SLACK);
   mf_run_unref(run);
   mf_engine_close(e);
 }
