@@ -527,8 +527,8 @@ static void op_abandon(mf_run *run) {
     store_error(L, lr, box, lr->co);
   }
   drop_coroutine(L, lr, box);
-  if (mf_run_is_final(run)) {
-    lua_pushnil(L);
+  if (mf_run_is_final(run) || mf_run_cancel_requested(run)) {
+    lua_pushnil(L); /* no attempt will need them again */
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   }
   lua_settop(L, top);

@@ -2,6 +2,7 @@
  * engine.c -- creating, driving and closing an engine; its clock; error and
  * state strings.
  */
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -435,6 +436,8 @@ int mf_engine_timeout(const mf_engine *e) {
   if (e->heap_len == 0)
     return -1;
   double ms = (e->heap[0]->deadline - mf_engine_now(e)) * 1000.0;
+  if (ms >= INT_MAX - 1)
+    return INT_MAX; /* a clamped deadline is years away: no overflow */
   return ms <= 0 ? 0 : (int)ms + 1;
 }
 

@@ -165,7 +165,9 @@ static void step(mf_run *run, mf_step_reason reason) {
   if (run->life == MF_LIFE_ACTIVE) {
     run->body_active = 0;
     run->error_code = MF_ESTATE;
-    if (run->phase == MF_PHASE_HOOKS)
+    /* The end's hooks leave the outcome as decided; on_running hooks come
+     * before any outcome: their attempt crashed. */
+    if (run->phase == MF_PHASE_HOOKS && run->hook_point != MF_HOOK_RUNNING)
       conclude(run);
     else
       attempt_over(run, MF_CRASHED, MF_NAME_CRASHED);

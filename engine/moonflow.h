@@ -272,8 +272,10 @@ typedef struct mf_run_ops {
   /* The run's memory is about to be freed.  May be NULL. */
   void (*free)(mf_run *run);
   /* An attempt failed and the policy allows another: non-zero to retry
-   * (the retry condition).  Called from the scheduler, never inside a step;
-   * it must not wait.  NULL: always retry. */
+   * (the retry condition).  Called when the attempt ends -- from inside
+   * mf_run_finish when the body ends it, after the body's own work -- with
+   * the engine busy: it must not wait, park or drive the loop (MF_ESTATE,
+   * MF_EBUSY).  NULL: always retry. */
   int (*retry)(mf_run *run);
 } mf_run_ops;
 
