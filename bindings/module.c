@@ -258,6 +258,13 @@ static void report_unhandled(mf_run *run, void *data) {
   char name[256];
   mf_run_name(run, name, sizeof name);
   mfl_push_future_of(L, run);
+  mfl_push_failure_report(L, -1);
+  if (lua_isstring(L, -1)) {
+    fprintf(stderr, "moonflow: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 1);
   lua_getiuservalue(L, -1, MFL_UV_RESULT);
   const char *msg = mfl_describe(L, -1);
   fprintf(stderr, "moonflow: unhandled failure of run %s: %s\n", name, msg);
@@ -403,6 +410,7 @@ static int open_core(lua_State *L) {
   mfl_open_codec(L);
   mfl_open_state(L);
   mfl_open_future(L);
+  mfl_open_origin(L);
   mfl_open_wait(L);
   mfl_open_args(L);
   mfl_open_task(L);
