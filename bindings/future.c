@@ -131,6 +131,36 @@ static mf_run *check_run(lua_State *L, int idx) {
   return mfl_check_future(L, idx)->run;
 }
 
+/* The self of a method: a Future, else a UsageError that shows the colon
+ * (fut.wait() is a Python habit). */
+static mf_run *check_self(lua_State *L, const char *method) {
+  mfl_future *f = mfl_to_future(L, 1);
+  if (!f)
+    mfl_raise(L, "UsageError",
+              "expected a Future as self (use fut:%s(...), not "
+              "fut.%s(...)), got %s",
+              method, method, luaL_typename(L, 1));
+  return f->run;
+}
+
+/* The timeout argument of a method; a boolean there is raise_on_failure
+ * given first (result(false)). */
+static double method_timeout(lua_State *L, const char *self,
+                             const char *method) {
+  if (lua_isboolean(L, 2)) {
+    if (strcmp(method, "result") == 0)
+      mfl_raise(L, "UsageError",
+                "%s:result(%s): the first argument is the timeout in seconds; "
+                "to get the error value instead of having it raised, use "
+                "%s:result(nil, false)",
+                self, lua_toboolean(L, 2) ? "true" : "false", self);
+    mfl_raise(L, "UsageError",
+              "%s:%s(%s): the argument is the timeout in seconds, a number",
+              self, method, lua_toboolean(L, 2) ? "true" : "false");
+  }
+  return mfl_opt_timeout(L, 2);
+}
+
 static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
@@ -138,8 +168,8 @@ static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int future_wait(lua_State *L) {
-  mf_run *run = check_run(L, 1);
-  double timeout = mfl_opt_timeout(L, 2);
+  mf_run *run = check_self(L, "wait");
+  double timeout = method_timeout(L, "fut", "wait");
   if (mf_run_is_final(run)) {
     lua_pushboolean(L, 1);
     return 1;
@@ -164,8 +194,8 @@ static int future_result_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int future_result(lua_State *L) {
-  mf_run *run = check_run(L, 1);
-  double timeout = mfl_opt_timeout(L, 2);
+  mf_run *run = check_self(L, "result");
+  double timeout = method_timeout(L, "fut", "result");
   lua_settop(L, 3);
   if (mf_run_is_final(run))
     return future_result_k(L, LUA_OK, 0);
@@ -173,7 +203,7 @@ static int future_result(lua_State *L) {
 }
 
 static int future_state(lua_State *L) {
-  mf_run *run = check_run(L, 1);
+  mf_run *run = check_self(L, "state");
   if (mf_run_is_final(run))
     mf_run_mark_handled(run);
   mfl_push_state(L, 1);
@@ -181,18 +211,19 @@ static int future_state(lua_State *L) {
 }
 
 static int future_history(lua_State *L) {
+  check_self(L, "history");
   mfl_push_history(L, 1);
   return 1;
 }
 
 static int future_done(lua_State *L) {
-  lua_pushboolean(L, mf_run_is_final(check_run(L, 1)));
+  lua_pushboolean(L, mf_run_is_final(check_self(L, "done")));
   return 1;
 }
 
 static int future_cancel(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  mf_run *run = check_run(L, 1);
+  mf_run *run = check_self(L, "cancel");
   int cancelled = mf_run_cancel(run);
   if (cancelled && mfl_current_run(L, S) == run) {
     char name[256];
@@ -233,7 +264,7 @@ static void on_done(mf_run *run, void *data) {
 
 static int add_callback(lua_State *L, int quiet) {
   mfl_state *S = mfl_state_get(L);
-  mf_run *run = check_run(L, 1);
+  mf_run *run = check_self(L, "add_done_callback");
   if (lua_type(L, 2) != LUA_TFUNCTION)
     return mfl_raise(L, "UsageError",
                      "add_done_callback expects a function, got %s",
@@ -337,8 +368,18 @@ static int future_gc(lua_State *L) {
 
 /* {====== FutureList ====== */
 
+/* The self of a FutureList method (the colon hint, as for Futures). */
+static void check_list_self(lua_State *L, const char *method) {
+  if (lua_type(L, 1) != LUA_TTABLE)
+    mfl_raise(L, "UsageError",
+              "expected a FutureList as self (use list:%s(...), not "
+              "list.%s(...)), got %s",
+              method, method, luaL_typename(L, 1));
+}
+
 static int list_wait(lua_State *L) {
-  double timeout = mfl_opt_timeout(L, 2);
+  check_list_self(L, "wait");
+  double timeout = method_timeout(L, "list", "wait");
   lua_settop(L, 2);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
@@ -402,7 +443,8 @@ static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int list_result(lua_State *L) {
-  double timeout = mfl_opt_timeout(L, 2);
+  check_list_self(L, "result");
+  double timeout = method_timeout(L, "list", "result");
   lua_settop(L, 3);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   mf_run **runs;

@@ -11,7 +11,7 @@ local M = {}
 local format, concat = string.format, table.concat
 
 local show = require("moonflow.show").show
-local report = require "moonflow.report"
+local reports = require "moonflow.report"
 
 M.show = show
 
@@ -29,7 +29,7 @@ local function compile(source)
   return nil, err
 end
 
-local chunk_task = nil  -- made on first use
+local chunks = 0        -- chunks run so far
 local current = nil     -- the Future of the chunk running now
 
 local function outcome_text(fut)
@@ -43,7 +43,7 @@ local function outcome_text(fut)
   elseif state.type == "CANCELLED" then
     return "interrupted\n"
   end
-  return report.failure(fut) .. "\n"
+  return reports.failure(fut) .. "\n"
 end
 
 -- Prints how the chunk's run ended; the prompt comes back whatever
@@ -66,13 +66,11 @@ function M.feed(source, write, ready)
     write(err .. "\n")
     return "error"
   end
-  -- (Not a tail call: a traceback then ends at the chunk's own frame.)
-  chunk_task = chunk_task or core.new_task(function(f, ...)
-    local results = table.pack(f(...))
-    return table.unpack(results, 1, results.n)
-  end, "repl",
-    { _quiet = true }, false)
-  current = chunk_task:submit(fn)
+  -- The chunk is the run's body itself: a traceback ends at its frame
+  -- ("stdin:1: in main chunk"), with no frame of moonflow's below it.
+  chunks = chunks + 1
+  current = core.new_task(fn, "repl", { _quiet = true }, false):submit()
+  core.rename(current, "repl-" .. chunks)
   current:add_done_callback(function(fut) report(fut, write, ready) end)
   return "started"
 end
@@ -88,7 +86,7 @@ end
 -- Reports failures of background runs that nobody handled.
 function M.report_background(write)
   for _, fut in ipairs(core.unhandled_root()) do
-    write("[background] " .. report.safe_failure(fut, { unhandled = true }) .. "\n")
+    write("[background] " .. reports.safe_failure(fut, { unhandled = true }) .. "\n")
   end
 end
 
