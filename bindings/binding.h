@@ -243,6 +243,9 @@ MFL_INTERNAL void mfl_push_full_traceback(lua_State *L, int box);
 /* Pushes the Future of a run that failed with an error of its own and
  * returns 1, if that Future still exists; else pushes nothing, returns 0. */
 MFL_INTERNAL int mfl_push_failed_future(lua_State *L, mf_run *run);
+/* A run at box that never started (NotReady) keeps the Future of the run
+ * the cascade began with, for reports. */
+MFL_INTERNAL void mfl_keep_cause(lua_State *L, mf_run *run, int box);
 /* The report of the unhandled failure of the run at box (report.lua), or
  * nil when it cannot be made. */
 MFL_INTERNAL void mfl_push_failure_report(lua_State *L, int box);

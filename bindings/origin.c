@@ -256,6 +256,32 @@ void mfl_link_origin(lua_State *L, int box, int err, int info) {
   lua_pop(L, 1);
 }
 
+/* The run a cascade of runs that never started began with. */
+static mf_run *root_cause(mf_run *run) {
+  mf_run *root = mf_run_cause(run);
+  while (root && mf_run_state_name(root) == MF_NAME_NOT_READY &&
+         mf_run_cause(root))
+    root = mf_run_cause(root);
+  return root;
+}
+
+void mfl_keep_cause(lua_State *L, mf_run *run, int box) {
+  if (mf_run_state_name(run) != MF_NAME_NOT_READY || !mf_run_cause(run))
+    return;
+  box = lua_absindex(L, box);
+  if (!mfl_push_failed_future(L, root_cause(run)))
+    return;
+  if (lua_getiuservalue(L, box, MFL_UV_INFO) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, box, MFL_UV_INFO);
+  }
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "cause");
+  lua_pop(L, 1);
+}
+
 void mfl_push_full_traceback(lua_State *L, int box) {
   box = lua_absindex(L, box);
   if (lua_getiuservalue(L, box, MFL_UV_INFO) != LUA_TTABLE) {
@@ -367,16 +393,19 @@ static int l_failure(lua_State *L) {
     lua_setfield(L, t, "upstream");
     lua_pushstring(L, mf_state_name_string(mf_run_state_name(up)));
     lua_setfield(L, t, "upstream_state");
-    while (mf_run_state_name(root) == MF_NAME_NOT_READY && mf_run_cause(root))
-      root = mf_run_cause(root);
+    root = root_cause(run);
     if (root != up) {
       mfl_run_name(L, root);
       lua_setfield(L, t, "root");
       lua_pushstring(L, mf_state_name_string(mf_run_state_name(root)));
       lua_setfield(L, t, "root_state");
     }
-    if (mfl_push_failed_future(L, root))
+    if (lua_getiuservalue(L, 1, MFL_UV_INFO) == LUA_TTABLE &&
+        lua_getfield(L, -1, "cause") == LUA_TUSERDATA)
       lua_setfield(L, t, "cause");
+    else if (mfl_push_failed_future(L, root))
+      lua_setfield(L, t, "cause");
+    lua_settop(L, t);
   }
   return 1;
 }

@@ -27,10 +27,10 @@
 typedef struct mf_repl {
   lua_State *L;
   mfl_state *S;
-  uv_poll_t poll;   /* standard input is readable */
+  uv_poll_t poll;       /* standard input is readable */
   uv_check_t check;     /* after each loop turn: failures of background runs */
   uv_prepare_t prepare; /* and before the loop blocks: reported at once */
-  int can_poll;     /* stdin is a terminal or a pipe */
+  int can_poll;         /* stdin is a terminal or a pipe */
   int polling;
   int tty;
   int busy;      /* a chunk's run is going: no input is taken */

@@ -524,6 +524,7 @@ static void op_abandon(mf_run *run) {
   }
   drop_coroutine(L, lr, box);
   if (mf_run_is_final(run)) {
+    mfl_keep_cause(L, run, box); /* before the arguments that hold it go */
     lua_pushnil(L);
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   }

@@ -17,10 +17,12 @@ M.show = show
 
 -- {====== Evaluating chunks ======
 
--- Compiles a chunk as an expression first (so `1 + 1` prints 2), then as
+-- Compiles a chunk as an expression list first (so `1 + 1` prints 2), then as
 -- statements.  Returns fn, or nil and "incomplete", or nil and the error.
 local function compile(source)
-  local fn = load("return " .. source, "=stdin")
+  -- The values go through an identity function rather than `return f(x)`,
+  -- a tail call that would take the chunk's line out of a traceback.
+  local fn = load("return (function(...) return ... end)(" .. source .. "\n)", "=stdin")
   if fn then return fn end
   local err
   fn, err = load(source, "=stdin")
