@@ -104,6 +104,7 @@ typedef struct mfl_run {
   unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
   unsigned char quiet;         /* no lifecycle log lines */
   unsigned char log_prints;    /* print goes to the log during its steps */
+  unsigned char noted;         /* passed on errors of others (origin.c) */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
 } mfl_run;
@@ -234,7 +235,7 @@ MFL_INTERNAL void mfl_note_reraise(lua_State *L, mfl_state *S, int err,
  * from when the run passed it on; the run's notes are forgotten.
  * mfl_forget_reraises forgets them (an attempt that completed). */
 MFL_INTERNAL void mfl_link_origin(lua_State *L, int box, int err, int info);
-MFL_INTERNAL void mfl_forget_reraises(lua_State *L, int box);
+MFL_INTERNAL void mfl_forget_reraises(lua_State *L, mfl_run *lr, int box);
 /* mfl_describe, but a table without __tostring is shown readably. */
 MFL_INTERNAL const char *mfl_describe_error(lua_State *L, int idx);
 /* The traceback a State shows: the run's own, then the one of the run its

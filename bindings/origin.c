@@ -137,6 +137,7 @@ void mfl_note_reraise(lua_State *L, mfl_state *S, int err, int from_box,
     lua_pop(L, 1); /* nil cannot be a key: such an error has no origin */
     return;
   }
+  ((mfl_run *)mf_run_body(run))->noted = 1;
   push_noted(L);
   mfl_push_future_of(L, run);
   if (lua_rawget(L, -2) != LUA_TTABLE) {
@@ -155,6 +156,10 @@ void mfl_note_reraise(lua_State *L, mfl_state *S, int err, int from_box,
 /* Sets info.from and info.how when the run at box passed on the error at
  * err; forgets the run's notes. */
 static void take_reraise(lua_State *L, int box, int err, int info) {
+  mfl_run *lr = mf_run_body(mfl_check_future(L, box)->run);
+  if (!lr->noted)
+    return;
+  lr->noted = 0;
   push_noted(L);
   lua_pushvalue(L, box);
   if (lua_rawget(L, -2) == LUA_TTABLE && !lua_isnil(L, err)) {
@@ -174,7 +179,10 @@ static void take_reraise(lua_State *L, int box, int err, int info) {
   lua_pop(L, 1);
 }
 
-void mfl_forget_reraises(lua_State *L, int box) {
+void mfl_forget_reraises(lua_State *L, mfl_run *lr, int box) {
+  if (!lr->noted) /* the common case costs one test */
+    return;
+  lr->noted = 0;
   box = lua_absindex(L, box);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &noted_key) == LUA_TTABLE) {
     lua_pushvalue(L, box);

@@ -299,7 +299,7 @@ static int push_hooks(lua_State *L, mf_run *run, int box, lua_State *co) {
 /* The body returned: the attempt's results (or the end of its hooks). */
 static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
                       lua_State *co, int nres) {
-  mfl_forget_reraises(L, box);
+  mfl_forget_reraises(L, lr, box);
   if (mf_run_hook_point(run)) {
     lua_settop(co, 0);
     give_back(L, lr, box, co);
