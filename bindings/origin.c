@@ -274,7 +274,9 @@ static mf_run *root_cause(mf_run *run) {
 }
 
 void mfl_keep_cause(lua_State *L, mf_run *run, int box) {
-  if (mf_run_state_name(run) != MF_NAME_NOT_READY || !mf_run_cause(run))
+  /* (Called as the run becomes final, before its NotReady state is
+   * recorded: a cause is what says it never started.) */
+  if (!mf_run_cause(run))
     return;
   box = lua_absindex(L, box);
   if (!mfl_push_failed_future(L, root_cause(run)))
@@ -330,14 +332,15 @@ const char *mfl_describe_error(lua_State *L, int idx) {
 
 /* {====== Lua side ====== */
 
-/* core.note_reraise(fut, how): the current run passes on the error of the
- * final run fut; how says why ("unhandled", "returned"). */
+/* core.note_reraise(fut, how, err): the current run passes on err, the
+ * error of the final run fut (result(nil, false) gave it: an error made
+ * for the call, such as UpstreamFailed, is a new table at each call); how
+ * says why ("unhandled", "returned"). */
 static int l_note_reraise(lua_State *L) {
   mfl_run *lr = mf_run_body(mfl_check_future(L, 1)->run);
   const char *how = luaL_checkstring(L, 2);
-  lua_settop(L, 2);
-  mfl_push_error_value(L, 1);
-  mfl_note_reraise(L, lr->S, -1, 1, how);
+  lua_settop(L, 3);
+  mfl_note_reraise(L, lr->S, 3, 1, how);
   return 0;
 }
 

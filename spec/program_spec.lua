@@ -525,6 +525,34 @@ raised again by the main chunk as UpstreamFailed:
 ]])
 end
 
+function TestReports:test_flow_failed_by_a_run_that_never_started()
+  -- The unhandled run inside the flow is a downstream run that never
+  -- started: the report goes back to the run that failed, through it.
+  local r = run_here(script("notready.lua", [[
+local mf = require "moonflow"
+local load = mf.task({ name = "load" }, function() error("no such file") end)
+local save = mf.task({ name = "save" }, function(x) return x end)
+local etl = mf.flow({ name = "etl" }, function()
+  local l = load:submit()
+  l:wait()
+  l:state()
+  save:submit(l)
+end)
+etl()
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.err, [[
+moonflow: task run load-1 failed: notready.lua:2: no such file
+stack traceback:
+	[C]: in function 'error'
+	notready.lua:2: in function <notready.lua:2>
+task run save-1 did not start: its upstream run load-1 ended Failed
+flow run etl-1 failed: nothing handled the failure of task run save-1
+raised again by the main chunk:
+	notready.lua:10: in main chunk
+]])
+end
+
 function TestReports:test_timed_out_run()
   local r = run_here(script("slow.lua", [[
 local mf = require "moonflow"

@@ -59,7 +59,7 @@ local function check_returned(outcomes)
     local err
     if core.is_future(first_failed) then
       err = first_failed:result(nil, false)
-      core.note_reraise(first_failed, "returned")
+      core.note_reraise(first_failed, "returned", err)
     else
       err = first_failed:result(false) -- a State's result(raise_on_failure)
     end
@@ -74,7 +74,7 @@ local function check_unhandled()
   if count == 0 then return end
   local name = first.name
   local err = first:result(nil, false)
-  core.note_reraise(first, "unhandled")
+  core.note_reraise(first, "unhandled", err)
   local text = error_text(err)
   local message = format("%d unhandled failed run%s inside the flow; first: %s: %s",
     count, count == 1 and "" or "s", name, text)

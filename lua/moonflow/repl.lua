@@ -8,7 +8,7 @@ local describe = require("moonflow.control").describe
 
 local M = {}
 
-local format, concat = string.format, table.concat
+local concat = table.concat
 
 local show = require("moonflow.show").show
 local reports = require "moonflow.report"

@@ -124,6 +124,9 @@ end
 local function headline(origin, unhandled)
   local err = error_text(error_of(origin))
   if origin.internal then return err end
+  if origin.state == "NotReady" then -- (its UpstreamFailed says so)
+    return run_title(origin) .. ": " .. err
+  end
   local line = run_title(origin) .. " " .. ended(origin) .. attempts(origin)
   if unhandled then line = line .. " and nothing handled it" end
   if origin.state == "Cancelled" then return line end
