@@ -30,7 +30,7 @@ end
 local function is_helper_c(frame, caller)
   if frame:sub(1, 4) ~= "[C]:" then return false end
   local name = frame:match("^%[C%]: in function '([^']*)'")
-  if not name or name:find("^moonflow") then return true end
+  if not name or name:find("^moonflow%.") then return true end
   return caller == nil or is_moonflow(caller)
 end
 
