@@ -203,45 +203,6 @@ static const char *kind_name(const mfl_run *lr) {
   }
 }
 
-/* info.full_traceback: the run's traceback, then the State's traceback of
- * the run the error came from (itself the same, and so on). */
-static void set_full_traceback(lua_State *L, int info) {
-  if (lua_getfield(L, info, "from") != LUA_TUSERDATA) {
-    lua_pop(L, 1);
-    return;
-  }
-  int from = lua_gettop(L);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  if (lua_getfield(L, info, "traceback") == LUA_TSTRING) {
-    luaL_addvalue(&b);
-    luaL_addchar(&b, '\n');
-  } else {
-    lua_pop(L, 1);
-  }
-  luaL_addstring(&b, "(the error came from run ");
-  lua_getiuservalue(L, from, MFL_UV_INFO);
-  if (lua_istable(L, -1))
-    lua_getfield(L, -1, "name");
-  else
-    lua_pushnil(L);
-  lua_remove(L, -2);
-  if (lua_isstring(L, -1))
-    luaL_addvalue(&b);
-  else
-    lua_pop(L, 1);
-  luaL_addstring(&b, ":\n");
-  mfl_push_full_traceback(L, from);
-  if (lua_isstring(L, -1))
-    luaL_addvalue(&b);
-  else
-    lua_pop(L, 1);
-  luaL_addchar(&b, ')');
-  luaL_pushresult(&b);
-  lua_setfield(L, info, "full_traceback");
-  lua_settop(L, from - 1);
-}
-
 void mfl_link_origin(lua_State *L, int box, int err, int info) {
   box = lua_absindex(L, box);
   err = lua_absindex(L, err);
@@ -257,7 +218,6 @@ void mfl_link_origin(lua_State *L, int box, int err, int info) {
   lua_pushinteger(L, mf_run_attempt(run));
   lua_setfield(L, info, "attempts");
   take_reraise(L, box, err, info);
-  set_full_traceback(L, info);
   push_weak(L, &failed_key, "v");
   lua_pushvalue(L, box);
   lua_rawsetp(L, -2, run);
@@ -292,18 +252,73 @@ void mfl_keep_cause(lua_State *L, mf_run *run, int box) {
   lua_pop(L, 1);
 }
 
-void mfl_push_full_traceback(lua_State *L, int box) {
-  box = lua_absindex(L, box);
-  if (lua_getiuservalue(L, box, MFL_UV_INFO) != LUA_TTABLE) {
+/* Links shown in full in a State's traceback: the ones nearest the run,
+ * then the origin.  A 10,000-deep recursion that re-raises is not 10,000
+ * tracebacks, and a State is made in time linear in the chain (each run
+ * keeps only its own traceback and its link). */
+#define SHOWN_LINKS 3
+
+/* Pushes the info field key of the Future at idx (nil if none). */
+static int push_info_field(lua_State *L, int idx, const char *key) {
+  if (lua_getiuservalue(L, idx, MFL_UV_INFO) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  int type = lua_getfield(L, -1, key);
+  lua_remove(L, -2);
+  return type;
+}
+
+/* Pushes "\n(the error came from run NAME:\nTRACEBACK)" of the Future at
+ * idx. */
+static void push_link_text(lua_State *L, int idx) {
+  push_info_field(L, idx, "name");
+  push_info_field(L, idx, "traceback");
+  lua_pushfstring(L, "\n(the error came from run %s:\n%s)",
+                  lua_isstring(L, -2) ? lua_tostring(L, -2) : "?",
+                  lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+void mfl_push_full_traceback(lua_State *L, int box) {
+  box = lua_absindex(L, box);
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 2 * SHOWN_LINKS + 12, NULL);
+  push_info_field(L, box, "traceback"); /* top+1: the run's own */
+  if (push_info_field(L, box, "from") != LUA_TUSERDATA) {
+    lua_pop(L, 1);
     return;
   }
-  if (lua_getfield(L, -1, "full_traceback") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "traceback");
+  /* top+2: the link followed now; pieces from top+3 */
+  if (!lua_isstring(L, top + 1)) {
+    lua_pushliteral(L, "");
+    lua_replace(L, top + 1);
   }
-  lua_remove(L, -2);
+  lua_pushvalue(L, top + 1);
+  int pieces = 1;
+  unsigned long links = 0;
+  while (lua_type(L, top + 2) == LUA_TUSERDATA && links < 10000000) {
+    links++;
+    int is_last = push_info_field(L, top + 2, "from") != LUA_TUSERDATA;
+    int added = 0;
+    if (is_last && links > SHOWN_LINKS + 1) {
+      lua_pushfstring(L, "\n(... passed on by %d more runs)",
+                      (int)(links - SHOWN_LINKS - 1));
+      added++;
+    }
+    if (links <= SHOWN_LINKS || is_last) {
+      push_link_text(L, top + 2);
+      added++;
+    }
+    lua_rotate(L, -(added + 1), -1); /* the next link on top */
+    lua_replace(L, top + 2);
+    pieces += added;
+  }
+  lua_concat(L, pieces);
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
 }
 
 const char *mfl_describe_error(lua_State *L, int idx) {

@@ -553,6 +553,27 @@ raised again by the main chunk:
 ]])
 end
 
+function TestReports:test_deep_recursion_shows_the_ends_of_the_way()
+  local r = run_here(script("deep.lua", [[
+local mf = require "moonflow"
+local rec
+rec = mf.task({ name = "rec" }, function(n)
+  if n == 0 then error("bottom") end
+  local v = rec(n - 1)
+  return v
+end)
+rec(20)
+]]))
+  assert_exit(r, 1)
+  local again = "raised again by task run rec-%d:\n\tdeep.lua:5: in function <deep.lua:3>\n"
+  lu.assertEquals(r.err, "moonflow: task run rec-21 failed: deep.lua:4: bottom\n"
+    .. "stack traceback:\n\t[C]: in function 'error'\n\tdeep.lua:4: in function <deep.lua:3>\n"
+    .. again:format(20) .. again:format(19) .. again:format(18)
+    .. "(... raised again by 15 more runs)\n"
+    .. again:format(2) .. again:format(1)
+    .. "raised again by the main chunk:\n\tdeep.lua:8: in main chunk\n")
+end
+
 function TestReports:test_timed_out_run()
   local r = run_here(script("slow.lua", [[
 local mf = require "moonflow"

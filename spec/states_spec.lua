@@ -304,6 +304,24 @@ function TestStates:test_state_of_a_run_that_passed_an_error_on_keeps_the_full_d
   lu.assertStrMatches(rest, "inner%-%d+:\n.*boom in the body\nstack traceback:\n.*failing_body.*%)")
 end
 
+function TestStates:test_state_of_a_deep_chain_keeps_the_nearest_runs_and_the_origin()
+  -- 50 runs each re-raising the error of the one it called: the State
+  -- shows the three nearest and the one that raised it first, not all.
+  local rec
+  rec = mf.task({ name = "rec" }, function(n)
+    if n == 0 then error("bottom", 0) end
+    local v = rec(n - 1)
+    return v
+  end)
+  local fut = rec:submit(50)
+  fut:wait()
+  local tb = fut:state().traceback
+  local links = {}
+  for name in tb:gmatch("%(the error came from run ([^:]+):") do links[#links + 1] = name end
+  lu.assertEquals(links, { "rec-2", "rec-3", "rec-4", "rec-51" }, tb)
+  lu.assertStrContains(tb, "(... passed on by 46 more runs)")
+end
+
 -- }======
 
 h.run()

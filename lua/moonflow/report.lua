@@ -159,8 +159,8 @@ local function step(out, info, prev)
     local header
     if rawequal(err, before) then
       header = format("raised again by %s:", title)
-    elseif type(err) == "table" and type(err.kind) == "string" then
-      header = format("raised again by %s as %s:", title, err.kind)
+    elseif type(err) == "table" and type(rawget(err, "kind")) == "string" then
+      header = format("raised again by %s as %s:", title, rawget(err, "kind"))
     else
       header = format("raised by %s: %s", title, error_text(err))
     end
@@ -179,7 +179,15 @@ function M.failure(fut, opts)
   local origin = chain[#chain]
   local out = { headline(origin, opts.unhandled and #chain == 1) }
   add_frames(out, origin.traceback, "stack traceback:")
-  for i = #chain - 1, 1, -1 do step(out, chain[i], chain[i + 1]) end
+  -- A deep recursion that re-raised: the steps nearest the origin and the
+  -- ones nearest the run, not ten thousand.
+  local near = 3
+  for i = #chain - 1, 1, -1 do
+    if i == #chain - 1 - near and i > near then
+      out[#out + 1] = format("(... raised again by %d more runs)", i - near)
+    end
+    if i > #chain - 1 - near or i <= near then step(out, chain[i], chain[i + 1]) end
+  end
   if opts.unhandled and #chain > 1 then
     out[#out + 1] = "nothing handled the failure of " .. run_title(chain[1])
   end
