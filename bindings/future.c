@@ -135,11 +135,13 @@ static mf_run *check_run(lua_State *L, int idx) {
  * (fut.wait() is a Python habit). */
 static mf_run *check_self(lua_State *L, const char *method) {
   mfl_future *f = mfl_to_future(L, 1);
-  if (!f)
+  if (!f) {
     mfl_raise(L, "UsageError",
               "expected a Future as self (use fut:%s(...), not "
               "fut.%s(...)), got %s",
               method, method, luaL_typename(L, 1));
+    return NULL; /* not reached */
+  }
   return f->run;
 }
 

@@ -536,9 +536,10 @@ MF_API mf_wake_reason mf_run_wake_reason(const mf_run *run);
 
 /* Waits outside any run: drives the loop (the host's too) until the targets
  * are final (per mode) or the timeout passes.  With no targets it returns at
- * once, except in mode MF_WAIT_ANY with a timeout: a sleep.  Returns 0, MF_ETIMEDOUT,
- * MF_EDEADLK (nothing could ever finish them), MF_EINTR (mf_engine_interrupt),
- * or MF_EBUSY when called from inside an engine callback or a run. */
+ * once, except in mode MF_WAIT_ANY with a timeout: a sleep.  Returns 0,
+ * MF_ETIMEDOUT, MF_EDEADLK (nothing could ever finish them), MF_EINTR
+ * (mf_engine_interrupt), or MF_EBUSY when called from inside an engine callback
+ * or a run. */
 MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
                           size_t count, mf_wait_mode mode, double timeout);
 
