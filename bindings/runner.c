@@ -149,7 +149,8 @@ void mfl_store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
 }
 
 /* Stores the error value on top of L as the run's result, with the
- * traceback of co (unless a flow left one in its info). */
+ * traceback of co (unless a flow left one in its info), and where the
+ * error came from (origin.c). */
 static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   int err = lua_gettop(L);
   lua_pushvalue(L, err);
@@ -160,13 +161,16 @@ static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
     lua_pop(L, 1);
     lua_createtable(L, 0, 2);
   }
-  if (lua_getfield(L, -1, "traceback") == LUA_TNIL && co) {
-    const char *msg = mfl_describe(L, err);
+  int info = lua_gettop(L);
+  if (lua_getfield(L, info, "traceback") == LUA_TNIL && co) {
+    const char *msg = mfl_describe_error(L, err);
     luaL_traceback(L, co, msg, 0);
-    lua_setfield(L, -4, "traceback");
+    lua_setfield(L, info, "traceback");
     lua_pop(L, 1); /* the description */
   }
   lua_pop(L, 1);
+  mfl_link_origin(L, box, err, info);
+  lua_settop(L, info);
   lua_setiuservalue(L, box, MFL_UV_INFO);
   lua_settop(L, err - 1);
 }
@@ -297,6 +301,7 @@ static int push_hooks(lua_State *L, mf_run *run, int box, lua_State *co) {
 /* The body returned: the attempt's results (or the end of its hooks). */
 static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
                       lua_State *co, int nres) {
+  mfl_forget_reraises(L, lr, box);
   if (mf_run_hook_point(run)) {
     lua_settop(co, 0);
     give_back(L, lr, box, co);
@@ -528,7 +533,8 @@ static void op_abandon(mf_run *run) {
   }
   drop_coroutine(L, lr, box);
   if (mf_run_is_final(run) || mf_run_cancel_requested(run)) {
-    lua_pushnil(L); /* no attempt will need them again */
+    mfl_keep_cause(L, run, box); /* before the arguments that hold it go */
+    lua_pushnil(L);              /* no attempt will need them again */
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   }
   lua_settop(L, top);

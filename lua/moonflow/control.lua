@@ -19,7 +19,8 @@ function M.run_hooks(hooks, task, fut, state, kind)
   for _, hook in ipairs(hooks) do
     local ok, err = pcall(hook, task, fut, state)
     if not ok then
-      log.error(format("%s hook failed: %s", kind, describe(err)))
+      local error_text = require("moonflow.show").error_text -- (show needs this module)
+      log.error(format("%s hook failed: %s", kind, error_text(err)))
     end
   end
 end

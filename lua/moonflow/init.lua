@@ -10,7 +10,7 @@ local log = require "moonflow.log"
 -- What the engine calls into Lua for: the hooks of a run, and print inside
 -- a run whose task has log_prints (set for the step, never outside it).
 core.set_hooks_runner(control.run_hooks)
-core.set_print_logger(log.info)
+core.set_print_logger(log.print)
 
 local M = {}
 local Task = core.Task
@@ -158,6 +158,52 @@ local later_options = {
   task_runner = true,
 }
 
+-- Prefect's names for options that moonflow names otherwise.
+local prefect_names = {
+  retry_delay_seconds = "retry_delay", timeout_seconds = "timeout",
+  retry_jitter_factor = "retry_jitter", cache_key_fn = "cache_key",
+  flow_run_name = "task_run_name",
+}
+
+-- Edit distance (insertions, deletions, substitutions, swaps of two
+-- neighbours), for "did you mean".
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      local best = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        best = math.min(best, d[i - 2][j - 2] + 1)
+      end
+      d[i][j] = best
+    end
+  end
+  return d[#a][#b]
+end
+
+-- The known option an unknown key most likely meant, or nil.
+local function suggestion(key, known)
+  if type(key) ~= "string" then return nil end
+  local alias = prefect_names[key]
+  if alias and known[alias] then
+    return alias, " (Prefect's " .. key .. ")"
+  elseif alias and later_options[alias] then
+    return alias, " (Prefect's " .. key .. "; not supported by this version of moonflow)"
+  end
+  local lower = key:lower():gsub("-", "_")
+  local best, best_d
+  for name in pairs(known) do
+    local d = distance(lower, name)
+    if d <= math.max(1, #name // 4) and (not best_d or d < best_d or d == best_d and name < best) then
+      best, best_d = name, d
+    end
+  end
+  return best, ""
+end
+
 local function check_options(opts, known, what)
   if type(opts) ~= "table" then
     usage("%s options must be a table, got %s", what, type(opts))
@@ -168,6 +214,11 @@ local function check_options(opts, known, what)
       if later_options[key] then
         usage("%s option '%s' is not supported by this version of moonflow",
           what, tostring(key))
+      end
+      local meant, why = suggestion(key, known)
+      if meant then
+        usage("unknown %s option '%s': did you mean '%s'?%s", what,
+          tostring(key), meant, why)
       end
       usage("unknown %s option '%s'", what, tostring(key))
     end

@@ -1,7 +1,7 @@
 -- moonflow.log: mf.log.debug/info/warning/error.  Inside a run each line is
 -- prefixed with the run's name.  MOONFLOW_LOG_LEVEL sets the threshold
 -- (DEBUG, INFO, WARNING, ERROR, OFF; WARNING by default); a line below it
--- costs one comparison.
+-- costs one comparison.  print inside a log_prints run is logged too.
 local core = require "moonflow.core"
 
 local M = {}
@@ -31,6 +31,18 @@ local function logger(level)
     for i = 1, n do parts[i] = describe((select(i, ...))) end
     core.log(level, concat(parts, " "))
   end
+end
+
+-- print inside a log_prints run: an INFO line, shown at the default level
+-- too (Prefect shows it); a level set in MOONFLOW_LOG_LEVEL above INFO
+-- hides it.
+local level_set = (os.getenv("MOONFLOW_LOG_LEVEL") or "") ~= ""
+function M.print(...)
+  if level_set and LEVELS.INFO < threshold then return end
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = tostring((select(i, ...))) end
+  core.log(LEVELS.INFO, concat(parts, " "), true)
 end
 
 M.debug = logger(LEVELS.DEBUG)
