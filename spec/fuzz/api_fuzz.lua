@@ -66,6 +66,7 @@ local HAZARDS = {
   list_mutation = "FutureLists changed by the user, also while waited on",
   with_per_call = "flow:with{} given ill-typed wait_for / return_state",
   hostile_errors = "errors (raised by runs, callbacks) with hostile metatables",
+  big_slice = "mf.configure{slice = 100, 1e300, inf}",
   resurrect = "finalizers that resurrect tables holding futures",
   mf_as_value = "the module table itself as an argument (mf.result(mf) loops)",
 }

@@ -17,6 +17,7 @@
 #   --abandon-every N  every Nth batch ends its process in the middle of a
 #                    case, runs still going (modes in turn: return, exit,
 #                    error, exit-in-run); 0: never (default 3)
+#   --abandon-modes M,M  the modes to take in turn (default: all four)
 #   --keep-going     go on after a failing batch (for long runs)
 #   --logs DIR       keep each failing batch's stdout and stderr there
 # Environment: FUZZ_LD_PRELOAD is given to the fuzzer as LD_PRELOAD (the
@@ -25,6 +26,7 @@
 set -u
 
 seconds=20 batch=6 hang=120 seed="" abandon_every=3 keep_going=0 logs=""
+modes="return exit error exit-in-run"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --hang) hang=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --abandon-every) abandon_every=$2; shift 2 ;;
+    --abandon-modes) modes=$(echo "$2" | tr , " "); shift 2 ;;
     --keep-going) keep_going=1; shift ;;
     --logs) logs=$2; shift 2 ;;
     --) shift; break ;;
@@ -48,14 +51,14 @@ out=$tmp/out err=$tmp/err
 
 start=$(date +%s)
 batches=0 failures=0 calls=0 cases=0
-modes="return exit error exit-in-run"
+nmodes=$(echo $modes | wc -w)
 
 echo "run_fuzz: $* -- seeds from $seed, ${seconds}s in ${batch}s batches"
 while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
   batches=$((batches + 1))
   abandon=""
   if [ "$abandon_every" -gt 0 ] && [ $((batches % abandon_every)) -eq 0 ]; then
-    n=$(( (seed + batches / abandon_every) % 4 + 1 ))
+    n=$(( (seed + batches / abandon_every) % nmodes + 1 ))
     abandon=$(echo $modes | cut -d' ' -f$n)
   fi
   # (the mode is one word: the unquoted expansion gives two arguments)
