@@ -629,7 +629,8 @@ def("future", "Future fields", 3, function(rng, case, where)
   if key == "tostring" then
     call("tostring(Future)", tostring, f)
   else
-    local ok, r = call("Future[" .. tostring(key):sub(1, 10) .. "]", function() return f[key] end)
+    local label = (key == "id" or key == "name") and "Future." .. key or "Future[" .. type(key) .. "]"
+    local ok, r = call(label, function() return f[key] end)
     if ok and (key == "id" or key == "name") and check.is_future(f)
         and type(r[1]) ~= "string" then
       check.violation("Future." .. key, "is %s", check.repr(r[1]))
