@@ -25,6 +25,7 @@
 --                   still going: return, exit, error, exit-in-run
 --   --verbose       print the calls by API at the end
 --   --trace         print each action as it starts (to find what hangs)
+--   --trace-calls   and each call into moonflow with its arguments
 --   --list          print the groups, hazards and actions, and exit
 -- Each case K uses its own generator, derived from (seed, K): a case
 -- replays alone, up to the timing of the runs it starts.
@@ -73,6 +74,7 @@ local HAZARDS = {
 
 -- {====== Options ======
 
+local check_calls = false
 local opts = { seconds = 10, keep_going = false, without = {}, only = nil }
 do
   local args = arg or {}
@@ -100,6 +102,7 @@ do
     elseif a == "--abandon" then opts.abandon = value()
     elseif a == "--verbose" then opts.verbose = true
     elseif a == "--trace" then opts.trace = true
+    elseif a == "--trace-calls" then opts.trace, check_calls = true, true
     elseif a == "--list" then opts.list = true
     else error("api_fuzz: unknown option " .. a, 0) end
     i = i + 1
@@ -135,6 +138,7 @@ A.init { mf = mf, hazard = hazard, groups = group_on }
 math.randomseed(opts.seed) -- moonflow's retry jitter
 A.setup_methods()
 A.trace = opts.trace
+check.trace_calls = check_calls
 
 local out = io.stdout
 local function say(fmt, ...)
@@ -179,7 +183,13 @@ local function finish(case)
   end
   for _, f in ipairs(futs) do
     local ok2, done = pcall(f.done, f)
-    if ok2 and not done then pcall(f.cancel, f) end
+    if ok2 and not done then
+      if opts.trace then
+        local ok4, st = pcall(f.state, f)
+        say("  cleanup: cancelling %s (%s)", tostring(f.name), ok4 and tostring(st.name) or "?")
+      end
+      pcall(f.cancel, f)
+    end
   end
   local ok3, done, not_done = pcall(mf.wait, futs, 120)
   if not ok3 then
@@ -208,7 +218,7 @@ end
 
 local function run_case(k, abandon)
   check.reset_case(k)
-  say("case %d", k)
+  say("case %d calls %d", k, check.stats.calls)
   local case = new_case(k)
   local rng = case.rng
   for _ = 1, rng:int(3, 30) do A.act(rng, case, "main") end

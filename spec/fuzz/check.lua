@@ -24,7 +24,7 @@ M.KINDS = {
 M.stats = { calls = 0, failed = 0, by_kind = {}, by_api = {}, by_where = {} }
 M.violations = {}
 M.case = 0          -- the case being run, for messages
-M.quiet = false
+M.trace_calls = false -- print each call and its arguments (--trace-calls)
 
 -- What the fuzzer's hostile code raised: tables by identity, strings and
 -- numbers by value.  Reset for each case.
@@ -137,6 +137,12 @@ function M.call(label, f, ...)
   stats.calls = stats.calls + 1
   stats.by_api[label] = (stats.by_api[label] or 0) + 1
   local y0 = M.yields
+  if M.trace_calls then
+    local parts = {}
+    for i = 1, select("#", ...) do parts[i] = M.repr((select(i, ...))) end
+    io.stdout:write("    call ", label, "(", table.concat(parts, ", "), ")\n")
+    io.stdout:flush()
+  end
   local r = table.pack(pcall(f, ...))
   if r[1] then
     return true, table.pack(table.unpack(r, 2, r.n))

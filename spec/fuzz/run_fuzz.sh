@@ -97,6 +97,8 @@ while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
     fi
   fi
   c=$(sed -n 's/^SUMMARY .* cases=\([0-9]*\) calls=\([0-9]*\).*/\1 \2/p' "$out" | tail -1)
+  # (a batch that died has no summary: its last case line counts)
+  [ -n "$c" ] || c=$(sed -n 's/^case \([0-9]*\) calls \([0-9]*\)$/\1 \2/p' "$out" | tail -1)
   if [ -n "$c" ]; then
     cases=$((cases + ${c% *})); calls=$((calls + ${c#* }))
   fi
