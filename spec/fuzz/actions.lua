@@ -258,8 +258,9 @@ end
 -- table (known: a wait on nothing sleeps its whole timeout under lua5.4).
 local function list_timeout(rng, t, where)
   local timeout = V.timeout(rng, where)
-  if not hazard("empty_wait") and (type(t) ~= "table" or rawlen(t) == 0) then
-    return nil
+  if not hazard("empty_wait") and (type(t) ~= "table" or rawlen(t) == 0
+      or (debug.getmetatable(t) ~= nil and not check.is_list(t))) then
+    return nil -- (a __len may say 0 too)
   end
   return timeout
 end

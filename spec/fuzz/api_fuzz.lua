@@ -191,12 +191,16 @@ local function finish(case)
       pcall(f.cancel, f)
     end
   end
+  local t0 = os.time()
   local ok3, done, not_done = pcall(mf.wait, futs, 120)
   if not ok3 then
     check.violation("cleanup", "mf.wait raised %s", check.repr(done))
   elseif #not_done > 0 then
-    check.violation("cleanup", "%d of %d runs still not final 120 s after cancel()",
-      #not_done, #futs)
+    local f = not_done[1]
+    local ok4, st = pcall(f.state, f)
+    check.violation("cleanup", "%d of %d runs not final after cancel() and mf.wait(runs, 120)"
+      .. " returned after %d s; first: %s %s", #not_done, #futs, os.time() - t0,
+      tostring(f.name), ok4 and tostring(st.name) or "?")
   end
   for _, f in ipairs(futs) do pcall(f.state, f) end
   -- Done callbacks run from the loop: give them their turn.
