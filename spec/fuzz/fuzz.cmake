@@ -27,3 +27,5 @@ set_tests_properties(fuzz.lua PROPERTIES ENVIRONMENT "${MF_FUZZ_LUA_ENV}"
                      TIMEOUT 900)
 set_tests_properties(fuzz.moonflow PROPERTIES ENVIRONMENT "${MF_FUZZ_ENV}"
                      TIMEOUT 900)
+# One fuzzer at a time: the machine is shared.
+set_tests_properties(fuzz.lua fuzz.moonflow PROPERTIES RESOURCE_LOCK fuzz)
