@@ -19,7 +19,7 @@ DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-uni
 # Only for bench/codec.lua's comparison (it runs without).
 BENCH_PACKAGES = lua-cjson
 
-.PHONY: all deps build build-asan run test test-asan bench install format clean
+.PHONY: all deps build build-asan run test test-asan bench fuzz install format clean
 
 all: build
 
@@ -64,6 +64,17 @@ bench: build
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
 	@$(BUILD)/moonflow bench/codec.lua
+
+# Looks for new finds: the API fuzzer with seeds from the clock, FUZZ_SECONDS
+# under each of lua5.4 and the moonflow program, in the ASan build.
+FUZZ_SECONDS ?= 300
+fuzz: build-asan
+	@cd $(CURDIR) && MF_MODULE_DIR=$(ASAN_BUILD) \
+	  FUZZ_LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	  ASAN_OPTIONS=detect_leaks=1 sh spec/fuzz/run_fuzz.sh \
+	  --seconds $(FUZZ_SECONDS) --keep-going -- lua5.4 spec/fuzz/api_fuzz.lua
+	@sh spec/fuzz/run_fuzz.sh --seconds $(FUZZ_SECONDS) --keep-going \
+	  -- $(ASAN_BUILD)/moonflow spec/fuzz/api_fuzz.lua
 
 format:
 	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c spec/fuzz/*.c

@@ -57,7 +57,12 @@ end
 function M.named_body(body, template, fn)
   return function(...)
     if core.attempt() == 1 then
-      core.rename(core.current(), run_name(template, fn, ...))
+      local name = run_name(template, fn, ...)
+      if name:find("\0", 1, true) then -- the engine keeps C strings
+        error(core.error("UsageError",
+          "task_run_name gave a name with a NUL byte"), 0)
+      end
+      core.rename(core.current(), name)
     end
     return body(...)
   end
