@@ -20,9 +20,9 @@ end
 
 -- A FutureList from map works too, and so does a timeout: futures not done
 -- in time raise a Timeout error from the iterator.
-local list = download:map({ "x", "y", "z" }, { 0.2, 0.005, 0.2 })
+local list = download:map({ "x", "y", "z" }, { 60, 0.005, 60 })
 local ok, err = pcall(function()
-  for fut in mf.as_completed(list, 0.05) do
+  for fut in mf.as_completed(list, 0.5) do
     print("in time: " .. fut:result())
   end
 end)
