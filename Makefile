@@ -52,7 +52,7 @@ test: build build-asan
 	  if (cd $$dir && ctest --output-on-failure -j $(JOBS)); then \
 	    result="passed"; \
 	  else \
-	    rc=1; result="FAILED:$$(sed 's/^[0-9]*:/ /' $$dir/Testing/Temporary/LastTestsFailed.log 2>/dev/null | tr '\n' ' ')"; \
+	    rc=1; result="FAILED: $$(sed 's/^[0-9]*://' $$dir/Testing/Temporary/LastTestsFailed.log 2>/dev/null | tr '\n' ' ')"; \
 	  fi; \
 	  summary="$$summary  $$dir: $$result ($$(( $$(date +%s) - start )) s)\n"; \
 	done; \
