@@ -324,13 +324,13 @@ function TestFutureCancel:test_pending_run()
 end
 
 function TestFutureCancel:test_sleeping_run()
-  -- The run sleeps 0.5 s: the cancel ends before that (any machine cancels
+  -- The run sleeps 1 s: the cancel ends before that (any machine cancels
   -- faster); then the test sleeps past it to see the body did not go on.
   local after = false
   local asleep_at
   local t = mf.task(function()
     asleep_at = mf.now()
-    mf.sleep(0.5)
+    mf.sleep(1)
     after = true
   end)
   local fut = t:submit()
@@ -338,8 +338,8 @@ function TestFutureCancel:test_sleeping_run()
   lu.assertFalse(fut:done())
   lu.assertIs(fut:cancel(), true)
   assert_cancelled(fut)
-  lu.assertTrue(mf.now() - asleep_at < 0.5, "the cancel waited for the sleep")
-  mf.sleep(math.max(0, asleep_at + 0.5 - mf.now()) + 0.01)
+  lu.assertTrue(mf.now() - asleep_at < 1, "the cancel waited for the sleep")
+  mf.sleep(math.max(0, asleep_at + 1 - mf.now()) + 0.01)
   lu.assertFalse(after)
 end
 
