@@ -901,14 +901,15 @@ function TestAsCompleted:test_timeout_raises_with_the_count()
 end
 
 function TestAsCompleted:test_timeout_counts_from_the_call()
-  -- The first iteration comes after the timeout (0.05 s) passed: it raises
-  -- at once.  Counted from the first iteration, it would wait 0.05 s more,
-  -- and a run sleeping 0.04 s, submitted just before it, would be done.
+  -- The first iteration comes after the timeout (0.5 s) passed: it raises
+  -- at once.  Counted from the first iteration, it would wait 0.5 s more,
+  -- and a run sleeping 0.4 s, submitted just before it, would be done.
+  -- (0.4 s: a loop waking late by less than that cannot finish it first.)
   local slow = held()
   local t0 = mf.now()
-  local iter = mf.as_completed({ slow }, 0.05)
-  mf.sleep(0.06)
-  local witness = sleep_then:submit(0.04)
+  local iter = mf.as_completed({ slow }, 0.5)
+  mf.sleep(0.55)
+  local witness = sleep_then:submit(0.4)
   local ok, err = pcall(iter)
   local took = elapsed_since(t0)
   lu.assertFalse(ok)
