@@ -8,9 +8,9 @@ local download = mf.task({ name = "download" }, function(file, seconds)
 end)
 
 local futures = {
-  download:submit("a.csv", 0.03),
-  download:submit("b.csv", 0.01),
-  download:submit("c.csv", 0.02),
+  download:submit("a.csv", 0.45),
+  download:submit("b.csv", 0.15),
+  download:submit("c.csv", 0.3),
 }
 
 -- The iterator yields each future once, as soon as it is final.

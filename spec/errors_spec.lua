@@ -438,7 +438,9 @@ function TestDeadlock:test_mutual_waits_with_timeouts_are_never_deadlocks()
   local a = mf.task(function() return fb:wait(0.03) end)
   local b = mf.task(function()
     mf.sleep(0.005)
-    local ok, v = pcall(fa.wait, fa, 0.15)
+    -- A timeout that surely outlasts a's own (a 0.15 s one could fire in
+    -- the same turn of a late loop as a's, before a has finished).
+    local ok, v = pcall(fa.wait, fa, h.PATIENCE)
     return ok, v
   end)
   fa, fb = a:submit(), b:submit()

@@ -326,9 +326,12 @@ end
 -- {====== Ctrl-C on a script ======
 
 -- Starts the program on a script in the background, waits until it printed
--- "started", then sends SIGINT (twice when `second`).  Returns the exit
--- status, the milliseconds from the first SIGINT to the exit, stdout, stderr.
-local function interrupt(path, second)
+-- "started", then sends SIGINT (twice when `second`), then creates the file
+-- `release` if given (a busy script spins until it exists: the signal is
+-- delivered before it can see the file).  A guard kills the program after
+-- 2 x PATIENCE.  Returns the exit status, the milliseconds from the first
+-- SIGINT to the exit, stdout, stderr.
+local function interrupt(path, second, release)
   local out, err, res = tmp("out"), tmp("err"), tmp("res")
   local cmd = table.concat({
     "(exec " .. shell_quote(PROG) .. " " .. shell_quote(path) .. ") >" .. shell_quote(out)
@@ -336,15 +339,17 @@ local function interrupt(path, second)
     "pid=$!",
     "i=0",
     "while ! grep -q started " .. shell_quote(out) .. " 2>/dev/null; do",
-    "  i=$((i + 1)); [ $i -gt 200 ] && break",
+    "  i=$((i + 1)); [ $i -gt " .. math.ceil(h.PATIENCE / 0.05) .. " ] && break",
     "  sleep 0.05",
     "done",
     "sleep 0.3",
-    "( sleep 20 & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s; kill -KILL $pid 2>/dev/null ) &",
+    "( sleep " .. 2 * h.PATIENCE .. " & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s;"
+      .. " kill -KILL $pid 2>/dev/null ) &",
     "guard=$!",
     "t0=$(date +%s%N)",
     "kill -INT $pid",
     second and "sleep 0.2; kill -INT $pid 2>/dev/null" or ":",
+    release and (": >" .. shell_quote(release)) or ":",
     "wait $pid; rc=$?",
     "t1=$(date +%s%N)",
     "kill $guard 2>/dev/null",
@@ -364,9 +369,10 @@ io.stdout:flush()
 print(a:result(), b:result())
 ]]
 
--- A script stuck in a C call that cannot yield (a sort comparator): the
--- loop does not turn until it returns.  It says "started" from inside the
--- comparator, so the Ctrl-C surely comes while it is stuck there.
+-- A script stuck in a C call that cannot yield (a sort comparator that
+-- computes until a file exists): the loop does not turn until it returns.
+-- It says "started" from inside the comparator, so the Ctrl-C surely comes
+-- while it is stuck there.
 local BUSY_SCRIPT = [[
 local n = 0
 table.sort({ 1, 2 }, function(a, b)
@@ -374,8 +380,7 @@ table.sort({ 1, 2 }, function(a, b)
   if n == 1 then
     print("started")
     io.stdout:flush()
-    local stop = os.clock() + %s
-    while os.clock() < stop do end
+    while not io.open(%q) do end
   end
   return a < b
 end)
@@ -383,7 +388,8 @@ print("sorted")
 ]]
 
 -- The exits below are "fast" when they do not wait for what the script
--- was doing (30 s sleeps, 30 s of CPU): PATIENCE is far less than that.
+-- was doing (30 s sleeps, a comparator that never returns): PATIENCE is
+-- far less than that.
 local FAST_MS = h.PATIENCE * 1000
 
 TestInterrupt = {}
@@ -418,10 +424,11 @@ print(f:result())
 end
 
 function TestInterrupt:test_second_sigint_exits_at_once()
-  -- The first Ctrl-C cannot be acted on before the comparator returns (30 s
-  -- of CPU); the second must end the program at once (the guard would
-  -- kill it after 20 s).
-  local rc, ms, out, err = interrupt(script("busy30.lua", BUSY_SCRIPT:format(30)), true)
+  -- The first Ctrl-C cannot be acted on before the comparator returns (it
+  -- never does: its file is never made); the second must end the program
+  -- at once (the guard would kill it after 2 x PATIENCE).
+  local never = tmp("never")
+  local rc, ms, out, err = interrupt(script("busy_never.lua", BUSY_SCRIPT:format(never)), true)
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
   lu.assertEquals(rc, 130, all)
   lu.assertTrue(ms < FAST_MS, "second Ctrl-C did not exit at once: " .. all)
@@ -431,7 +438,9 @@ end
 function TestInterrupt:test_sigint_during_blocking_call_is_not_lost()
   -- One Ctrl-C while the script cannot yield: acted on as soon as the loop
   -- turns again, never forgotten.
-  local rc, ms, out, err = interrupt(script("busy1.lua", BUSY_SCRIPT:format(1)))
+  local release = tmp("release")
+  local rc, ms, out, err = interrupt(script("busy_released.lua", BUSY_SCRIPT:format(release)),
+    false, release)
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
   lu.assertEquals(rc, 130, all)
   assert_contains(err, "interrupted", all)
