@@ -17,5 +17,5 @@ if(MF_BUILD_TESTS)
                    $<TARGET_FILE:tcp_server> $<TARGET_FILE:tcp_load>)
   # The script bounds itself (about 45 s when answers are lost, with its
   # generous grace periods; seconds when all goes well); this is the backstop.
-  set_tests_properties(example.tcp_server PROPERTIES TIMEOUT 120)
+  set_tests_properties(example.tcp_server PROPERTIES TIMEOUT 300)
 endif()

@@ -94,7 +94,8 @@ assert(DIR:match("^/tmp/mf%-control%-spec%."), "mktemp -d failed")
 local counter = 0
 
 -- Runs `code` as a script (named control_script.lua) with the program;
--- level: MOONFLOW_LOG_LEVEL, or nil to leave it unset.  Returns
+-- level: MOONFLOW_LOG_LEVEL, or nil to leave it unset; limit: seconds
+-- before it is killed (3 x PATIENCE: a backstop).  Returns
 -- { code, out, err }.
 local function run_script(code, level, limit)
   counter = counter + 1
@@ -102,7 +103,7 @@ local function run_script(code, level, limit)
   local path = base .. "control_script.lua"
   write_file(path, code)
   local env = level and ("MOONFLOW_LOG_LEVEL=" .. level .. " ") or "unset MOONFLOW_LOG_LEVEL; "
-  local cmd = PRELUDE .. env .. "timeout -k 2 " .. (limit or 10) .. " " .. shell_quote(PROG) .. " "
+  local cmd = PRELUDE .. env .. "timeout -k 2 " .. (limit or 3 * h.PATIENCE) .. " " .. shell_quote(PROG) .. " "
     .. shell_quote(path) .. " >" .. shell_quote(base .. "out") .. " 2>"
     .. shell_quote(base .. "err") .. " </dev/null"
   local ok, how, status = os.execute(cmd)
@@ -685,7 +686,7 @@ for _, beside in ipairs({ false, true }) do
     if busy then busy:wait() end
   end
 end
-]], "OFF", 2 * h.PATIENCE)
+]], "OFF", 6 * h.PATIENCE)
   lu.assertEquals(r.out, [[
 caught once, then computing: TimedOut
 caught at every sleep: TimedOut
