@@ -69,8 +69,13 @@ end
 -- Runs the program.  opts.args: list of arguments; opts.stdin: nil (from
 -- /dev/null), or a list of strings, numbers and { until_file = path },
 -- piped in order, a number being a pause in seconds, until_file a pause
--- until that file exists (PATIENCE at most); opts.merge: stderr goes with
+-- until that file exists (WAIT at most); opts.merge: stderr goes with
 -- stdout.  Returns { code, out, err }.
+-- How long the helpers wait for a subprocess to show something (output, a
+-- file, a screen) before giving up: a backstop, and the sanitizer build on
+-- a loaded machine starts a program slowly.
+local WAIT = 3 * h.PATIENCE
+
 local function run(opts)
   local args = {}
   for i, a in ipairs(opts.args or {}) do args[i] = shell_quote(a) end
@@ -87,7 +92,7 @@ local function run(opts)
       elseif type(piece) == "table" then
         parts[#parts + 1] = string.format(
           "i=0; while [ ! -e %s ] && [ $i -lt %d ]; do sleep 0.02; i=$((i + 1)); done",
-          shell_quote(piece.until_file), math.ceil(h.PATIENCE / 0.02))
+          shell_quote(piece.until_file), math.ceil(WAIT / 0.02))
       else
         local f = tmp("in")
         write_file(f, piece)
@@ -329,8 +334,8 @@ end
 -- "started", then sends SIGINT (twice when `second`), then creates the file
 -- `release` if given (a busy script spins until it exists: the signal is
 -- delivered before it can see the file).  A guard kills the program after
--- 2 x PATIENCE.  Returns the exit status, the milliseconds from the first
--- SIGINT to the exit, stdout, stderr.
+-- WAIT.  Returns the exit status, the milliseconds from the first SIGINT to
+-- the exit, stdout, stderr.
 local function interrupt(path, second, release)
   local out, err, res = tmp("out"), tmp("err"), tmp("res")
   local cmd = table.concat({
@@ -339,11 +344,11 @@ local function interrupt(path, second, release)
     "pid=$!",
     "i=0",
     "while ! grep -q started " .. shell_quote(out) .. " 2>/dev/null; do",
-    "  i=$((i + 1)); [ $i -gt " .. math.ceil(h.PATIENCE / 0.05) .. " ] && break",
+    "  i=$((i + 1)); [ $i -gt " .. math.ceil(WAIT / 0.05) .. " ] && break",
     "  sleep 0.05",
     "done",
     "sleep 0.3",
-    "( sleep " .. 2 * h.PATIENCE .. " & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s;"
+    "( sleep " .. WAIT .. " & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s;"
       .. " kill -KILL $pid 2>/dev/null ) &",
     "guard=$!",
     "t0=$(date +%s%N)",
@@ -388,8 +393,8 @@ print("sorted")
 ]]
 
 -- The exits below are "fast" when they do not wait for what the script
--- was doing (30 s sleeps, a comparator that never returns): PATIENCE is
--- far less than that.
+-- was doing (30 s sleeps, a comparator that never returns -- the guard
+-- kills it after WAIT): PATIENCE is far less than that.
 local FAST_MS = h.PATIENCE * 1000
 
 TestInterrupt = {}
@@ -426,7 +431,7 @@ end
 function TestInterrupt:test_second_sigint_exits_at_once()
   -- The first Ctrl-C cannot be acted on before the comparator returns (it
   -- never does: its file is never made); the second must end the program
-  -- at once (the guard would kill it after 2 x PATIENCE).
+  -- at once (the guard would kill it after WAIT).
   local never = tmp("never")
   local rc, ms, out, err = interrupt(script("busy_never.lua", BUSY_SCRIPT:format(never)), true)
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
@@ -621,10 +626,10 @@ function Term:lines()
   return lines
 end
 
--- Polls the screen (every 50 ms, up to PATIENCE) until pred(lines) holds.
+-- Polls the screen (every 50 ms, up to WAIT) until pred(lines) holds.
 function Term:wait(pred, what)
   local lines
-  for _ = 1, math.ceil(h.PATIENCE / 0.05) do
+  for _ = 1, math.ceil(WAIT / 0.05) do
     lines = self:lines()
     if pred(lines) then return lines end
     sh("sleep 0.05")
