@@ -332,10 +332,12 @@ end
 
 -- Starts the program on a script in the background, waits until it printed
 -- "started", then sends SIGINT (twice when `second`), then creates the file
--- `release` if given (a busy script spins until it exists: the signal is
--- delivered before it can see the file).  A guard kills the program after
--- WAIT.  Returns the exit status, the milliseconds from the first SIGINT to
--- the exit, stdout, stderr.
+-- `release` if given (a busy script spins until it exists).  Each SIGINT is
+-- sent only once the one before was delivered (none is pending in
+-- /proc/PID/status): two signals sent while a loaded machine has not run
+-- the program yet would arrive as one.  The release file too waits for
+-- that.  A guard kills the program after WAIT.  Returns the exit status, the
+-- milliseconds from the first SIGINT to the exit, stdout, stderr.
 local function interrupt(path, second, release)
   local out, err, res = tmp("out"), tmp("err"), tmp("res")
   local cmd = table.concat({
@@ -351,9 +353,21 @@ local function interrupt(path, second, release)
     "( sleep " .. WAIT .. " & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s;"
       .. " kill -KILL $pid 2>/dev/null ) &",
     "guard=$!",
+    "delivered() {",
+    "  j=0",
+    "  while [ $j -lt " .. math.ceil(WAIT / 0.01) .. " ]; do",
+    "    pending=0",
+    "    for m in $(awk '/^(SigPnd|ShdPnd):/ { print $2 }' /proc/$pid/status 2>/dev/null); do",
+    "      [ $(( 0x$m & 2 )) -ne 0 ] && pending=1",
+    "    done",
+    "    [ $pending -eq 0 ] && return",
+    "    sleep 0.01; j=$((j + 1))",
+    "  done",
+    "}",
     "t0=$(date +%s%N)",
     "kill -INT $pid",
-    second and "sleep 0.2; kill -INT $pid 2>/dev/null" or ":",
+    "delivered",
+    second and "kill -INT $pid 2>/dev/null" or ":",
     release and (": >" .. shell_quote(release)) or ":",
     "wait $pid; rc=$?",
     "t1=$(date +%s%N)",
