@@ -490,8 +490,7 @@ end
 
 TestFuzzerFinds = {}
 
--- The bound for "something quick has hung" (never a speed target).
-local PATIENCE = tonumber(os.getenv("MF_TEST_PATIENCE")) or 10
+local PATIENCE = h.PATIENCE
 
 function TestFuzzerFinds:test_a_resurrected_future_is_a_usage_error()
   local saved
