@@ -75,6 +75,7 @@ typedef struct mfl_state {
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
+  struct mfl_io *io;    /* I/O inside runs (io.c), made on first use */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -106,6 +107,8 @@ typedef struct mfl_run {
   unsigned char log_prints;    /* print goes to the log during its steps */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
+  struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
+                             its body is abandoned */
 } mfl_run;
 
 typedef struct mfl_future {
@@ -271,6 +274,12 @@ MFL_INTERNAL void mfl_open_control(lua_State *L);
 
 /* flow.c */
 MFL_INTERNAL void mfl_open_flow(lua_State *L);
+
+/* io.c: I/O inside runs (io.h).  core.io; the I/O a run's abandoned body
+ * was parked on is stopped; everything is closed before the engine. */
+MFL_INTERNAL void mfl_open_io(lua_State *L);
+MFL_INTERNAL void mfl_io_abandon(mfl_run *lr);
+MFL_INTERNAL void mfl_io_close_state(mfl_state *S);
 
 /* task.c */
 MFL_INTERNAL void mfl_open_task(lua_State *L);
