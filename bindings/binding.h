@@ -75,7 +75,7 @@ typedef struct mfl_state {
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
-  struct mfl_io *io;    /* I/O inside runs (io.c), made on first use */
+  struct mfl_io *io;   /* I/O inside runs (io.c), made on first use */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;

@@ -246,8 +246,7 @@ int mfl_io_push_error(lua_State *L, int code, const char *name,
   return 1;
 }
 
-int mfl_io_raise(lua_State *L, int code, const char *what,
-                 const char *target) {
+int mfl_io_raise(lua_State *L, int code, const char *what, const char *target) {
   mfl_io_push_error(L, code, NULL, what, target, NULL);
   return lua_error(L);
 }

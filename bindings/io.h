@@ -48,8 +48,8 @@ struct mfl_io {
   uv_loop_t *loop;
   int refs; /* the state, and each live object */
   mfl_io_obj *first;
-  struct mfl_http *http;  /* the curl multi handle, made on first use */
-  int servers_ref;        /* registry: listening servers (kept alive) */
+  struct mfl_http *http; /* the curl multi handle, made on first use */
+  int servers_ref;       /* registry: listening servers (kept alive) */
 };
 
 /* Lists a new object (refs = 1, its creator's) with the state's I/O. */
@@ -93,8 +93,7 @@ struct mfl_io_wait {
  * in seconds, < 0 for none.  Before it returns or raises at top level, a
  * failed drive (interrupted, nested in uv.run) abandons w. */
 MFL_INTERNAL int mfl_io_park(lua_State *L, mf_run *run, mfl_io_wait *w,
-                             double timeout, lua_KContext ctx,
-                             lua_KFunction k);
+                             double timeout, lua_KContext ctx, lua_KFunction k);
 /* At top level only: drives the loop until w is woken or the timeout
  * passes; returns how the wait ended (as mfl_io_resumed does after it).
  * For a call that waits more than once (mf.exec with on_line), so that

@@ -198,7 +198,7 @@ static void consume(mfl_conn *c, size_t n) {
 /* Pushes what a read of that kind returns (the buffer satisfies it). */
 static int produce(lua_State *L, mfl_conn *c, int want, size_t n) {
   char *p = c->buf ? c->buf + c->start : NULL;
-  int error = c->cancelled ? UV_ECANCELED
+  int error = c->cancelled                                 ? UV_ECANCELED
               : c->read_status && c->read_status != UV_EOF ? c->read_status
                                                            : 0;
   if (!c->open && !c->cancelled && c->len == 0 && !c->read_status)
@@ -244,9 +244,10 @@ static int produce(lua_State *L, mfl_conn *c, int want, size_t n) {
 static mfl_conn *check_open(lua_State *L, int idx, const char *what) {
   conn_box *box = luaL_testudata(L, idx, "moonflow.Connection");
   if (!box)
-    mfl_raise(L, "UsageError", "%s: a Connection expected, got %s (use "
-              "conn:%s, not conn.%s)", what, luaL_typename(L, idx), what,
-              what);
+    mfl_raise(L, "UsageError",
+              "%s: a Connection expected, got %s (use "
+              "conn:%s, not conn.%s)",
+              what, luaL_typename(L, idx), what, what);
   if (!box->c || !box->c->open)
     mfl_raise(L, "UsageError", "%s: connection %s is closed", what,
               box->c ? box->c->name : "?");
@@ -260,7 +261,8 @@ static int check_format(lua_State *L, int idx, size_t *n) {
   if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Integer count = lua_tointeger(L, idx);
     if (!lua_isinteger(L, idx) || count < 0)
-      mfl_raise(L, "UsageError", "read: a byte count must be an integer "
+      mfl_raise(L, "UsageError",
+                "read: a byte count must be an integer "
                 ">= 0");
     *n = (size_t)count;
     return 'n';
@@ -270,8 +272,10 @@ static int check_format(lua_State *L, int idx, size_t *n) {
     fmt++; /* Lua 5.3's "*l" */
   if (fmt && (*fmt == 'l' || *fmt == 'L' || *fmt == 'a'))
     return *fmt;
-  return mfl_raise(L, "UsageError", "read: format must be a number, \"l\", "
-                   "\"L\" or \"a\", got %s", mfl_describe(L, idx));
+  return mfl_raise(L, "UsageError",
+                   "read: format must be a number, \"l\", "
+                   "\"L\" or \"a\", got %s",
+                   mfl_describe(L, idx));
 }
 
 /* Stack: conn fmt */
@@ -289,8 +293,10 @@ static int conn_read(lua_State *L) {
   size_t n = 0;
   int want = check_format(L, 2, &n);
   if (c->reader.state != MFL_IO_IDLE)
-    return mfl_raise(L, "UsageError", "read: a read is already waiting on "
-                     "connection %s", c->name);
+    return mfl_raise(L, "UsageError",
+                     "read: a read is already waiting on "
+                     "connection %s",
+                     c->name);
   if (satisfied(c, want, n))
     return produce(L, c, want, n);
   mfl_state *S = mfl_state_get(L);
@@ -384,8 +390,10 @@ static int conn_write(lua_State *L) {
   for (int i = 0; i < n; i++) {
     int t = lua_type(L, i + 2);
     if (t != LUA_TSTRING && t != LUA_TNUMBER)
-      return mfl_raise(L, "UsageError", "write: argument #%d must be a "
-                       "string, got %s", i + 1, luaL_typename(L, i + 2));
+      return mfl_raise(L, "UsageError",
+                       "write: argument #%d must be a "
+                       "string, got %s",
+                       i + 1, luaL_typename(L, i + 2));
     size_t len;
     const char *s = lua_tolstring(L, i + 2, &len);
     bufs[i] = uv_buf_init((char *)s, (unsigned)len);

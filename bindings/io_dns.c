@@ -55,8 +55,7 @@ static void push_addresses(lua_State *L, const struct addrinfo *res) {
     if (ai->ai_family == AF_INET)
       uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, text, sizeof text);
     else if (ai->ai_family == AF_INET6)
-      uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, text,
-                  sizeof text);
+      uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, text, sizeof text);
     else
       continue;
     int seen = 0;

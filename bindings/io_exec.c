@@ -46,11 +46,11 @@ typedef struct exec_op {
   int term_signal;
   char *stdin_data;
   size_t stdin_len;
-  out_buf buf[2];   /* collected output, or the partial line of each */
-  out_buf ready;    /* on_line: whole lines, as [stream][len][bytes] */
-  size_t ready_pos; /* lines of ready already handed out */
+  out_buf buf[2];           /* collected output, or the partial line of each */
+  out_buf ready;            /* on_line: whole lines, as [stream][len][bytes] */
+  size_t ready_pos;         /* lines of ready already handed out */
   struct exec_guard *guard; /* the waiter's hold (NULL once released) */
-  double deadline;  /* on_line: when the timeout passes (< 0: none) */
+  double deadline;          /* on_line: when the timeout passes (< 0: none) */
   double timeout;
   char command[256];
 } exec_op;
@@ -88,6 +88,8 @@ static int cut_lines(exec_op *op, int s) {
   out_buf *b = &op->buf[s];
   size_t start = 0;
   int rc = 0;
+  if (b->len == 0)
+    return 0;
   for (;;) {
     char *nl = memchr(b->data + start, '\n', b->len - start);
     if (!nl)
@@ -385,11 +387,9 @@ static void push_result(lua_State *L, exec_op *op) {
   lua_pushinteger(L, op->term_signal);
   lua_setfield(L, -2, "signal");
   if (!op->on_line) {
-    lua_pushlstring(L, op->buf[0].data ? op->buf[0].data : "",
-                    op->buf[0].len);
+    lua_pushlstring(L, op->buf[0].data ? op->buf[0].data : "", op->buf[0].len);
     lua_setfield(L, -2, "stdout");
-    lua_pushlstring(L, op->buf[1].data ? op->buf[1].data : "",
-                    op->buf[1].len);
+    lua_pushlstring(L, op->buf[1].data ? op->buf[1].data : "", op->buf[1].len);
     lua_setfield(L, -2, "stderr");
   }
 }
@@ -407,8 +407,8 @@ static int exec_end(lua_State *L, exec_op *op) {
   int result = lua_gettop(L);
   char detail[96];
   if (op->term_signal)
-    snprintf(detail, sizeof detail, "killed by signal %d (%s)",
-             op->term_signal, signal_name(op->term_signal));
+    snprintf(detail, sizeof detail, "killed by signal %d (%s)", op->term_signal,
+             signal_name(op->term_signal));
   else
     snprintf(detail, sizeof detail, "exited with code %d",
              (int)op->exit_status);
@@ -456,8 +456,7 @@ static int timed_out(lua_State *L, exec_op *op) {
   lua_pushstring(L, op->command);
   char detail[64];
   snprintf(detail, sizeof detail, "timed out after %g s", op->timeout);
-  mfl_io_push_error(L, UV_ETIMEDOUT, NULL, "exec", lua_tostring(L, -1),
-                    detail);
+  mfl_io_push_error(L, UV_ETIMEDOUT, NULL, "exec", lua_tostring(L, -1), detail);
   release(op); /* kills the group */
   return lua_error(L);
 }
@@ -523,10 +522,12 @@ static int l_exec(lua_State *L) {
     lua_newtable(L);
     lua_replace(L, 2);
   } else if (!lua_istable(L, 2)) {
-    return mfl_raise(L, "UsageError", "mf.exec: options must be a table, "
-                     "got %s", luaL_typename(L, 2));
+    return mfl_raise(L, "UsageError",
+                     "mf.exec: options must be a table, "
+                     "got %s",
+                     luaL_typename(L, 2));
   }
-  lua_pushnil(L); /* 3: on_line */
+  lua_pushnil(L);                                             /* 3: on_line */
   exec_guard *guard = lua_newuserdatauv(L, sizeof *guard, 0); /* 4 */
   guard->op = NULL;
   luaL_setmetatable(L, "moonflow.exec");
@@ -541,30 +542,38 @@ static int l_exec(lua_State *L) {
     po.env = check_env(L, lua_gettop(L));
   if (lua_getfield(L, 2, "cwd") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING)
-      return mfl_raise(L, "UsageError", "mf.exec: cwd must be a string, "
-                       "got %s", luaL_typename(L, -1));
+      return mfl_raise(L, "UsageError",
+                       "mf.exec: cwd must be a string, "
+                       "got %s",
+                       luaL_typename(L, -1));
     po.cwd = lua_tostring(L, -1);
   }
   size_t stdin_len = 0;
   const char *stdin_data = NULL;
   if (lua_getfield(L, 2, "stdin") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING)
-      return mfl_raise(L, "UsageError", "mf.exec: stdin must be a string, "
-                       "got %s", luaL_typename(L, -1));
+      return mfl_raise(L, "UsageError",
+                       "mf.exec: stdin must be a string, "
+                       "got %s",
+                       luaL_typename(L, -1));
     stdin_data = lua_tolstring(L, -1, &stdin_len);
   }
   double timeout = mfl_io_opt_timeout(L, 2, "mf.exec");
   int on_line = lua_getfield(L, 2, "on_line") != LUA_TNIL;
   if (on_line && !lua_isfunction(L, -1)) {
     if (!luaL_getmetafield(L, -1, "__call"))
-      return mfl_raise(L, "UsageError", "mf.exec: on_line must be a "
-                       "function, got %s", luaL_typename(L, -1));
+      return mfl_raise(L, "UsageError",
+                       "mf.exec: on_line must be a "
+                       "function, got %s",
+                       luaL_typename(L, -1));
     lua_pop(L, 1);
   }
   lua_replace(L, 3);
   if (lua_getfield(L, 2, "check") != LUA_TNIL && !lua_isboolean(L, -1))
-    return mfl_raise(L, "UsageError", "mf.exec: check must be a boolean, "
-                     "got %s", luaL_typename(L, -1));
+    return mfl_raise(L, "UsageError",
+                     "mf.exec: check must be a boolean, "
+                     "got %s",
+                     luaL_typename(L, -1));
   lua_pop(L, 1);
 
   mfl_io *io;
@@ -613,7 +622,7 @@ static int l_exec(lua_State *L) {
   po.exit_cb = on_exited;
   op->proc.data = op;
   mfl_io_obj_ref(&op->obj); /* libuv's, until the last handle closed */
-  op->spawned = 1; /* a failed spawn's handle is closed as well */
+  op->spawned = 1;          /* a failed spawn's handle is closed as well */
   op->handles++;
   int rc = uv_spawn(io->loop, &op->proc, &po);
   if (rc < 0) {

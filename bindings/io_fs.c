@@ -231,9 +231,8 @@ static int make_dir(const char *path, int parents) {
   }
   free(copy);
   if (rc == 0 && mkdir(path, 0777) != 0)
-    rc = errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode)
-             ? 0
-             : err();
+    rc = errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0
+                                                                        : err();
   return rc;
 }
 
@@ -244,11 +243,9 @@ static int remove_tree(int dirfd, const char *name, int top) {
   if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
     return errno == ENOENT && !top ? 0 : err();
   if (!S_ISDIR(st.st_mode))
-    return unlinkat(dirfd, name, 0) == 0 || (errno == ENOENT && !top)
-               ? 0
-               : err();
-  int fd = openat(dirfd, name,
-                  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return unlinkat(dirfd, name, 0) == 0 || (errno == ENOENT && !top) ? 0
+                                                                      : err();
+  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return err();
   DIR *dir = fdopendir(fd);
@@ -392,14 +389,15 @@ static const char *check_path(lua_State *L, int idx, const char *what) {
               luaL_typename(L, idx));
   const char *path = lua_tolstring(L, idx, &len);
   if (len == 0 || strlen(path) != len)
-    mfl_raise(L, "UsageError", "%s: path must be a non-empty string without "
-              "zero bytes", what);
+    mfl_raise(L, "UsageError",
+              "%s: path must be a non-empty string without "
+              "zero bytes",
+              what);
   return path;
 }
 
 /* Whether the options table at idx has flag set to true. */
-static int opt_flag(lua_State *L, int idx, const char *flag,
-                    const char *what) {
+static int opt_flag(lua_State *L, int idx, const char *flag, const char *what) {
   if (lua_isnoneornil(L, idx))
     return 0;
   if (!lua_istable(L, idx))
@@ -414,7 +412,8 @@ static int opt_flag(lua_State *L, int idx, const char *flag,
 /* Starts the job; the continuation k gets the op as its context. */
 static int start(lua_State *L, mf_run *run, mfl_io *io, fs_op *op,
                  lua_KFunction k) {
-  op->obj.finalize = fs_finalize;
+  if (!op->obj.finalize)
+    op->obj.finalize = fs_finalize;
   op->obj.shutdown = fs_shutdown;
   op->wait.on_abandon = fs_abandon;
   op->req.data = op;
@@ -688,9 +687,9 @@ static void chunk_finalize(mfl_io_obj *obj) {
  * line is not there yet and the file goes on. */
 static int pop_line(lua_State *L, lines *l) {
   char *p = l->buf + l->start;
-  char *nl = l->len > l->scanned ? memchr(p + l->scanned, '\n',
-                                          l->len - l->scanned)
-                                 : NULL;
+  char *nl = l->len > l->scanned
+                 ? memchr(p + l->scanned, '\n', l->len - l->scanned)
+                 : NULL;
   if (!nl) {
     l->scanned = l->len;
     if (!l->eof)
@@ -844,10 +843,11 @@ static int l_lines(lua_State *L) {
 /* }====== */
 
 static const luaL_Reg fs_functions[] = {
-    {"fs_read", l_read},     {"fs_write", l_write}, {"fs_append", l_append},
-    {"fs_list", l_list},     {"fs_stat", l_stat},   {"fs_mkdir", l_mkdir},
-    {"fs_remove", l_remove}, {"fs_rename", l_rename}, {"fs_lines", l_lines},
-    {NULL, NULL}};
+    {"fs_read", l_read},     {"fs_write", l_write},
+    {"fs_append", l_append}, {"fs_list", l_list},
+    {"fs_stat", l_stat},     {"fs_mkdir", l_mkdir},
+    {"fs_remove", l_remove}, {"fs_rename", l_rename},
+    {"fs_lines", l_lines},   {NULL, NULL}};
 
 void mfl_open_io_fs(lua_State *L) {
   if (luaL_newmetatable(L, "moonflow.lines")) {

@@ -399,15 +399,14 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* Checks the URL (http or https, well formed) and writes its host:port. */
-static void check_url(lua_State *L, const char *url, char *where,
-                      size_t size) {
+static void check_url(lua_State *L, const char *url, char *where, size_t size) {
   CURLU *u = curl_url();
   char *scheme = NULL, *host = NULL, *port = NULL;
-  int ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
-               CURLUE_OK;
+  int ok =
+      u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
   int http = ok && (!strcmp(scheme, "http") || !strcmp(scheme, "https"));
   if (http)
     snprintf(where, size, "%s:%s", host, port);
@@ -441,29 +440,36 @@ static void read_request(lua_State *L, request *r) {
   if (lua_getfield(L, 1, "method") != LUA_TNIL) { /* 3 */
     if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
         lua_rawlen(L, -1) >= sizeof r->method)
-      mfl_raise(L, "UsageError", "mf.http.request: method must be a string "
-                "(\"GET\", \"POST\", ...), got %s", mfl_describe(L, -1));
+      mfl_raise(L, "UsageError",
+                "mf.http.request: method must be a string "
+                "(\"GET\", \"POST\", ...), got %s",
+                mfl_describe(L, -1));
     method = lua_tostring(L, -1);
   }
   for (size_t i = 0; method[i]; i++)
     r->method[i] = (char)toupper((unsigned char)method[i]);
   if (lua_getfield(L, 1, "body") != LUA_TNIL) { /* 4 */
     if (lua_type(L, -1) != LUA_TSTRING)
-      mfl_raise(L, "UsageError", "mf.http.request: body must be a string, "
-                "got %s", luaL_typename(L, -1));
+      mfl_raise(L, "UsageError",
+                "mf.http.request: body must be a string, "
+                "got %s",
+                luaL_typename(L, -1));
     r->body = lua_tolstring(L, -1, &r->body_len);
   }
   if (lua_getfield(L, 1, "headers") != LUA_TNIL) { /* 5 */
     if (!lua_istable(L, -1))
-      mfl_raise(L, "UsageError", "mf.http.request: headers must be a table, "
-                "got %s", luaL_typename(L, -1));
+      mfl_raise(L, "UsageError",
+                "mf.http.request: headers must be a table, "
+                "got %s",
+                luaL_typename(L, -1));
     lua_pushnil(L);
     while (lua_next(L, 5)) {
       if (lua_type(L, -2) != LUA_TSTRING ||
           (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
-        mfl_raise(L, "UsageError", "mf.http.request: headers must map names "
-                  "to strings (%s = %s)", luaL_typename(L, -2),
-                  luaL_typename(L, -1));
+        mfl_raise(L, "UsageError",
+                  "mf.http.request: headers must map names "
+                  "to strings (%s = %s)",
+                  luaL_typename(L, -2), luaL_typename(L, -1));
       lua_pop(L, 1);
     }
     r->headers = 5;
@@ -532,13 +538,16 @@ static int configure(lua_State *L, http_op *op, const request *r) {
 static int l_request(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   if (!lua_istable(L, 1))
-    return mfl_raise(L, "UsageError", "mf.http.request expects a table "
+    return mfl_raise(L, "UsageError",
+                     "mf.http.request expects a table "
                      "{method, url, headers, body, timeout, follow}, got %s",
                      luaL_typename(L, 1));
   lua_settop(L, 1);
   if (lua_getfield(L, 1, "url") != LUA_TSTRING) /* 2: the url */
-    return mfl_raise(L, "UsageError", "mf.http.request: url must be a "
-                     "string, got %s", luaL_typename(L, 2));
+    return mfl_raise(L, "UsageError",
+                     "mf.http.request: url must be a "
+                     "string, got %s",
+                     luaL_typename(L, 2));
   char where[300];
   check_url(L, lua_tostring(L, 2), where, sizeof where);
   request r;

@@ -49,13 +49,13 @@ static int l_promise(lua_State *L) {
   const char *name = lua_tostring(L, 1);
   mfl_future *f = mfl_new_future(L, S, MFL_EXTERNAL, 0, NULL);
   mf_run *run = f->run;
-  if (name)
-    mf_run_set_custom_name(run, name);
-  else
-    mf_run_set_name(run, "promise", mf_run_id(run));
   mf_run_set_flags(run, MF_RUN_ROOT);
   if (mf_run_submit(run, NULL) != 0)
     return luaL_error(L, "moonflow: cannot submit the promise");
+  if (name)
+    mf_run_set_custom_name(run, name);
+  else /* ids are given at submit */
+    mf_run_set_name(run, "promise", mf_run_id(run));
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_resolve, 1);
   lua_pushvalue(L, -2);

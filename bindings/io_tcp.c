@@ -165,13 +165,17 @@ static int check_port(lua_State *L, int idx, const char *what) {
       if (isnum && p >= 0 && p <= 65535)
         return (int)p;
     }
-    mfl_raise(L, "UsageError", "%s: port must be an integer from 0 to "
-              "65535, got %s", what, mfl_describe(L, idx));
+    mfl_raise(L, "UsageError",
+              "%s: port must be an integer from 0 to "
+              "65535, got %s",
+              what, mfl_describe(L, idx));
   }
   lua_Integer p = lua_tointeger(L, idx);
   if (p < 0 || p > 65535)
-    mfl_raise(L, "UsageError", "%s: port must be an integer from 0 to "
-              "65535, got %I", what, p);
+    mfl_raise(L, "UsageError",
+              "%s: port must be an integer from 0 to "
+              "65535, got %I",
+              what, p);
   return (int)p;
 }
 
@@ -183,8 +187,10 @@ static const char *check_string(lua_State *L, int idx, const char *what,
               luaL_typename(L, idx));
   const char *s = lua_tolstring(L, idx, &len);
   if (len == 0 || strlen(s) != len)
-    mfl_raise(L, "UsageError", "%s: %s must be a non-empty string without "
-              "zero bytes", what, name);
+    mfl_raise(L, "UsageError",
+              "%s: %s must be a non-empty string without "
+              "zero bytes",
+              what, name);
   return s;
 }
 
@@ -202,8 +208,10 @@ static int l_tcp_connect(lua_State *L) {
   const char *host = check_string(L, 1, "mf.tcp.connect", "host");
   int port = check_port(L, 2, "mf.tcp.connect");
   if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
-    return mfl_raise(L, "UsageError", "mf.tcp.connect: options must be a "
-                     "table, got %s", luaL_typename(L, 3));
+    return mfl_raise(L, "UsageError",
+                     "mf.tcp.connect: options must be a "
+                     "table, got %s",
+                     luaL_typename(L, 3));
   double timeout = mfl_io_opt_timeout(L, 3, "mf.tcp.connect");
   lua_settop(L, 3);
   mfl_io *io;
@@ -216,8 +224,8 @@ static int l_tcp_connect(lua_State *L) {
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  int rc = uv_getaddrinfo(io->loop, &op->gai, on_resolved, host, service,
-                          &hints);
+  int rc =
+      uv_getaddrinfo(io->loop, &op->gai, on_resolved, host, service, &hints);
   if (rc < 0) {
     mfl_io_obj_unref(&op->obj);
     return mfl_io_raise(L, rc, "connect", lua_pushfstring(L, "%s", host));
@@ -345,8 +353,7 @@ static void on_connection(uv_stream_t *stream, int status) {
   int rc = lua_pcall(L, 1, 0, 0);
   S->callback_depth--;
   if (rc != LUA_OK)
-    mfl_report(S, "a server's handler could not start",
-               mfl_describe(L, -1));
+    mfl_report(S, "a server's handler could not start", mfl_describe(L, -1));
   lua_settop(L, top);
 }
 
@@ -395,8 +402,8 @@ static int start_listening(lua_State *L, mfl_state *S, server *srv) {
 
 static int check_handler(lua_State *L, int idx, const char *what) {
   if (!lua_isfunction(L, idx))
-    mfl_raise(L, "UsageError", "%s: on_accept must be a function, got %s",
-              what, luaL_typename(L, idx));
+    mfl_raise(L, "UsageError", "%s: on_accept must be a function, got %s", what,
+              luaL_typename(L, idx));
   return idx;
 }
 
@@ -415,8 +422,10 @@ static int l_tcp_listen(lua_State *L) {
     rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
   if (rc != 0) {
     if (strcmp(host, "localhost") != 0)
-      return mfl_raise(L, "UsageError", "mf.tcp.listen: host must be an "
-                       "IPv4 or IPv6 address (or localhost), got %s", host);
+      return mfl_raise(L, "UsageError",
+                       "mf.tcp.listen: host must be an "
+                       "IPv4 or IPv6 address (or localhost), got %s",
+                       host);
     uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)&addr);
   }
   server *srv = new_server(L, io, 0);
@@ -462,8 +471,10 @@ static int l_unix_listen(lua_State *L) {
 static server_box *check_server(lua_State *L, int idx) {
   server_box *box = luaL_testudata(L, idx, "moonflow.Server");
   if (!box)
-    mfl_raise(L, "UsageError", "a Server expected, got %s (use "
-              "server:close(), not server.close())", luaL_typename(L, idx));
+    mfl_raise(L, "UsageError",
+              "a Server expected, got %s (use "
+              "server:close(), not server.close())",
+              luaL_typename(L, idx));
   return box;
 }
 

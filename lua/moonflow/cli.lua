@@ -1,22 +1,22 @@
 -- moonflow.cli: what the `moonflow` program does with a script: run its
 -- main chunk as a run, wait for every run still going, report failures.
 local core = require "moonflow.core"
-local describe = require("moonflow.control").describe
+local describe_value = require("moonflow.control").describe
 
 local M = {}
 
 local function describe(fut)
   local state = fut:state()
   local err = fut:result(nil, false)
-  local text = state.traceback or describe(err)
+  local text = state.traceback or describe_value(err)
   if state.traceback and type(err) ~= "string" then
-    text = describe(err) .. "\n" .. state.traceback
+    text = describe_value(err) .. "\n" .. state.traceback
   end
   -- An error another run raised, passed on by result(): name that run.
   local origin = core.last_reraised()
   if origin and rawequal(origin.err, err) and origin.name ~= fut.name then
     text = string.format("%s\n(raised by run %s:\n%s)", text, origin.name,
-      origin.traceback or describe(err))
+      origin.traceback or describe_value(err))
   end
   return string.format("%s %s: %s", fut.name, state.name, text)
 end
