@@ -20,6 +20,8 @@
 
 #include "io.h"
 
+#define SPARE_MAX 128
+
 typedef struct mfl_http mfl_http;
 typedef struct http_op http_op;
 
@@ -30,6 +32,11 @@ struct mfl_http {
   int in_timer;
   int closed;
   http_op *first; /* transfers in the multi handle */
+  /* Easy handles of finished transfers, reset for the next (an easy
+   * handle is costly to make: most of a small request's allocations). */
+  CURL *spare[SPARE_MAX];
+  int spare_count;
+  struct curl_slist *no_expect; /* the headers of a request without any */
 };
 
 typedef struct buf {
@@ -238,6 +245,10 @@ void mfl_http_shutdown(mfl_io *io) {
   curl_multi_cleanup(h->multi); /* removes its sockets (on_socket) */
   h->multi = NULL;
   h->closed = 1;
+  while (h->spare_count > 0)
+    curl_easy_cleanup(h->spare[--h->spare_count]);
+  curl_slist_free_all(h->no_expect);
+  h->no_expect = NULL;
   uv_close((uv_handle_t *)&h->timer, on_timer_closed);
   mfl_io_obj_unref(&h->obj); /* the state's */
 }
@@ -259,6 +270,12 @@ static mfl_http *get_http(lua_State *L, mfl_io *io) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timeout_changed);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  h->no_expect = curl_slist_append(NULL, "Expect:");
+  if (!h->no_expect) {
+    curl_multi_cleanup(h->multi);
+    mfl_io_obj_unref(&h->obj);
+    luaL_error(L, "moonflow: out of memory");
+  }
   uv_timer_init(io->loop, &h->timer);
   h->timer.data = h;
   mfl_io_obj_ref(&h->obj); /* the timer's */
@@ -272,8 +289,13 @@ static mfl_http *get_http(lua_State *L, mfl_io *io) {
 
 static void http_finalize(mfl_io_obj *obj) {
   http_op *op = (http_op *)obj;
-  if (op->easy)
+  mfl_http *h = op->http;
+  if (op->easy && h && !h->closed && h->spare_count < SPARE_MAX) {
+    curl_easy_reset(op->easy);
+    h->spare[h->spare_count++] = op->easy;
+  } else if (op->easy) {
     curl_easy_cleanup(op->easy);
+  }
   curl_slist_free_all(op->req_headers);
   free(op->body.data);
   free(op->headers.data);
@@ -518,11 +540,14 @@ static int configure(lua_State *L, http_op *op, const request *r) {
     }
   }
   /* A body goes at once, without "Expect: 100-continue" and its wait. */
-  struct curl_slist *more = curl_slist_append(op->req_headers, "Expect:");
-  if (!more)
-    return 0;
-  op->req_headers = more;
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, op->req_headers);
+  if (op->req_headers) {
+    struct curl_slist *more = curl_slist_append(op->req_headers, "Expect:");
+    if (!more)
+      return 0;
+    op->req_headers = more;
+  }
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER,
+                   op->req_headers ? op->req_headers : op->http->no_expect);
   if (r->timeout >= 0)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
                      (long)(r->timeout * 1000 > 1 ? r->timeout * 1000 : 1));
@@ -564,7 +589,8 @@ static int l_request(lua_State *L) {
   mfl_io_obj_ref(&h->obj);
   snprintf(op->where, sizeof op->where, "%s", where);
   CURLMcode rc = CURLM_OUT_OF_MEMORY;
-  if ((op->easy = curl_easy_init()) && configure(L, op, &r))
+  op->easy = h->spare_count > 0 ? h->spare[--h->spare_count] : curl_easy_init();
+  if (op->easy && configure(L, op, &r))
     rc = curl_multi_add_handle(h->multi, op->easy);
   if (rc != CURLM_OK) {
     mfl_io_obj_unref(&op->obj);
