@@ -49,6 +49,7 @@ struct mfl_io {
   int refs; /* the state, and each live object */
   mfl_io_obj *first;
   struct mfl_http *http; /* the curl multi handle, made on first use */
+  struct reaper *reaper; /* io_spawn.c: reaps the children of mf.exec */
   int servers_ref;       /* registry: listening servers (kept alive) */
 };
 
@@ -146,6 +147,31 @@ MFL_INTERNAL void mfl_open_io_promise(lua_State *L);
 MFL_INTERNAL void mfl_open_io_dns(lua_State *L);
 /* io_fs.c */
 MFL_INTERNAL void mfl_open_io_fs(lua_State *L);
+/* io_spawn.c: starting programs (posix_spawn, a new session each) and
+ * reaping them (SIGCHLD). */
+typedef struct mfl_child mfl_child;
+struct mfl_child {
+  int pid;                       /* > 0 once started */
+  int exited;                    /* reaped */
+  long exit_status;              /* its code (-1: reaped by someone else) */
+  int term_signal;               /* the signal that ended it, or 0 */
+  void (*on_exit)(mfl_child *c); /* reaped (from the loop) */
+  mfl_child *prev, *next;        /* in the reaper's list until reaped */
+  struct reaper *reaper;
+};
+typedef struct mfl_spawn_opts {
+  char **argv;     /* argv[0] a path, or a name looked up on PATH */
+  char **env;      /* "NAME=value" strings; NULL: this process's */
+  const char *cwd; /* NULL: this process's */
+  int stdin_fd;    /* < 0: /dev/null */
+  int stdout_fd, stderr_fd;
+} mfl_spawn_opts;
+/* Starts the program; on success the child is listed until reaped (then
+ * c->on_exit) or forgotten.  Returns 0 or a libuv error (UV_ENOENT,
+ * UV_EACCES, ...). */
+MFL_INTERNAL int mfl_spawn(mfl_io *io, mfl_child *c, const mfl_spawn_opts *o);
+/* Stops waiting for the child (the state closes). */
+MFL_INTERNAL void mfl_child_forget(mfl_child *c);
 /* io_exec.c */
 MFL_INTERNAL void mfl_open_io_exec(lua_State *L);
 /* io_conn.c: Connections (a TCP or Unix stream socket). */

@@ -1,10 +1,11 @@
 /*
  * io_exec.c -- mf.exec(argv, opts?): run a program (no shell) and wait for
- * it, with libuv's uv_spawn and pipes.
+ * it: started by io_spawn.c (posix_spawn, reaped on SIGCHLD), its output
+ * read through libuv pipes.
  *
- * The program runs in its own process group (UV_PROCESS_DETACHED: setsid),
- * so that a timeout, a cancelled run or the state closing kills it and its
- * children at once (kill(-pid, SIGKILL)).  Its standard input is the
+ * The program runs in its own process group (a new session), so that a
+ * timeout, a cancelled run or the state closing kills it and its children
+ * at once (kill(-pid, SIGKILL)).  Its standard input is the
  * string opts.stdin, or /dev/null; its output is collected, or, with
  * opts.on_line, cut into lines that the waiting run is woken for and
  * passes to on_line itself (so on_line runs inside the run, may wait, and
@@ -12,9 +13,12 @@
  * HIGH_WATER bytes).  The call returns once the program exited and both
  * its output pipes reached their end.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io.h"
 
@@ -28,13 +32,12 @@ typedef struct out_buf {
 typedef struct exec_op {
   mfl_io_obj obj;
   mfl_io_wait wait;
-  uv_process_t proc;
+  mfl_child child;
   uv_pipe_t in, out[2]; /* stdin; stdout, stderr */
   uv_write_t write_req;
-  int handles;      /* handles not yet closed: the libuv reference */
-  int spawned;      /* proc is a live handle */
-  int exited;       /* the exit callback came */
-  int proc_closing; /* uv_close called on proc */
+  int handles; /* pipes not yet closed, and the child until reaped: the
+                  reference of libuv's side */
+  int exited;  /* the child was reaped */
   int in_open, out_open[2];
   int eof[2];
   int stopped[2]; /* reading stopped at the high-water mark */
@@ -42,8 +45,6 @@ typedef struct exec_op {
   int killed;     /* the group was killed (timeout, abandon, shutdown) */
   int on_line;    /* cut the output into lines */
   int parked;     /* the continuation follows a wait */
-  int64_t exit_status;
-  int term_signal;
   char *stdin_data;
   size_t stdin_len;
   out_buf buf[2];           /* collected output, or the partial line of each */
@@ -120,11 +121,14 @@ static int finished(const exec_op *op) {
   return op->exited && op->eof[0] && op->eof[1];
 }
 
-static void on_handle_closed(uv_handle_t *handle) {
-  exec_op *op = handle->data;
+/* One of libuv's holds on the op is over (a pipe closed, the child
+ * reaped); the last drops libuv's reference. */
+static void handle_done(exec_op *op) {
   if (--op->handles == 0)
-    mfl_io_obj_unref(&op->obj); /* libuv's */
+    mfl_io_obj_unref(&op->obj);
 }
+
+static void on_handle_closed(uv_handle_t *handle) { handle_done(handle->data); }
 
 static void close_handle(exec_op *op, uv_handle_t *handle, int *open) {
   (void)op; /* handle->data is op */
@@ -132,13 +136,6 @@ static void close_handle(exec_op *op, uv_handle_t *handle, int *open) {
     return;
   *open = 0;
   uv_close(handle, on_handle_closed);
-}
-
-static void close_proc(exec_op *op) {
-  if (op->spawned && !op->proc_closing) {
-    op->proc_closing = 1;
-    uv_close((uv_handle_t *)&op->proc, on_handle_closed);
-  }
 }
 
 /* Something changed: wake the waiter when it is done, or when lines are
@@ -179,13 +176,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
   progress(op);
 }
 
-static void on_exited(uv_process_t *proc, int64_t status, int signal) {
-  exec_op *op = proc->data;
+static void on_exited(mfl_child *child) {
+  exec_op *op = (exec_op *)((char *)child - offsetof(exec_op, child));
   op->exited = 1;
-  op->exit_status = status;
-  op->term_signal = signal;
-  close_proc(op);
   progress(op);
+  handle_done(op);
 }
 
 static void on_stdin_written(uv_write_t *req, int status) {
@@ -195,22 +190,24 @@ static void on_stdin_written(uv_write_t *req, int status) {
 }
 
 /* Kills the program's process group and stops reading: the waiter went
- * away, or the timeout passed.  The process handle stays until the exit
- * (so that the child is reaped) unless the state closes. */
+ * away, or the timeout passed.  The child stays listed until it is reaped
+ * (no zombie left behind) unless the state closes. */
 static void kill_group(exec_op *op, int closing) {
   /* The group outlives its leader while a child of it lives (and holds
    * the pipes): it is killed unless the whole run of it is over. */
-  if (op->spawned && op->proc.pid > 0 && !op->killed && !finished(op)) {
+  if (op->child.pid > 0 && !op->killed && !finished(op)) {
     op->killed = 1;
-    uv_kill(-op->proc.pid, SIGKILL);
+    kill(-op->child.pid, SIGKILL);
   }
   close_handle(op, (uv_handle_t *)&op->in, &op->in_open);
   for (int s = 0; s < 2; s++) {
     op->eof[s] = 1;
     close_handle(op, (uv_handle_t *)&op->out[s], &op->out_open[s]);
   }
-  if (closing || op->exited)
-    close_proc(op);
+  if (closing && op->child.reaper) {
+    mfl_child_forget(&op->child);
+    handle_done(op);
+  }
 }
 
 static void exec_shutdown(mfl_io_obj *obj) { kill_group((exec_op *)obj, 1); }
@@ -259,7 +256,7 @@ static void describe_argv(lua_State *L, int argv, char *out, size_t size) {
 
 /* A NULL-terminated array of the strings in the list at idx, in a
  * userdata pushed on L (the strings stay on the Lua side, anchored by the
- * caller's arguments until uv_spawn returned). */
+ * caller's arguments until the program started). */
 static char **check_argv(lua_State *L, int idx) {
   if (!lua_istable(L, idx))
     mfl_raise(L, "UsageError",
@@ -381,10 +378,10 @@ static const char *signal_name(int sig) {
 /* Pushes {code, signal, stdout, stderr}. */
 static void push_result(lua_State *L, exec_op *op) {
   lua_createtable(L, 0, 4);
-  lua_Integer code = op->term_signal ? 128 + op->term_signal : op->exit_status;
-  lua_pushinteger(L, code);
+  int sig = op->child.term_signal;
+  lua_pushinteger(L, sig ? 128 + sig : op->child.exit_status);
   lua_setfield(L, -2, "code");
-  lua_pushinteger(L, op->term_signal);
+  lua_pushinteger(L, sig);
   lua_setfield(L, -2, "signal");
   if (!op->on_line) {
     lua_pushlstring(L, op->buf[0].data ? op->buf[0].data : "", op->buf[0].len);
@@ -406,13 +403,14 @@ static int exec_end(lua_State *L, exec_op *op) {
   push_result(L, op);
   int result = lua_gettop(L);
   char detail[96];
-  if (op->term_signal)
-    snprintf(detail, sizeof detail, "killed by signal %d (%s)", op->term_signal,
-             signal_name(op->term_signal));
+  int sig = op->child.term_signal;
+  if (sig)
+    snprintf(detail, sizeof detail, "killed by signal %d (%s)", sig,
+             signal_name(sig));
   else
     snprintf(detail, sizeof detail, "exited with code %d",
-             (int)op->exit_status);
-  int failed = op->term_signal || op->exit_status != 0;
+             (int)op->child.exit_status);
+  int failed = sig || op->child.exit_status != 0;
   release(op);
   if (read_error)
     return mfl_io_raise_detail(L, read_error, NULL, "exec",
@@ -532,12 +530,9 @@ static int l_exec(lua_State *L) {
   guard->op = NULL;
   luaL_setmetatable(L, "moonflow.exec");
   lua_toclose(L, 4);
-  char **args = check_argv(L, 1);
-  uv_process_options_t po;
+  mfl_spawn_opts po;
   memset(&po, 0, sizeof po);
-  po.file = args[0];
-  po.args = args;
-  po.flags = UV_PROCESS_DETACHED;
+  po.argv = check_argv(L, 1);
   if (lua_getfield(L, 2, "env") != LUA_TNIL)
     po.env = check_env(L, lua_gettop(L));
   if (lua_getfield(L, 2, "cwd") != LUA_TNIL) {
@@ -597,44 +592,59 @@ static int l_exec(lua_State *L) {
     op->stdin_len = stdin_len;
   }
 
-  uv_stdio_container_t stdio[3];
-  uv_pipe_init(io->loop, &op->out[0], 0);
-  uv_pipe_init(io->loop, &op->out[1], 0);
-  op->out[0].data = op->out[1].data = op;
-  op->out_open[0] = op->out_open[1] = 1;
-  op->handles = 2;
-  if (stdin_data) {
-    uv_pipe_init(io->loop, &op->in, 0);
-    op->in.data = op;
-    op->in_open = 1;
-    op->handles++;
-    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-    stdio[0].data.stream = (uv_stream_t *)&op->in;
-  } else {
-    stdio[0].flags = UV_IGNORE; /* /dev/null */
+  /* The pipes: the child's ends go to it, the parent's become libuv's. */
+  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  int rc = 0;
+  for (int i = 0; i < 3 && rc == 0; i++)
+    if ((i > 0 || stdin_data) && pipe2(fds[i], O_CLOEXEC) != 0)
+      rc = -errno;
+  if (rc == 0) {
+    po.stdin_fd = fds[0][0];
+    po.stdout_fd = fds[1][1];
+    po.stderr_fd = fds[2][1];
+    op->child.on_exit = on_exited;
+    rc = mfl_spawn(io, &op->child, &po);
   }
-  for (int s = 0; s < 2; s++) {
-    stdio[s + 1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[s + 1].data.stream = (uv_stream_t *)&op->out[s];
-  }
-  po.stdio = stdio;
-  po.stdio_count = 3;
-  po.exit_cb = on_exited;
-  op->proc.data = op;
-  mfl_io_obj_ref(&op->obj); /* libuv's, until the last handle closed */
-  op->spawned = 1;          /* a failed spawn's handle is closed as well */
-  op->handles++;
-  int rc = uv_spawn(io->loop, &op->proc, &po);
+  int child_ends[] = {fds[0][0], fds[1][1], fds[2][1]};
+  int parent_ends[] = {fds[0][1], fds[1][0], fds[2][0]};
+  for (int i = 0; i < 3; i++)
+    if (child_ends[i] >= 0)
+      close(child_ends[i]);
   if (rc < 0) {
-    op->exited = 1; /* nothing to kill */
-    kill_group(op, 1);
+    for (int i = 0; i < 3; i++)
+      if (parent_ends[i] >= 0)
+        close(parent_ends[i]);
     lua_pushstring(L, op->command);
     if (po.cwd)
       lua_pushfstring(L, "%s (in %s)", lua_tostring(L, -1), po.cwd);
     return mfl_io_raise(L, rc, "exec", lua_tostring(L, -1)); /* guard */
   }
+  mfl_io_obj_ref(&op->obj); /* libuv's, until the last handle closed */
+  op->handles = 1;          /* the child, until reaped */
+  for (int s = 0; s < 2; s++) {
+    uv_pipe_init(io->loop, &op->out[s], 0);
+    op->out[s].data = op;
+    op->out_open[s] = 1;
+    op->handles++;
+    if (uv_pipe_open(&op->out[s], fds[s + 1][0]) != 0) {
+      close(fds[s + 1][0]);
+      op->eof[s] = 1;
+      close_handle(op, (uv_handle_t *)&op->out[s], &op->out_open[s]);
+    }
+  }
+  if (stdin_data) {
+    uv_pipe_init(io->loop, &op->in, 0);
+    op->in.data = op;
+    op->in_open = 1;
+    op->handles++;
+    if (uv_pipe_open(&op->in, fds[0][1]) != 0) {
+      close(fds[0][1]);
+      stdin_len = 0; /* closed below */
+    }
+  }
   for (int s = 0; s < 2; s++)
-    uv_read_start((uv_stream_t *)&op->out[s], alloc_cb, on_read);
+    if (op->out_open[s])
+      uv_read_start((uv_stream_t *)&op->out[s], alloc_cb, on_read);
   if (stdin_data) {
     if (stdin_len == 0) {
       close_handle(op, (uv_handle_t *)&op->in, &op->in_open);

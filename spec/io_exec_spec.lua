@@ -200,6 +200,31 @@ function TestExec:test_a_program_that_cannot_start()
   io_error("ENOENT", exec, { "pwd" }, { cwd = dir .. "/missing" })
 end
 
+function TestExec:test_programs_get_default_signals_and_are_all_reaped()
+  -- moonflow ignores SIGPIPE; its programs must not: yes dies quietly.
+  local r = exec({ "/bin/sh", "-c", "yes | head -1" })
+  lu.assertEquals(r.stdout, "y\n")
+  lu.assertEquals(r.stderr, "")
+  local run = mf.task(function() return exec({ "true" }).code end)
+  local xs = {}
+  for i = 1, 30 do xs[i] = i end
+  run:map(xs):result()
+  -- No child of this process is left a zombie.
+  local f = io.open("/proc/self/stat")
+  local pid = f:read("a"):match("^(%d+)")
+  f:close()
+  local zombies = 0
+  for child in io.popen("ls /proc"):lines() do
+    local stat = child:match("^%d+$") and io.open("/proc/" .. child .. "/stat")
+    if stat then
+      local state, ppid = stat:read("a"):match("^%d+ %b() (%a) (%d+)")
+      stat:close()
+      if ppid == pid and state == "Z" then zombies = zombies + 1 end
+    end
+  end
+  lu.assertEquals(zombies, 0)
+end
+
 function TestExec:test_wrong_arguments_are_usage_errors()
   h.raises_kind("UsageError", mf.exec, "ls -l")
   h.raises_kind("UsageError", mf.exec, {})
