@@ -25,7 +25,16 @@ local function start_command(cmd)
     os.execute("kill " .. pid .. " 2>/dev/null")
     pipe:close()
   end
-  assert(port, "peer did not start: " .. cmd .. " said " .. tostring(line))
+  -- A peer a failed test never stopped is killed when collected: closing
+  -- its pipe would otherwise wait for it forever (marked after the pipe,
+  -- this finalizer runs before the pipe's).
+  setmetatable(peer, { __gc = function()
+    if not peer.stopped then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+  end })
+  if not port then
+    peer.stop()
+    error("peer did not start: " .. cmd .. " said " .. tostring(line))
+  end
   return peer
 end
 

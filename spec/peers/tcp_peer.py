@@ -6,6 +6,7 @@
                         queue full: a new connection's SYN is dropped, so
                         connecting to it times out
 Prints "PORT <n>" when ready."""
+import select
 import socket
 import sys
 import threading
@@ -38,12 +39,15 @@ def serve_full():
     srv.listen(0)
     addr = srv.getsockname()
     fillers = []
-    for _ in range(4):
+    # Connect until a connection stays unanswered: the queue is full then.
+    while True:
         c = socket.socket()
         c.setblocking(False)
         c.connect_ex(addr)
         fillers.append(c)
-    time.sleep(0.2)  # the handshakes that can complete have
+        _, writable, _ = select.select([], [c], [], 0.5)
+        if not writable:
+            break
     print("PORT %d" % addr[1], flush=True)
     while True:
         time.sleep(3600)
