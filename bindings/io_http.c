@@ -454,50 +454,66 @@ typedef struct request {
   int follow;
 } request;
 
-/* Reads the options of the table at idx 1 (url at 2). */
-static void read_request(lua_State *L, request *r) {
+/* Reads the request: the options table at 1 (or nil), the url at 2; the
+ * method and body given by mf.http.get/post (method not NULL) win over
+ * the table's.  Leaves 3 method, 4 body, 5 headers, 6 follow. */
+static void read_request(lua_State *L, request *r, const char *method,
+                         const char *what) {
   memset(r, 0, sizeof *r);
   r->url = lua_tostring(L, 2);
-  const char *method = "GET";
-  if (lua_getfield(L, 1, "method") != LUA_TNIL) { /* 3 */
+  int opts = lua_istable(L, 1);
+  if (!method && (!opts || lua_getfield(L, 1, "method") == LUA_TNIL)) {
+    if (!opts)
+      lua_pushnil(L);
+    method = "GET";
+  } else if (!method) {
     if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0 ||
         lua_rawlen(L, -1) >= sizeof r->method)
       mfl_raise(L, "UsageError",
-                "mf.http.request: method must be a string "
-                "(\"GET\", \"POST\", ...), got %s",
-                mfl_describe(L, -1));
+                "%s: method must be a string (\"GET\", \"POST\", ...), got %s",
+                what, mfl_describe(L, -1));
     method = lua_tostring(L, -1);
+  } else {
+    lua_pushnil(L);
   }
-  for (size_t i = 0; method[i]; i++)
+  for (size_t i = 0; method[i] && i + 1 < sizeof r->method; i++)
     r->method[i] = (char)toupper((unsigned char)method[i]);
-  if (lua_getfield(L, 1, "body") != LUA_TNIL) { /* 4 */
+  if (!lua_isnoneornil(L, 4)) { /* post's body */
+    lua_pushvalue(L, 4);
+  } else if (!opts || lua_getfield(L, 1, "body") == LUA_TNIL) {
+    if (!opts)
+      lua_pushnil(L);
+  }
+  if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TSTRING)
-      mfl_raise(L, "UsageError",
-                "mf.http.request: body must be a string, "
-                "got %s",
+      mfl_raise(L, "UsageError", "%s: body must be a string, got %s", what,
                 luaL_typename(L, -1));
     r->body = lua_tolstring(L, -1, &r->body_len);
   }
-  if (lua_getfield(L, 1, "headers") != LUA_TNIL) { /* 5 */
+  lua_replace(L, 4);
+  lua_settop(L, 4);
+  if (opts && lua_getfield(L, 1, "headers") != LUA_TNIL) { /* 5 */
     if (!lua_istable(L, -1))
-      mfl_raise(L, "UsageError",
-                "mf.http.request: headers must be a table, "
-                "got %s",
+      mfl_raise(L, "UsageError", "%s: headers must be a table, got %s", what,
                 luaL_typename(L, -1));
     lua_pushnil(L);
     while (lua_next(L, 5)) {
       if (lua_type(L, -2) != LUA_TSTRING ||
           (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
         mfl_raise(L, "UsageError",
-                  "mf.http.request: headers must map names "
-                  "to strings (%s = %s)",
+                  "%s: headers must map names to strings (%s = %s)", what,
                   luaL_typename(L, -2), luaL_typename(L, -1));
       lua_pop(L, 1);
     }
     r->headers = 5;
+  } else if (!opts) {
+    lua_pushnil(L);
   }
-  r->timeout = mfl_io_opt_timeout(L, 1, "mf.http.request");
-  lua_getfield(L, 1, "follow"); /* 6 */
+  r->timeout = opts ? mfl_io_opt_timeout(L, 1, what) : -1;
+  if (opts)
+    lua_getfield(L, 1, "follow"); /* 6 */
+  else
+    lua_pushnil(L);
   r->follow = lua_toboolean(L, -1);
 }
 
@@ -558,27 +574,14 @@ static int configure(lua_State *L, http_op *op, const request *r) {
   return 1;
 }
 
-/* core.io.http_request{method, url, headers, body, timeout, follow} ->
- * {status, headers, body, url} */
-static int l_request(lua_State *L) {
+/* Starts the request whose stack is opts url method body headers follow
+ * (read_request's). */
+static int start_request(lua_State *L, request *r, const char *what) {
   mfl_state *S = mfl_state_get(L);
-  if (!lua_istable(L, 1))
-    return mfl_raise(L, "UsageError",
-                     "mf.http.request expects a table "
-                     "{method, url, headers, body, timeout, follow}, got %s",
-                     luaL_typename(L, 1));
-  lua_settop(L, 1);
-  if (lua_getfield(L, 1, "url") != LUA_TSTRING) /* 2: the url */
-    return mfl_raise(L, "UsageError",
-                     "mf.http.request: url must be a "
-                     "string, got %s",
-                     luaL_typename(L, 2));
   char where[300];
-  check_url(L, lua_tostring(L, 2), where, sizeof where);
-  request r;
-  read_request(L, &r);
+  check_url(L, r->url, where, sizeof where);
   mfl_io *io;
-  mf_run *run = mfl_io_begin(L, S, "mf.http.request", &io);
+  mf_run *run = mfl_io_begin(L, S, what, &io);
   mfl_http *h = get_http(L, io);
   http_op *op = mfl_io_obj_new(io, sizeof *op);
   if (!op)
@@ -590,7 +593,7 @@ static int l_request(lua_State *L) {
   snprintf(op->where, sizeof op->where, "%s", where);
   CURLMcode rc = CURLM_OUT_OF_MEMORY;
   op->easy = h->spare_count > 0 ? h->spare[--h->spare_count] : curl_easy_init();
-  if (op->easy && configure(L, op, &r))
+  if (op->easy && configure(L, op, r))
     rc = curl_multi_add_handle(h->multi, op->easy);
   if (rc != CURLM_OK) {
     mfl_io_obj_unref(&op->obj);
@@ -607,9 +610,71 @@ static int l_request(lua_State *L) {
   return mfl_io_park(L, run, &op->wait, -1, (lua_KContext)op, request_k);
 }
 
+static void check_url_arg(lua_State *L, int idx, const char *what) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    mfl_raise(L, "UsageError", "%s: url must be a string, got %s", what,
+              luaL_typename(L, idx));
+}
+
+/* core.io.http_request{method, url, headers, body, timeout, follow} ->
+ * {status, headers, body, url} */
+static int l_request(lua_State *L) {
+  if (!lua_istable(L, 1))
+    return mfl_raise(L, "UsageError",
+                     "mf.http.request expects a table "
+                     "{method, url, headers, body, timeout, follow}, got %s",
+                     luaL_typename(L, 1));
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "url"); /* 2 */
+  check_url_arg(L, 2, "mf.http.request");
+  lua_settop(L, 4); /* no body of post's */
+  request r;
+  read_request(L, &r, NULL, "mf.http.request");
+  return start_request(L, &r, "mf.http.request");
+}
+
+/* The options of get and post: a table or nothing. */
+static void check_opts(lua_State *L, int idx, const char *what) {
+  if (!lua_isnoneornil(L, idx) && !lua_istable(L, idx))
+    mfl_raise(L, "UsageError", "%s: options must be a table, got %s", what,
+              luaL_typename(L, idx));
+}
+
+/* core.io.http_get(url, opts?) */
+static int l_get(lua_State *L) {
+  check_url_arg(L, 1, "mf.http.get");
+  check_opts(L, 2, "mf.http.get");
+  lua_settop(L, 2);
+  lua_insert(L, 1); /* opts url */
+  lua_settop(L, 4);
+  request r;
+  read_request(L, &r, "GET", "mf.http.get");
+  return start_request(L, &r, "mf.http.get");
+}
+
+/* core.io.http_post(url, body, opts?) */
+static int l_post(lua_State *L) {
+  check_url_arg(L, 1, "mf.http.post");
+  if (lua_type(L, 2) != LUA_TSTRING)
+    mfl_raise(L, "UsageError", "mf.http.post: body must be a string, got %s",
+              luaL_typename(L, 2));
+  check_opts(L, 3, "mf.http.post");
+  lua_settop(L, 3);
+  lua_rotate(L, 1, 1); /* opts url body */
+  lua_pushnil(L);
+  lua_insert(L, 3); /* opts url nil body */
+  request r;
+  read_request(L, &r, "POST", "mf.http.post");
+  return start_request(L, &r, "mf.http.post");
+}
+
 /* }====== */
 
 void mfl_open_io_http(lua_State *L) {
   mfl_pushcfunction(L, l_request);
   lua_setfield(L, -2, "http_request");
+  mfl_pushcfunction(L, l_get);
+  lua_setfield(L, -2, "http_get");
+  mfl_pushcfunction(L, l_post);
+  lua_setfield(L, -2, "http_post");
 }

@@ -66,28 +66,7 @@ M.unix = {
 
 -- {====== HTTP ======
 
--- The request table with opts' fields added (opts is not changed).
-local function request_with(opts, fields, what)
-  if opts ~= nil and type(opts) ~= "table" then
-    usage("%s: options must be a table, got %s", what, type(opts))
-  end
-  local r = {}
-  for k, v in pairs(opts or {}) do r[k] = v end
-  for k, v in pairs(fields) do r[k] = v end
-  return r
-end
-
-M.http = {
-  request = cio.http_request,
-  get = function(url, opts)
-    return cio.http_request(request_with(opts, { url = url, method = "GET" },
-      "mf.http.get"))
-  end,
-  post = function(url, body, opts)
-    return cio.http_request(request_with(opts,
-      { url = url, body = body, method = "POST" }, "mf.http.post"))
-  end,
-}
+M.http = { request = cio.http_request, get = cio.http_get, post = cio.http_post }
 
 -- }======
 
