@@ -180,6 +180,40 @@ function TestConnect:test_connections_in_many_runs_at_once()
   end
 end
 
+function TestConnect:test_a_top_level_wait_woken_by_a_timer_returns_with_idle_io_open()
+  -- Regression: a top-level wait whose timer fired at the start of a loop
+  -- pass (after a run computed past it) polled on, forever, while an idle
+  -- connection kept the loop alive.  In a subprocess, bounded by timeout.
+  local dir = peers.tmpdir()
+  local f = assert(io.open(dir .. "/script.lua", "w"))
+  f:write(([[
+    package.cpath = %q .. "/?.so;" .. package.cpath
+    local mf = require "moonflow"
+    local idle = mf.tcp.connect("127.0.0.1", %d) -- never written to
+    local reader = mf.task(function() return idle:read("l") end):submit()
+    local busy = mf.task(function()
+      local t = mf.now()
+      while mf.now() - t < 0.005 do end
+    end)
+    for _ = 1, 20 do
+      busy:submit()
+      mf.sleep(0)
+      mf.sleep(0.001)
+    end
+    reader:cancel()
+    print("returned")
+  ]]):format(os.getenv("MF_MODULE_DIR") or "build", echo.port))
+  f:close()
+  -- The sanitizers' runtime, which an instrumented module needs.
+  local preload = os.getenv("MF_SUBPROCESS_PRELOAD") or os.getenv("LD_PRELOAD")
+  local p = io.popen((preload and ("LD_PRELOAD=" .. preload .. " ") or "")
+    .. "timeout 60 lua5.4 " .. dir .. "/script.lua 2>/dev/null")
+  local out = p:read("a")
+  p:close()
+  peers.cleanup()
+  lu.assertEquals(out, "returned\n")
+end
+
 TestServer = {}
 
 function TestServer:test_each_connection_is_a_run_named_after_the_server()
