@@ -64,6 +64,7 @@ bench: build
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
 	@$(BUILD)/moonflow bench/codec.lua
+	@MF_PROGRAM=$(BUILD)/moonflow MOONFLOW_LOG_LEVEL=OFF $(BUILD)/moonflow bench/io.lua
 
 format:
 	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c spec/fuzz/*.c
