@@ -243,11 +243,13 @@ static int produce(lua_State *L, mfl_conn *c, int want, size_t n) {
 
 static mfl_conn *check_open(lua_State *L, int idx, const char *what) {
   conn_box *box = luaL_testudata(L, idx, "moonflow.Connection");
-  if (!box)
+  if (!box) {
     mfl_raise(L, "UsageError",
               "%s: a Connection expected, got %s (use "
               "conn:%s, not conn.%s)",
               what, luaL_typename(L, idx), what, what);
+    return NULL; /* not reached */
+  }
   if (!box->c || !box->c->open)
     mfl_raise(L, "UsageError", "%s: connection %s is closed", what,
               box->c ? box->c->name : "?");

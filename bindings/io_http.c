@@ -265,6 +265,7 @@ static mfl_http *get_http(lua_State *L, mfl_io *io) {
     if (h)
       mfl_io_obj_unref(&h->obj);
     luaL_error(L, "moonflow: cannot start libcurl");
+    return NULL; /* not reached */
   }
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);

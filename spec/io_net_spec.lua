@@ -14,16 +14,6 @@ local function io_error(code, fn, ...)
   return err
 end
 
--- Runs fn until it returns true, for up to 30 s (a bound that only catches
--- a hang); returns its last answer.
-local function eventually(fn)
-  for _ = 1, 3000 do
-    if fn() then return true end
-    mf.sleep(0.01)
-  end
-  return false
-end
-
 TestDns = {}
 
 function TestDns:test_resolve_gives_address_strings()
