@@ -76,6 +76,7 @@ typedef struct mfl_state {
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
+  struct mfl_io *io;   /* I/O inside runs (io.c), made on first use */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -109,6 +110,8 @@ typedef struct mfl_run {
   unsigned char noted;         /* passed on errors of others (origin.c) */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
+  struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
+                             its body is abandoned */
 } mfl_run;
 
 typedef struct mfl_future {
@@ -209,10 +212,14 @@ MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
  * MF_WAKE_DONE when status says no wait happened); raises Deadlock when
  * the engine found the wait could never end. */
 MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L, int status);
-/* Pushes a snapshot (a table of the Futures) of the array at idx and an
- * array of their runs; returns the count.  Raises on a non-Future. */
+/* Pushes a snapshot (a table of the Futures) of the array at idx and a
+ * userdata holding a reference to each of their runs (released when it is
+ * collected); *runs points at them.  Returns the count.  Raises on a
+ * non-Future. */
 MFL_INTERNAL size_t mfl_snapshot(lua_State *L, int idx, int dedupe,
                                  mf_run ***runs);
+/* The runs of the snapshot userdata at idx (in a continuation). */
+MFL_INTERNAL mf_run **mfl_snapshot_runs(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_wait(lua_State *L);
 
 /* luv.c */
@@ -308,6 +315,12 @@ MFL_INTERNAL void mfl_open_control(lua_State *L);
 
 /* flow.c */
 MFL_INTERNAL void mfl_open_flow(lua_State *L);
+
+/* io.c: I/O inside runs (io.h).  core.io; the I/O a run's abandoned body
+ * was parked on is stopped; everything is closed before the engine. */
+MFL_INTERNAL void mfl_open_io(lua_State *L);
+MFL_INTERNAL void mfl_io_abandon(mfl_run *lr);
+MFL_INTERNAL void mfl_io_close_state(mfl_state *S);
 
 /* task.c */
 MFL_INTERNAL void mfl_open_task(lua_State *L);

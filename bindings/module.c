@@ -303,6 +303,7 @@ static void report_live(mfl_state *S) {
 static void on_engine_close(mf_engine *engine, void *data) {
   (void)engine;
   mfl_state *S = data;
+  mfl_io_close_state(S); /* its handles are on the host's loop */
   S->closed = 1;
 }
 
@@ -324,6 +325,7 @@ static int state_gc(lua_State *L) {
   /* The state is closing: run callbacks no longer enter Lua (abandoned
    * coroutines are not reset, no hook runs). */
   S->closing = 1;
+  mfl_io_close_state(S); /* handles closed properly, before the engine */
   if (S->borrowed) {
     /* The host closes its engine later: leave it nothing of this state. */
     mf_engine_cancel_all(S->engine, NULL, NULL);
@@ -436,6 +438,7 @@ static int open_core(lua_State *L) {
   mfl_open_task(L);
   mfl_open_flow(L);
   mfl_open_control(L);
+  mfl_open_io(L);
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -520,6 +520,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
 static void op_abandon(mf_run *run) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
+  mfl_io_abandon(lr); /* the I/O it was parked on stops (C only) */
   if (S->closed || S->closing || lr->pin == LUA_NOREF)
     return;
   lua_State *L = S->L;

@@ -31,6 +31,8 @@ M.rate_limit = core.rate_limit
 M.limits = core.limits
 M.log = { debug = log.debug, info = log.info, warning = log.warning,
           error = log.error }
+-- I/O inside runs (moonflow.io).
+for name, value in pairs(require "moonflow.io") do M[name] = value end
 
 local function usage(fmt, ...)
   error(core.error("UsageError", string.format(fmt, ...)), 0)
