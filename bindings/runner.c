@@ -167,6 +167,11 @@ static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
     lua_pop(L, 1); /* the description */
   }
   lua_pop(L, 1);
+  if (lr->S->store) { /* the store records the error with the run */
+    lua_getfield(L, -1, "traceback");
+    mfl_note_error(L, lr, err, lua_gettop(L));
+    lua_pop(L, 1);
+  }
   lua_setiuservalue(L, box, MFL_UV_INFO);
   lua_settop(L, err - 1);
 }
@@ -251,6 +256,10 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
     lua_pushnil(L);
     lua_setiuservalue(L, box, MFL_UV_INFO);
   }
+  if (lr->cached && mfl_cache_start(L, run, lr, box, nargs)) {
+    lua_pop(L, nargs + 1); /* a cached result: the body is not called */
+    return -2;
+  }
   luaL_checkstack(co, nargs + 1, "too many arguments");
   lua_xmove(L, co, nargs + 1);
   return nargs;
@@ -320,6 +329,11 @@ static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
     name = MF_NAME_FAILED;
   } else if (type == MF_COMPLETED) {
     mfl_store_results(L, lr, box, co, nres);
+    if (lr->note && mfl_cache_result(L, lr, box) != 0) {
+      store_error(L, lr, box, NULL); /* a result that cannot be kept */
+      type = MF_FAILED;
+      name = MF_NAME_FAILED;
+    }
   }
   lua_settop(co, 0);
   give_back(L, lr, box, co);
@@ -434,6 +448,13 @@ static int begin_step(lua_State *L, mf_run *run, mfl_run *lr, int box,
   }
   int nargs = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
+  if (nargs == -2) { /* a cache hit: the attempt ends Cached */
+    lua_settop(lr->co, 0);
+    give_back(L, lr, box, lr->co);
+    mf_run_finish(run, MF_COMPLETED, MF_NAME_CACHED);
+    log_outcome(L, run, lr, box);
+    return -1;
+  }
   return nargs;
 }
 
@@ -639,6 +660,7 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   if (!run)
     luaL_error(L, "moonflow: out of memory");
   f->run = run;
+  mf_run_set_data(run, S); /* a run of this state's (the store observer) */
   mfl_run *lr = mf_run_body(run);
   lr->S = S;
   lr->kind = (unsigned char)kind;

@@ -10,7 +10,8 @@ set(MF_BINDING_SOURCES
   bindings/control.c bindings/embed.c bindings/errors.c
   bindings/flow.c bindings/future.c bindings/luv.c bindings/module.c
   bindings/preempt.c bindings/runner.c bindings/state.c bindings/task.c
-  bindings/wait.c)
+  bindings/wait.c bindings/cache.c bindings/store.c bindings/store_lua.c
+  bindings/store_read.c bindings/store_writer.c)
 set(MF_PROGRAM_SOURCES bindings/main.c bindings/progress.c bindings/repl.c)
 # The installed headers.
 set(MF_PUBLIC_HEADERS engine/moonflow.h bindings/moonflow_lua.h)

@@ -166,8 +166,17 @@ size_t mf_run_history(const mf_run *run, const mf_state **out) {
 /* {====== States ====== */
 
 void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
+  mf_engine *e = run->engine;
   run->type = type;
   run->name = name;
+  /* Pending is stamped from the cached clock (a map stamps a million of
+   * them); the states that order runs (Running, final) read the clock. */
+  mf_state entry = {type, name,
+                    type == MF_PENDING && name == MF_NAME_PENDING
+                        ? mf__wall_now(e)
+                        : mf_engine_now(e) + e->wall_offset};
+  if (__builtin_expect(e->observe != NULL, 0) && run->id)
+    e->observe(run, &entry, e->observe_data); /* submitted runs only */
   if (run->history_len == run->history_cap) {
     size_t cap = (size_t)run->history_cap * 2;
     if (cap > USHRT_MAX)
@@ -187,15 +196,7 @@ void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
     run->history = history;
     run->history_cap = cap;
   }
-  mf_state *entry = &run->history[run->history_len++];
-  entry->type = type;
-  entry->name = name;
-  /* Pending is stamped from the cached clock (a map stamps a million of
-   * them); the states that order runs (Running, final) read the clock. */
-  entry->timestamp =
-      type == MF_PENDING && name == MF_NAME_PENDING
-          ? mf__wall_now(run->engine)
-          : mf_engine_now(run->engine) + run->engine->wall_offset;
+  run->history[run->history_len++] = entry;
 }
 
 /* }====== */
