@@ -28,7 +28,7 @@ static const char *const migrations[MFL_STORE_SCHEMA + 1] = {
     " state_name INTEGER NOT NULL, created REAL, started REAL, ended REAL,"
     " attempts INTEGER NOT NULL DEFAULT 0, history BLOB, message TEXT,"
     " traceback TEXT);"
-    "CREATE INDEX runs_flow ON runs(flow);"
+    "CREATE INDEX runs_flow ON runs(flow) WHERE flow IS NOT NULL;"
     "CREATE INDEX runs_flows ON runs(created) WHERE kind = 1;"
     "CREATE TABLE logs(id INTEGER PRIMARY KEY, run INTEGER,"
     " time REAL NOT NULL, level INTEGER NOT NULL, message TEXT NOT NULL);"

@@ -10,6 +10,12 @@
  * statements per run.  A cached result travels with its run's final state
  * and is written in the same transaction.
  *
+ * A run still waiting to start (inputs, slots) is not written until it
+ * starts or ends, or a flush or the end comes: a map submits all its runs
+ * before the first starts, and most then start and end within one batch.
+ * The history blob is left NULL when it says nothing the times do not
+ * (Pending at created, Running at started, the final state at ended).
+ *
  * Policy when the ring is full: the loop thread waits for room (counted in
  * waits); nothing is dropped.  After an SQLite error the writer reports it
  * once on stderr, rolls back, and from then on drains the ring discarding
@@ -25,7 +31,7 @@
 
 #include "store.h"
 
-#define RING_SIZE 16384 /* events; a power of 2 */
+#define RING_SIZE 32768 /* events; a power of 2 */
 #define BATCH_MAX 65536 /* events folded into one transaction at most */
 #define INLINE_TEXT 88
 
@@ -62,11 +68,13 @@ typedef struct wrun {
   unsigned char is_flow, type, name, final, touched, resolved;
   int attempts;
   double created, started, ended;
-  char *fields; /* name\0task\0tags\0params\0 */
+  char *fields; /* name\0task\0tags\0params\0: inline or malloc'd */
   char *message, *traceback;
-  unsigned char *history;
+  unsigned char *history; /* inline or malloc'd */
   size_t history_len, history_cap;
   mfl_store_result result;
+  unsigned char history_inline[4 * HISTORY_ENTRY];
+  char fields_inline[INLINE_TEXT];
 } wrun;
 
 typedef struct log_line {
@@ -149,10 +157,12 @@ static void result_free(mfl_store_result *r) {
 }
 
 static void wrun_free(wrun *r) {
-  free(r->fields);
+  if (r->fields != r->fields_inline)
+    free(r->fields);
   free(r->message);
   free(r->traceback);
-  free(r->history);
+  if (r->history != r->history_inline)
+    free(r->history);
   result_free(&r->result);
   free(r);
 }
@@ -167,6 +177,7 @@ struct mfl_store {
   event *ring;
   _Atomic size_t head, tail;
   atomic_int writer_sleeping, producer_waiting;
+  atomic_int urgent; /* a flush or the end waits: no nap */
   uv_mutex_t lock;
   uv_cond_t wake_writer, room, flushed;
   uint64_t flush_asked;        /* loop thread */
@@ -182,7 +193,42 @@ struct mfl_store {
   size_t log_count, log_cap;
   sqlite3_stmt *insert_run, *update_run, *insert_log, *insert_result,
       *delete_results;
+  wrun *spare; /* folds to reuse, linked through next_touched */
+  size_t spare_count;
 };
+
+#define SPARE_MAX 4096
+
+/* A zeroed fold: reused when one is spare (a map makes a million). */
+static wrun *wrun_new(mfl_store *st) {
+  wrun *r = st->spare;
+  if (r) {
+    st->spare = r->next_touched;
+    st->spare_count--;
+    memset(r, 0, offsetof(wrun, history_inline));
+  } else if (!(r = malloc(sizeof *r))) {
+    return NULL;
+  } else {
+    memset(r, 0, offsetof(wrun, history_inline));
+  }
+  r->history = r->history_inline;
+  r->history_cap = sizeof r->history_inline;
+  return r;
+}
+
+static void wrun_release(mfl_store *st, wrun *r) {
+  if (st->spare_count >= SPARE_MAX || r->fields != r->fields_inline ||
+      r->history != r->history_inline) {
+    wrun_free(r);
+    return;
+  }
+  free(r->message);
+  free(r->traceback);
+  result_free(&r->result);
+  r->next_touched = st->spare;
+  st->spare = r;
+  st->spare_count++;
+}
 
 /* {====== The writer thread ====== */
 
@@ -215,10 +261,14 @@ static void touch(mfl_store *st, wrun *r) {
 
 static void history_add(wrun *r, const event *e) {
   if (r->history_len + HISTORY_ENTRY > r->history_cap) {
-    size_t cap = r->history_cap ? r->history_cap * 2 : 4 * HISTORY_ENTRY;
-    unsigned char *h = realloc(r->history, cap);
+    size_t cap = r->history_cap * 2;
+    unsigned char *h = r->history == r->history_inline
+                           ? malloc(cap)
+                           : realloc(r->history, cap);
     if (!h)
       return;
+    if (r->history == r->history_inline)
+      memcpy(h, r->history_inline, r->history_len);
     r->history = h;
     r->history_cap = cap;
   }
@@ -231,7 +281,7 @@ static void history_add(wrun *r, const event *e) {
 static char *dup_text(const char *s) { return s && *s ? strdup(s) : NULL; }
 
 static void fold_submit(mfl_store *st, event *e) {
-  wrun *r = calloc(1, sizeof *r);
+  wrun *r = wrun_new(st);
   if (!r)
     return;
   r->id = e->id;
@@ -241,7 +291,8 @@ static void fold_submit(mfl_store *st, event *e) {
   r->name = e->name;
   r->parent = e->parent ? map_get(&st->runs, e->parent) : NULL;
   if (e->text) {
-    r->fields = malloc(e->text_len);
+    r->fields = e->text_len <= sizeof r->fields_inline ? r->fields_inline
+                                                       : malloc(e->text_len);
     if (r->fields)
       memcpy(r->fields, e->text, e->text_len);
   }
@@ -337,12 +388,23 @@ static void bind_time(sqlite3_stmt *s, int i, double t) {
 static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
-  sqlite3_clear_bindings(s);
   if (rc != SQLITE_DONE) {
     writer_error(st, what);
     return -1;
   }
   return 0;
+}
+
+/* Whether the history is Pending, [Running], [final]: what created,
+ * started, ended and the state say. */
+static int plain_history(const wrun *r) {
+  const unsigned char *h = r->history;
+  size_t n = r->history_len / HISTORY_ENTRY;
+  if (n == 0 || n > 3 || h[0] != (MF_PENDING << 4 | MF_NAME_PENDING))
+    return 0;
+  if (n >= 2 && h[HISTORY_ENTRY] != (MF_RUNNING << 4 | MF_NAME_RUNNING))
+    return 0;
+  return n < 3 || r->final;
 }
 
 static int write_run(mfl_store *st, wrun *r) {
@@ -366,8 +428,12 @@ static int write_run(mfl_store *st, wrun *r) {
     sqlite3_bind_int64(s, 2, (sqlite3_int64)r->id);
     if (r->parent_row)
       sqlite3_bind_int64(s, 3, r->parent_row);
+    else
+      sqlite3_bind_null(s, 3);
     if (r->flow_row)
       sqlite3_bind_int64(s, 4, r->flow_row);
+    else
+      sqlite3_bind_null(s, 4);
     sqlite3_bind_int(s, 5, r->is_flow);
     sqlite3_bind_text(s, 6, f[0], -1, SQLITE_STATIC);
     bind_text_or_null(s, 7, f[1]);
@@ -383,9 +449,15 @@ static int write_run(mfl_store *st, wrun *r) {
   bind_time(s, 13, r->started);
   bind_time(s, 14, r->ended);
   sqlite3_bind_int(s, 15, r->attempts);
-  sqlite3_bind_blob(s, 16, r->history, (int)r->history_len, SQLITE_STATIC);
+  if (plain_history(r))
+    sqlite3_bind_null(s, 16);
+  else
+    sqlite3_bind_blob(s, 16, r->history, (int)r->history_len, SQLITE_STATIC);
   bind_text_or_null(s, 17, r->message);
   bind_text_or_null(s, 18, r->traceback);
+  if (s == st->update_run)
+    for (int i = 1; i <= 9; i++)
+      sqlite3_bind_null(s, i);
   if (step_reset(st, s, "cannot record a run") != 0)
     return -1;
   if (!r->rowid)
@@ -410,15 +482,26 @@ static int write_run(mfl_store *st, wrun *r) {
 }
 
 /* Writes the batch's folds and lines, commits, forgets final runs. */
-static void commit_batch(mfl_store *st) {
+static int waiting_to_start(const wrun *r) {
+  return !r->rowid && !r->started && !r->final;
+}
+
+/* all: runs waiting to start are written too (a flush, the end). */
+static void commit_batch(mfl_store *st, int all) {
   int ok = !atomic_load(&st->failed);
   for (wrun *r = st->touched_first; ok && r; r = r->next_touched)
-    ok = write_run(st, r) == 0;
+    if (!waiting_to_start(r))
+      ok = write_run(st, r) == 0;
+  for (size_t i = 0; all && ok && i < st->runs.cap; i++)
+    if (st->runs.slots[i] && waiting_to_start(st->runs.slots[i]))
+      ok = write_run(st, st->runs.slots[i]) == 0;
   for (size_t i = 0; ok && i < st->log_count; i++) {
     log_line *l = &st->logs[i];
     sqlite3_stmt *s = st->insert_log;
     if (l->run && l->run->rowid)
       sqlite3_bind_int64(s, 1, l->run->rowid);
+    else
+      sqlite3_bind_null(s, 1);
     sqlite3_bind_double(s, 2, l->time);
     sqlite3_bind_int(s, 3, l->level);
     sqlite3_bind_text(s, 4, l->message ? l->message : "", -1, SQLITE_STATIC);
@@ -439,7 +522,7 @@ static void commit_batch(mfl_store *st) {
     r->touched = 0;
     if (r->final) {
       map_remove(&st->runs, r->id);
-      wrun_free(r);
+      wrun_release(st, r);
     }
     r = next;
   }
@@ -484,10 +567,8 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
       stop = 1;
     event_release(e);
   }
-  if (live)
-    commit_batch(st);
-  else if (st->touched_first || st->log_count)
-    commit_batch(st); /* frees the folds; nothing is written */
+  if (live || st->touched_first || st->log_count)
+    commit_batch(st, stop || *flush); /* after a failure: frees the folds */
   atomic_fetch_add(&st->events, head - tail);
   return stop;
 }
@@ -498,15 +579,21 @@ static void writer_main(void *arg) {
     size_t tail = atomic_load(&st->tail);
     size_t head = atomic_load(&st->head);
     if (head == tail) {
+      /* Asleep until the loop thread signals; then a nap of a
+       * millisecond gathers a batch, during which it does not signal (one
+       * wake-up per batch, not per event). */
       atomic_store(&st->writer_sleeping, 1);
       head = atomic_load(&st->head);
       if (head == tail) {
         uv_mutex_lock(&st->lock);
         if (atomic_load(&st->head) == tail)
-          uv_cond_timedwait(&st->wake_writer, &st->lock, 200000000);
+          uv_cond_timedwait(&st->wake_writer, &st->lock, 1000000000);
         uv_mutex_unlock(&st->lock);
       }
       atomic_store(&st->writer_sleeping, 0);
+      if (!atomic_load(&st->producer_waiting) && !atomic_load(&st->urgent))
+        uv_sleep(1);
+      atomic_store(&st->urgent, 0);
       continue;
     }
     if (head - tail > BATCH_MAX)
@@ -629,6 +716,7 @@ void mfl_store_flush(mfl_store *st) {
   event *e = slot(st);
   e->kind = EV_FLUSH;
   e->id = n;
+  atomic_store(&st->urgent, 1);
   publish(st);
   uv_mutex_lock(&st->lock);
   while (atomic_load(&st->flush_done) < n)
@@ -747,6 +835,7 @@ void mfl_store_close(mfl_store *st) {
     return;
   event *e = slot(st);
   e->kind = EV_STOP;
+  atomic_store(&st->urgent, 1);
   publish(st);
   uv_thread_join(&st->thread);
   if (!atomic_load(&st->failed)) {
@@ -761,6 +850,11 @@ void mfl_store_close(mfl_store *st) {
     if (st->runs.slots[i])
       wrun_free(st->runs.slots[i]);
   free(st->runs.slots);
+  while (st->spare) {
+    wrun *next = st->spare->next_touched;
+    free(st->spare);
+    st->spare = next;
+  }
   free(st->logs);
   finalize_all(st);
   sqlite3_close(st->reader);
