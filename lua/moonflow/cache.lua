@@ -25,7 +25,7 @@ local function canonical(v, out, path, seen)
     out[#out + 1] = tostring(v)
   elseif t == "number" then
     out[#out + 1] = math.type(v) == "integer" and fmt("%d", v)
-      or fmt("%.17g", v)
+      or fmt("f%a", v) -- 1.0 is not 1
   elseif t == "string" then
     out[#out + 1] = fmt("%q", v)
   elseif t == "table" and getmetatable(v) == nil then
