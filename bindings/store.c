@@ -137,6 +137,14 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
     }
     if (version < MFL_STORE_SCHEMA && migrate(db, err, errlen) != 0)
       goto failed;
+    /* A cap on the file's size, in pages (a quota; the tests' full disk). */
+    const char *cap = getenv("MOONFLOW_STORE_MAX_PAGES");
+    if (cap && *cap) {
+      char sql[64];
+      snprintf(sql, sizeof sql, "PRAGMA max_page_count=%ld",
+               strtol(cap, NULL, 10));
+      sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
   } else if (version < MFL_STORE_SCHEMA) {
     snprintf(err, errlen,
              "the store has schema %d (older than %d): run moonflow once "
