@@ -205,9 +205,23 @@ local function task_counts(db, id)
     WHERE flow = ? AND kind = 0 GROUP BY state_name ORDER BY n DESC]], id)
 end
 
-local function history_of(blob)
+-- Every state of run r: its history blob, or (NULL: nothing the times do
+-- not say) Pending at created, Running at started, the state at ended.
+local function history_of(r)
+  local blob = r.history
   local states, pos = {}, 1
-  while blob and pos + 8 <= #blob do
+  if not blob then
+    states[1] = { type = "PENDING", name = "Pending", time = r.created }
+    if r.started then
+      states[2] = { type = "RUNNING", name = "Running", time = r.started }
+    end
+    if r.ended then
+      states[#states + 1] = { type = TYPES[r.state_type],
+        name = NAMES[r.state_name], time = r.ended }
+    end
+    return states
+  end
+  while pos + 8 <= #blob do
     local b, t
     b, t, pos = string.unpack("<Bd", blob, pos)
     states[#states + 1] = { type = TYPES[b >> 4], name = NAMES[b & 15],
@@ -223,7 +237,7 @@ local function run_record(r)
     state = type_, state_name = name, created = r.created,
     started = r.started, ended = r.ended, attempts = r.attempts,
     tags = r.tags, parameters = r.parameters, message = r.message,
-    traceback = r.traceback, history = history_of(r.history) }
+    traceback = r.traceback, history = history_of(r) }
 end
 
 -- }======
@@ -283,7 +297,11 @@ local function print_failure(r, indent)
   indent = indent or ""
   if r.message then print(indent .. "error: " .. r.message) end
   if r.traceback and r.traceback ~= r.message then
-    for line in r.traceback:gmatch("[^\n]+") do print(indent .. "  " .. line) end
+    local first = true
+    for line in r.traceback:gmatch("[^\n]+") do
+      if not (first and line == r.message) then print(indent .. "  " .. line) end
+      first = false
+    end
   end
 end
 
@@ -346,7 +364,7 @@ local function show(db, args)
   if r.parameters then print("  parameters: " .. r.parameters) end
   if r.tags then print("  tags: " .. r.tags) end
   local states = {}
-  for _, s in ipairs(history_of(r.history)) do
+  for _, s in ipairs(history_of(r)) do
     states[#states + 1] = fmt("%s %s", s.name, os.date("%H:%M:%S", math.floor(s.time))
       .. fmt(".%03d", math.floor((s.time % 1) * 1000)))
   end
