@@ -83,6 +83,7 @@ MFL_INTERNAL_STORE int mfl_store_lookup(mfl_store *st, const char *key,
 /* Counters and the error that stopped writing (NULL: none). */
 typedef struct mfl_store_stats {
   uint64_t events, commits, waits; /* waits: the ring was full */
+  double writer_cpu;               /* seconds the writer thread computed */
   const char *error;
 } mfl_store_stats;
 MFL_INTERNAL_STORE void mfl_store_get_stats(mfl_store *st,

@@ -289,6 +289,8 @@ static int l_store_stats(lua_State *L) {
   lua_setfield(L, -2, "commits");
   lua_pushinteger(L, (lua_Integer)st.waits);
   lua_setfield(L, -2, "waits");
+  lua_pushnumber(L, st.writer_cpu);
+  lua_setfield(L, -2, "writer_cpu");
   if (st.error) {
     lua_pushstring(L, st.error);
     lua_setfield(L, -2, "error");

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -170,6 +171,8 @@ static void wrun_free(wrun *r) {
 /* }====== */
 
 struct mfl_store {
+  struct mfl_store *next_open; /* the stores open in this process */
+  uv_thread_t owner;           /* the loop thread: the only producer */
   char *path;
   sqlite3 *db, *reader;
   uv_thread_t thread;
@@ -183,7 +186,8 @@ struct mfl_store {
   uint64_t flush_asked;        /* loop thread */
   _Atomic uint64_t flush_done; /* writer */
   _Atomic uint64_t events, commits, waits;
-  char *error; /* set once by the writer */
+  _Atomic uint64_t writer_ns; /* the writer thread's CPU time */
+  char *error;                /* set once by the writer */
   atomic_int failed;
   sqlite3_int64 process_row;
   /* Writer-only. */
@@ -197,7 +201,7 @@ struct mfl_store {
   size_t spare_count;
 };
 
-#define SPARE_MAX 4096
+#define SPARE_MAX 16384
 
 /* A zeroed fold: reused when one is spare (a map makes a million). */
 static wrun *wrun_new(mfl_store *st) {
@@ -540,7 +544,8 @@ static void event_release(event *e) {
  * stop was among them. */
 static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
   int stop = 0, live = !atomic_load(&st->failed);
-  if (live && sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+  if (live &&
+      sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
     writer_error(st, "cannot begin a transaction");
     live = 0;
   }
@@ -609,6 +614,10 @@ static void writer_main(void *arg) {
       uv_cond_broadcast(&st->flushed);
       uv_mutex_unlock(&st->lock);
     }
+    struct timespec cpu;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+      atomic_store(&st->writer_ns,
+                   (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec);
     if (stop)
       return;
   }
@@ -728,6 +737,7 @@ void mfl_store_get_stats(mfl_store *st, mfl_store_stats *out) {
   out->events = atomic_load(&st->events);
   out->commits = atomic_load(&st->commits);
   out->waits = atomic_load(&st->waits);
+  out->writer_cpu = (double)atomic_load(&st->writer_ns) / 1e9;
   out->error = atomic_load(&st->failed) ? st->error : NULL;
 }
 
@@ -738,6 +748,42 @@ sqlite3 *mfl_store_reader(mfl_store *st) { return st->reader; }
 /* }====== */
 
 /* {====== Start and stop ====== */
+
+/* A script that calls os.exit() leaves without closing its Lua state: the
+ * stores still open are flushed at exit (from the loop thread that
+ * called exit; another thread's exit leaves them as a SIGKILL would). */
+static uv_mutex_t open_lock;
+static uv_once_t open_once = UV_ONCE_INIT;
+static mfl_store *open_stores;
+
+static void flush_at_exit(void) {
+  uv_thread_t self = uv_thread_self();
+  uv_mutex_lock(&open_lock);
+  for (mfl_store *st = open_stores; st; st = st->next_open)
+    if (uv_thread_equal(&st->owner, &self))
+      mfl_store_flush(st);
+  uv_mutex_unlock(&open_lock);
+}
+
+static void init_open_list(void) {
+  uv_mutex_init(&open_lock);
+  atexit(flush_at_exit);
+}
+
+static void track(mfl_store *st, int open) {
+  uv_once(&open_once, init_open_list);
+  uv_mutex_lock(&open_lock);
+  mfl_store **p = &open_stores;
+  while (*p && *p != st)
+    p = &(*p)->next_open;
+  if (open && !*p) {
+    st->next_open = open_stores;
+    open_stores = st;
+  } else if (!open && *p) {
+    *p = st->next_open;
+  }
+  uv_mutex_unlock(&open_lock);
+}
 
 static int prepare(mfl_store *st, char *err, size_t errlen) {
   static const char *insert_run =
@@ -820,6 +866,8 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
     uv_mutex_destroy(&st->lock);
     goto failed;
   }
+  st->owner = uv_thread_self();
+  track(st, 1);
   return st;
 failed:
   finalize_all(st);
@@ -833,6 +881,7 @@ failed:
 void mfl_store_close(mfl_store *st) {
   if (!st)
     return;
+  track(st, 0);
   event *e = slot(st);
   e->kind = EV_STOP;
   atomic_store(&st->urgent, 1);

@@ -359,6 +359,23 @@ fl()
   lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 'slow' AND state_type = 6"), "3")
 end
 
+function TestStoreProgram:test_os_exit_flushes_what_was_queued()
+  local d = new_dir()
+  local db = d .. "/store.db"
+  local r = program(d, { MOONFLOW_STORE = db }, "-e " .. quote([[
+local mf = require "moonflow"
+local t = mf.task({ name = "t" }, function(i) return i end)
+local n = #mf.flow({ name = "exiting" }, function()
+  local xs = {}
+  for i = 1, 5000 do xs[i] = i end
+  return t:map(xs):result()
+end)()
+os.exit(n == 5000 and 7 or 1)]]))
+  lu.assertEquals(r.code, 7, describe(r))
+  lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 't' AND state_type = 3"), "5000")
+  lu.assertEquals(sql(db, "SELECT state_type FROM runs WHERE name = 'exiting-1'"), "3")
+end
+
 function TestStoreProgram:test_two_processes_on_one_file()
   local d = new_dir()
   local db = d .. "/store.db"
