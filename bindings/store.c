@@ -125,6 +125,11 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
     return -1;
   }
   sqlite3_busy_timeout(db, 10000); /* another process is committing */
+  /* No checkpoint when the last connection closes: it syncs the file,
+   * which would make every program's exit wait for the disk.  The WAL is
+   * checkpointed while writing (wal_autocheckpoint) and read by the next
+   * process as it is. */
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
   int version = schema_version(db, err, errlen);
   if (version < 0)
     goto failed;

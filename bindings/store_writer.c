@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -189,7 +190,9 @@ struct mfl_store {
   _Atomic uint64_t writer_ns; /* the writer thread's CPU time */
   char *error;                /* set once by the writer */
   atomic_int failed;
-  sqlite3_int64 process_row;
+  sqlite3_int64 process_row; /* written with the first batch */
+  double opened_at;
+  int reader_failed;
   /* Writer-only. */
   run_map runs;
   wrun *touched_first, *touched_last;
@@ -490,9 +493,27 @@ static int waiting_to_start(const wrun *r) {
   return !r->rowid && !r->started && !r->final;
 }
 
+/* The row of this process, with its first batch (a process that records
+ * nothing writes nothing). */
+static int write_process(mfl_store *st) {
+  if (st->process_row)
+    return 0;
+  char sql[128];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO processes(pid, started) VALUES(%ld, %.6f)",
+           (long)getpid(), st->opened_at);
+  if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+    writer_error(st, "cannot record the process");
+    return -1;
+  }
+  st->process_row = sqlite3_last_insert_rowid(st->db);
+  return 0;
+}
+
 /* all: runs waiting to start are written too (a flush, the end). */
 static void commit_batch(mfl_store *st, int all) {
-  int ok = !atomic_load(&st->failed);
+  int ok = !atomic_load(&st->failed) &&
+           (!(st->touched_first || st->log_count) || write_process(st) == 0);
   for (wrun *r = st->touched_first; ok && r; r = r->next_touched)
     if (!waiting_to_start(r))
       ok = write_run(st, r) == 0;
@@ -743,7 +764,15 @@ void mfl_store_get_stats(mfl_store *st, mfl_store_stats *out) {
 
 const char *mfl_store_path(const mfl_store *st) { return st->path; }
 
-sqlite3 *mfl_store_reader(mfl_store *st) { return st->reader; }
+/* Opened on first use: a process that looks nothing up needs none. */
+sqlite3 *mfl_store_reader(mfl_store *st) {
+  if (!st->reader && !st->reader_failed && strcmp(st->path, ":memory:") != 0) {
+    char err[256];
+    if (mfl_store_connect(st->path, 0, &st->reader, err, sizeof err) != 0)
+      st->reader_failed = 1;
+  }
+  return st->reader;
+}
 
 /* }====== */
 
@@ -841,19 +870,9 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   }
   if (prepare(st, err, errlen) != 0)
     goto failed;
-  char sql[128];
-  snprintf(sql, sizeof sql,
-           "INSERT INTO processes(pid, started) VALUES(%ld, "
-           "julianday('now') * 86400 - 210866760000)",
-           (long)getpid());
-  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-    snprintf(err, errlen, "cannot write: %s", sqlite3_errmsg(db));
-    goto failed;
-  }
-  st->process_row = sqlite3_last_insert_rowid(db);
-  if (strcmp(path, ":memory:") != 0 &&
-      mfl_store_connect(path, 0, &st->reader, err, errlen) != 0)
-    goto failed;
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  st->opened_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
   uv_mutex_init(&st->lock);
   uv_cond_init(&st->wake_writer);
   uv_cond_init(&st->room);
@@ -887,7 +906,7 @@ void mfl_store_close(mfl_store *st) {
   atomic_store(&st->urgent, 1);
   publish(st);
   uv_thread_join(&st->thread);
-  if (!atomic_load(&st->failed)) {
+  if (!atomic_load(&st->failed) && st->process_row) {
     char sql[160];
     snprintf(sql, sizeof sql,
              "UPDATE processes SET ended = julianday('now') * 86400 - "
