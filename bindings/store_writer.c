@@ -67,7 +67,7 @@ typedef struct wrun {
   sqlite3_int64 rowid, parent_row, flow_row; /* 0: none (yet) */
   struct wrun *parent;                       /* until inserted */
   struct wrun *next_touched;
-  unsigned char is_flow, type, name, final, touched, resolved;
+  unsigned char is_flow, type, name, final, touched;
   int attempts;
   double created, started, ended;
   char *fields; /* name\0task\0tags\0params\0: inline or malloc'd */
@@ -158,7 +158,8 @@ static void result_free(mfl_store_result *r) {
   memset(r, 0, sizeof *r);
 }
 
-static void wrun_free(wrun *r) {
+/* Frees what the fold owns (not the fold: it lives in a slab). */
+static void wrun_clear(wrun *r) {
   if (r->fields != r->fields_inline)
     free(r->fields);
   free(r->message);
@@ -166,8 +167,16 @@ static void wrun_free(wrun *r) {
   if (r->history != r->history_inline)
     free(r->history);
   result_free(&r->result);
-  free(r);
 }
+
+/* Folds are allocated by the slab and kept for reuse until the store
+ * closes: a map holds as many folds as it has runs waiting to start, and
+ * one malloc each grew and shrank the writer's heap at every burst. */
+#define SLAB_RUNS 256
+typedef struct slab {
+  struct slab *next;
+  wrun runs[SLAB_RUNS];
+} slab;
 
 /* }====== */
 
@@ -198,43 +207,38 @@ struct mfl_store {
   wrun *touched_first, *touched_last;
   log_line *logs;
   size_t log_count, log_cap;
-  sqlite3_stmt *insert_run, *update_run, *insert_log, *insert_result,
-      *delete_results;
-  wrun *spare; /* folds to reuse, linked through next_touched */
-  size_t spare_count;
+  sqlite3_stmt *insert_run, *insert_many, *update_run, *insert_log,
+      *insert_result, *delete_results, *max_row;
+  sqlite3_int64 last_row; /* the highest run id, in a batch */
+  wrun *spare;            /* folds to reuse, linked through next_touched */
+  slab *slabs;
 };
 
-#define SPARE_MAX 16384
-
-/* A zeroed fold: reused when one is spare (a map makes a million). */
+/* A zeroed fold. */
 static wrun *wrun_new(mfl_store *st) {
-  wrun *r = st->spare;
-  if (r) {
-    st->spare = r->next_touched;
-    st->spare_count--;
-    memset(r, 0, offsetof(wrun, history_inline));
-  } else if (!(r = malloc(sizeof *r))) {
-    return NULL;
-  } else {
-    memset(r, 0, offsetof(wrun, history_inline));
+  if (!st->spare) {
+    slab *s = malloc(sizeof *s);
+    if (!s)
+      return NULL;
+    s->next = st->slabs;
+    st->slabs = s;
+    for (int i = 0; i < SLAB_RUNS; i++) {
+      s->runs[i].next_touched = st->spare;
+      st->spare = &s->runs[i];
+    }
   }
+  wrun *r = st->spare;
+  st->spare = r->next_touched;
+  memset(r, 0, offsetof(wrun, history_inline));
   r->history = r->history_inline;
   r->history_cap = sizeof r->history_inline;
   return r;
 }
 
 static void wrun_release(mfl_store *st, wrun *r) {
-  if (st->spare_count >= SPARE_MAX || r->fields != r->fields_inline ||
-      r->history != r->history_inline) {
-    wrun_free(r);
-    return;
-  }
-  free(r->message);
-  free(r->traceback);
-  result_free(&r->result);
+  wrun_clear(r);
   r->next_touched = st->spare;
   st->spare = r;
-  st->spare_count++;
 }
 
 /* {====== The writer thread ====== */
@@ -305,7 +309,7 @@ static void fold_submit(mfl_store *st, event *e) {
   }
   history_add(r, e);
   if (map_put(&st->runs, r) != 0) {
-    wrun_free(r);
+    wrun_release(st, r);
     return;
   }
   touch(st, r);
@@ -414,76 +418,131 @@ static int plain_history(const wrun *r) {
   return n < 3 || r->final;
 }
 
-static int write_run(mfl_store *st, wrun *r) {
-  sqlite3_stmt *s;
-  if (!r->rowid) {
-    if (!r->resolved) {
-      r->resolved = 1;
-      if (r->parent) {
-        r->parent_row = r->parent->rowid;
-        r->flow_row =
-            r->parent->is_flow ? r->parent->rowid : r->parent->flow_row;
-      }
-      r->parent = NULL;
-    }
-    const char *f[4] = {"?", NULL, NULL, NULL};
-    const char *p = r->fields;
-    for (int i = 0; p && i < 4; i++, p += strlen(p) + 1)
-      f[i] = p;
-    s = st->insert_run;
-    sqlite3_bind_int64(s, 1, st->process_row);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)r->id);
-    if (r->parent_row)
-      sqlite3_bind_int64(s, 3, r->parent_row);
-    else
-      sqlite3_bind_null(s, 3);
-    if (r->flow_row)
-      sqlite3_bind_int64(s, 4, r->flow_row);
-    else
-      sqlite3_bind_null(s, 4);
-    sqlite3_bind_int(s, 5, r->is_flow);
-    sqlite3_bind_text(s, 6, f[0], -1, SQLITE_STATIC);
-    bind_text_or_null(s, 7, f[1]);
-    bind_text_or_null(s, 8, f[2]);
-    bind_text_or_null(s, 9, f[3]);
-    bind_time(s, 10, r->created);
-  } else {
-    s = st->update_run;
-    sqlite3_bind_int64(s, 10, r->rowid);
-  }
-  sqlite3_bind_int(s, 11, r->type);
-  sqlite3_bind_int(s, 12, r->name);
-  bind_time(s, 13, r->started);
-  bind_time(s, 14, r->ended);
-  sqlite3_bind_int(s, 15, r->attempts);
-  if (plain_history(r))
-    sqlite3_bind_null(s, 16);
+/* A new run's row: 19 values from base + 1, in the order of the INSERT's
+ * columns. */
+#define INSERT_COLUMNS 19
+#define INSERT_ROWS 32 /* rows per INSERT: one statement, its cursors once */
+
+static void bind_new_run(mfl_store *st, sqlite3_stmt *s, int base, wrun *r) {
+  const char *f[4] = {"?", NULL, NULL, NULL};
+  const char *p = r->fields;
+  for (int i = 0; p && i < 4; i++, p += strlen(p) + 1)
+    f[i] = p;
+  sqlite3_bind_int64(s, base + 1, r->rowid);
+  sqlite3_bind_int64(s, base + 2, st->process_row);
+  sqlite3_bind_int64(s, base + 3, (sqlite3_int64)r->id);
+  if (r->parent_row)
+    sqlite3_bind_int64(s, base + 4, r->parent_row);
   else
-    sqlite3_bind_blob(s, 16, r->history, (int)r->history_len, SQLITE_STATIC);
-  bind_text_or_null(s, 17, r->message);
-  bind_text_or_null(s, 18, r->traceback);
-  if (s == st->update_run)
-    for (int i = 1; i <= 9; i++)
-      sqlite3_bind_null(s, i);
-  if (step_reset(st, s, "cannot record a run") != 0)
-    return -1;
-  if (!r->rowid)
-    r->rowid = sqlite3_last_insert_rowid(st->db);
-  if (r->final && r->result.value && r->type == MF_COMPLETED) {
-    if (r->result.key) {
-      s = st->delete_results;
-      sqlite3_bind_text(s, 1, r->result.key, -1, SQLITE_STATIC);
-      if (step_reset(st, s, "cannot record a result") != 0)
-        return -1;
+    sqlite3_bind_null(s, base + 4);
+  if (r->flow_row)
+    sqlite3_bind_int64(s, base + 5, r->flow_row);
+  else
+    sqlite3_bind_null(s, base + 5);
+  sqlite3_bind_int(s, base + 6, r->is_flow);
+  sqlite3_bind_text(s, base + 7, f[0], -1, SQLITE_STATIC);
+  bind_text_or_null(s, base + 8, f[1]);
+  bind_text_or_null(s, base + 9, f[2]);
+  bind_text_or_null(s, base + 10, f[3]);
+  bind_time(s, base + 11, r->created);
+}
+
+/* The state part (8 values from base + 1): of an insert or an update. */
+static void bind_state(sqlite3_stmt *s, int base, wrun *r) {
+  sqlite3_bind_int(s, base + 1, r->type);
+  sqlite3_bind_int(s, base + 2, r->name);
+  bind_time(s, base + 3, r->started);
+  bind_time(s, base + 4, r->ended);
+  sqlite3_bind_int(s, base + 5, r->attempts);
+  if (plain_history(r))
+    sqlite3_bind_null(s, base + 6);
+  else
+    sqlite3_bind_blob(s, base + 6, r->history, (int)r->history_len,
+                      SQLITE_STATIC);
+  bind_text_or_null(s, base + 7, r->message);
+  bind_text_or_null(s, base + 8, r->traceback);
+}
+
+/* Gives a new run its row id: the writer holds the write lock for the
+ * whole batch (BEGIN IMMEDIATE), so ids from max(id) + 1 are its own. */
+static void assign_row(mfl_store *st, wrun *r) {
+  if (r->parent) {
+    r->parent_row = r->parent->rowid;
+    r->flow_row = r->parent->is_flow ? r->parent->rowid : r->parent->flow_row;
+    r->parent = NULL;
+  }
+  r->rowid = ++st->last_row;
+}
+
+/* Inserts n new runs: INSERT_ROWS at once with insert_many, else one by
+ * one. */
+static int insert_runs(mfl_store *st, wrun **runs, int n) {
+  if (n == INSERT_ROWS) {
+    sqlite3_stmt *s = st->insert_many;
+    for (int i = 0; i < n; i++) {
+      bind_new_run(st, s, i * INSERT_COLUMNS, runs[i]);
+      bind_state(s, i * INSERT_COLUMNS + 11, runs[i]);
     }
-    s = st->insert_result;
-    sqlite3_bind_int64(s, 1, r->rowid);
-    bind_text_or_null(s, 2, r->result.key);
-    bind_time(s, 3, r->ended);
-    bind_time(s, 4, r->result.expires);
-    sqlite3_bind_blob(s, 5, r->result.value, (int)r->result.len, SQLITE_STATIC);
+    return step_reset(st, s, "cannot record runs");
+  }
+  for (int i = 0; i < n; i++) {
+    bind_new_run(st, st->insert_run, 0, runs[i]);
+    bind_state(st->insert_run, 11, runs[i]);
+    if (step_reset(st, st->insert_run, "cannot record a run") != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static int update_run(mfl_store *st, wrun *r) {
+  bind_state(st->update_run, 0, r);
+  sqlite3_bind_int64(st->update_run, 9, r->rowid);
+  return step_reset(st, st->update_run, "cannot record a run");
+}
+
+static int write_result(mfl_store *st, wrun *r) {
+  sqlite3_stmt *s;
+  if (r->result.key) {
+    s = st->delete_results;
+    sqlite3_bind_text(s, 1, r->result.key, -1, SQLITE_STATIC);
     if (step_reset(st, s, "cannot record a result") != 0)
       return -1;
+  }
+  s = st->insert_result;
+  sqlite3_bind_int64(s, 1, r->rowid);
+  bind_text_or_null(s, 2, r->result.key);
+  bind_time(s, 3, r->ended);
+  bind_time(s, 4, r->result.expires);
+  sqlite3_bind_blob(s, 5, r->result.value, (int)r->result.len, SQLITE_STATIC);
+  return step_reset(st, s, "cannot record a result");
+}
+
+/* Writes one run: a new row (queued in rows, flushed by INSERT_ROWS),
+ * or its row updated; then its kept result. */
+static int write_run(mfl_store *st, wrun *r, wrun **rows, int *nrows) {
+  int ok = 1;
+  if (!r->rowid) {
+    assign_row(st, r);
+    rows[(*nrows)++] = r;
+    if (*nrows == INSERT_ROWS) {
+      ok = insert_runs(st, rows, *nrows) == 0;
+      *nrows = 0;
+    }
+  } else {
+    ok = update_run(st, r) == 0;
+  }
+  if (ok && r->final && r->result.value && r->type == MF_COMPLETED)
+    ok = write_result(st, r) == 0;
+  return ok ? 0 : -1;
+}
+
+static int read_last_row(mfl_store *st) {
+  int rc = sqlite3_step(st->max_row);
+  st->last_row = rc == SQLITE_ROW ? sqlite3_column_int64(st->max_row, 0) : 0;
+  sqlite3_reset(st->max_row);
+  if (rc != SQLITE_ROW) {
+    writer_error(st, "cannot read the store");
+    return -1;
   }
   return 0;
 }
@@ -513,13 +572,18 @@ static int write_process(mfl_store *st) {
 /* all: runs waiting to start are written too (a flush, the end). */
 static void commit_batch(mfl_store *st, int all) {
   int ok = !atomic_load(&st->failed) &&
-           (!(st->touched_first || st->log_count) || write_process(st) == 0);
+           (!(st->touched_first || st->log_count) ||
+            (write_process(st) == 0 && read_last_row(st) == 0));
+  wrun *rows[INSERT_ROWS];
+  int nrows = 0;
   for (wrun *r = st->touched_first; ok && r; r = r->next_touched)
     if (!waiting_to_start(r))
-      ok = write_run(st, r) == 0;
+      ok = write_run(st, r, rows, &nrows) == 0;
   for (size_t i = 0; all && ok && i < st->runs.cap; i++)
     if (st->runs.slots[i] && waiting_to_start(st->runs.slots[i]))
-      ok = write_run(st, st->runs.slots[i]) == 0;
+      ok = write_run(st, st->runs.slots[i], rows, &nrows) == 0;
+  if (ok && nrows)
+    ok = insert_runs(st, rows, nrows) == 0;
   for (size_t i = 0; ok && i < st->log_count; i++) {
     log_line *l = &st->logs[i];
     sqlite3_stmt *s = st->insert_log;
@@ -814,28 +878,37 @@ static void track(mfl_store *st, int open) {
   uv_mutex_unlock(&open_lock);
 }
 
+#define RUN_COLUMNS                                                            \
+  "id, process, local_id, parent, flow, kind, name, task, tags, parameters,"   \
+  " created, state_type, state_name, started, ended, attempts, history,"       \
+  " message, traceback"
+#define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
 static int prepare(mfl_store *st, char *err, size_t errlen) {
-  static const char *insert_run =
-      "INSERT INTO runs(process, local_id, parent, flow, kind, name, task,"
-      " tags, parameters, created, state_type, state_name, started, ended,"
-      " attempts, history, message, traceback) VALUES(?1, ?2, ?3, ?4, ?5,"
-      " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
-  static const char *update_run =
-      "UPDATE runs SET state_type = ?11, state_name = ?12, started = ?13,"
-      " ended = ?14, attempts = ?15, history = ?16, message = ?17,"
-      " traceback = ?18 WHERE id = ?10";
+  /* INSERT_ROWS rows of RUN_VALUES. */
+  char many[64 + sizeof RUN_COLUMNS + INSERT_ROWS * (sizeof RUN_VALUES + 1)];
+  int n =
+      snprintf(many, sizeof many, "INSERT INTO runs(" RUN_COLUMNS ") VALUES ");
+  for (int i = 0; i < INSERT_ROWS; i++)
+    n += snprintf(many + n, sizeof many - (size_t)n, "%s" RUN_VALUES,
+                  i ? "," : "");
   struct {
     const char *sql;
     sqlite3_stmt **stmt;
   } all[] = {
-      {insert_run, &st->insert_run},
-      {update_run, &st->update_run},
+      {"INSERT INTO runs(" RUN_COLUMNS ") VALUES " RUN_VALUES, &st->insert_run},
+      {many, &st->insert_many},
+      {"UPDATE runs SET state_type = ?1, state_name = ?2, started = ?3,"
+       " ended = ?4, attempts = ?5, history = ?6, message = ?7,"
+       " traceback = ?8 WHERE id = ?9",
+       &st->update_run},
       {"INSERT INTO logs(run, time, level, message) VALUES(?1, ?2, ?3, ?4)",
        &st->insert_log},
       {"INSERT OR REPLACE INTO results(run, key, created, expires, value)"
        " VALUES(?1, ?2, ?3, ?4, ?5)",
        &st->insert_result},
       {"DELETE FROM results WHERE key = ?1", &st->delete_results},
+      {"SELECT max(id) FROM runs", &st->max_row},
   };
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     if (sqlite3_prepare_v3(st->db, all[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -848,10 +921,12 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
 
 static void finalize_all(mfl_store *st) {
   sqlite3_finalize(st->insert_run);
+  sqlite3_finalize(st->insert_many);
   sqlite3_finalize(st->update_run);
   sqlite3_finalize(st->insert_log);
   sqlite3_finalize(st->insert_result);
   sqlite3_finalize(st->delete_results);
+  sqlite3_finalize(st->max_row);
 }
 
 mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
@@ -916,12 +991,12 @@ void mfl_store_close(mfl_store *st) {
   }
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i])
-      wrun_free(st->runs.slots[i]);
+      wrun_clear(st->runs.slots[i]);
   free(st->runs.slots);
-  while (st->spare) {
-    wrun *next = st->spare->next_touched;
-    free(st->spare);
-    st->spare = next;
+  while (st->slabs) {
+    slab *next = st->slabs->next;
+    free(st->slabs);
+    st->slabs = next;
   }
   free(st->logs);
   finalize_all(st);
