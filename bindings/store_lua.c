@@ -77,7 +77,21 @@ static void summarize(lua_State *L, int idx, char *buf, size_t size) {
   size_t room = size - used;
   switch (lua_type(L, idx)) {
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx))
+    if (lua_isinteger(L, idx) && room > 21) { /* the usual: no printf */
+      lua_Integer v = lua_tointeger(L, idx);
+      unsigned long long u =
+          v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+      char digits[24];
+      int n = 0;
+      do
+        digits[n++] = (char)('0' + u % 10);
+      while ((u /= 10) != 0);
+      if (v < 0)
+        *p++ = '-';
+      while (n)
+        *p++ = digits[--n];
+      *p = 0;
+    } else if (lua_isinteger(L, idx))
       snprintf(p, room, "%lld", (long long)lua_tointeger(L, idx));
     else
       snprintf(p, room, "%.14g", (double)lua_tonumber(L, idx));
@@ -110,7 +124,12 @@ void mfl_store_before_submit(lua_State *L, mfl_state *S, mf_run *run,
   n->run = run;
   n->task[0] = n->tags[0] = n->params[0] = 0;
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_NAME);
-  snprintf(n->task, sizeof n->task, "%s", lua_tostring(L, -1));
+  size_t len;
+  const char *task = lua_tolstring(L, -1, &len);
+  if (len >= sizeof n->task)
+    len = sizeof n->task - 1;
+  memcpy(n->task, task, len);
+  n->task[len] = 0;
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
   if (lua_getfield(L, -1, "tags") == LUA_TTABLE) {
     for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
