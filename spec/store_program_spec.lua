@@ -335,6 +335,29 @@ function TestStoreProgram:test_a_foreign_file_is_left_untouched()
   lu.assertEquals(read_file(db), bytes)
 end
 
+function TestStoreProgram:test_a_corrupt_store_is_reported_once_and_untouched()
+  local d = new_dir()
+  local db = d .. "/store.db"
+  local r = program(d, { MOONFLOW_STORE = db }, quote(script(d, SUM)))
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(sql(db, "PRAGMA wal_checkpoint(TRUNCATE)"), "0|0|0")
+  -- Every page after the first (the header and the schema) overwritten.
+  local bytes = read_file(db)
+  lu.assertTrue(#bytes > 8192)
+  bytes = bytes:sub(1, 4096) .. string.rep("\xa5", #bytes - 4096)
+  write_file(db, bytes)
+  r = program(d, { MOONFLOW_STORE = db }, quote(script(d, SUM)))
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(r.out, "4501500\n")
+  lu.assertEquals(count_lines(r.err, "run store"), 1, describe(r))
+  lu.assertStrContains(r.err, "malformed")
+  lu.assertEquals(read_file(db), bytes)
+  r = program(d, { MOONFLOW_STORE = db }, "runs")
+  lu.assertEquals(r.code, 1, describe(r))
+  lu.assertStrContains(r.err, "malformed")
+  lu.assertEquals(read_file(db), bytes)
+end
+
 function TestStoreProgram:test_ctrl_c_flushes_what_was_queued()
   local d = new_dir()
   local db = d .. "/store.db"
