@@ -5,6 +5,8 @@
  * and reader:query(sql, ...) returns the rows as tables keyed by column.
  * Also mf_lua_store, the C host's way to turn the store on.
  */
+#include <errno.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <string.h>
 
@@ -100,6 +102,14 @@ static int reader_close(lua_State *L) {
   return 0;
 }
 
+/* core.process_alive(pid) -> whether a process with that id exists here
+ * (a run left going by a process that is gone did not end well) */
+static int l_process_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM));
+  return 1;
+}
+
 static const luaL_Reg reader_methods[] = {
     {"query", reader_query}, {"close", reader_close}, {NULL, NULL}};
 
@@ -114,6 +124,8 @@ void mfl_open_store_reader(lua_State *L) {
   lua_pop(L, 1);
   mfl_pushcfunction(L, l_store_reader);
   lua_setfield(L, -2, "store_reader");
+  lua_pushcfunction(L, l_process_alive);
+  lua_setfield(L, -2, "process_alive");
 }
 
 /* {====== The C host's switch ====== */

@@ -243,6 +243,12 @@ function TestStoreProgram:test_sigkill_halfway_then_rerun_reuses_cached_runs()
     (SELECT max(id) FROM runs WHERE kind = 1) GROUP BY state_name ORDER BY state_name]])
   lu.assertEquals(second, "3|5\n9|5")
   lu.assertEquals(sql(db, "PRAGMA integrity_check"), "ok")
+  -- The killed flow never ends: `runs` says its process is gone.
+  r = program(d, { MOONFLOW_STORE = db }, "runs")
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertStrContains(r.out, "resume-1  RUNNING (process gone)")
+  lu.assertStrContains(r.out, "5 Running, 5 Completed")
+  lu.assertStrContains(r.out, "5 Completed, 5 Cached")
 end
 
 function TestStoreProgram:test_sigkill_during_batch_writes()

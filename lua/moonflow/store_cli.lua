@@ -34,8 +34,32 @@ local function duration(a, b)
   return fmt("%dh%02dm", s // 3600, math.floor(s % 3600) // 60)
 end
 
+-- A run not final whose process ended (or is gone: SIGKILL, a crash)
+-- will never end: said so beside its state.
+local gone_cache = {}
+local function process_gone(db, process)
+  if gone_cache[process] == nil then
+    local p = db:query("SELECT pid, ended FROM processes WHERE id = ?", process)[1]
+    gone_cache[process] = not p or p.ended ~= nil or not core.process_alive(p.pid)
+  end
+  return gone_cache[process]
+end
+
+local current_db
 local function state_of(r)
   return TYPES[r.state_type] or "?", NAMES[r.state_name] or "?"
+end
+
+local function is_gone(r)
+  return r.state_type < 3 and r.state_name ~= 7 and current_db ~= nil
+    and process_gone(current_db, r.process)
+end
+
+-- "COMPLETED", "FAILED/TimedOut", "RUNNING (process gone)".
+local function state_text(r)
+  local type_, name = state_of(r)
+  local text = type_ == name:upper() and type_ or type_ .. "/" .. name
+  return is_gone(r) and text .. " (process gone)" or text
 end
 
 -- Prints rows (arrays of strings) under headers, columns padded.
@@ -202,7 +226,8 @@ end
 
 local function task_counts(db, id)
   return db:query([[SELECT state_name, count(*) AS n FROM runs
-    WHERE flow = ? AND kind = 0 GROUP BY state_name ORDER BY n DESC]], id)
+    WHERE flow = ? AND kind = 0 GROUP BY state_name
+    ORDER BY n DESC, state_name]], id)
 end
 
 -- Every state of run r: its history blob, or (NULL: nothing the times do
@@ -237,7 +262,8 @@ local function run_record(r)
     state = type_, state_name = name, created = r.created,
     started = r.started, ended = r.ended, attempts = r.attempts,
     tags = r.tags, parameters = r.parameters, message = r.message,
-    traceback = r.traceback, history = history_of(r) }
+    traceback = r.traceback, history = history_of(r),
+    process_gone = is_gone(r) or nil }
 end
 
 -- }======
@@ -283,9 +309,7 @@ local function runs(db, args)
   end
   local lines = {}
   for i, r in ipairs(rows) do
-    local type_, name = state_of(r)
-    lines[i] = { tostring(r.id), r.name, type_ == name:upper() and type_
-      or type_ .. "/" .. name, when(r.started or r.created),
+    lines[i] = { tostring(r.id), r.name, state_text(r), when(r.started or r.created),
       duration(r.started, r.ended), counts_text(task_counts(db, r.id)) }
   end
   table_print({ "ID", "FLOW RUN", "STATE", "START", "DURATION", "TASK RUNS" },
@@ -306,9 +330,7 @@ local function print_failure(r, indent)
 end
 
 local function describe(r)
-  local type_, name = state_of(r)
-  local state = type_ == name:upper() and type_ or type_ .. "/" .. name
-  return fmt("%s [%s] %s %s", r.name, r.id, state, duration(r.started, r.ended))
+  return fmt("%s [%s] %s %s", r.name, r.id, state_text(r), duration(r.started, r.ended))
 end
 
 -- The tree of a small run: every run under it, by parent.
@@ -355,9 +377,8 @@ local function show(db, args)
     print_json(rec)
     return 0
   end
-  local type_, name = state_of(r)
-  print(fmt("%s run %s (id %d): %s/%s", r.kind == 1 and "flow" or "task",
-    r.name, r.id, type_, name))
+  print(fmt("%s run %s (id %d): %s", r.kind == 1 and "flow" or "task",
+    r.name, r.id, state_text(r)))
   print(fmt("  task %s; created %s; started %s; duration %s; attempts %d",
     r.task or "?", when(r.created), when(r.started),
     duration(r.started, r.ended), r.attempts or 0))
@@ -409,8 +430,7 @@ local function show(db, args)
   print(fmt("runs %d to %d of %d:", offset + 1, offset + #page, total))
   lines = {}
   for i, x in ipairs(page) do
-    local t, n = state_of(x)
-    lines[i] = { tostring(x.id), x.name, t == n:upper() and t or t .. "/" .. n,
+    lines[i] = { tostring(x.id), x.name, state_text(x),
       duration(x.started, x.ended) }
   end
   table_print({ "ID", "RUN", "STATE", "DURATION" }, lines)
@@ -464,6 +484,7 @@ function M.main(command, path, ...)
   end
   local ok, status = pcall(function()
     local db = core.store_reader(path)
+    current_db = db
     local result = commands[command](db, args)
     db:close()
     return result
