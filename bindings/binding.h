@@ -301,6 +301,8 @@ MFL_INTERNAL void mfl_store_before_submit(lua_State *L, mfl_state *S,
  * message pushed. */
 MFL_INTERNAL int mfl_store_configure(lua_State *L, mfl_state *S,
                                      const char *path);
+/* The run got a name of its own after its submit (task_run_name). */
+MFL_INTERNAL void mfl_store_renamed(mfl_state *S, mf_run *run);
 /* Installs the engine observer (once). */
 MFL_INTERNAL void mfl_store_observe(mfl_state *S);
 /* Closes the store (state close), after the engine's last states. */

@@ -71,6 +71,9 @@ MFL_INTERNAL_STORE void mfl_store_state(mfl_store *st, uint64_t id,
                                         const char *message,
                                         const char *traceback,
                                         mfl_store_result *result);
+/* The run was named (task_run_name, after its submit). */
+MFL_INTERNAL_STORE void mfl_store_rename(mfl_store *st, uint64_t id,
+                                         const char *name);
 MFL_INTERNAL_STORE void mfl_store_log(mfl_store *st, uint64_t id, int level,
                                       double time, const char *message);
 

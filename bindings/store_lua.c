@@ -226,6 +226,15 @@ static void observe(mf_run *run, const mf_state *state, void *data) {
   }
 }
 
+void mfl_store_renamed(mfl_state *S, mf_run *run) {
+  if (!S->store || !mf_run_id(run) || mf_run_data(run) != S ||
+      ((mfl_run *)mf_run_body(run))->quiet)
+    return;
+  char name[256];
+  mf_run_name(run, name, sizeof name);
+  mfl_store_rename(S->store, mf_run_id(run), name);
+}
+
 void mfl_store_observe(mfl_state *S) {
   if (S->observing || !S->engine)
     return;

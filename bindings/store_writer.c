@@ -41,6 +41,7 @@ typedef enum ev_kind {
   EV_SUBMIT = 1,
   EV_STATE,
   EV_LOG,
+  EV_RENAME,
   EV_FLUSH,
   EV_STOP
 } ev_kind;
@@ -67,7 +68,7 @@ typedef struct wrun {
   sqlite3_int64 rowid, parent_row, flow_row; /* 0: none (yet) */
   struct wrun *parent;                       /* until inserted */
   struct wrun *next_touched;
-  unsigned char is_flow, type, name, final, touched;
+  unsigned char is_flow, type, name, final, touched, renamed;
   int attempts;
   double created, started, ended;
   char *fields; /* name\0task\0tags\0params\0: inline or malloc'd */
@@ -208,7 +209,7 @@ struct mfl_store {
   log_line *logs;
   size_t log_count, log_cap;
   sqlite3_stmt *insert_run, *insert_many, *update_run, *insert_log,
-      *insert_result, *delete_results, *max_row;
+      *insert_result, *delete_results, *max_row, *rename_run;
   sqlite3_int64 last_row; /* the highest run id, in a batch */
   wrun *spare;            /* folds to reuse, linked through next_touched */
   slab *slabs;
@@ -360,6 +361,29 @@ static void fold_state(mfl_store *st, event *e) {
     }
   }
 done:
+  touch(st, r);
+}
+
+/* A run named when it started (task_run_name): its name field replaced;
+ * the row is updated with its next write. */
+static void fold_rename(mfl_store *st, event *e) {
+  wrun *r = map_get(&st->runs, e->id);
+  if (!r || !r->fields || !e->text)
+    return;
+  size_t old_len = strlen(r->fields) + 1, new_len = strlen(e->text) + 1;
+  const char *p = r->fields + old_len; /* task, tags, parameters */
+  for (int i = 0; i < 3; i++)
+    p += strlen(p) + 1;
+  size_t tail = (size_t)(p - (r->fields + old_len));
+  char *fields = malloc(new_len + tail);
+  if (!fields)
+    return;
+  memcpy(fields, e->text, new_len);
+  memcpy(fields + new_len, r->fields + old_len, tail);
+  if (r->fields != r->fields_inline)
+    free(r->fields);
+  r->fields = fields;
+  r->renamed = 1;
   touch(st, r);
 }
 
@@ -530,7 +554,13 @@ static int write_run(mfl_store *st, wrun *r, wrun **rows, int *nrows) {
     }
   } else {
     ok = update_run(st, r) == 0;
+    if (ok && r->renamed) {
+      sqlite3_bind_text(st->rename_run, 1, r->fields, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st->rename_run, 2, r->rowid);
+      ok = step_reset(st, st->rename_run, "cannot record a run") == 0;
+    }
   }
+  r->renamed = 0;
   if (ok && r->final && r->result.value && r->type == MF_COMPLETED)
     ok = write_result(st, r) == 0;
   return ok ? 0 : -1;
@@ -646,6 +676,9 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
         break;
       case EV_LOG:
         fold_log(st, e);
+        break;
+      case EV_RENAME:
+        fold_rename(st, e);
         break;
       default:
         break;
@@ -805,6 +838,14 @@ void mfl_store_log(mfl_store *st, uint64_t id, int level, double time,
   publish(st);
 }
 
+void mfl_store_rename(mfl_store *st, uint64_t id, const char *name) {
+  event *e = slot(st);
+  e->kind = EV_RENAME;
+  e->id = id;
+  set_text(e, &name, 1);
+  publish(st);
+}
+
 void mfl_store_flush(mfl_store *st) {
   uint64_t n = ++st->flush_asked;
   event *e = slot(st);
@@ -909,6 +950,7 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
        &st->insert_result},
       {"DELETE FROM results WHERE key = ?1", &st->delete_results},
       {"SELECT max(id) FROM runs", &st->max_row},
+      {"UPDATE runs SET name = ?1 WHERE id = ?2", &st->rename_run},
   };
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     if (sqlite3_prepare_v3(st->db, all[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
@@ -927,6 +969,7 @@ static void finalize_all(mfl_store *st) {
   sqlite3_finalize(st->insert_result);
   sqlite3_finalize(st->delete_results);
   sqlite3_finalize(st->max_row);
+  sqlite3_finalize(st->rename_run);
 }
 
 mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,

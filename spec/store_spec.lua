@@ -161,6 +161,21 @@ function TestStoreHistory:test_nothing_dropped_when_the_writer_falls_behind()
   lu.assertTrue(stats.events >= 120000)
 end
 
+function TestStoreHistory:test_runs_named_when_they_start()
+  local path = fresh_store()
+  local named = mf.task({ name = "named",
+    task_run_name = function(x) return "named-for-" .. x end }, function(x) return x end)
+  -- Recorded (Running committed) before the name is given: updated.
+  local late = mf.task({ name = "late", task_run_name = function(x) return "late-for-" .. x end,
+    on_running = { function() core.store_flush() end } }, function(x) return x end)
+  lu.assertEquals(named(5), 5)
+  lu.assertEquals(late(6), 6)
+  local rows = query(path, "SELECT name FROM runs WHERE task IN ('named', 'late') ORDER BY id")
+  lu.assertEquals(#rows, 2)
+  lu.assertEquals(rows[1].name, "named-for-5")
+  lu.assertEquals(rows[2].name, "late-for-6")
+end
+
 function TestStoreHistory:test_memory_store_and_off()
   mf.configure { store = ":memory:" }
   local t = mf.task({ name = "m" }, function() return 1 end)
