@@ -218,7 +218,8 @@ MF_API void mf_engine_on_close(mf_engine *engine,
  * on the loop thread when a run is submitted, with its Pending state (its
  * id, parent, name and flags are set then), and on each state it enters
  * after that, the final one included, with the state as recorded in its
- * history.  It is called from inside the engine (a step, a cancel, close):
+ * history (already the run's current state and the last of its history).
+ * It is called from inside the engine (a step, a cancel, close):
  * it may read the run (mf_run_id, mf_run_parent, mf_run_name, mf_run_body,
  * mf_run_attempt, mf_run_error_code, ...) but must not change anything the
  * engine owns nor wait.  Runs never submitted are not observed.  One

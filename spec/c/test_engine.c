@@ -254,7 +254,7 @@ typedef struct observed {
   mf_run *run;
   uint64_t id, parent_id;
   mf_state_name names[8];
-  int count;
+  int count, inconsistent;
 } observed;
 
 static void observe(mf_run *run, const mf_state *state, void *data) {
@@ -268,6 +268,13 @@ static void observe(mf_run *run, const mf_state *state, void *data) {
   if (o->count < 8)
     o->names[o->count] = state->name;
   o->count++;
+  /* The state is the run's current one, last in its history. */
+  const mf_state *history;
+  size_t n = mf_run_history(run, &history);
+  if (mf_run_state_name(run) != state->name || n == 0 ||
+      history[n - 1].name != state->name ||
+      history[n - 1].timestamp != state->timestamp)
+    o->inconsistent++;
 }
 
 static int all_seen;
@@ -296,6 +303,7 @@ static void test_observer(void) {
   ASSERT(o.names[2] == MF_NAME_AWAITING_RETRY);
   ASSERT(o.names[3] == MF_NAME_RETRYING);
   ASSERT(o.names[4] == MF_NAME_FAILED);
+  ASSERT(o.inconsistent == 0);
   /* What the observer saw is the history. */
   const mf_state *history;
   ASSERT(mf_run_history(run, &history) == 5);
