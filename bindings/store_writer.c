@@ -33,7 +33,9 @@
 
 #include "store.h"
 
-#define RING_SIZE 32768 /* events; a power of 2 */
+/* Events the ring holds: a power of 2.  MOONFLOW_STORE_RING sets another
+ * (64 to 2^20), which the tests use to fill it. */
+#define RING_SIZE 32768
 #define BATCH_MAX 65536 /* events folded into one transaction at most */
 #define INLINE_TEXT 88
 
@@ -189,6 +191,7 @@ struct mfl_store {
   uv_thread_t thread;
   /* The ring: head written by the loop thread, tail by the writer. */
   event *ring;
+  size_t ring_size;
   _Atomic size_t head, tail;
   atomic_int writer_sleeping, producer_waiting;
   atomic_int urgent; /* a flush or the end waits: no nap */
@@ -665,7 +668,7 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
     live = 0;
   }
   for (size_t i = tail; i != head; i++) {
-    event *e = &st->ring[i & (RING_SIZE - 1)];
+    event *e = &st->ring[i & (st->ring_size - 1)];
     if (live && !atomic_load(&st->failed)) {
       switch ((ev_kind)e->kind) {
       case EV_SUBMIT:
@@ -749,17 +752,17 @@ static void writer_main(void *arg) {
 static event *slot(mfl_store *st) {
   size_t head = atomic_load_explicit(&st->head, memory_order_relaxed);
   if (head - atomic_load_explicit(&st->tail, memory_order_acquire) ==
-      RING_SIZE) {
+      st->ring_size) {
     atomic_fetch_add(&st->waits, 1);
     uv_mutex_lock(&st->lock);
     atomic_store(&st->producer_waiting, 1);
     uv_cond_signal(&st->wake_writer);
-    while (head - atomic_load(&st->tail) == RING_SIZE)
+    while (head - atomic_load(&st->tail) == st->ring_size)
       uv_cond_timedwait(&st->room, &st->lock, 100000000);
     atomic_store(&st->producer_waiting, 0);
     uv_mutex_unlock(&st->lock);
   }
-  event *e = &st->ring[head & (RING_SIZE - 1)];
+  event *e = &st->ring[head & (st->ring_size - 1)];
   memset(e, 0, offsetof(event, inline_text));
   return e;
 }
@@ -981,7 +984,12 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   }
   st->db = db;
   st->path = strdup(path);
-  st->ring = calloc(RING_SIZE, sizeof *st->ring);
+  st->ring_size = RING_SIZE;
+  const char *ring = getenv("MOONFLOW_STORE_RING");
+  long asked = ring ? strtol(ring, NULL, 10) : 0;
+  if (asked >= 64 && asked <= (1 << 20) && (asked & (asked - 1)) == 0)
+    st->ring_size = (size_t)asked;
+  st->ring = calloc(st->ring_size, sizeof *st->ring);
   if (!st->path || !st->ring) {
     snprintf(err, errlen, "out of memory");
     goto failed;

@@ -388,6 +388,28 @@ fl()
   lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 'slow' AND state_type = 6"), "3")
 end
 
+function TestStoreProgram:test_a_full_ring_makes_the_loop_wait_and_loses_nothing()
+  -- A ring of 64 events: the loop fills it at once and waits for room
+  -- (the policy); every run is recorded all the same.
+  local d = new_dir()
+  local db = d .. "/store.db"
+  local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = "64" }, "-e " .. quote([[
+local mf = require "moonflow"
+local core = require "moonflow.core"
+local t = mf.task({ name = "t" }, function(i) return i end)
+local n = #mf.flow({ name = "full-ring" }, function()
+  local xs = {}
+  for i = 1, 5000 do xs[i] = i end
+  return t:map(xs):result()
+end)()
+core.store_flush()
+local s = core.store_stats()
+print(n, s.waits > 0, s.error == nil)]]))
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(r.out, "5000\ttrue\ttrue\n")
+  lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 't' AND state_type = 3"), "5000")
+end
+
 function TestStoreProgram:test_os_exit_flushes_what_was_queued()
   local d = new_dir()
   local db = d .. "/store.db"
