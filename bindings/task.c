@@ -15,11 +15,12 @@
 enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
-  MFL_TASK_POLICY = 4,     /* retries, a timeout or hooks: the run's policy */
-  MFL_TASK_QUIET = 8,      /* the program's own runs (main, REPL chunks): no
-                              lifecycle log lines */
-  MFL_TASK_TAGS = 16,      /* its runs carry tags (limits) */
-  MFL_TASK_LOG_PRINTS = 32 /* print inside its runs goes to the log */
+  MFL_TASK_POLICY = 4,      /* retries, a timeout or hooks: the run's policy */
+  MFL_TASK_QUIET = 8,       /* the program's own runs (main, REPL chunks): no
+                               lifecycle log lines */
+  MFL_TASK_TAGS = 16,       /* its runs carry tags (limits) */
+  MFL_TASK_LOG_PRINTS = 32, /* print inside its runs goes to the log */
+  MFL_TASK_CACHE = 64       /* cache_key, cache or persist_result */
 };
 
 /* A Task: its options as the engine takes them, read once at definition
@@ -104,6 +105,9 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
   if (t->call_flags & MFL_TASK_TAGS)
     set_tags(L, task_idx, run);
+  lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
+  if (S->store)
+    mfl_store_before_submit(L, S, run, task_idx, first, nargs);
   return f;
 }
 
@@ -580,6 +584,9 @@ static int l_new_task(lua_State *L) {
     t->call_flags |= MFL_TASK_QUIET;
   if (opt_flag(L, 3, "log_prints", 0))
     t->call_flags |= MFL_TASK_LOG_PRINTS;
+  if (opt_flag(L, 3, "cache_key", 1) || opt_flag(L, 3, "cache", 0) ||
+      opt_flag(L, 3, "persist_result", 0))
+    t->call_flags |= MFL_TASK_CACHE;
   if (lua_getfield(L, 3, "tags") == LUA_TTABLE && lua_rawlen(L, -1) > 0)
     t->call_flags |= MFL_TASK_TAGS;
   lua_pop(L, 1);

@@ -154,6 +154,12 @@ local task_options = options {
   wait_for = is_list_of(is_future, "futures (or FutureLists)"),
   return_state = is_type("boolean"),
   task_run_name = name_template,
+  -- Results kept and reused (bindings/cache.c, lua/moonflow/cache.lua).
+  cache_key = is_type("function"),
+  cache_expiration = positive,
+  refresh_cache = is_type("boolean"),
+  cache = is_type("boolean"),
+  persist_result = is_type("boolean"),
 }
 
 local flow_options = options { on_crashed = hook_list }
@@ -161,7 +167,6 @@ local flow_options = options { on_crashed = hook_list }
 -- Options of api.md whose behaviour is not built yet: refusing them is
 -- better than accepting them and doing nothing.
 local later_options = {
-  cache_key = true, cache_expiration = true, refresh_cache = true,
   task_runner = true,
 }
 
@@ -281,6 +286,11 @@ local function new_flow(opts, fn)
 end
 
 function M.task(a, b) return new_task(split_args("task", a, b)) end
+
+-- The keys of kept results: the user's function behind a task, and a
+-- warning for a run whose inputs have no stable key.
+core.set_cache_keyer(require("moonflow.cache").keyer(
+  function(task) return user_functions[task] end, log.warning))
 function M.flow(a, b) return new_flow(split_args("flow", a, b)) end
 
 -- The per-call options a flow's :with also takes.
