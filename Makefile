@@ -17,7 +17,8 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX     ?= /usr/local
 DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
                libreadline-dev tmux lua-luv luarocks man-db binutils \
-               clang libclang-rt-dev libcurl4-openssl-dev libsqlite3-dev sqlite3
+               clang libclang-rt-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 \
+               python3 openssl
 # Only for bench/codec.lua's comparison (it runs without).
 BENCH_PACKAGES = lua-cjson
 
