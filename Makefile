@@ -19,8 +19,9 @@ DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-uni
                libreadline-dev tmux lua-luv luarocks man-db binutils \
                clang libclang-rt-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 \
                python3 openssl
-# Only for bench/codec.lua's comparison (it runs without).
-BENCH_PACKAGES = lua-cjson
+# Only for bench/codec.lua's comparison and bench/compare.lua's peak RSS and
+# callgrind figures (both run without, and say what they could not measure).
+BENCH_PACKAGES = lua-cjson time valgrind
 
 .PHONY: all deps build build-asan run test test-asan bench fuzz install format clean
 
@@ -81,6 +82,7 @@ bench: build
 	@$(BUILD)/moonflow bench/codec.lua
 	@$(BUILD)/moonflow bench/latency.lua
 	@MF_PROGRAM=$(BUILD)/moonflow MOONFLOW_LOG_LEVEL=OFF $(BUILD)/moonflow bench/io.lua
+	@MF_PROGRAM=$(BUILD)/moonflow MF_GAME_LOOP=$(BUILD)/examples/game_loop $(BUILD)/moonflow bench/compare.lua
 
 # Looks for new finds: the API fuzzer with seeds from the clock, FUZZ_SECONDS
 # under each of lua5.4 and the moonflow program, in the ASan build.
