@@ -72,6 +72,7 @@ typedef struct mfl_state {
   int alloc_failing; /* the hook made the allocator fail (preempt.c) */
   lua_Alloc saved_alloc;
   void *saved_alloc_data;
+  int remote_runners;  /* live runners that copy (threads, processes) */
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
@@ -274,5 +275,15 @@ MFL_INTERNAL void mfl_open_flow(lua_State *L);
 
 /* task.c */
 MFL_INTERNAL void mfl_open_task(lua_State *L);
+
+/* runners.c: task runners that copy (runners.h has the rest). */
+/* mf_run_data of a flow run whose flow has a task_runner. */
+MFL_INTERNAL extern const char mfl_key_runner_flow;
+/* At an attempt's start, with the task's function on top: when the run
+ * executes on a runner that copies, replaces it by the remote attempt and
+ * its first two arguments (the runner, the function); returns how many
+ * values it added (0 or 2). */
+MFL_INTERNAL int mfl_remote_prepare(lua_State *L, mf_run *run, int box);
+MFL_INTERNAL void mfl_open_runners(lua_State *L);
 
 #endif

@@ -45,7 +45,7 @@ static int l_configure(lua_State *L) {
     } else {
       return mfl_raise(L, "UsageError",
                        "unknown configure option '%s' (known: slice, "
-                       "preempt)",
+                       "preempt, task_runner)",
                        key);
     }
     lua_pop(L, 1);

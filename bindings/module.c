@@ -408,6 +408,7 @@ static int open_core(lua_State *L) {
   mfl_open_task(L);
   mfl_open_flow(L);
   mfl_open_control(L);
+  mfl_open_runners(L);
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

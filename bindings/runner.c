@@ -225,6 +225,8 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
   lua_getiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, -1, MFL_TASK_UV_FN);
   lua_remove(L, -2);
+  /* A runner that copies: the attempt is the remote one (runners.c). */
+  int remote = lr->S->remote_runners ? mfl_remote_prepare(L, run, box) : 0;
   int nargs = lr->nargs;
   lua_getiuservalue(L, box, MFL_UV_ARGS);
   if (nargs < 0) {
@@ -251,6 +253,7 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
     lua_pushnil(L);
     lua_setiuservalue(L, box, MFL_UV_INFO);
   }
+  nargs += remote;
   luaL_checkstack(co, nargs + 1, "too many arguments");
   lua_xmove(L, co, nargs + 1);
   return nargs;

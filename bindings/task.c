@@ -15,11 +15,12 @@
 enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
-  MFL_TASK_POLICY = 4,     /* retries, a timeout or hooks: the run's policy */
-  MFL_TASK_QUIET = 8,      /* the program's own runs (main, REPL chunks): no
-                              lifecycle log lines */
-  MFL_TASK_TAGS = 16,      /* its runs carry tags (limits) */
-  MFL_TASK_LOG_PRINTS = 32 /* print inside its runs goes to the log */
+  MFL_TASK_POLICY = 4,      /* retries, a timeout or hooks: the run's policy */
+  MFL_TASK_QUIET = 8,       /* the program's own runs (main, REPL chunks): no
+                               lifecycle log lines */
+  MFL_TASK_TAGS = 16,       /* its runs carry tags (limits) */
+  MFL_TASK_LOG_PRINTS = 32, /* print inside its runs goes to the log */
+  MFL_TASK_RUNNER_FLOW = 64 /* a flow with a task_runner (runners.c) */
 };
 
 /* A Task: its options as the engine takes them, read once at definition
@@ -104,6 +105,8 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
   if (t->call_flags & MFL_TASK_TAGS)
     set_tags(L, task_idx, run);
+  if (t->call_flags & MFL_TASK_RUNNER_FLOW)
+    mf_run_set_data(run, (void *)&mfl_key_runner_flow);
   return f;
 }
 
@@ -530,6 +533,8 @@ static int l_new_task(lua_State *L) {
     t->call_flags |= MFL_TASK_QUIET;
   if (opt_flag(L, 3, "log_prints", 0))
     t->call_flags |= MFL_TASK_LOG_PRINTS;
+  if (t->base.is_flow && opt_flag(L, 3, "task_runner", 1))
+    t->call_flags |= MFL_TASK_RUNNER_FLOW;
   if (lua_getfield(L, 3, "tags") == LUA_TTABLE && lua_rawlen(L, -1) > 0)
     t->call_flags |= MFL_TASK_TAGS;
   lua_pop(L, 1);

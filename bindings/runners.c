@@ -1,0 +1,632 @@
+/*
+ * runners.c -- the main side of task runners that copy: the Runner object,
+ * choosing a run's runner, and the job a remote attempt parks on.
+ *
+ * A job is an external run (no body), child of the task's run and marked
+ * MF_RUN_PART, completed from outside when its worker answers (or dies).
+ * So cancelling or timing out the task's run cancels the job like any
+ * child, and the job's abandon callback tells the worker to stop it.  The
+ * runner keeps every job in flight in a map by id, with a reference to its
+ * run, until the answer comes: a late answer for a cancelled job is
+ * dropped, an answer for an id it never sent is a corrupt one.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runners.h"
+
+static const char key_handle_mt, key_default, key_attempt;
+const char mfl_key_runner_flow; /* mf_run_data of flows with a task_runner */
+
+/* The Runner userdata: the coroutine runner has no C side. */
+typedef struct runner_box {
+  mflr_runner *r; /* NULL: coroutines */
+} runner_box;
+
+/* {====== Parts ====== */
+
+static void put_u32(char *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const char *p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++)
+    v |= (uint32_t)(unsigned char)p[i] << (8 * i);
+  return v;
+}
+
+int mflr_parts_begin(mfl_buffer *b) {
+  b->len = 0;
+  if (mfl_buffer_reserve(b, 4) != 0)
+    return -1;
+  put_u32(b->data, 0);
+  b->len = 4;
+  return 0;
+}
+
+int mflr_parts_add(mfl_buffer *b, const char *bytes, size_t len) {
+  if (len > UINT32_MAX || mfl_buffer_reserve(b, 4 + len) != 0)
+    return -1;
+  put_u32(b->data + b->len, (uint32_t)len);
+  if (len)
+    memcpy(b->data + b->len + 4, bytes, len);
+  b->len += 4 + len;
+  put_u32(b->data, get_u32(b->data) + 1);
+  return 0;
+}
+
+int mflr_parts_each(const char *bytes, size_t len,
+                    void (*fn)(void *data, const char *part, size_t len),
+                    void *data) {
+  if (len < 4)
+    return -1;
+  uint32_t n = get_u32(bytes);
+  size_t at = 4;
+  for (uint32_t i = 0; i < n; i++) { /* checked before anything is called */
+    if (len - at < 4 || len - at - 4 < get_u32(bytes + at))
+      return -1;
+    at += 4 + get_u32(bytes + at);
+  }
+  if (at != len)
+    return -1;
+  at = 4;
+  for (uint32_t i = 0; i < n && fn; i++) {
+    size_t plen = get_u32(bytes + at);
+    fn(data, bytes + at + 4, plen);
+    at += 4 + plen;
+  }
+  return (int)n;
+}
+
+static void push_part(void *data, const char *part, size_t len) {
+  lua_pushlstring(data, part, len);
+}
+
+int mflr_parts_push(lua_State *L, const char *bytes, size_t len) {
+  int n = mflr_parts_each(bytes, len, NULL, NULL);
+  if (n < 0 || !lua_checkstack(L, n + 4))
+    return -1;
+  return mflr_parts_each(bytes, len, push_part, L);
+}
+
+/* }====== */
+
+/* {====== Jobs in flight ====== */
+
+static size_t bucket_of(const mflr_runner *r, uint64_t id) {
+  return (size_t)(id * 0x9e3779b97f4a7c15u >> 20) & (r->nbuckets - 1);
+}
+
+static int map_grow(mflr_runner *r) {
+  size_t n = r->nbuckets ? r->nbuckets * 2 : 64;
+  mflr_job **b = calloc(n, sizeof *b);
+  if (!b)
+    return -1;
+  mflr_job **old = r->buckets;
+  size_t old_n = r->nbuckets;
+  r->buckets = b;
+  r->nbuckets = n;
+  for (size_t i = 0; i < old_n; i++)
+    for (mflr_job *j = old[i], *next; j; j = next) {
+      next = j->hnext;
+      size_t at = bucket_of(r, j->id);
+      j->hnext = b[at];
+      b[at] = j;
+    }
+  free(old);
+  return 0;
+}
+
+static int map_add(mflr_runner *r, mflr_job *job) {
+  if (r->count + 1 > r->nbuckets && map_grow(r) != 0)
+    return -1;
+  size_t at = bucket_of(r, job->id);
+  job->hnext = r->buckets[at];
+  r->buckets[at] = job;
+  r->count++;
+  return 0;
+}
+
+static mflr_job *map_remove(mflr_runner *r, uint64_t id, int worker) {
+  if (!r->nbuckets)
+    return NULL;
+  for (mflr_job **p = &r->buckets[bucket_of(r, id)]; *p; p = &(*p)->hnext) {
+    mflr_job *job = *p;
+    if (job->id == id && (worker < 0 || job->worker == worker)) {
+      *p = job->hnext;
+      job->hnext = NULL;
+      r->count--;
+      return job;
+    }
+  }
+  return NULL;
+}
+
+/* The job is over (answered or lost): its run completes, which wakes the
+ * attempt parked on it; the runner lets go of it. */
+static void finish_job(mflr_runner *r, mflr_job *job, mf_run *run, int status,
+                       mfl_buffer *answer, const char *message) {
+  job->runner = NULL;
+  job->done = 1;
+  job->status = (unsigned char)status;
+  if (answer) {
+    job->answer = *answer;
+    memset(answer, 0, sizeof *answer);
+  }
+  if (message && !job->message)
+    job->message = strdup(message);
+  if (job->sent && r->load[job->worker] > 0)
+    r->load[job->worker]--;
+  if (!mf_run_is_final(run))
+    mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+  if (job->sent) {
+    job->sent = 0;
+    mf_run_unref(run); /* the runner's reference */
+  }
+  if (r->count == 0 && !r->closed)
+    r->t->keepalive(r, 0);
+}
+
+int mflr_answer(mflr_runner *r, int worker, uint64_t id, int status,
+                mfl_buffer *answer) {
+  mflr_job *job = map_remove(r, id, worker);
+  if (!job || status < 0 || status >= MFLR_LOST)
+    return -1;
+  /* A job in the map is sent and holds a reference: its memory lives. */
+  finish_job(r, job, job->run, status, answer, NULL);
+  return 0;
+}
+
+void mflr_worker_lost(mflr_runner *r, int worker, const char *message) {
+  /* Taken out first: finishing wakes runs, and nothing may change the map
+   * under the walk. */
+  mflr_job *lost = NULL;
+  for (size_t i = 0; i < r->nbuckets; i++)
+    for (mflr_job **p = &r->buckets[i]; *p;) {
+      mflr_job *job = *p;
+      if (worker >= 0 && job->worker != worker) {
+        p = &job->hnext;
+        continue;
+      }
+      *p = job->hnext;
+      r->count--;
+      job->hnext = lost;
+      lost = job;
+    }
+  while (lost) {
+    mflr_job *job = lost;
+    lost = job->hnext;
+    job->hnext = NULL;
+    finish_job(r, job, job->run, MFLR_LOST, NULL, message);
+  }
+}
+
+static void job_abandon(mf_run *run) {
+  mflr_job *job = mf_run_body(run);
+  mflr_runner *r = job->runner;
+  if (job->done || !job->sent || !r || r->closed)
+    return;
+  r->t->cancel(r, job); /* it stays in the map until the worker answers */
+}
+
+static void job_free(mf_run *run) {
+  mflr_job *job = mf_run_body(run);
+  mfl_buffer_free(&job->request);
+  mfl_buffer_free(&job->answer);
+  free(job->message);
+  job->message = NULL;
+}
+
+static const mf_run_ops job_ops = {.abandon = job_abandon, .free = job_free};
+
+/* }====== */
+
+/* {====== Runners ====== */
+
+void mflr_log(mflr_runner *r, const char *fmt, ...) {
+  char message[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(message, sizeof message, fmt, ap);
+  va_end(ap);
+  char who[64];
+  snprintf(who, sizeof who, "runner %s", r->t ? r->t->kind : "?");
+  mfl_log_write(MFL_LOG_ERROR, who, message);
+}
+
+void mflr_release(mflr_runner *r) {
+  if (--r->refs > 0)
+    return;
+  mfl_buffer_free(&r->config);
+  mfl_buffer_free(&r->setup);
+  free(r->buckets);
+  free(r->load);
+  free(r);
+}
+
+/* Stops the workers; runs still waiting on a job end lost (CRASHED). */
+static void shutdown_runner(mflr_runner *r) {
+  if (r->closed)
+    return;
+  r->closed = 1;
+  if (r->S->remote_runners > 0)
+    r->S->remote_runners--;
+  r->t->shutdown(r);
+  mflr_worker_lost(r, -1, "its runner was shut down");
+}
+
+static runner_box *check_runner(lua_State *L, int idx) {
+  runner_box *b = luaL_testudata(L, idx, "moonflow.Runner");
+  if (!b)
+    mfl_raise(L, "UsageError", "expected a Runner (mf.runners.*), got %s",
+              luaL_typename(L, idx));
+  return b;
+}
+
+static int runner_gc(lua_State *L) {
+  runner_box *b = luaL_testudata(L, 1, "moonflow.Runner");
+  if (b && b->r) {
+    mflr_runner *r = b->r;
+    b->r = NULL;
+    shutdown_runner(r);
+    mflr_release(r);
+  }
+  return 0;
+}
+
+static int runner_tostring(lua_State *L) {
+  runner_box *b = check_runner(L, 1);
+  if (!b->r)
+    lua_pushliteral(L, "<Runner coroutines>");
+  else
+    lua_pushfstring(L, "<Runner %s, %d workers%s>", b->r->t->kind,
+                    b->r->workers, b->r->closed ? ", shut down" : "");
+  return 1;
+}
+
+/* core.runner_new(kind, workers, config, setup parts...) -> Runner */
+static int l_runner_new(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  const char *kind = luaL_checkstring(L, 1);
+  runner_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->r = NULL;
+  luaL_setmetatable(L, "moonflow.Runner");
+  if (strcmp(kind, "coroutines") == 0)
+    return 1;
+  int workers = (int)luaL_checkinteger(L, 2);
+  size_t clen;
+  const char *config = luaL_checklstring(L, 3, &clen);
+  mflr_runner *r = calloc(1, sizeof *r);
+  if (!r)
+    return luaL_error(L, "moonflow: out of memory");
+  b->r = r;
+  r->refs = 1;
+  r->S = S;
+  r->loop = mf_engine_loop(S->engine);
+  r->workers = workers;
+  r->load = calloc((size_t)workers, sizeof *r->load);
+  int fail = !r->load || mfl_buffer_reserve(&r->config, clen) != 0;
+  if (!fail) {
+    memcpy(r->config.data, config, clen);
+    r->config.len = clen;
+    fail = mflr_parts_begin(&r->setup) != 0;
+  }
+  for (int i = 4; !fail && i <= lua_gettop(L) - 1; i++) {
+    size_t len;
+    const char *part = luaL_checklstring(L, i, &len);
+    fail = mflr_parts_add(&r->setup, part, len) != 0;
+  }
+  if (!fail)
+    fail = strcmp(kind, "threads") == 0     ? mflr_threads_init(r)
+           : strcmp(kind, "processes") == 0 ? mflr_procs_init(r)
+                                            : -2;
+  if (fail == -2)
+    return luaL_error(L, "moonflow: no runner '%s'", kind);
+  if (fail)
+    return luaL_error(L, "moonflow: out of memory");
+  S->remote_runners++;
+  return 1;
+}
+
+/* runner.kind, runner.workers, and test hooks. */
+static int runner_index(lua_State *L) {
+  runner_box *b = check_runner(L, 1);
+  const char *key = luaL_checkstring(L, 2);
+  if (strcmp(key, "kind") == 0) {
+    lua_pushstring(L, b->r ? b->r->t->kind : "coroutines");
+    return 1;
+  }
+  if (strcmp(key, "workers") == 0) {
+    if (b->r)
+      lua_pushinteger(L, b->r->workers);
+    else
+      lua_pushnil(L);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  return 1;
+}
+
+/* runner:_shutdown(): stops its workers now (tests; the collector and
+ * the state's closing do it otherwise). */
+static int runner_shutdown(lua_State *L) {
+  runner_box *b = check_runner(L, 1);
+  if (b->r)
+    shutdown_runner(b->r);
+  return 0;
+}
+
+/* runner:_debug(what, ...): the transport's test hooks (worker pids,
+ * garbage written into a worker's pipe). */
+static int runner_debug(lua_State *L) {
+  runner_box *b = check_runner(L, 1);
+  if (!b->r || !b->r->t->debug)
+    return 0;
+  return b->r->t->debug(L, b->r);
+}
+
+/* runner:_in_flight() -> jobs in flight */
+static int runner_in_flight(lua_State *L) {
+  runner_box *b = check_runner(L, 1);
+  lua_pushinteger(L, b->r ? (lua_Integer)b->r->count : 0);
+  return 1;
+}
+
+/* }====== */
+
+/* {====== The remote attempt ====== */
+
+typedef struct job_handle {
+  mf_run *run; /* the job: one reference while the attempt may read it */
+} job_handle;
+
+static int handle_gc(lua_State *L) {
+  job_handle *h = lua_touserdata(L, 1);
+  if (h && h->run) {
+    mf_run_unref(h->run);
+    h->run = NULL;
+  }
+  return 0;
+}
+
+static const char *const status_names[] = {"completed", "failed", "crashed",
+                                           "cancelled", "lost"};
+
+static int remote_k(lua_State *L, int status, lua_KContext ctx) {
+  mfl_wait_outcome(L, status);
+  job_handle *h = lua_touserdata(L, (int)ctx);
+  mflr_job *job = mf_run_body(h->run);
+  int n;
+  if (!job->done) { /* cancelled from elsewhere */
+    lua_pushstring(L, status_names[MFLR_CANCELLED]);
+    n = 1;
+  } else if (job->status == MFLR_LOST) {
+    lua_pushstring(L, status_names[MFLR_LOST]);
+    lua_pushstring(L, job->message ? job->message : "the worker was lost");
+    n = 2;
+  } else {
+    lua_pushstring(L, status_names[job->status]);
+    int parts = job->answer.len
+                    ? mflr_parts_push(L, job->answer.data, job->answer.len)
+                    : 0;
+    if (parts < 0)
+      return mfl_raise(L, "Crashed", "a worker's answer is not parts");
+    n = 1 + parts;
+  }
+  mf_run *run = h->run;
+  h->run = NULL;
+  mf_run_unref(run);
+  return n;
+}
+
+/* Sends the job; a runner that cannot (shut down, no worker could start)
+ * loses it at once. */
+static void dispatch(mflr_runner *r, mflr_job *job, mf_run *run) {
+  if (r->closed) {
+    finish_job(r, job, run, MFLR_LOST, NULL, "its runner was shut down");
+    return;
+  }
+  job->id = ++r->next_id;
+  if (map_add(r, job) != 0) {
+    finish_job(r, job, run, MFLR_LOST, NULL, "out of memory");
+    return;
+  }
+  job->runner = r;
+  job->sent = 1;
+  mf_run_ref(run); /* the runner's, until the answer */
+  if (r->count == 1)
+    r->t->keepalive(r, 1);
+  if (r->t->send(r, job) != 0) {
+    map_remove(r, job->id, -1);
+    finish_job(r, job, run, MFLR_LOST, NULL, job->message);
+    return;
+  }
+  r->load[job->worker]++;
+  mfl_buffer_free(&job->request);
+}
+
+/* core.remote_call(runner, parts...) -> status, parts... (or "lost",
+ * message): hands the parts to a worker as a job and parks the current
+ * run until its answer. */
+static int l_remote_call(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  runner_box *b = check_runner(L, 1);
+  mf_run *run = mfl_current_run(L, S);
+  if (!run || !b->r)
+    return mfl_raise(L, "UsageError",
+                     "remote_call runs a run's attempt on a worker");
+  mfl_check_yieldable(L, run, "a run on a worker");
+  int nparts = lua_gettop(L) - 1;
+  job_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->run = NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_handle_mt);
+  lua_setmetatable(L, -2);
+  int hidx = lua_gettop(L);
+  mf_run *jr = mf_run_new(S->engine, &job_ops, sizeof(mflr_job));
+  if (!jr)
+    return luaL_error(L, "moonflow: out of memory");
+  h->run = jr; /* the reference mf_run_new gave */
+  mflr_job *job = mf_run_body(jr);
+  job->run = jr;
+  int fail = mflr_parts_begin(&job->request);
+  for (int i = 2; !fail && i <= nparts + 1; i++) {
+    size_t len;
+    const char *part = luaL_checklstring(L, i, &len);
+    fail = mflr_parts_add(&job->request, part, len);
+  }
+  if (fail)
+    return luaL_error(L, "moonflow: out of memory");
+  double deadline = mf_run_deadline(run);
+  job->timeout = deadline >= 0 ? deadline - mf_engine_now(S->engine) : 0;
+  if (deadline >= 0 && job->timeout <= 0)
+    job->timeout = 1e-3; /* due now: the worker stops it at once */
+  mf_run_set_name(jr, "job", mf_run_id(run));
+  mf_run_set_flags(jr, MF_RUN_PART);
+  if (mf_run_submit(jr, run) != 0)
+    return mfl_raise(L, "UsageError", "cannot submit a worker's job");
+  dispatch(b->r, job, jr);
+  return mfl_wait(L, &jr, 1, MF_WAIT_ALL, -1, hidx, remote_k);
+}
+
+/* }====== */
+
+/* {====== Choosing a run's runner ====== */
+
+/* The Runner in field key of the options of the task at task_idx, pushed;
+ * returns whether there is one. */
+static int push_option_runner(lua_State *L, int task_idx, const char *key) {
+  lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
+  if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, key) != LUA_TNIL) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, lua_type(L, -1) == LUA_TTABLE ? 2 : 1);
+  return 0;
+}
+
+/* The runner of a run: its task's option runner, else the task_runner of
+ * the nearest enclosing flow that has one, else the default. */
+static void push_runner_of(lua_State *L, mf_run *run, int box) {
+  lua_getiuservalue(L, box, MFL_UV_TASK);
+  int task = lua_gettop(L);
+  if (push_option_runner(L, task, "runner")) {
+    lua_remove(L, task);
+    return;
+  }
+  lua_pop(L, 1);
+  for (mf_run *p = mf_run_parent(run); p; p = mf_run_parent(p)) {
+    if (mf_run_data(p) != &mfl_key_runner_flow)
+      continue; /* not a Lua flow with a task_runner */
+    mfl_push_future_of(L, p);
+    lua_getiuservalue(L, -1, MFL_UV_TASK);
+    int found = push_option_runner(L, lua_gettop(L), "task_runner");
+    if (found) {
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 2);
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_default);
+}
+
+int mfl_remote_prepare(lua_State *L, mf_run *run, int box) {
+  mfl_run *lr = mf_run_body(run);
+  if (lr->kind != MFL_TASK || lr->quiet)
+    return 0;
+  push_runner_of(L, run, box);
+  runner_box *b = luaL_testudata(L, -1, "moonflow.Runner");
+  if (!b || !b->r) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  /* ... fn runner -> ... attempt runner fn */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_attempt);
+  lua_rotate(L, -3, 1);
+  lua_rotate(L, -2, 1);
+  return 2;
+}
+
+/* core.set_default_runner(runner) */
+static int l_set_default_runner(lua_State *L) {
+  check_runner(L, 1);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_default);
+  return 0;
+}
+
+/* core.default_runner() -> Runner or nil */
+static int l_default_runner(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_default);
+  return 1;
+}
+
+/* core.set_remote_attempt(fn): fn(runner, task_fn, ...) is the body of
+ * an attempt on a copying runner (lua/moonflow/runners.lua). */
+static int l_set_remote_attempt(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_attempt);
+  return 0;
+}
+
+/* core.runner_metatables() -> the Runner's and the Task's metatables,
+ * for the codecs that let them travel. */
+static int l_runner_metatables(lua_State *L) {
+  luaL_getmetatable(L, "moonflow.Runner");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_task_mt);
+  return 2;
+}
+
+/* core.runtime() -> cpus, slice, preempt */
+static int l_runtime(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
+  lua_pushnumber(L, S->slice);
+  lua_pushboolean(L, S->watch != NULL);
+  return 3;
+}
+
+/* }====== */
+
+static const luaL_Reg runner_functions[] = {
+    {"runner_new", l_runner_new},
+    {"remote_call", l_remote_call},
+    {"set_default_runner", l_set_default_runner},
+    {"default_runner", l_default_runner},
+    {"set_remote_attempt", l_set_remote_attempt},
+    {"runner_metatables", l_runner_metatables},
+    {"runtime", l_runtime},
+    {NULL, NULL}};
+
+static const luaL_Reg runner_methods[] = {{"_shutdown", runner_shutdown},
+                                          {"_in_flight", runner_in_flight},
+                                          {"_debug", runner_debug},
+                                          {NULL, NULL}};
+
+void mfl_open_runners(lua_State *L) {
+  /* core -> core */
+  luaL_newmetatable(L, "moonflow.Runner");
+  lua_pushcfunction(L, runner_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, runner_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_newtable(L);
+  luaL_setfuncs(L, runner_methods, 0);
+  lua_pushcclosure(L, runner_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "moonflow.Runner");
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, handle_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_handle_mt);
+  mfl_setfuncs(L, runner_functions);
+  mflw_open(L);
+}

@@ -1,0 +1,377 @@
+/*
+ * runners_threads.c -- the threads runner: N worker threads, each with its
+ * own Lua state, engine and libuv loop (worker.c makes them workers), so
+ * that async tasks interleave inside a worker as on the main loop.
+ *
+ * Messages go both ways through mutex-protected queues and uv_async_send:
+ * to a worker (job, cancel, stop) on its own async handle, answers to the
+ * main loop on the runner's; each wake-up drains the whole queue.  The
+ * bytes are malloc'ed buffers handed from thread to thread: no Lua value
+ * is ever shared.  Worker threads block every signal but the preemption
+ * one, so that Ctrl-C and the like reach the main thread.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runners.h"
+
+#define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6) /* preempt.c's */
+
+enum { MSG_JOB, MSG_CANCEL, MSG_STOP, MSG_ANSWER };
+
+typedef struct msg {
+  struct msg *next;
+  int type, status, worker;
+  uint64_t id;
+  double timeout;
+  mfl_buffer bytes;
+} msg;
+
+typedef struct queue {
+  msg *head, *tail;
+} queue;
+
+static void queue_push(queue *q, msg *m) {
+  m->next = NULL;
+  if (q->tail)
+    q->tail->next = m;
+  else
+    q->head = m;
+  q->tail = m;
+}
+
+static void free_msgs(msg *m) {
+  while (m) {
+    msg *next = m->next;
+    mfl_buffer_free(&m->bytes);
+    free(m);
+    m = next;
+  }
+}
+
+struct pool;
+
+typedef struct worker {
+  mflw_host host; /* first: the host is the worker */
+  struct pool *pool;
+  int index;
+  int started, joined;
+  uv_thread_t thread;
+  uv_mutex_t lock; /* inbox, ready */
+  queue inbox;
+  int ready;       /* its async handle exists: sends wake it */
+  uv_async_t wake; /* on the worker's loop */
+  lua_State *L;    /* the worker thread's */
+  int stopping;
+} worker;
+
+typedef struct pool {
+  mflr_runner *r;
+  worker *w;
+  uv_async_t answers; /* on the main loop */
+  uv_mutex_t lock;    /* outbox */
+  queue outbox;
+} pool;
+
+/* {====== The worker thread ====== */
+
+static void worker_answer(mflw_host *host, uint64_t id, int status,
+                          mfl_buffer *parts) {
+  worker *w = (worker *)host;
+  pool *p = w->pool;
+  msg *m = calloc(1, sizeof *m);
+  if (!m)
+    return; /* out of memory: the run waits for its timeout or cancel */
+  m->type = MSG_ANSWER;
+  m->worker = w->index;
+  m->id = id;
+  m->status = status;
+  m->bytes = *parts;
+  memset(parts, 0, sizeof *parts);
+  uv_mutex_lock(&p->lock);
+  queue_push(&p->outbox, m);
+  uv_mutex_unlock(&p->lock);
+  uv_async_send(&p->answers);
+}
+
+/* A job the worker cannot run (its state could not be made): answered
+ * failed with the reason. */
+static void answer_error(worker *w, uint64_t id, const char *why) {
+  mfl_buffer parts = {0};
+  lua_State *L = luaL_newstate();
+  if (L) {
+    lua_pushfstring(L, "%s", why);
+    lua_createtable(L, 0, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "err");
+    mfl_buffer msg = {0};
+    if (mfl_encode(L, -1, &msg, 0, "error") == MFL_CODEC_OK &&
+        mflr_parts_begin(&parts) == 0)
+      mflr_parts_add(&parts, msg.data, msg.len);
+    mfl_buffer_free(&msg);
+    lua_close(L);
+  }
+  worker_answer(&w->host, id, MFLR_FAILED, &parts);
+  mfl_buffer_free(&parts);
+}
+
+static void on_wake(uv_async_t *handle) {
+  worker *w = handle->data;
+  uv_mutex_lock(&w->lock);
+  msg *m = w->inbox.head;
+  w->inbox.head = w->inbox.tail = NULL;
+  uv_mutex_unlock(&w->lock);
+  for (msg *next; m; m = next) {
+    next = m->next;
+    switch (m->type) {
+    case MSG_JOB:
+      mflw_job(w->L, m->id, m->timeout, m->bytes.data, m->bytes.len);
+      break;
+    case MSG_CANCEL:
+      mflw_cancel(w->L, m->id);
+      break;
+    case MSG_STOP:
+      if (!w->stopping) {
+        w->stopping = 1;
+        mflw_stop(w->L);
+        uv_close((uv_handle_t *)&w->wake, NULL);
+      }
+      break;
+    }
+    mfl_buffer_free(&m->bytes);
+    free(m);
+  }
+}
+
+/* Without a Lua state every job fails; it stops at MSG_STOP. */
+static void run_broken(worker *w, const char *why) {
+  for (;;) {
+    uv_mutex_lock(&w->lock);
+    msg *m = w->inbox.head;
+    w->inbox.head = w->inbox.tail = NULL;
+    w->ready = 2; /* a send only queues: this loop polls */
+    uv_mutex_unlock(&w->lock);
+    int stop = 0;
+    for (msg *x = m; x; x = x->next) {
+      if (x->type == MSG_JOB || x->type == MSG_CANCEL)
+        answer_error(w, x->id, why);
+      stop |= x->type == MSG_STOP;
+    }
+    free_msgs(m);
+    if (stop)
+      return;
+    uv_sleep(10);
+  }
+}
+
+static void worker_main(void *arg) {
+  worker *w = arg;
+  mflr_runner *r = w->pool->r;
+  const char *err = NULL;
+  lua_State *L = mflw_new_state(&err);
+  if (L && mflw_start(L, &w->host, r->config.data, r->config.len, r->setup.data,
+                      r->setup.len) != 0) {
+    err = "the worker could not start";
+    lua_close(L);
+    L = NULL;
+  }
+  if (!L) {
+    run_broken(w, err ? err : "out of memory");
+    return;
+  }
+  w->L = L;
+  mf_engine *engine = mf_lua_engine(L);
+  uv_async_init(mf_engine_loop(engine), &w->wake, on_wake);
+  w->wake.data = w;
+  uv_mutex_lock(&w->lock);
+  w->ready = 1;
+  uv_mutex_unlock(&w->lock);
+  on_wake(&w->wake); /* what came before it was ready */
+  while (!w->stopping)
+    mf_engine_run(engine);
+  mf_engine_run(engine); /* the cancelled runs end */
+  lua_close(L);
+  w->L = NULL;
+}
+
+/* }====== */
+
+/* {====== The main side ====== */
+
+static void send_msg(worker *w, msg *m) {
+  uv_mutex_lock(&w->lock);
+  queue_push(&w->inbox, m);
+  int ready = w->ready == 1;
+  uv_mutex_unlock(&w->lock);
+  if (ready)
+    uv_async_send(&w->wake);
+}
+
+static int start_worker(pool *p, worker *w) {
+  /* Only the preemption signal reaches a worker thread. */
+  sigset_t all, old;
+  sigfillset(&all);
+  sigdelset(&all, MFL_PREEMPT_SIGNAL);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  uv_thread_options_t opts = {.flags = UV_THREAD_HAS_STACK_SIZE,
+                              .stack_size = 8u << 20};
+  int rc = uv_thread_create_ex(&w->thread, &opts, worker_main, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  (void)p;
+  if (rc != 0)
+    return rc;
+  w->started = 1;
+  return 0;
+}
+
+static int threads_send(mflr_runner *r, mflr_job *job) {
+  pool *p = r->impl;
+  int best = 0;
+  for (int i = 1; i < r->workers; i++)
+    if (r->load[i] < r->load[best])
+      best = i;
+  worker *w = &p->w[best];
+  if (!w->started) {
+    int rc = start_worker(p, w);
+    if (rc != 0) {
+      job->message = strdup(uv_strerror(rc));
+      return -1;
+    }
+  }
+  msg *m = calloc(1, sizeof *m);
+  if (!m) {
+    job->message = strdup("out of memory");
+    return -1;
+  }
+  m->type = MSG_JOB;
+  m->id = job->id;
+  m->timeout = job->timeout;
+  m->bytes = job->request;
+  memset(&job->request, 0, sizeof job->request);
+  job->worker = best;
+  send_msg(w, m);
+  return 0;
+}
+
+static void threads_cancel(mflr_runner *r, mflr_job *job) {
+  pool *p = r->impl;
+  msg *m = calloc(1, sizeof *m);
+  if (!m)
+    return;
+  m->type = MSG_CANCEL;
+  m->id = job->id;
+  send_msg(&p->w[job->worker], m);
+}
+
+static void threads_keepalive(mflr_runner *r, int on) {
+  pool *p = r->impl;
+  if (on)
+    uv_ref((uv_handle_t *)&p->answers);
+  else
+    uv_unref((uv_handle_t *)&p->answers);
+}
+
+/* The whole outbox per wake-up. */
+static void on_answers(uv_async_t *handle) {
+  pool *p = handle->data;
+  uv_mutex_lock(&p->lock);
+  msg *m = p->outbox.head;
+  p->outbox.head = p->outbox.tail = NULL;
+  uv_mutex_unlock(&p->lock);
+  for (msg *x = m; x; x = x->next)
+    if (!p->r->closed)
+      mflr_answer(p->r, x->worker, x->id, x->status, &x->bytes);
+  free_msgs(m);
+}
+
+static void on_answers_closed(uv_handle_t *handle) {
+  pool *p = handle->data;
+  mflr_runner *r = p->r;
+  for (int i = 0; i < r->workers; i++)
+    uv_mutex_destroy(&p->w[i].lock);
+  uv_mutex_destroy(&p->lock);
+  free(p->w);
+  free(p);
+  r->impl = NULL;
+  mflr_release(r);
+}
+
+/* Stops and joins every worker: their runs are cancelled, their states
+ * closed; answers still queued are dropped. */
+static void threads_shutdown(mflr_runner *r) {
+  pool *p = r->impl;
+  for (int i = 0; i < r->workers; i++) {
+    worker *w = &p->w[i];
+    if (!w->started)
+      continue;
+    msg *m = calloc(1, sizeof *m);
+    if (m) {
+      m->type = MSG_STOP;
+      send_msg(w, m);
+    }
+  }
+  for (int i = 0; i < r->workers; i++) {
+    worker *w = &p->w[i];
+    if (w->started && !w->joined) {
+      uv_thread_join(&w->thread);
+      w->joined = 1;
+      free_msgs(w->inbox.head);
+      w->inbox.head = w->inbox.tail = NULL;
+    }
+  }
+  free_msgs(p->outbox.head);
+  p->outbox.head = p->outbox.tail = NULL;
+  uv_close((uv_handle_t *)&p->answers, on_answers_closed);
+}
+
+/* runner:_debug("threads") -> how many worker threads started */
+static int threads_debug(lua_State *L, mflr_runner *r) {
+  pool *p = r->impl;
+  const char *what = luaL_checkstring(L, 2);
+  if (strcmp(what, "threads") == 0) {
+    int n = 0;
+    for (int i = 0; p && i < r->workers; i++)
+      n += p->w[i].started && !p->w[i].joined;
+    lua_pushinteger(L, n);
+    return 1;
+  }
+  return 0;
+}
+
+static const mflr_transport threads_transport = {
+    .kind = "threads",
+    .send = threads_send,
+    .cancel = threads_cancel,
+    .keepalive = threads_keepalive,
+    .shutdown = threads_shutdown,
+    .debug = threads_debug,
+};
+
+int mflr_threads_init(mflr_runner *r) {
+  pool *p = calloc(1, sizeof *p);
+  if (!p)
+    return -1;
+  p->w = calloc((size_t)r->workers, sizeof *p->w);
+  if (!p->w) {
+    free(p);
+    return -1;
+  }
+  p->r = r;
+  for (int i = 0; i < r->workers; i++) {
+    p->w[i].pool = p;
+    p->w[i].index = i;
+    p->w[i].host.answer = worker_answer;
+    uv_mutex_init(&p->w[i].lock);
+  }
+  uv_mutex_init(&p->lock);
+  uv_async_init(r->loop, &p->answers, on_answers);
+  p->answers.data = p;
+  uv_unref((uv_handle_t *)&p->answers);
+  r->t = &threads_transport;
+  r->impl = p;
+  r->refs++; /* the answers handle */
+  return 0;
+}
+
+/* }====== */
