@@ -25,76 +25,6 @@ typedef struct runner_box {
   mflr_runner *r; /* NULL: coroutines */
 } runner_box;
 
-/* {====== Parts ====== */
-
-static void put_u32(char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (char)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const char *p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; i++)
-    v |= (uint32_t)(unsigned char)p[i] << (8 * i);
-  return v;
-}
-
-int mflr_parts_begin(mfl_buffer *b) {
-  b->len = 0;
-  if (mfl_buffer_reserve(b, 4) != 0)
-    return -1;
-  put_u32(b->data, 0);
-  b->len = 4;
-  return 0;
-}
-
-int mflr_parts_add(mfl_buffer *b, const char *bytes, size_t len) {
-  if (len > UINT32_MAX || mfl_buffer_reserve(b, 4 + len) != 0)
-    return -1;
-  put_u32(b->data + b->len, (uint32_t)len);
-  if (len)
-    memcpy(b->data + b->len + 4, bytes, len);
-  b->len += 4 + len;
-  put_u32(b->data, get_u32(b->data) + 1);
-  return 0;
-}
-
-int mflr_parts_each(const char *bytes, size_t len,
-                    void (*fn)(void *data, const char *part, size_t len),
-                    void *data) {
-  if (len < 4)
-    return -1;
-  uint32_t n = get_u32(bytes);
-  size_t at = 4;
-  for (uint32_t i = 0; i < n; i++) { /* checked before anything is called */
-    if (len - at < 4 || len - at - 4 < get_u32(bytes + at))
-      return -1;
-    at += 4 + get_u32(bytes + at);
-  }
-  if (at != len)
-    return -1;
-  at = 4;
-  for (uint32_t i = 0; i < n && fn; i++) {
-    size_t plen = get_u32(bytes + at);
-    fn(data, bytes + at + 4, plen);
-    at += 4 + plen;
-  }
-  return (int)n;
-}
-
-static void push_part(void *data, const char *part, size_t len) {
-  lua_pushlstring(data, part, len);
-}
-
-int mflr_parts_push(lua_State *L, const char *bytes, size_t len) {
-  int n = mflr_parts_each(bytes, len, NULL, NULL);
-  if (n < 0 || !lua_checkstack(L, n + 4))
-    return -1;
-  return mflr_parts_each(bytes, len, push_part, L);
-}
-
-/* }====== */
-
 /* {====== Jobs in flight ====== */
 
 static size_t bucket_of(const mflr_runner *r, uint64_t id) {
@@ -288,7 +218,8 @@ static int runner_tostring(lua_State *L) {
   return 1;
 }
 
-/* core.runner_new(kind, workers, config, setup parts...) -> Runner */
+/* core.runner_new(kind, workers, config, setup?) -> Runner (config: a
+ * codec message; setup: core.pack of the setup function) */
 static int l_runner_new(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   const char *kind = luaL_checkstring(L, 1);
@@ -309,16 +240,17 @@ static int l_runner_new(lua_State *L) {
   r->loop = mf_engine_loop(S->engine);
   r->workers = workers;
   r->load = calloc((size_t)workers, sizeof *r->load);
-  int fail = !r->load || mfl_buffer_reserve(&r->config, clen) != 0;
+  size_t slen = 0;
+  const char *setup = luaL_optlstring(L, 4, NULL, &slen);
+  int fail = !r->load || mfl_buffer_reserve(&r->config, clen) != 0 ||
+             (setup && mfl_buffer_reserve(&r->setup, slen) != 0);
   if (!fail) {
     memcpy(r->config.data, config, clen);
     r->config.len = clen;
-    fail = mflr_parts_begin(&r->setup) != 0;
-  }
-  for (int i = 4; !fail && i <= lua_gettop(L) - 1; i++) {
-    size_t len;
-    const char *part = luaL_checklstring(L, i, &len);
-    fail = mflr_parts_add(&r->setup, part, len) != 0;
+    if (setup) {
+      memcpy(r->setup.data, setup, slen);
+      r->setup.len = slen;
+    }
   }
   if (!fail)
     fail = strcmp(kind, "threads") == 0     ? mflr_threads_init(r)
@@ -397,31 +329,115 @@ static int handle_gc(lua_State *L) {
 static const char *const status_names[] = {"completed", "failed", "crashed",
                                            "cancelled", "lost"};
 
+/* Pushes what the answer holds: true and the results, or false, the
+ * status and what failed (a table { err, traceback }, or a message). */
+static int push_answer(lua_State *L, mflr_job *job) {
+  int status = job->done ? job->status : MFLR_CANCELLED;
+  if (status == MFLR_COMPLETED || status == MFLR_FAILED ||
+      status == MFLR_CRASHED) {
+    mflr_parts it;
+    mflr_session_reset(L);
+    if (mflr_parts_open(&it, job->answer.data, job->answer.len) != 0 ||
+        mflr_get_value(L, &it) != MFL_CODEC_OK || mflr_get_tasks(L, &it) != 0)
+      return lua_error(L); /* a DecodeError: the attempt fails with it */
+    if (status == MFLR_COMPLETED && lua_istable(L, -1)) {
+      int results = lua_gettop(L);
+      lua_getfield(L, results, "n");
+      int n = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      luaL_checkstack(L, n + 1, "too many results");
+      lua_pushboolean(L, 1);
+      for (int i = 1; i <= n; i++)
+        lua_rawgeti(L, results, i);
+      return n + 1;
+    }
+  } else {
+    lua_pushstring(L, job->message ? job->message : "");
+  }
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, status_names[status]);
+  lua_rotate(L, -3, 2);
+  return 3;
+}
+
 static int remote_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_wait_outcome(L, status);
-  job_handle *h = lua_touserdata(L, (int)ctx);
-  mflr_job *job = mf_run_body(h->run);
-  int n;
-  if (!job->done) { /* cancelled from elsewhere */
-    lua_pushstring(L, status_names[MFLR_CANCELLED]);
-    n = 1;
-  } else if (job->status == MFLR_LOST) {
-    lua_pushstring(L, status_names[MFLR_LOST]);
-    lua_pushstring(L, job->message ? job->message : "the worker was lost");
-    n = 2;
-  } else {
-    lua_pushstring(L, status_names[job->status]);
-    int parts = job->answer.len
-                    ? mflr_parts_push(L, job->answer.data, job->answer.len)
-                    : 0;
-    if (parts < 0)
-      return mfl_raise(L, "Crashed", "a worker's answer is not parts");
-    n = 1 + parts;
-  }
+  int hidx = (int)ctx;
+  job_handle *h = lua_touserdata(L, hidx);
+  int n = push_answer(L, mf_run_body(h->run));
   mf_run *run = h->run;
   h->run = NULL;
   mf_run_unref(run);
   return n;
+}
+
+/* The context of the run, for mf.context() in the worker and the name of
+ * its run there: u64 id, u32 attempt, u8 flags (1: log_prints), name,
+ * flow id, flow name, u32 tag count, tags (strings: u32 length, bytes). */
+static int put_str(mfl_buffer *b, const char *s, size_t len) {
+  if (len > UINT32_MAX || mfl_buffer_reserve(b, 4 + len) != 0)
+    return -1;
+  for (int i = 0; i < 4; i++)
+    b->data[b->len + i] = (char)(len >> (8 * i));
+  memcpy(b->data + b->len + 4, s, len);
+  b->len += 4 + len;
+  return 0;
+}
+
+static int put_context(lua_State *L, mf_run *run, int box, mfl_buffer *parts) {
+  mfl_buffer b = {0};
+  char head[13];
+  uint64_t id = mf_run_id(run);
+  unsigned attempt = (unsigned)mf_run_attempt(run);
+  for (int i = 0; i < 8; i++)
+    head[i] = (char)(id >> (8 * i));
+  for (int i = 0; i < 4; i++)
+    head[8 + i] = (char)(attempt >> (8 * i));
+  head[12] = (char)(((mfl_run *)mf_run_body(run))->log_prints ? 1 : 0);
+  int fail = mfl_buffer_reserve(&b, sizeof head);
+  if (!fail) {
+    memcpy(b.data, head, sizeof head);
+    b.len = sizeof head;
+  }
+  char name[256];
+  size_t len = mf_run_name(run, name, sizeof name);
+  fail = fail || put_str(&b, name, len < sizeof name ? len : sizeof name - 1);
+  mf_run *flow = mf_run_parent(run);
+  while (flow && !(mf_run_flags(flow) & MF_RUN_FLOW))
+    flow = mf_run_parent(flow);
+  char fid[32] = "";
+  size_t flen = 0;
+  name[0] = 0;
+  if (flow) {
+    snprintf(fid, sizeof fid, "%llu", (unsigned long long)mf_run_id(flow));
+    flen = mf_run_name(flow, name, sizeof name);
+    if (flen >= sizeof name)
+      flen = sizeof name - 1;
+  }
+  fail = fail || put_str(&b, fid, strlen(fid)) || put_str(&b, name, flen);
+  lua_getiuservalue(L, box, MFL_UV_TASK);
+  lua_getiuservalue(L, -1, MFL_TASK_UV_OPTS);
+  lua_getfield(L, -1, "tags");
+  size_t ntags = lua_istable(L, -1) ? lua_rawlen(L, -1) : 0;
+  char count[4];
+  for (int i = 0; i < 4; i++)
+    count[i] = (char)(ntags >> (8 * i));
+  fail = fail || mfl_buffer_reserve(&b, 4) != 0;
+  if (!fail) {
+    memcpy(b.data + b.len, count, 4);
+    b.len += 4;
+  }
+  for (size_t i = 1; !fail && i <= ntags; i++) {
+    lua_rawgeti(L, -1, (lua_Integer)i);
+    size_t tlen;
+    const char *tag = lua_tolstring(L, -1, &tlen);
+    fail = put_str(&b, tag ? tag : "", tag ? tlen : 0);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 3);
+  fail = fail || mflr_parts_add(parts, b.data, b.len) != 0;
+  mfl_buffer_free(&b);
+  return fail ? -1 : 0;
 }
 
 /* Sends the job; a runner that cannot (shut down, no worker could start)
@@ -450,9 +466,9 @@ static void dispatch(mflr_runner *r, mflr_job *job, mf_run *run) {
   mfl_buffer_free(&job->request);
 }
 
-/* core.remote_call(runner, parts...) -> status, parts... (or "lost",
- * message): hands the parts to a worker as a job and parks the current
- * run until its answer. */
+/* core.remote_call(runner, fn, ...) -> true, results... or false, status,
+ * failure: runs fn(...) on a worker of the runner as a job and parks the
+ * current run until the worker answers. */
 static int l_remote_call(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   runner_box *b = check_runner(L, 1);
@@ -461,7 +477,7 @@ static int l_remote_call(lua_State *L) {
     return mfl_raise(L, "UsageError",
                      "remote_call runs a run's attempt on a worker");
   mfl_check_yieldable(L, run, "a run on a worker");
-  int nparts = lua_gettop(L) - 1;
+  int top = lua_gettop(L), nargs = top - 2;
   job_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
   h->run = NULL;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_handle_mt);
@@ -473,14 +489,27 @@ static int l_remote_call(lua_State *L) {
   h->run = jr; /* the reference mf_run_new gave */
   mflr_job *job = mf_run_body(jr);
   job->run = jr;
-  int fail = mflr_parts_begin(&job->request);
-  for (int i = 2; !fail && i <= nparts + 1; i++) {
-    size_t len;
-    const char *part = luaL_checklstring(L, i, &len);
-    fail = mflr_parts_add(&job->request, part, len);
-  }
+  /* The request: the context, the function, the arguments, their Tasks. */
+  mfl_buffer *req = &job->request;
+  mflr_session_reset(L);
+  mfl_push_future_of(L, run);
+  int fail = mflr_parts_begin(req) || put_context(L, run, lua_gettop(L), req);
+  lua_pop(L, 1);
   if (fail)
     return luaL_error(L, "moonflow: out of memory");
+  if (mflr_put_value(L, 2, req, "function") != MFL_CODEC_OK)
+    return lua_error(L);
+  lua_createtable(L, nargs, 1);
+  for (int i = 1; i <= nargs; i++) {
+    lua_pushvalue(L, 2 + i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, nargs);
+  lua_setfield(L, -2, "n");
+  if (mflr_put_value(L, -1, req, "args") != MFL_CODEC_OK ||
+      mflr_put_tasks(L, req) != 0)
+    return lua_error(L);
+  lua_pop(L, 1);
   double deadline = mf_run_deadline(run);
   job->timeout = deadline >= 0 ? deadline - mf_engine_now(S->engine) : 0;
   if (deadline >= 0 && job->timeout <= 0)
@@ -500,12 +529,15 @@ static int l_remote_call(lua_State *L) {
 /* The Runner in field key of the options of the task at task_idx, pushed;
  * returns whether there is one. */
 static int push_option_runner(lua_State *L, int task_idx, const char *key) {
-  lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
-  if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, key) != LUA_TNIL) {
+  if (lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (lua_getfield(L, -1, key) != LUA_TNIL) {
     lua_remove(L, -2);
     return 1;
   }
-  lua_pop(L, lua_type(L, -1) == LUA_TTABLE ? 2 : 1);
+  lua_pop(L, 2);
   return 0;
 }
 
@@ -628,5 +660,6 @@ void mfl_open_runners(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &key_handle_mt);
   mfl_setfuncs(L, runner_functions);
+  mflr_open_msg(L);
   mflw_open(L);
 }

@@ -76,7 +76,8 @@ struct mflr_runner {
   int closed;        /* shut down: nothing is sent any more */
   int refs;          /* the Runner userdata and the transport's open handles */
   mfl_buffer config; /* a codec message: path, cpath, slice, preempt */
-  mfl_buffer setup;  /* parts: the setup function (empty: none) */
+  mfl_buffer setup;  /* a message (core.pack) of the setup function, or
+                        empty */
   /* Jobs in flight by id: chained buckets. */
   mflr_job **buckets;
   size_t nbuckets, count;
@@ -85,19 +86,37 @@ struct mflr_runner {
   void *impl;   /* the transport's */
 };
 
-/* {====== Parts ====== */
+/* {====== Messages (runners_msg.c) ====== */
 
-/* Appends a part. 0, or -1 when memory ran out. */
+/* Starts an empty list of parts; appends a part.  0, or -1 when memory
+ * ran out. */
 int mflr_parts_begin(mfl_buffer *b);
 int mflr_parts_add(mfl_buffer *b, const char *bytes, size_t len);
-/* Reads the parts of bytes..bytes+len: calls fn(data, part, len) for each
- * in order; returns the count, or -1 when the bytes are not parts. */
-int mflr_parts_each(const char *bytes, size_t len,
-                    void (*fn)(void *data, const char *part, size_t len),
-                    void *data);
+
+/* Reading parts in order. */
+typedef struct mflr_parts {
+  const char *p;
+  size_t left;
+  int count; /* parts left */
+} mflr_parts;
+/* 0, or -1 when the bytes are not a list of parts. */
+int mflr_parts_open(mflr_parts *it, const char *bytes, size_t len);
+/* The next part: 1, or 0 when none is left. */
+int mflr_parts_next(mflr_parts *it, const char **part, size_t *len);
 /* Pushes each part as a string; returns how many, or -1 (nothing pushed)
  * when the bytes are not parts. */
 int mflr_parts_push(lua_State *L, const char *bytes, size_t len);
+
+/* A message: its values, one part each (mflr_put_value, named for errors:
+ * "args[1].conn"), then the Tasks they met (mflr_put_tasks); read back in
+ * the same order.  mflr_session_reset comes first.  Errors are pushed:
+ * MFL_CODEC_* codes for values, -1 for Tasks. */
+void mflr_session_reset(lua_State *L);
+int mflr_put_value(lua_State *L, int idx, mfl_buffer *parts, const char *root);
+int mflr_put_tasks(lua_State *L, mfl_buffer *parts);
+int mflr_get_value(lua_State *L, mflr_parts *it); /* pushes it */
+int mflr_get_tasks(lua_State *L, mflr_parts *it); /* the parts left */
+void mflr_open_msg(lua_State *L);
 
 /* }====== */
 
@@ -131,8 +150,9 @@ typedef struct mflw_host {
 } mflw_host;
 
 /* Makes L (the module open) a worker: its answers go to host, config and
- * setup as in mflr_runner.  The setup runs now; its error, if any, fails
- * every job.  Returns 0, or -1 with the error on top of L. */
+ * setup as in mflr_runner (setup_len 0: none).  The setup runs now; its
+ * error, if any, fails every job.  Returns 0, or -1 with the error on top
+ * of L. */
 int mflw_start(lua_State *L, mflw_host *host, const char *config,
                size_t config_len, const char *setup, size_t setup_len);
 /* A job: runs it as a run of L's engine; the answer comes through the

@@ -247,7 +247,8 @@ static const char *on_parent_frame(void *data, int type, uint64_t id,
       return "out of memory";
     memcpy(answer.data, payload + 1, len - 1);
     answer.len = len - 1;
-    if (mflr_parts_each(answer.data, answer.len, NULL, NULL) < 0) {
+    mflr_parts it;
+    if (mflr_parts_open(&it, answer.data, answer.len) != 0) {
       mfl_buffer_free(&answer);
       return "an answer that is not parts";
     }
@@ -566,7 +567,8 @@ static const char *setup(child *c, const unsigned char *p, size_t len) {
     return "a short setup";
   const char *setup_parts = (const char *)p + at + clen;
   size_t slen = len - at - clen;
-  if (slen && mflr_parts_each(setup_parts, slen, NULL, NULL) < 0)
+  mflr_parts it;
+  if (slen && mflr_parts_open(&it, setup_parts, slen) != 0)
     return "a setup that is not parts";
   if (mflw_start(c->L, &c->host, (const char *)p + at, clen, setup_parts,
                  slen) != 0) {
@@ -589,8 +591,9 @@ static const char *on_child_frame(void *data, int type, uint64_t id,
   case F_SETUP:
     return c->started ? "a second setup" : setup(c, payload, len);
   case F_JOB: {
+    mflr_parts it;
     if (len < 8 ||
-        mflr_parts_each((const char *)payload + 8, len - 8, NULL, NULL) < 0)
+        mflr_parts_open(&it, (const char *)payload + 8, len - 8) != 0)
       return "a job that is not parts";
     uint64_t bits = get_u64(payload);
     double timeout;

@@ -3,20 +3,95 @@
  * own Lua state, engine and libuv loop (worker.c makes them workers), so
  * that async tasks interleave inside a worker as on the main loop.
  *
- * Messages go both ways through mutex-protected queues and uv_async_send:
- * to a worker (job, cancel, stop) on its own async handle, answers to the
- * main loop on the runner's; each wake-up drains the whole queue.  The
+ * Messages go both ways through mutex-protected queues and a wake-up: to
+ * a worker (job, cancel, stop) on its own, answers to the main loop on the
+ * runner's; each wake-up drains the whole queue.  A wake-up is an eventfd
+ * polled by the loop, written only when no wake-up is pending: libuv's
+ * uv_async_send (1.44) makes the receiving loop spin while a sender is
+ * between two of its steps, which on a busy machine costs more than the
+ * jobs.  The
  * bytes are malloc'ed buffers handed from thread to thread: no Lua value
  * is ever shared.  Worker threads block every signal but the preemption
  * one, so that Ctrl-C and the like reach the main thread.
  */
+#include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "runners.h"
 
 #define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6) /* preempt.c's */
+
+/* {====== Wake-ups ====== */
+
+typedef struct wake {
+  uv_poll_t poll; /* first: a handle's data finds the wake */
+  int fd;
+  atomic_int pending; /* written, not yet read */
+  void (*cb)(struct wake *w);
+  void (*done)(struct wake *w); /* after it closed */
+  void *data;
+} wake;
+
+static void on_wake_poll(uv_poll_t *handle, int status, int events) {
+  (void)status;
+  (void)events;
+  wake *w = (wake *)handle;
+  uint64_t count;
+  while (read(w->fd, &count, sizeof count) < 0 && errno == EINTR)
+    ;
+  /* Cleared before the queue is taken: a message queued after the take
+   * writes again. */
+  atomic_store(&w->pending, 0);
+  w->cb(w);
+}
+
+static int wake_init(uv_loop_t *loop, wake *w, void (*cb)(wake *), void *data) {
+  w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (w->fd < 0)
+    return UV_EMFILE;
+  atomic_init(&w->pending, 0);
+  w->cb = cb;
+  w->data = data;
+  int rc = uv_poll_init(loop, &w->poll, w->fd);
+  if (rc == 0)
+    rc = uv_poll_start(&w->poll, UV_READABLE, on_wake_poll);
+  if (rc != 0) {
+    close(w->fd);
+    w->fd = -1;
+  }
+  return rc;
+}
+
+/* From any thread, after the message is queued. */
+static void wake_send(wake *w) {
+  if (atomic_exchange(&w->pending, 1) == 0) {
+    uint64_t one = 1;
+    while (write(w->fd, &one, sizeof one) < 0 && errno == EINTR)
+      ;
+  }
+}
+
+static void on_wake_closed(uv_handle_t *handle) {
+  wake *w = (wake *)handle;
+  close(w->fd);
+  w->fd = -1;
+  if (w->done)
+    w->done(w);
+}
+
+/* Closes it; then done(w), if not NULL.  No send may follow. */
+static void wake_close(wake *w, void (*done)(wake *)) {
+  w->done = done;
+  uv_close((uv_handle_t *)&w->poll, on_wake_closed);
+}
+
+/* }====== */
 
 enum { MSG_JOB, MSG_CANCEL, MSG_STOP, MSG_ANSWER };
 
@@ -60,17 +135,17 @@ typedef struct worker {
   uv_thread_t thread;
   uv_mutex_t lock; /* inbox, ready */
   queue inbox;
-  int ready;       /* its async handle exists: sends wake it */
-  uv_async_t wake; /* on the worker's loop */
-  lua_State *L;    /* the worker thread's */
+  int ready;    /* its wake-up exists: sends wake it */
+  wake wakeup;  /* on the worker's loop */
+  lua_State *L; /* the worker thread's */
   int stopping;
 } worker;
 
 typedef struct pool {
   mflr_runner *r;
   worker *w;
-  uv_async_t answers; /* on the main loop */
-  uv_mutex_t lock;    /* outbox */
+  wake answers;    /* on the main loop */
+  uv_mutex_t lock; /* outbox */
   queue outbox;
 } pool;
 
@@ -92,7 +167,7 @@ static void worker_answer(mflw_host *host, uint64_t id, int status,
   uv_mutex_lock(&p->lock);
   queue_push(&p->outbox, m);
   uv_mutex_unlock(&p->lock);
-  uv_async_send(&p->answers);
+  wake_send(&p->answers);
 }
 
 /* A job the worker cannot run (its state could not be made): answered
@@ -116,8 +191,8 @@ static void answer_error(worker *w, uint64_t id, const char *why) {
   mfl_buffer_free(&parts);
 }
 
-static void on_wake(uv_async_t *handle) {
-  worker *w = handle->data;
+static void on_wake(wake *wk) {
+  worker *w = wk->data;
   uv_mutex_lock(&w->lock);
   msg *m = w->inbox.head;
   w->inbox.head = w->inbox.tail = NULL;
@@ -135,7 +210,7 @@ static void on_wake(uv_async_t *handle) {
       if (!w->stopping) {
         w->stopping = 1;
         mflw_stop(w->L);
-        uv_close((uv_handle_t *)&w->wake, NULL);
+        wake_close(&w->wakeup, NULL);
       }
       break;
     }
@@ -182,12 +257,16 @@ static void worker_main(void *arg) {
   }
   w->L = L;
   mf_engine *engine = mf_lua_engine(L);
-  uv_async_init(mf_engine_loop(engine), &w->wake, on_wake);
-  w->wake.data = w;
+  if (wake_init(mf_engine_loop(engine), &w->wakeup, on_wake, w) != 0) {
+    lua_close(L);
+    w->L = NULL;
+    run_broken(w, "cannot make the worker's wake-up");
+    return;
+  }
   uv_mutex_lock(&w->lock);
   w->ready = 1;
   uv_mutex_unlock(&w->lock);
-  on_wake(&w->wake); /* what came before it was ready */
+  on_wake(&w->wakeup); /* what came before it was ready */
   while (!w->stopping)
     mf_engine_run(engine);
   mf_engine_run(engine); /* the cancelled runs end */
@@ -205,7 +284,7 @@ static void send_msg(worker *w, msg *m) {
   int ready = w->ready == 1;
   uv_mutex_unlock(&w->lock);
   if (ready)
-    uv_async_send(&w->wake);
+    wake_send(&w->wakeup);
 }
 
 static int start_worker(pool *p, worker *w) {
@@ -232,11 +311,16 @@ static int threads_send(mflr_runner *r, mflr_job *job) {
     if (r->load[i] < r->load[best])
       best = i;
   worker *w = &p->w[best];
-  if (!w->started) {
-    int rc = start_worker(p, w);
-    if (rc != 0) {
-      job->message = strdup(uv_strerror(rc));
-      return -1;
+  if (!w->started) { /* the first job starts them all */
+    for (int i = 0; i < r->workers; i++) {
+      int rc = p->w[i].started ? 0 : start_worker(p, &p->w[i]);
+      if (rc != 0 && i == best) {
+        char text[256];
+        snprintf(text, sizeof text, "cannot start a worker thread: %s",
+                 uv_strerror(rc));
+        job->message = strdup(text);
+        return -1;
+      }
     }
   }
   msg *m = calloc(1, sizeof *m);
@@ -267,14 +351,14 @@ static void threads_cancel(mflr_runner *r, mflr_job *job) {
 static void threads_keepalive(mflr_runner *r, int on) {
   pool *p = r->impl;
   if (on)
-    uv_ref((uv_handle_t *)&p->answers);
+    uv_ref((uv_handle_t *)&p->answers.poll);
   else
-    uv_unref((uv_handle_t *)&p->answers);
+    uv_unref((uv_handle_t *)&p->answers.poll);
 }
 
 /* The whole outbox per wake-up. */
-static void on_answers(uv_async_t *handle) {
-  pool *p = handle->data;
+static void on_answers(wake *wk) {
+  pool *p = wk->data;
   uv_mutex_lock(&p->lock);
   msg *m = p->outbox.head;
   p->outbox.head = p->outbox.tail = NULL;
@@ -285,8 +369,8 @@ static void on_answers(uv_async_t *handle) {
   free_msgs(m);
 }
 
-static void on_answers_closed(uv_handle_t *handle) {
-  pool *p = handle->data;
+static void on_answers_closed(wake *wk) {
+  pool *p = wk->data;
   mflr_runner *r = p->r;
   for (int i = 0; i < r->workers; i++)
     uv_mutex_destroy(&p->w[i].lock);
@@ -322,7 +406,7 @@ static void threads_shutdown(mflr_runner *r) {
   }
   free_msgs(p->outbox.head);
   p->outbox.head = p->outbox.tail = NULL;
-  uv_close((uv_handle_t *)&p->answers, on_answers_closed);
+  wake_close(&p->answers, on_answers_closed);
 }
 
 /* runner:_debug("threads") -> how many worker threads started */
@@ -365,9 +449,15 @@ int mflr_threads_init(mflr_runner *r) {
     uv_mutex_init(&p->w[i].lock);
   }
   uv_mutex_init(&p->lock);
-  uv_async_init(r->loop, &p->answers, on_answers);
-  p->answers.data = p;
-  uv_unref((uv_handle_t *)&p->answers);
+  if (wake_init(r->loop, &p->answers, on_answers, p) != 0) {
+    for (int i = 0; i < r->workers; i++)
+      uv_mutex_destroy(&p->w[i].lock);
+    uv_mutex_destroy(&p->lock);
+    free(p->w);
+    free(p);
+    return -1;
+  }
+  uv_unref((uv_handle_t *)&p->answers.poll);
   r->t = &threads_transport;
   r->impl = p;
   r->refs++; /* the answers handle */

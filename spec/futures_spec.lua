@@ -110,11 +110,11 @@ function TestFutureResult:test_reraises_the_error_table_unchanged()
   local fut = fail:submit(e)
   local ok, err = pcall(fut.result, fut)
   lu.assertFalse(ok)
-  lu.assertIs(err, e)
+  h.assert_same(err, e)
   -- Again, and with raise_on_failure == true said explicitly.
   ok, err = pcall(fut.result, fut, nil, true)
   lu.assertFalse(ok)
-  lu.assertIs(err, e)
+  h.assert_same(err, e)
 end
 
 function TestFutureResult:test_reraises_the_error_string_unchanged()
@@ -129,7 +129,7 @@ function TestFutureResult:test_raise_on_failure_false_returns_the_error_value()
   local fut = fail:submit(e, 0.01)
   local ok, got = pcall(fut.result, fut, nil, false)
   lu.assertTrue(ok, tostring(got))
-  lu.assertIs(got, e)
+  h.assert_same(got, e)
   local fut2 = fail:submit("text")
   lu.assertEquals(fut2:result(nil, false), "text")
 end
@@ -308,6 +308,7 @@ function TestFutureCancel:test_pending_run()
 end
 
 function TestFutureCancel:test_sleeping_run()
+  h.shared_memory("a task sets the test's variables")
   local after = false
   local started = false
   local t = mf.task(function()
@@ -340,6 +341,7 @@ function TestFutureCancel:test_run_waiting_on_inputs()
 end
 
 function TestFutureCancel:test_running_run_parked_in_a_wait()
+  h.shared_memory("a task holds a Future of the test")
   local slow = sleep_then:submit(0.1, 1)
   local after = false
   local waiter = mf.task(function()
@@ -375,6 +377,7 @@ function TestFutureCancel:test_second_cancel_is_false()
 end
 
 function TestFutureCancel:test_from_inside_another_run()
+  h.shared_memory("a task holds a Future of the test")
   local victim = sleep_then:submit(0.1, 1)
   local canceller = mf.task(function()
     mf.sleep(0.01)
@@ -510,6 +513,7 @@ end
 TestWaitingNeverBlocks = {}
 
 function TestWaitingNeverBlocks:test_a_wait_lets_other_runs_go_on()
+  h.shared_memory("a task holds a Future of the test")
   local order = {}
   local slow = sleep_then:submit(0.06)
   local waiter = mf.task(function()
@@ -526,6 +530,7 @@ function TestWaitingNeverBlocks:test_a_wait_lets_other_runs_go_on()
 end
 
 function TestWaitingNeverBlocks:test_many_runs_wait_at_once()
+  h.shared_memory("a task holds a Future of the test")
   local t0 = mf.now()
   local slow = sleep_then:submit(0.08, 2)
   local waiter = mf.task(function(i) return slow:result() * i end)
@@ -536,6 +541,7 @@ function TestWaitingNeverBlocks:test_many_runs_wait_at_once()
 end
 
 function TestWaitingNeverBlocks:test_the_main_chunk_waits_while_runs_progress()
+  h.shared_memory("a task sets the test's variables")
   local ticks = 0
   local ticker = mf.task(function()
     for _ = 1, 5 do mf.sleep(0.005) ticks = ticks + 1 end
@@ -547,6 +553,7 @@ function TestWaitingNeverBlocks:test_the_main_chunk_waits_while_runs_progress()
 end
 
 function TestWaitingNeverBlocks:test_coroutine_created_inside_a_run_raises_usage_error()
+  h.shared_memory("a task holds a Future of the test")
   local slow = sleep_then:submit(0.15)
   local probe = mf.task(function()
     local out = {}
@@ -575,6 +582,7 @@ function TestWaitingNeverBlocks:test_coroutine_created_inside_a_run_raises_usage
 end
 
 function TestWaitingNeverBlocks:test_coroutine_wrap_inside_a_run_raises_usage_error()
+  h.shared_memory("a task holds a Future of the test")
   local slow = sleep_then:submit(0.15)
   local probe = mf.task(function()
     local ok, err = pcall(coroutine.wrap(function() return slow:result() end))
@@ -671,7 +679,7 @@ function TestFutureList:test_fail_fast_while_earlier_runs_go_on()
   local ok, err = pcall(list.result, list)
   local took = elapsed_since(t0)
   lu.assertFalse(ok)
-  lu.assertIs(err, e)
+  h.assert_same(err, e)
   lu.assertTrue(took < 0.1, "raised after " .. took)
   lu.assertFalse(list[1]:done())
   cancel_all(list[1])
@@ -682,7 +690,7 @@ function TestFutureList:test_fail_fast_raises_the_first_failure_to_finish()
   local list = maybe_fail:map({ 0, later, first }, { 0, 0.06, 0.01 })
   local ok, err = pcall(list.result, list)
   lu.assertFalse(ok)
-  lu.assertIs(err, first)
+  h.assert_same(err, first)
   list:wait()
   list[2]:state()
 end
@@ -694,7 +702,7 @@ function TestFutureList:test_raise_on_failure_false_puts_the_error_at_its_index(
   lu.assertTrue(ok, tostring(r))
   lu.assertEquals(r.n, 3)
   lu.assertEquals(r[1], 10)
-  lu.assertIs(r[2], e)
+  h.assert_same(r[2], e)
   lu.assertEquals(r[3], 30)
   -- It waited for every run.
   for _, fut in ipairs(list) do lu.assertTrue(fut:done()) end
@@ -890,8 +898,8 @@ function TestMfResult:test_same_as_the_method()
   local bad = fail:submit(e)
   local ok, err = pcall(mf.result, bad)
   lu.assertFalse(ok)
-  lu.assertIs(err, e)
-  lu.assertIs(mf.result(bad, nil, false), e)
+  h.assert_same(err, e)
+  h.assert_same(mf.result(bad, nil, false), e)
   local slow = sleep_then:submit(0.15)
   h.raises_kind("Timeout", mf.result, slow, 0.01)
   cancel_all(slow)

@@ -21,7 +21,7 @@ local core = require "moonflow.core"
 local control = require "moonflow.control"
 
 local M = {}
-local format, pack, unpack = string.format, table.pack, table.unpack
+local format, unpack = string.format, table.unpack
 local encode, decode = core.encode, core.decode
 
 local function usage(fmt, ...)
@@ -68,8 +68,8 @@ local function copying(kind)
     local cpus, slice, preempt = core.runtime()
     local config = encode({ path = package.path, cpath = package.cpath,
       slice = slice, preempt = preempt })
-    local parts = setup and M.pack({ setup }, { "setup" }) or {}
-    return core.runner_new(kind, workers or cpus, config, unpack(parts))
+    return core.runner_new(kind, workers or cpus, config,
+      setup and core.pack(setup, "setup"))
   end
 end
 
@@ -83,10 +83,7 @@ end
 
 -- }======
 
--- {====== Messages ======
-
--- The message being encoded or decoded: what its Tasks need.
-local encoding, decoding
+-- {====== Tasks in messages ======
 
 -- Set by init.lua: task_info(task) -> user function, name, options,
 -- is_flow; new_task(opts, fn) and new_flow(opts, fn).
@@ -99,12 +96,12 @@ local function is_function_list(v)
 end
 
 -- A Task in a message: its id (within the message), name, plain options,
--- and the shape of its function options; the functions follow.
+-- and the shape of its function options; the functions follow in parts
+-- of their own (put_tasks).  s.tasks lists the Tasks met, by id.
 local function encode_task(task)
-  local s = encoding
-  if not s then
-    usage("a Task can only be copied to a task runner's worker")
-  end
+  local s = core.codec_session()
+  s.ids = s.ids or {}
+  s.tasks = s.tasks or {}
   local id = s.ids[task]
   if not id then
     id = #s.tasks + 1
@@ -127,22 +124,35 @@ local function encode_task(task)
     params = params }
 end
 
--- The functions of the Tasks met, by id: { fn = ..., opts = { k = v } }.
-local function task_functions(task)
-  local fn, _, opts = hooks.task_info(task)
-  local fns = {}
-  for k, v in pairs(opts) do
-    if type(v) == "function" or is_function_list(v) then fns[k] = v end
+local encode_functions = { functions = true, name = "task" }
+
+-- The functions of the Tasks a message met, by id: { fn = ..., opts = {} }
+-- in parts, a round at a time (encoding them may meet more Tasks).
+local function put_tasks(s)
+  local parts, done = {}, 0
+  while done < #s.tasks do
+    local round, last = {}, #s.tasks
+    for id = done + 1, last do
+      local fn, _, opts = hooks.task_info(s.tasks[id])
+      local fns = {}
+      for k, v in pairs(opts) do
+        if type(v) == "function" or is_function_list(v) then fns[k] = v end
+      end
+      round[id] = { fn = fn, opts = fns }
+    end
+    parts[#parts + 1] = encode(round, encode_functions)
+    done = last
   end
-  return { fn = fn, opts = fns }
+  return unpack(parts)
 end
 
 -- The receiving side's Task: its function and function options call those
--- of the message, filled in once all of it is decoded.
+-- of the message, which come afterwards (get_tasks).
 local function decode_task(d)
-  local s = decoding
-  if not s then usage("a Task can only be decoded by a task runner") end
-  local task = s.tasks[d.id]
+  local s = core.codec_session()
+  s.made = s.made or {}
+  s.fills = s.fills or {}
+  local task = s.made[d.id]
   if task then return task end
   local fill = { opts = {} }
   s.fills[d.id] = fill
@@ -161,9 +171,22 @@ local function decode_task(d)
   local function fn(...) return fill.fn(...) end
   if d.params then control.set_parameter_names(fn, d.params) end
   task = (d.flow and hooks.new_flow or hooks.new_task)(opts, fn)
-  s.tasks[d.id] = task
+  s.made[d.id] = task
   return task
 end
+
+local decode_functions = { functions = true, require = true }
+
+local function get_tasks(s, ...)
+  for i = 1, select("#", ...) do
+    for id, f in pairs(decode((select(i, ...)), decode_functions)) do
+      local fill = s.fills and s.fills[id]
+      if fill then fill.fn, fill.opts = f.fn, f.opts end
+    end
+  end
+end
+
+core.set_task_parts(put_tasks, get_tasks)
 
 local runner_mt, task_mt = core.runner_metatables()
 core.codec_register("moonflow.Runner", runner_mt,
@@ -171,86 +194,27 @@ core.codec_register("moonflow.Runner", runner_mt,
   function() return coroutines end)
 core.codec_register("moonflow.Task", task_mt, encode_task, decode_task)
 
-local encode_options = setmetatable({}, { __index = function(t, name)
-  local o = { functions = true, name = name }
-  t[name] = o
-  return o
-end })
-
-local function pack_message(values, names)
-  local s = encoding
-  local parts = {}
-  for i = 1, #names do parts[i] = encode(values[i], encode_options[names[i]]) end
-  local done = 0
-  while done < #s.tasks do -- encoding them may meet more
-    local round, last = {}, #s.tasks
-    for id = done + 1, last do round[id] = task_functions(s.tasks[id]) end
-    parts[#parts + 1] = encode(round, encode_options.task)
-    done = last
-  end
-  return parts
-end
-
--- The values (named for errors: "args[1].conn") as a list of strings.
-function M.pack(values, names)
-  local outer = encoding
-  encoding = { ids = {}, tasks = {} }
-  local ok, parts = pcall(pack_message, values, names)
-  encoding = outer
-  if not ok then error(parts, 0) end
-  return parts
-end
-
-local decode_options = { functions = true, require = true }
-
-local function unpack_message(parts, count)
-  local s = decoding
-  local values = {}
-  for i = 1, count do values[i] = decode(parts[i], decode_options) end
-  for i = count + 1, #parts do
-    for id, f in pairs(decode(parts[i], decode_options)) do
-      local fill = s.fills[id]
-      if fill then fill.fn, fill.opts = f.fn, f.opts end
-    end
-  end
-  return values
-end
-
--- The first count values of parts (made by M.pack).
-function M.unpack(parts, count)
-  local outer = decoding
-  decoding = { tasks = {}, fills = {} }
-  local ok, values = pcall(unpack_message, parts, count)
-  decoding = outer
-  if not ok then error(values, 0) end
-  return values
-end
-
 -- }======
 
 -- {====== The remote attempt ======
 
 local describe = control.describe
-local job_names = { "context", "function", "args" }
 
--- Turns a worker's answer into results, or the error of the run.
-local function finish(status, ...)
-  if status == "completed" then
-    local results = M.unpack({ ... }, 1)[1]
-    return unpack(results, 1, results.n)
-  end
+-- A worker's answer: true and the results, or false, how it ended and
+-- what failed ({ err, traceback } or a message).
+local function finish(ok, ...)
+  if ok then return ... end
+  local status, failure = ...
   local name = core.current().name
   if status == "lost" then
-    local message = format("run %s crashed: %s", name, (...))
+    local message = format("run %s crashed: %s", name, failure)
     core.set_outcome("CRASHED", "Crashed", message)
     error(core.error("Crashed", message), 0)
   elseif status == "cancelled" then
     local message = format("run %s was cancelled in its worker", name)
     core.set_outcome("CANCELLED", "Cancelled", message)
     error(core.error("Cancelled", message), 0)
-  end
-  local failure = M.unpack({ ... }, 1)[1]
-  if status == "crashed" then
+  elseif status == "crashed" then
     local message = format("run %s crashed in its worker: %s", name,
       describe(failure.err))
     core.set_outcome("CRASHED", "Crashed", message, failure.traceback)
@@ -268,10 +232,7 @@ local function remote_attempt(runner, fn, ...)
     if core.attempt() == 1 then control.name_run(named.template, named.fn, ...) end
     fn = named.fn
   end
-  local ctx = core.context()
-  ctx.log_prints = core.logs_prints()
-  local parts = M.pack({ ctx, fn, pack(...) }, job_names)
-  return finish(core.remote_call(runner, unpack(parts)))
+  return finish(core.remote_call(runner, fn, ...))
 end
 
 core.set_remote_attempt(remote_attempt)
