@@ -135,6 +135,7 @@ end
 TestRetries = {}
 
 function TestRetries:test_same_future_for_every_attempt_until_completed()
+  h.shared_memory("a task sets the test's variables")
   local attempts, ids = {}, {}
   local t = mf.task({ name = "flaky", retries = 3 }, function()
     local ctx = mf.context()
@@ -157,6 +158,7 @@ function TestRetries:test_same_future_for_every_attempt_until_completed()
 end
 
 function TestRetries:test_history_types()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 1 }, function()
     n = n + 1
@@ -171,6 +173,7 @@ function TestRetries:test_history_types()
 end
 
 function TestRetries:test_retries_exhausted_fails_with_last_error()
+  h.shared_memory("a task sets the test's variables")
   local errs = {}
   local t = mf.task({ retries = 2 }, function()
     local e = { kind = "Mine", message = "attempt " .. mf.context().attempt }
@@ -190,6 +193,7 @@ function TestRetries:test_retries_exhausted_fails_with_last_error()
 end
 
 function TestRetries:test_no_retries_by_default()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task(function() n = n + 1 raise("no") end)
   local fut = t:submit()
@@ -200,6 +204,7 @@ function TestRetries:test_no_retries_by_default()
 end
 
 function TestRetries:test_retries_zero_is_one_attempt()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 0 }, function() n = n + 1 raise("no") end)
   local fut = t:submit()
@@ -214,6 +219,7 @@ function TestRetries:test_attempt_is_one_without_retries()
 end
 
 function TestRetries:test_retry_never_starts_before_its_delay()
+  h.shared_memory("a task sets the test's variables")
   local starts = {}
   local t = mf.task({ retries = 2, retry_delay = 0.05 }, function()
     starts[#starts + 1] = mf.now()
@@ -229,6 +235,7 @@ function TestRetries:test_retry_never_starts_before_its_delay()
 end
 
 function TestRetries:test_delay_list_used_in_turn_last_value_repeats()
+  h.shared_memory("a task sets the test's variables")
   local starts = {}
   local t = mf.task({ retries = 4, retry_delay = { 0.01, 0.04 } }, function()
     starts[#starts + 1] = mf.now()
@@ -255,6 +262,7 @@ function TestRetries:test_delay_list_used_in_turn_last_value_repeats()
 end
 
 function TestRetries:test_other_runs_go_on_during_a_retry_delay()
+  h.shared_memory("a task sets the test's variables")
   local ticks = 0
   local flaky_n = 0
   local flaky = mf.task({ retries = 1, retry_delay = 0.1 }, function()
@@ -317,6 +325,7 @@ function TestRetries:test_jitter_zero_keeps_the_delay()
 end
 
 function TestRetries:test_retry_condition_falsy_ends_without_more_retries()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 5, retry_condition = function() return nil end },
     function() n = n + 1 raise("fatal") end)
@@ -329,6 +338,7 @@ function TestRetries:test_retry_condition_falsy_ends_without_more_retries()
 end
 
 function TestRetries:test_retry_condition_false_also_ends()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 5, retry_condition = function() return false end },
     function() n = n + 1 raise("fatal") end)
@@ -339,6 +349,7 @@ function TestRetries:test_retry_condition_false_also_ends()
 end
 
 function TestRetries:test_retry_condition_gets_error_and_state()
+  h.shared_memory("a task sets the test's variables")
   local calls = {}
   local e1 = { kind = "Transient", message = "try again" }
   local e2 = { kind = "Fatal", message = "give up" }
@@ -366,6 +377,7 @@ function TestRetries:test_retry_condition_gets_error_and_state()
 end
 
 function TestRetries:test_retry_condition_truthy_retries()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 2, retry_condition = function() return "yes" end },
     function() n = n + 1 if n < 3 then raise("x") end return n end)
@@ -373,6 +385,7 @@ function TestRetries:test_retry_condition_truthy_retries()
 end
 
 function TestRetries:test_timed_out_attempt_is_retried()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 1, timeout = 0.05 }, function()
     n = n + 1
@@ -386,6 +399,7 @@ function TestRetries:test_timed_out_attempt_is_retried()
 end
 
 function TestRetries:test_each_attempt_has_its_own_timeout()
+  h.shared_memory("a task sets the test's variables")
   -- Three attempts of 0.03 s each: more than the 0.08 s timeout in all,
   -- but each attempt is within it.
   local n = 0
@@ -399,6 +413,7 @@ function TestRetries:test_each_attempt_has_its_own_timeout()
 end
 
 function TestRetries:test_retries_with_task_with()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task(function() n = n + 1 if n < 2 then raise("x") end return n end)
   local fut = t:with({ retries = 1 }):submit()
@@ -528,6 +543,7 @@ function TestTimeouts:test_timeout_counts_from_start_not_from_wait_for()
 end
 
 function TestTimeouts:test_what_it_started_is_cancelled()
+  h.shared_memory("a task sets the test's variables")
   local child_finished = false
   local child_fut
   local child = mf.task(function() mf.sleep(0.15) child_finished = true end)
@@ -712,6 +728,7 @@ local function ticker_beside_spinner(seconds, ticks)
 end
 
 function TestFairness:test_spinning_run_does_not_freeze_a_sleeper()
+  h.shared_memory("a task sets the test's variables")
   local gaps, max, span = ticker_beside_spinner()
   lu.assertEquals(#gaps, 10)
   lu.assertTrue(max < 0.06, "a tick waited " .. max .. " s: " .. fmt_list(gaps))
@@ -725,6 +742,7 @@ function TestFairness:test_spinning_run_does_not_freeze_a_sleeper()
 end
 
 function TestFairness:test_two_spinners_share_the_loop()
+  h.shared_memory("a task sets the test's variables")
   -- Two runs computing 0.15 s each without yielding: both make progress
   -- from the start, neither waits for the other to finish.
   local first_seen = {}
@@ -745,6 +763,7 @@ function TestFairness:test_two_spinners_share_the_loop()
 end
 
 function TestFairness:test_configure_slice_changes_the_slice()
+  h.shared_memory("a task sets the test's variables")
   local ok, err = pcall(function()
     mf.configure({ slice = 0.1 })
     local gaps, max = ticker_beside_spinner(0.25, 8)
@@ -847,6 +866,7 @@ function TestCancellation:test_run_waiting_on_inputs()
 end
 
 function TestCancellation:test_sleeping_run_runs_its_hooks_and_cancels_children()
+  h.shared_memory("a task sets the test's variables")
   local log = {}
   local child_fut
   local child = mf.task(function() mf.sleep(0.2) log[#log + 1] = "child went on" end)
@@ -891,6 +911,7 @@ function TestCancellation:test_result_returns_after_cancellation_hooks()
 end
 
 function TestCancellation:test_computing_run_is_stopped_and_runs_its_hooks()
+  h.shared_memory("a task sets the test's variables")
   local flags = {}
   local t = mf.task({ on_cancellation = { function() flags.hook = true end } }, function()
     flags.started = true
@@ -925,6 +946,7 @@ function TestCancellation:test_computing_run_without_hooks_is_stopped()
 end
 
 function TestCancellation:test_run_cancelling_itself()
+  h.shared_memory("a task holds a Future of the test")
   local flags = {}
   local child_fut
   local fut
@@ -951,6 +973,7 @@ function TestCancellation:test_run_cancelling_itself()
 end
 
 function TestCancellation:test_run_awaiting_a_retry()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 3, retry_delay = 0.2 }, function() n = n + 1 raise("x") end)
   local fut = t:submit()
@@ -966,6 +989,7 @@ function TestCancellation:test_run_awaiting_a_retry()
 end
 
 function TestCancellation:test_cancelled_run_is_not_retried()
+  h.shared_memory("a task sets the test's variables")
   local n = 0
   local t = mf.task({ retries = 3 }, function() n = n + 1 mf.sleep(0.2) end)
   local fut = t:submit()
@@ -1050,6 +1074,7 @@ function TestHooks:test_on_running_every_attempt_on_failure_once()
 end
 
 function TestHooks:test_on_completion_once_after_retries()
+  h.shared_memory("a task sets the test's variables")
   local completion, failure = {}, 0
   local n = 0
   local t = mf.task({
@@ -1081,6 +1106,7 @@ function TestHooks:test_hooks_run_in_order_inside_the_run()
 end
 
 function TestHooks:test_hooks_may_wait_and_finish_before_result()
+  h.shared_memory("a task sets the test's variables")
   local log = {}
   local helper = mf.task(function(x) mf.sleep(0.01) return x end)
   local t = mf.task({
@@ -1126,7 +1152,7 @@ function TestHooks:test_raising_failure_hook_leaves_state_and_error()
   local fut = t:submit()
   local ok, err = pcall(fut.result, fut)
   lu.assertFalse(ok)
-  lu.assertTrue(rawequal(err, e), "the hook's error replaced the run's")
+  h.assert_same(err, e, "the hook's error replaced the run's")
   lu.assertEquals(fut:state().name, "Failed")
   lu.assertTrue(ran)
 end
@@ -1200,6 +1226,7 @@ end
 TestRunNames = {}
 
 function TestRunNames:test_template_from_parameter_names()
+  h.shared_memory("a task sets the test's variables")
   local seen
   local fetch = mf.task({ task_run_name = "fetch-{url}" }, function(url)
     seen = mf.context().name
@@ -1247,6 +1274,7 @@ function TestRunNames:test_function_of_the_arguments()
 end
 
 function TestRunNames:test_evaluated_once_per_run_not_per_attempt()
+  h.shared_memory("a task sets the test's variables")
   local calls = 0
   local names_seen = {}
   local n = 0

@@ -59,6 +59,7 @@ function TestMapping:test_futurelist_and_array_mapped_together()
 end
 
 function TestMapping:test_futurelist_streams_each_run_after_its_own_upstream()
+  h.shared_memory("a task sets the test's variables")
   local delays = { 0.15, 0.01, 0.08 }
   local a_done, b_start, b_order = {}, {}, {}
   local a = mf.task(function(i)
@@ -105,6 +106,7 @@ function TestMapping:test_futurelist_run_i_depends_on_future_i_alone()
 end
 
 function TestMapping:test_record_keys_table_is_usage_error()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local err = h.raises_kind("UsageError", t.map, t, { a = 1, b = 2 })
   lu.assertStrContains(err.message, "unmapped")
@@ -116,6 +118,7 @@ function TestMapping:test_record_keys_table_is_usage_error()
 end
 
 function TestMapping:test_record_keys_table_unmapped_is_broadcast()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local rec = { a = 1, b = 2 }
   lu.assertEquals(#t:map({ 1, 2, 3 }, mf.unmapped(rec)):result(), 3)
@@ -126,6 +129,7 @@ function TestMapping:test_record_keys_table_unmapped_is_broadcast()
 end
 
 function TestMapping:test_table_with_metatable_is_broadcast_as_is()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local obj = setmetatable({ 10, 20, 30, 40, 50 }, { __index = {} })
   local list = t:map({ 1, 2 }, obj)
@@ -154,6 +158,7 @@ function TestMapping:test_single_future_is_waited_for_and_its_result_mapped()
 end
 
 function TestMapping:test_single_future_inside_a_run_parks_the_caller()
+  h.shared_memory("a task sets the test's variables")
   local produce = mf.task(function() mf.sleep(0.03) return { 1, 2 } end)
   local double = mf.task(function(x) return x * 2 end)
   local ticks = 0
@@ -173,6 +178,7 @@ function TestMapping:test_single_future_inside_a_run_parks_the_caller()
 end
 
 function TestMapping:test_single_future_with_non_array_result_is_usage_error()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local number = mf.task(function() return 42 end)
   local record = mf.task(function() return { a = 1 } end)
@@ -185,6 +191,7 @@ function TestMapping:test_single_future_with_non_array_result_is_usage_error()
 end
 
 function TestMapping:test_single_future_failed_upstream_is_upstream_failed()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local bad = mf.task(function() error("no list", 0) end)
   local fut = bad:submit()
@@ -196,6 +203,7 @@ function TestMapping:test_single_future_failed_upstream_is_upstream_failed()
 end
 
 function TestMapping:test_unmapped_future_passes_the_same_future_to_every_run()
+  h.shared_memory("a task records its calls in the test's table")
   local made = 0
   local produce = mf.task(function()
     made = made + 1
@@ -221,6 +229,7 @@ end
 -- {====== Broadcast arguments ======
 
 function TestMapping:test_scalars_functions_and_nil_are_broadcast()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local fn = function() end
   t:map({ 1, 2, 3 }, 5, "s", true, nil, fn):wait()
@@ -239,6 +248,7 @@ function TestMapping:test_scalars_functions_and_nil_are_broadcast()
 end
 
 function TestMapping:test_unmapped_table_is_broadcast_without_length_check()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local short = { "x", "y" }
   lu.assertEquals(t:map({ 1, 2, 3 }, mf.unmapped(short)):result(),
@@ -250,6 +260,7 @@ function TestMapping:test_unmapped_table_is_broadcast_without_length_check()
 end
 
 function TestMapping:test_unmapped_table_holding_futures_is_resolved_for_every_run()
+  h.shared_memory("a task records its calls in the test's table")
   local seven = mf.task(function() return 7 end)
   local t, calls = recorder()
   local fut = seven:submit()
@@ -263,6 +274,7 @@ function TestMapping:test_unmapped_table_holding_futures_is_resolved_for_every_r
 end
 
 function TestMapping:test_broadcast_table_is_searched_once_per_map_call()
+  h.shared_memory("a runner that copies sends a broadcast table to each run: its cost is per run")
   local t = mf.task(function(x) return x end)
   local big = {}
   for i = 1, 50000 do big["k" .. i] = i end
@@ -286,6 +298,7 @@ end
 -- {====== Lengths ======
 
 function TestMapping:test_length_mismatch_raised_before_any_run_starts()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local err = h.raises_kind("MappingLengthMismatch", t.map, t, { 1, 2, 3 },
     { 1, 2 })
@@ -296,6 +309,7 @@ function TestMapping:test_length_mismatch_raised_before_any_run_starts()
 end
 
 function TestMapping:test_length_mismatch_with_futurelist()
+  h.shared_memory("a task records its calls in the test's table")
   local a = mf.task(function(x) return x end)
   local t, calls = recorder()
   local up = a:map({ 1, 2 })
@@ -307,6 +321,7 @@ function TestMapping:test_length_mismatch_with_futurelist()
 end
 
 function TestMapping:test_length_mismatch_with_single_future()
+  h.shared_memory("a task records its calls in the test's table")
   local produce = mf.task(function() return { 1, 2, 3, 4 } end)
   local t, calls = recorder()
   local fut = produce:submit()
@@ -316,6 +331,7 @@ function TestMapping:test_length_mismatch_with_single_future()
 end
 
 function TestMapping:test_missing_iterable()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   h.raises_kind("MappingMissingIterable", t.map, t)
   h.raises_kind("MappingMissingIterable", t.map, t, 1, "x", true)
@@ -326,6 +342,7 @@ function TestMapping:test_missing_iterable()
 end
 
 function TestMapping:test_empty_array_gives_empty_futurelist()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local list = t:map({})
   lu.assertEquals(#list, 0)

@@ -68,6 +68,7 @@ function TestStates:test_running_state()
 end
 
 function TestStates:test_completed_state()
+  h.shared_memory("a task sets the test's variables")
   local ctx
   local t = mf.task({ name = "answer" }, function()
     ctx = mf.context()
@@ -139,7 +140,7 @@ function TestStates:test_failed_state_with_table_error_keeps_name_and_traceback(
   lu.assertIsString(state.message)
   local ok, err = pcall(state.result, state)
   lu.assertFalse(ok)
-  lu.assertTrue(rawequal(err, e))
+  h.assert_same(err, e)
 end
 
 function TestStates:test_state_timestamps_are_seconds()

@@ -49,6 +49,7 @@ function TestTasks:test_with_replaces_options_and_keeps_function()
 end
 
 function TestTasks:test_submit_never_blocks()
+  h.shared_memory("a task sets the test's variables")
   local order = {}
   local t = mf.task(function() order[#order + 1] = "ran" end)
   local fut = t:submit()
