@@ -160,7 +160,8 @@ typedef struct procs {
   mflr_runner *r;
   char *program;
   proc **w;  /* NULL where no worker runs */
-  proc *all; /* every worker whose handles are open */
+  proc *all;   /* every worker whose handles are open */
+  int started; /* the first job started every worker */
   int keep;  /* jobs in flight: handles keep the loop alive */
 } procs;
 
@@ -360,8 +361,14 @@ static int procs_send(mflr_runner *r, mflr_job *job) {
   for (int i = 1; i < r->workers; i++)
     if (r->load[i] < r->load[best])
       best = i;
-  proc *p = ps->w[best];
   char why[512];
+  if (!ps->started) { /* the first job starts them all */
+    ps->started = 1;
+    for (int i = 0; i < r->workers; i++)
+      if (i != best && !ps->w[i])
+        spawn_worker(ps, i, why, sizeof why);
+  }
+  proc *p = ps->w[best];
   if (!p && !(p = spawn_worker(ps, best, why, sizeof why))) {
     job->message = strdup(why);
     return -1;
@@ -619,9 +626,12 @@ static void on_child_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   c->in.len += (size_t)n;
   const char *bad = each_frame(&c->in, on_child_frame, c);
   if (bad && !c->stopping) {
+    /* Nothing more can be trusted: the parent loses this worker's jobs
+     * when it sees the exit status. */
     fprintf(stderr, "moonflow worker %d: corrupt input from its parent (%s)\n",
             (int)getpid(), bad);
-    child_stop(c, 3);
+    fflush(stderr);
+    _exit(3);
   }
 }
 

@@ -311,26 +311,27 @@ static int l_job_context(lua_State *L) {
 
 /* }====== */
 
-/* core.worker_answer(id, status, parts...): what worker.lua answers. */
+/* core.worker_answer(id, status, message?): what worker.lua answers for
+ * a job it refuses (message: core.pack's). */
 static int l_worker_answer(lua_State *L) {
   lua_Integer id = luaL_checkinteger(L, 1);
   int status = (int)luaL_checkinteger(L, 2);
+  size_t len = 0;
+  const char *message = luaL_optlstring(L, 3, NULL, &len);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host);
   mflw_host *host = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (!host)
     return luaL_error(L, "worker_answer: not a worker");
+  mflr_parts it;
+  if (message && mflr_parts_open(&it, message, len) != 0)
+    return luaL_error(L, "worker_answer: not a message of parts");
   mfl_buffer parts = {0};
-  int fail = mflr_parts_begin(&parts);
-  for (int i = 3; !fail && i <= lua_gettop(L); i++) {
-    size_t len;
-    const char *part = luaL_checklstring(L, i, &len);
-    fail = mflr_parts_add(&parts, part, len);
-  }
-  if (fail) {
-    mfl_buffer_free(&parts);
+  if (mfl_buffer_reserve(&parts, len) != 0)
     return luaL_error(L, "moonflow: out of memory");
-  }
+  if (len)
+    memcpy(parts.data, message, len);
+  parts.len = len;
   host->answer(host, (uint64_t)id, status, &parts);
   mfl_buffer_free(&parts);
   return 0;
