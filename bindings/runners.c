@@ -247,7 +247,7 @@ static int l_runner_new(lua_State *L) {
   if (!fail) {
     memcpy(r->config.data, config, clen);
     r->config.len = clen;
-    if (setup) {
+    if (setup && slen) {
       memcpy(r->setup.data, setup, slen);
       r->setup.len = slen;
     }

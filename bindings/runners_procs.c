@@ -159,10 +159,10 @@ typedef struct proc {
 typedef struct procs {
   mflr_runner *r;
   char *program;
-  proc **w;  /* NULL where no worker runs */
+  proc **w;    /* NULL where no worker runs */
   proc *all;   /* every worker whose handles are open */
   int started; /* the first job started every worker */
-  int keep;  /* jobs in flight: handles keep the loop alive */
+  int keep;    /* jobs in flight: handles keep the loop alive */
 } procs;
 
 static void on_proc_closed(uv_handle_t *handle) {
@@ -337,7 +337,8 @@ static proc *spawn_worker(procs *ps, int index, char *why, size_t size) {
       body.data[at + i] = (char)(r->config.len >> (8 * i));
     memcpy(body.data + at + 4, r->config.data, r->config.len);
     at += 4 + r->config.len;
-    memcpy(body.data + at, r->setup.data, r->setup.len);
+    if (r->setup.len)
+      memcpy(body.data + at, r->setup.data, r->setup.len);
     body.len = at + r->setup.len;
     rc = write_frame((uv_stream_t *)&p->pipe, F_SETUP, 0, NULL, 0, &body);
   }
@@ -448,7 +449,7 @@ static int procs_debug(lua_State *L, mflr_runner *r) {
     const char *bytes = luaL_checklstring(L, 4, &len);
     proc *p = ps && i >= 0 && i < r->workers ? ps->w[i] : NULL;
     mfl_buffer raw = {0};
-    if (!p || mfl_buffer_reserve(&raw, len) != 0)
+    if (!p || len == 0 || mfl_buffer_reserve(&raw, len) != 0)
       return 0;
     memcpy(raw.data, bytes, len);
     raw.len = len;

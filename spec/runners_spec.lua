@@ -34,6 +34,20 @@ end
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
+-- Stock lua5.4 and the program as subprocesses.  Under the sanitizers,
+-- stock lua5.4 needs their runtime preloaded to load the instrumented
+-- module; the instrumented program must not get it.
+local PRELOAD = os.getenv("MF_SUBPROCESS_PRELOAD") or os.getenv("LD_PRELOAD")
+local MODULE_DIR = os.getenv("MF_MODULE_DIR") or "build"
+local function command(host)
+  if host == "lua" then
+    return "env MF_MODULE_DIR=" .. quote(MODULE_DIR)
+      .. (PRELOAD and (" LD_PRELOAD=" .. quote(PRELOAD)) or "") .. " lua5.4"
+  end
+  return "env -u LD_PRELOAD MF_MODULE_DIR=" .. quote(MODULE_DIR) .. " "
+    .. quote(os.getenv("MF_PROGRAM") or "build/moonflow")
+end
+
 local DIR = capture("unset LD_PRELOAD; mktemp -d /tmp/mf-runners.XXXXXX"):gsub("\n$", "")
 local counter = 0
 local function scratch(name)
@@ -218,7 +232,8 @@ end
 
 function TestRunner:test_map_uses_every_worker()
   local runner = self.make { workers = 2, setup = function()
-    WORKER_TOKEN = tostring({}) .. "/" .. tostring(math.random())
+    -- Its process and a table of its state: apart in threads and processes.
+    WORKER_TOKEN = read_file("/proc/self/stat"):match("^%d+") .. tostring({})
   end }
   local t = task_on(runner, {}, function()
     mf.sleep(0.05)
@@ -437,9 +452,8 @@ function TestRunner:test_log_prints_and_logs_under_the_run_name()
     end)
     t()
   ]], self.kind))
-  local module_dir = os.getenv("MF_MODULE_DIR") or "build"
-  local err = capture(string.format("MF_MODULE_DIR=%s MOONFLOW_LOG_LEVEL=INFO "
-    .. "timeout -k 5 120 lua5.4 %s 2>&1 >/dev/null", quote(module_dir), quote(path)))
+  local err = capture(string.format("MOONFLOW_LOG_LEVEL=INFO timeout -k 5 120 %s %s "
+    .. "2>&1 >/dev/null", command("lua"), quote(path)))
   lu.assertStrMatches(err, ".*INFO%s+talker%-1 | printed in a worker.*")
   lu.assertStrMatches(err, ".*WARNING%s+talker%-1 | logged in a worker.*")
 end
@@ -663,10 +677,8 @@ function TestProcessRunner:test_closing_the_state_with_runs_in_flight_leaves_no_
       if mf.context() then list:wait() end -- the program: until Ctrl-C
       os.exit(0, true) -- stock lua5.4: the state closes, the runs going
     ]], pids_path))
-    local program = os.getenv("MF_PROGRAM") or "build/moonflow"
-    local cmd = host == "lua" and "lua5.4" or ("env -u LD_PRELOAD " .. quote(program))
-    os.execute(string.format("MF_MODULE_DIR=%s timeout -k 5 120 %s %s >/dev/null 2>&1 &",
-      quote(os.getenv("MF_MODULE_DIR") or "build"), cmd, quote(path)))
+    os.execute(string.format("timeout -k 5 120 %s %s >/dev/null 2>&1 &",
+      command(host), quote(path)))
     eventually(function() return read_file(pids_path) ~= nil end,
       host .. ": the script got its workers", 120)
     mf.sleep(0.1) -- the file is whole
