@@ -126,6 +126,9 @@ static void free_msgs(msg *m) {
 }
 
 struct pool;
+static struct msg *msg_get(struct pool *p, int type, const char *bytes,
+                           size_t len);
+static void msg_put(struct pool *p, struct msg *m);
 
 typedef struct worker {
   mflw_host host; /* first: the host is the worker */
@@ -139,6 +142,12 @@ typedef struct worker {
   wake wakeup;  /* on the worker's loop */
   lua_State *L; /* the worker thread's */
   int stopping;
+  /* Wake-ups wait for the end of a loop's turn, so that a turn that sends
+   * many messages wakes the other side once. */
+  int wake_due;       /* main thread: this worker's wake-up */
+  int answers_due;    /* worker thread: the main loop's */
+  int has_flush;      /* worker thread: flush below exists */
+  uv_prepare_t flush; /* on the worker's loop */
 } worker;
 
 typedef struct pool {
@@ -147,27 +156,109 @@ typedef struct pool {
   wake answers;    /* on the main loop */
   uv_mutex_t lock; /* outbox */
   queue outbox;
+  uv_mutex_t free_lock; /* spare messages */
+  msg *spare;
+  int nspare;
+  uv_prepare_t flush; /* on the main loop: the workers' wake-ups */
+  int handles;        /* open: answers, flush */
 } pool;
 
+/* {====== Messages ======
+ *
+ * Every message, its buffer with it, comes from the pool and goes back to
+ * it: a buffer that one thread mallocs and another frees costs glibc
+ * (whose arenas are per thread) more than a small job.  Bytes are copied
+ * into a message, never handed over. */
+
+#define SPARE_MAX 1024
+#define SPARE_BYTES (64 * 1024) /* a bigger buffer is not kept */
+
+static msg *msg_get(pool *p, int type, const char *bytes, size_t len) {
+  uv_mutex_lock(&p->free_lock);
+  msg *m = p->spare;
+  if (m) {
+    p->spare = m->next;
+    p->nspare--;
+  }
+  uv_mutex_unlock(&p->free_lock);
+  if (!m && !(m = calloc(1, sizeof *m)))
+    return NULL;
+  mfl_buffer b = m->bytes;
+  memset(m, 0, sizeof *m);
+  m->type = type;
+  m->bytes = b;
+  m->bytes.len = 0;
+  if (len) {
+    if (mfl_buffer_reserve(&m->bytes, len) != 0) {
+      msg_put(p, m);
+      return NULL;
+    }
+    memcpy(m->bytes.data, bytes, len);
+    m->bytes.len = len;
+  }
+  return m;
+}
+
+static void msg_put(pool *p, msg *m) {
+  if (m->bytes.cap > SPARE_BYTES)
+    mfl_buffer_free(&m->bytes);
+  uv_mutex_lock(&p->free_lock);
+  int keep = p->nspare < SPARE_MAX;
+  if (keep) {
+    m->next = p->spare;
+    p->spare = m;
+    p->nspare++;
+  }
+  uv_mutex_unlock(&p->free_lock);
+  if (!keep) {
+    mfl_buffer_free(&m->bytes);
+    free(m);
+  }
+}
+
+static void put_msgs(pool *p, msg *m) {
+  while (m) {
+    msg *next = m->next;
+    msg_put(p, m);
+    m = next;
+  }
+}
+
+/* }====== */
+
 /* {====== The worker thread ====== */
+
+static void flush_answers(uv_prepare_t *handle);
 
 static void worker_answer(mflw_host *host, uint64_t id, int status,
                           mfl_buffer *parts) {
   worker *w = (worker *)host;
   pool *p = w->pool;
-  msg *m = calloc(1, sizeof *m);
+  msg *m = msg_get(p, MSG_ANSWER, parts->data, parts->len);
   if (!m)
     return; /* out of memory: the run waits for its timeout or cancel */
-  m->type = MSG_ANSWER;
   m->worker = w->index;
   m->id = id;
   m->status = status;
-  m->bytes = *parts;
-  memset(parts, 0, sizeof *parts);
   uv_mutex_lock(&p->lock);
   queue_push(&p->outbox, m);
   uv_mutex_unlock(&p->lock);
-  wake_send(&p->answers);
+  if (!w->has_flush) {
+    wake_send(&p->answers);
+    return;
+  }
+  w->answers_due = 1; /* at the end of this turn of the worker's loop */
+  if (!uv_is_active((uv_handle_t *)&w->flush))
+    uv_prepare_start(&w->flush, flush_answers);
+}
+
+static void flush_answers(uv_prepare_t *handle) {
+  worker *w = handle->data;
+  uv_prepare_stop(handle);
+  if (w->answers_due) {
+    w->answers_due = 0;
+    wake_send(&w->pool->answers);
+  }
 }
 
 /* A job the worker cannot run (its state could not be made): answered
@@ -211,11 +302,13 @@ static void on_wake(wake *wk) {
         w->stopping = 1;
         mflw_stop(w->L);
         wake_close(&w->wakeup, NULL);
+        flush_answers(&w->flush);
+        uv_close((uv_handle_t *)&w->flush, NULL);
+        w->has_flush = 0;
       }
       break;
     }
-    mfl_buffer_free(&m->bytes);
-    free(m);
+    msg_put(w->pool, m);
   }
 }
 
@@ -233,7 +326,7 @@ static void run_broken(worker *w, const char *why) {
         answer_error(w, x->id, why);
       stop |= x->type == MSG_STOP;
     }
-    free_msgs(m);
+    put_msgs(w->pool, m);
     if (stop)
       return;
     uv_sleep(10);
@@ -263,6 +356,10 @@ static void worker_main(void *arg) {
     run_broken(w, "cannot make the worker's wake-up");
     return;
   }
+  uv_prepare_init(mf_engine_loop(engine), &w->flush);
+  w->flush.data = w;
+  uv_unref((uv_handle_t *)&w->flush);
+  w->has_flush = 1;
   uv_mutex_lock(&w->lock);
   w->ready = 1;
   uv_mutex_unlock(&w->lock);
@@ -278,13 +375,28 @@ static void worker_main(void *arg) {
 
 /* {====== The main side ====== */
 
+/* The wake-ups due, at the end of the main loop's turn. */
+static void flush_jobs(uv_prepare_t *handle) {
+  pool *p = handle->data;
+  uv_prepare_stop(handle);
+  for (int i = 0; i < p->r->workers; i++)
+    if (p->w[i].wake_due) {
+      p->w[i].wake_due = 0;
+      wake_send(&p->w[i].wakeup);
+    }
+}
+
 static void send_msg(worker *w, msg *m) {
   uv_mutex_lock(&w->lock);
   queue_push(&w->inbox, m);
   int ready = w->ready == 1;
   uv_mutex_unlock(&w->lock);
-  if (ready)
-    wake_send(&w->wakeup);
+  if (!ready)
+    return; /* it takes the inbox when it is */
+  w->wake_due = 1;
+  uv_prepare_t *flush = &w->pool->flush;
+  if (!uv_is_active((uv_handle_t *)flush))
+    uv_prepare_start(flush, flush_jobs);
 }
 
 static int start_worker(pool *p, worker *w) {
@@ -323,16 +435,13 @@ static int threads_send(mflr_runner *r, mflr_job *job) {
       }
     }
   }
-  msg *m = calloc(1, sizeof *m);
+  msg *m = msg_get(p, MSG_JOB, job->request.data, job->request.len);
   if (!m) {
     job->message = strdup("out of memory");
     return -1;
   }
-  m->type = MSG_JOB;
   m->id = job->id;
   m->timeout = job->timeout;
-  m->bytes = job->request;
-  memset(&job->request, 0, sizeof job->request);
   job->worker = best;
   send_msg(w, m);
   return 0;
@@ -340,10 +449,9 @@ static int threads_send(mflr_runner *r, mflr_job *job) {
 
 static void threads_cancel(mflr_runner *r, mflr_job *job) {
   pool *p = r->impl;
-  msg *m = calloc(1, sizeof *m);
+  msg *m = msg_get(p, MSG_CANCEL, NULL, 0);
   if (!m)
     return;
-  m->type = MSG_CANCEL;
   m->id = job->id;
   send_msg(&p->w[job->worker], m);
 }
@@ -363,18 +471,37 @@ static void on_answers(wake *wk) {
   msg *m = p->outbox.head;
   p->outbox.head = p->outbox.tail = NULL;
   uv_mutex_unlock(&p->lock);
-  for (msg *x = m; x; x = x->next)
-    if (!p->r->closed)
-      mflr_answer(p->r, x->worker, x->id, x->status, &x->bytes);
-  free_msgs(m);
+  for (msg *x = m; x; x = x->next) {
+    /* The runner takes a copy of the main thread's own: the message and
+     * its buffer go back to the pool. */
+    mfl_buffer copy = {0};
+    if (p->r->closed ||
+        (x->bytes.len && mfl_buffer_reserve(&copy, x->bytes.len) != 0))
+      continue;
+    if (x->bytes.len)
+      memcpy(copy.data, x->bytes.data, x->bytes.len);
+    copy.len = x->bytes.len;
+    mflr_answer(p->r, x->worker, x->id, x->status, &copy);
+    mfl_buffer_free(&copy);
+  }
+  put_msgs(p, m);
 }
 
-static void on_answers_closed(wake *wk) {
-  pool *p = wk->data;
+static void pool_handle_closed(pool *p);
+static void on_answers_closed(wake *wk) { pool_handle_closed(wk->data); }
+static void on_flush_closed(uv_handle_t *handle) {
+  pool_handle_closed(handle->data);
+}
+
+static void pool_handle_closed(pool *p) {
+  if (--p->handles > 0)
+    return;
   mflr_runner *r = p->r;
   for (int i = 0; i < r->workers; i++)
     uv_mutex_destroy(&p->w[i].lock);
   uv_mutex_destroy(&p->lock);
+  free_msgs(p->spare);
+  uv_mutex_destroy(&p->free_lock);
   free(p->w);
   free(p);
   r->impl = NULL;
@@ -389,12 +516,11 @@ static void threads_shutdown(mflr_runner *r) {
     worker *w = &p->w[i];
     if (!w->started)
       continue;
-    msg *m = calloc(1, sizeof *m);
-    if (m) {
-      m->type = MSG_STOP;
+    msg *m = msg_get(p, MSG_STOP, NULL, 0);
+    if (m)
       send_msg(w, m);
-    }
   }
+  flush_jobs(&p->flush); /* now: no turn of the loop comes first */
   for (int i = 0; i < r->workers; i++) {
     worker *w = &p->w[i];
     if (w->started && !w->joined) {
@@ -406,6 +532,7 @@ static void threads_shutdown(mflr_runner *r) {
   }
   free_msgs(p->outbox.head);
   p->outbox.head = p->outbox.tail = NULL;
+  uv_close((uv_handle_t *)&p->flush, on_flush_closed);
   wake_close(&p->answers, on_answers_closed);
 }
 
@@ -449,18 +576,24 @@ int mflr_threads_init(mflr_runner *r) {
     uv_mutex_init(&p->w[i].lock);
   }
   uv_mutex_init(&p->lock);
+  uv_mutex_init(&p->free_lock);
   if (wake_init(r->loop, &p->answers, on_answers, p) != 0) {
     for (int i = 0; i < r->workers; i++)
       uv_mutex_destroy(&p->w[i].lock);
     uv_mutex_destroy(&p->lock);
+    uv_mutex_destroy(&p->free_lock);
     free(p->w);
     free(p);
     return -1;
   }
   uv_unref((uv_handle_t *)&p->answers.poll);
+  uv_prepare_init(r->loop, &p->flush);
+  p->flush.data = p;
+  uv_unref((uv_handle_t *)&p->flush);
+  p->handles = 2;
   r->t = &threads_transport;
   r->impl = p;
-  r->refs++; /* the answers handle */
+  r->refs++; /* the handles, until both closed */
   return 0;
 }
 
