@@ -64,6 +64,7 @@ bench: build
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
 	@$(BUILD)/moonflow bench/codec.lua
+	@$(BUILD)/moonflow bench/runners.lua
 
 format:
 	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c spec/fuzz/*.c

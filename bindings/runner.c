@@ -276,8 +276,11 @@ static const char *hook_point_name(unsigned point) {
 
 /* Pushes the hooks' runner with (hooks, task, future, state) onto co. */
 static int push_hooks(lua_State *L, mf_run *run, int box, lua_State *co) {
-  mfl_state *S = ((mfl_run *)mf_run_body(run))->S;
+  mfl_run *lr = mf_run_body(run);
+  mfl_state *S = lr->S;
   const char *kind = hook_point_name(mf_run_hook_point(run));
+  if (lr->kind == MFL_TASK && mf_run_hook_point(run) == MF_HOOK_CRASHED)
+    kind = "on_failure"; /* a task has no on_crashed: it failed */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->hooks_ref);
   lua_getiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, -1, MFL_TASK_UV_OPTS);

@@ -493,6 +493,9 @@ static void read_policy(lua_State *L, int opts, mfl_task_full *t,
       p->hooks |= hooks[i].point;
     lua_pop(L, 1);
   }
+  /* A task's run that crashed (its worker died) failed: on_failure. */
+  if (!t->base.is_flow && (p->hooks & MF_HOOK_FAILED))
+    p->hooks |= MF_HOOK_CRASHED;
   if (p->retries > 0 || p->timeout > 0 || p->hooks)
     t->call_flags |= MFL_TASK_POLICY;
 }

@@ -296,7 +296,7 @@ enum {
   /* Part of its parent's attempt (the job a task runner hands a worker):
    * a child like any other (cancelled with its parent), but not counted in
    * the progress of the enclosing flow (mf_flow_stats). */
-  MF_RUN_PART = 1 << 2,
+  MF_RUN_PART = 1 << 4,
 };
 MF_API void mf_run_set_flags(mf_run *run, unsigned flags);
 MF_API unsigned mf_run_flags(const mf_run *run);

@@ -595,6 +595,22 @@ function TestProcessRunner:test_sigkill_mid_map_crashes_its_runs_and_the_rest_co
   r:_shutdown()
 end
 
+function TestProcessRunner:test_a_crashed_task_runs_its_on_failure_hooks()
+  local r = mf.runners.processes { workers = 1 }
+  local seen = {}
+  local t = task_on(r, { on_failure = { function(_, _, st) seen[#seen + 1] = st.type end } },
+    function()
+      os.execute("kill -9 " .. read_file("/proc/self/stat"):match("^(%d+)"))
+      mf.sleep(30)
+    end)
+  local fut = t:submit()
+  fut:wait()
+  lu.assertEquals(fut:state().type, "CRASHED")
+  lu.assertEquals(fut:state().name, "Crashed")
+  lu.assertEquals(seen, { "CRASHED" })
+  r:_shutdown()
+end
+
 function TestProcessRunner:test_retries_apply_to_crashed_runs()
   local r = mf.runners.processes { workers = 1 }
   local t = task_on(r, { retries = 1 }, function()
