@@ -17,7 +17,7 @@
 
 #include "runners.h"
 
-static const char key_handle_mt, key_default, key_attempt;
+static const char key_handle_mt, key_default, key_attempt, key_fn_cache;
 const char mfl_key_runner_flow; /* mf_run_data of flows with a task_runner */
 
 /* The Runner userdata: the coroutine runner has no C side. */
@@ -384,7 +384,8 @@ static int put_str(mfl_buffer *b, const char *s, size_t len) {
   return 0;
 }
 
-static int put_context(lua_State *L, mf_run *run, int box, mfl_buffer *parts) {
+static int put_context(lua_State *L, mf_run *run, int box, mfl_buffer *parts,
+                       int flags) {
   mfl_buffer b = {0};
   char head[13];
   uint64_t id = mf_run_id(run);
@@ -393,7 +394,8 @@ static int put_context(lua_State *L, mf_run *run, int box, mfl_buffer *parts) {
     head[i] = (char)(id >> (8 * i));
   for (int i = 0; i < 4; i++)
     head[8 + i] = (char)(attempt >> (8 * i));
-  head[12] = (char)(((mfl_run *)mf_run_body(run))->log_prints ? 1 : 0);
+  head[12] =
+      (char)(flags | (((mfl_run *)mf_run_body(run))->log_prints ? 1 : 0));
   int fail = mfl_buffer_reserve(&b, sizeof head);
   if (!fail) {
     memcpy(b.data, head, sizeof head);
@@ -466,6 +468,61 @@ static void dispatch(mflr_runner *r, mflr_job *job, mf_run *run) {
   mfl_buffer_free(&job->request);
 }
 
+/* Whether the message of the function at idx is always the same bytes: a
+ * Lua function whose only upvalue (if any) is the global table.  Its
+ * message is then kept (key_fn_cache), and the worker keeps the function
+ * it makes of it (context flag 2): no dump and no load per run. */
+static int fixed_function(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx))
+    return 0;
+  for (int i = 1; lua_getupvalue(L, idx, i); i++) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    int globals = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!globals)
+      return 0;
+  }
+  return 1;
+}
+
+static int put_function(lua_State *L, int idx, mfl_buffer *req, int fixed) {
+  if (!fixed)
+    return mflr_put_value(L, idx, req, "function");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key_fn_cache) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L); /* weak keys: a function collected goes */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_fn_cache);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    size_t len;
+    const char *bytes = lua_tolstring(L, -1, &len);
+    int rc =
+        mflr_parts_add(req, bytes, len) == 0 ? MFL_CODEC_OK : MFL_CODEC_ERROR;
+    lua_pop(L, 2);
+    if (rc != MFL_CODEC_OK)
+      lua_pushliteral(L, "not enough memory");
+    return rc;
+  }
+  lua_pop(L, 1);
+  size_t at = req->len;
+  int rc = mflr_put_value(L, idx, req, "function");
+  if (rc == MFL_CODEC_OK) {
+    lua_pushvalue(L, idx);
+    lua_pushlstring(L, req->data + at + 4, req->len - at - 4);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  } else {
+    lua_remove(L, -2); /* the cache: the error stays on top */
+  }
+  return rc;
+}
+
 /* core.remote_call(runner, fn, ...) -> true, results... or false, status,
  * failure: runs fn(...) on a worker of the runner as a job and parks the
  * current run until the worker answers. */
@@ -492,12 +549,14 @@ static int l_remote_call(lua_State *L) {
   /* The request: the context, the function, the arguments, their Tasks. */
   mfl_buffer *req = &job->request;
   mflr_session_reset(L);
+  int fixed = fixed_function(L, 2);
   mfl_push_future_of(L, run);
-  int fail = mflr_parts_begin(req) || put_context(L, run, lua_gettop(L), req);
+  int fail = mflr_parts_begin(req) ||
+             put_context(L, run, lua_gettop(L), req, fixed ? 2 : 0);
   lua_pop(L, 1);
   if (fail)
     return luaL_error(L, "moonflow: out of memory");
-  if (mflr_put_value(L, 2, req, "function") != MFL_CODEC_OK)
+  if (put_function(L, 2, req, fixed) != MFL_CODEC_OK)
     return lua_error(L);
   lua_createtable(L, nargs, 1);
   for (int i = 1; i <= nargs; i++) {

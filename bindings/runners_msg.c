@@ -116,7 +116,17 @@ int mflr_put_value(lua_State *L, int idx, mfl_buffer *parts, const char *root) {
     return MFL_CODEC_ERROR;
   }
   parts->len += 4; /* the length, once known */
-  int rc = mfl_encode(L, idx, parts, MFL_CODEC_FUNCTIONS, root);
+  /* Plain data first: with functions allowed, the codec looks every table
+   * up among the loaded modules (and counts them); most arguments and
+   * results hold no function, and those that do come out the same. */
+  int rc = lua_type(L, idx) == LUA_TFUNCTION
+               ? MFL_CODEC_EVALUE
+               : mfl_encode(L, idx, parts, 0, root);
+  if (rc == MFL_CODEC_EVALUE) {
+    if (lua_type(L, idx) != LUA_TFUNCTION)
+      lua_pop(L, 1); /* its error */
+    rc = mfl_encode(L, idx, parts, MFL_CODEC_FUNCTIONS, root);
+  }
   if (rc != MFL_CODEC_OK) {
     parts->len = at;
     return rc;

@@ -13,7 +13,59 @@
 #include "runners.h"
 
 static const char key_host, key_jobs, key_contexts, key_task, key_logging_task,
-    key_refuse, key_report, key_setup_failed;
+    key_refuse, key_report, key_setup_failed, key_functions;
+
+/* Functions made from messages the main side marked as always the same
+ * (runners.c, fixed_function), by message: a run of a map does not load
+ * its function again.  Emptied when it holds this many. */
+#define MFLW_FUNCTIONS_MAX 256
+
+/* Pushes the function of the next part: kept, or decoded (and kept when
+ * fixed).  Returns the codec's result; an error is pushed instead. */
+static int get_function(lua_State *L, mflr_parts *it, int fixed) {
+  if (!fixed)
+    return mflr_get_value(L, it);
+  const char *part;
+  size_t len;
+  if (!mflr_parts_next(it, &part, &len)) {
+    mfl_push_error(L, "DecodeError", "a message with a part missing");
+    return MFL_CODEC_EINPUT;
+  }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key_functions) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 8);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_functions);
+  }
+  lua_pushlstring(L, part, len);
+  if (lua_rawget(L, -2) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return MFL_CODEC_OK;
+  }
+  lua_pop(L, 1);
+  int rc = mfl_decode(L, part, len, MFL_CODEC_FUNCTIONS | MFL_CODEC_REQUIRE);
+  if (rc != MFL_CODEC_OK || lua_type(L, -1) != LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return rc;
+  }
+  lua_getfield(L, -2, "#"); /* the count */
+  lua_Integer n = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  if (n > MFLW_FUNCTIONS_MAX) {
+    lua_createtable(L, 0, 8);
+    lua_replace(L, -3);
+    lua_pushvalue(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_functions);
+    n = 1;
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -3, "#");
+  lua_pushlstring(L, part, len);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+  return MFL_CODEC_OK;
+}
 
 lua_State *mflw_new_state(const char **err) {
   lua_State *L = luaL_newstate();
@@ -148,7 +200,7 @@ void mflw_job(lua_State *L, uint64_t id, double timeout, const char *bytes,
   }
   /* the function, the arguments, their Tasks */
   mflr_session_reset(L);
-  if (mflr_get_value(L, &it) != MFL_CODEC_OK ||
+  if (get_function(L, &it, flags & 2) != MFL_CODEC_OK ||
       mflr_get_value(L, &it) != MFL_CODEC_OK || mflr_get_tasks(L, &it) != 0) {
     lua_copy(L, -1, top + 1); /* the error */
     lua_settop(L, top + 1);
