@@ -63,6 +63,7 @@ typedef struct mfl_state {
   mf_wake_reason last_wake; /* how the last top-level wait ended */
   double slice;             /* seconds a run computes before it is parked */
   size_t runs_made;         /* runs created, for the collector's pacing */
+  int gc_pacing;            /* tell the collector of runs' C memory */
   /* Preemption (preempt.c): written by the loop thread, read by the
    * signal handler running on that same thread. */
   struct mfl_watch *watch;        /* registered with the watchdog, or NULL */
@@ -105,6 +106,7 @@ typedef struct mfl_run {
   unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
   unsigned char quiet;         /* no lifecycle log lines */
   unsigned char log_prints;    /* print goes to the log during its steps */
+  unsigned char noted;         /* passed on errors of others (origin.c) */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
 } mfl_run;
@@ -173,6 +175,9 @@ MFL_INTERNAL int mfl_yield_parked(lua_State *L, mf_run *run, lua_KContext ctx,
 MFL_INTERNAL void mfl_check_yieldable(lua_State *L, mf_run *run,
                                       const char *what);
 MFL_INTERNAL void mfl_open_runner(lua_State *L);
+/* Whether each run's C memory is added to the collector's work (on by
+ * default; the program, which runs it in generational mode, turns it off). */
+MFL_INTERNAL void mfl_gc_pacing(lua_State *L, int on);
 
 /* errors.c */
 MFL_INTERNAL int mfl_push_error(lua_State *L, const char *kind, const char *fmt,
@@ -220,7 +225,37 @@ MFL_INTERNAL int mfl_luv_running(lua_State *L, mfl_state *S);
  * pushes it, when raise is 0). */
 MFL_INTERNAL int mfl_push_results(lua_State *L, int idx, int raise,
                                   int first_only);
+/* Pushes the error value of the final run at idx that did not complete
+ * (without counting as handling it). */
+MFL_INTERNAL void mfl_push_error_value(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_future(lua_State *L);
+
+/* origin.c: where an error was first raised. */
+/* The current run (or the top level) passes on the error at err, which
+ * the run at from_box raised; how: "result", "unhandled", "returned". */
+MFL_INTERNAL void mfl_note_reraise(lua_State *L, mfl_state *S, int err,
+                                   int from_box, const char *how);
+/* The run at box fails with the error at err: its failure info (a table
+ * at info) gets what reports need, and the link to the run the error came
+ * from when the run passed it on; the run's notes are forgotten.
+ * mfl_forget_reraises forgets them (an attempt that completed). */
+MFL_INTERNAL void mfl_link_origin(lua_State *L, int box, int err, int info);
+MFL_INTERNAL void mfl_forget_reraises(lua_State *L, mfl_run *lr, int box);
+/* mfl_describe, but a table without __tostring is shown readably. */
+MFL_INTERNAL const char *mfl_describe_error(lua_State *L, int idx);
+/* The traceback a State shows: the run's own, then the one of the run its
+ * error came from (and so on); or nil. */
+MFL_INTERNAL void mfl_push_full_traceback(lua_State *L, int box);
+/* Pushes the Future of a run that failed with an error of its own and
+ * returns 1, if that Future still exists; else pushes nothing, returns 0. */
+MFL_INTERNAL int mfl_push_failed_future(lua_State *L, mf_run *run);
+/* A run at box that never started (NotReady) keeps the Future of the run
+ * the cascade began with, for reports. */
+MFL_INTERNAL void mfl_keep_cause(lua_State *L, mf_run *run, int box);
+/* The report of the unhandled failure of the run at box (report.lua), or
+ * nil when it cannot be made. */
+MFL_INTERNAL void mfl_push_failure_report(lua_State *L, int box);
+MFL_INTERNAL void mfl_open_origin(lua_State *L);
 
 /* state.c */
 /* The current State, or every State so far, of the Future at idx. */
@@ -250,7 +285,8 @@ enum {
 };
 /* preempt.c: time slices and timeouts of computing runs. */
 /* Around each step of a run's coroutine. */
-MFL_INTERNAL void mfl_step_began(mfl_state *S, lua_State *co);
+/* deadline: the run's, in monotonic seconds (mf_run_deadline), < 0: none. */
+MFL_INTERNAL void mfl_step_began(mfl_state *S, lua_State *co, double deadline);
 MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
 MFL_INTERNAL void mfl_preempt_start(mfl_state *S);
 MFL_INTERNAL void mfl_preempt_stop(mfl_state *S);

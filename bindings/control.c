@@ -144,6 +144,15 @@ int mfl_log_level_from_env(void) {
     for (int i = 0; levels[i].name; i++)
       if (strcasecmp(env, levels[i].name) == 0)
         return levels[i].level;
+  static int warned; /* once per process, not once per Lua state */
+  if (env && *env && !warned) {
+    warned = 1;
+    fprintf(stderr,
+            "moonflow: MOONFLOW_LOG_LEVEL=%s is not a level (DEBUG, INFO, "
+            "WARNING, ERROR or OFF): using WARNING\n",
+            env);
+    fflush(stderr);
+  }
   return MFL_LOG_WARNING;
 }
 
@@ -177,11 +186,13 @@ void mfl_log_run(mfl_state *S, int level, mf_run *run, const char *fmt, ...) {
   mfl_log_write(level, who, message);
 }
 
-/* core.log(level, message): from mf.log.*, prefixed with the run's name */
+/* core.log(level, message, shown?): from mf.log.*, prefixed with the
+ * run's name; shown: written whatever the threshold (print in a log_prints
+ * run while MOONFLOW_LOG_LEVEL is unset, as Prefect shows it). */
 static int l_log(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   int level = (int)luaL_checkinteger(L, 1);
-  if (level < S->log_level)
+  if (level < S->log_level && !lua_toboolean(L, 3))
     return 0;
   const char *message = luaL_checkstring(L, 2);
   mf_run *run = mf_engine_current(S->engine);

@@ -165,3 +165,19 @@ int mf_lua_result(lua_State *L, int idx) {
 }
 
 /* }====== */
+
+/* {====== Garbage collection in a host's spare time ====== */
+
+int mf_lua_collect(lua_State *L, double seconds) {
+  uint64_t end = uv_hrtime() + (uint64_t)(seconds > 0 ? seconds * 1e9 : 0);
+  do {
+    /* A basic step (the collector's own step size), so that the time is
+     * checked often: the debt a stopped collector piled up is not paid at
+     * once.  lua_gc works even while the collector is stopped. */
+    if (lua_gc(L, LUA_GCSTEP, 0))
+      return 1; /* a cycle finished */
+  } while (uv_hrtime() < end);
+  return 0;
+}
+
+/* }====== */

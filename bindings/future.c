@@ -23,19 +23,58 @@ static int push_engine_error(lua_State *L, mf_run *run) {
   }
 }
 
+/* Pushes ": <error text>" of a run that failed with an error value of its
+ * own (stored in its Future, if the Future is still there), else "". */
+static void push_error_suffix(lua_State *L, mf_run *run) {
+  if (mf_run_state_type(run) != MF_FAILED || mf_run_error_code(run) ||
+      !mfl_push_failed_future(L, run)) {
+    lua_pushliteral(L, "");
+    return;
+  }
+  lua_getiuservalue(L, -1, MFL_UV_RESULT);
+  lua_pushfstring(L, ": %s", mfl_describe_error(L, -1));
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+}
+
+/* Pushes the UpstreamFailed error of a run that never started: it names
+ * the upstream run and quotes the error that began the cascade. */
+static int push_upstream_failed(lua_State *L, mf_run *run) {
+  char name[256], cause[256], root_name[256];
+  mf_run_name(run, name, sizeof name);
+  mf_run *up = mf_run_cause(run);
+  mf_run_name(up, cause, sizeof cause);
+  mf_run *root = up; /* iterative: a cascade may be 100,000 runs long */
+  while (mf_run_state_name(root) == MF_NAME_NOT_READY && mf_run_cause(root))
+    root = mf_run_cause(root);
+  push_error_suffix(L, root);
+  const char *suffix = lua_tostring(L, -1);
+  if (root == up) {
+    mfl_push_error(L, "UpstreamFailed",
+                   "run %s did not start: upstream run %s ended %s%s", name,
+                   cause, mf_state_name_string(mf_run_state_name(up)), suffix);
+  } else {
+    mf_run_name(root, root_name, sizeof root_name);
+    mfl_push_error(
+        L, "UpstreamFailed",
+        "run %s did not start: upstream run %s ended %s, after run %s "
+        "ended %s%s",
+        name, cause, mf_state_name_string(mf_run_state_name(up)), root_name,
+        mf_state_name_string(mf_run_state_name(root)), suffix);
+  }
+  lua_remove(L, -2);
+  return 1;
+}
+
 /* Pushes the error value of a final run that did not complete. */
 static int push_failure(lua_State *L, mf_run *run) {
-  char name[256], cause[256];
-  mf_run_name(run, name, sizeof name);
-  if (mf_run_state_name(run) == MF_NAME_NOT_READY) {
-    mf_run *up = mf_run_cause(run);
-    mf_run_name(up, cause, sizeof cause);
-    return mfl_push_error(
-        L, "UpstreamFailed", "run %s did not start: upstream run %s ended %s",
-        name, cause, mf_state_name_string(mf_run_state_name(up)));
-  }
-  if (mf_run_state_type(run) == MF_CANCELLED)
+  if (mf_run_state_name(run) == MF_NAME_NOT_READY)
+    return push_upstream_failed(L, run);
+  if (mf_run_state_type(run) == MF_CANCELLED) {
+    char name[256];
+    mf_run_name(run, name, sizeof name);
     return mfl_push_error(L, "Cancelled", "run %s was cancelled", name);
+  }
   if (mf_run_error_code(run) == MF_ETIMEDOUT)
     return 0; /* its TimedOut error is stored */
   if (mf_run_error_code(run))
@@ -43,31 +82,9 @@ static int push_failure(lua_State *L, mf_run *run) {
   return 0; /* the caller reads the stored error */
 }
 
-/* The last run whose error result() raised again, so that the program can
- * name it when that error ends the script: { err, name, traceback }. */
-static const char reraised_key = 0;
-
-static void remember_reraised(lua_State *L, int idx, mf_run *run) {
-  /* ... err -> ... err */
-  lua_createtable(L, 0, 3);
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -2, "err");
-  mfl_run_name(L, run);
-  lua_setfield(L, -2, "name");
-  lua_getiuservalue(L, idx, MFL_UV_INFO);
-  if (lua_istable(L, -1))
-    lua_getfield(L, -1, "traceback");
-  else
-    lua_pushnil(L);
-  lua_setfield(L, -3, "traceback");
-  lua_pop(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &reraised_key);
-}
-
-/* core.last_reraised() -> { err, name, traceback } or nil */
-static int l_last_reraised(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &reraised_key);
-  return 1;
+void mfl_push_error_value(lua_State *L, int idx) {
+  if (!push_failure(L, mfl_check_future(L, idx)->run))
+    lua_getiuservalue(L, idx, MFL_UV_RESULT);
 }
 
 int mfl_push_results(lua_State *L, int idx, int raise, int first_only) {
@@ -75,12 +92,11 @@ int mfl_push_results(lua_State *L, int idx, int raise, int first_only) {
   mfl_run *lr = mf_run_body(run);
   mf_run_mark_handled(run);
   if (mf_run_state_type(run) != MF_COMPLETED) {
-    if (!push_failure(L, run)) {
-      lua_getiuservalue(L, idx, MFL_UV_RESULT);
-      if (raise)
-        remember_reraised(L, idx, run);
-    }
-    return raise ? lua_error(L) : 1;
+    mfl_push_error_value(L, idx);
+    if (!raise)
+      return 1;
+    mfl_note_reraise(L, lr->S, -1, idx, "result");
+    return lua_error(L);
   }
   if (lr->nresults == 0) {
     if (!first_only)
@@ -115,6 +131,38 @@ static mf_run *check_run(lua_State *L, int idx) {
   return mfl_check_future(L, idx)->run;
 }
 
+/* The self of a method: a Future, else a UsageError that shows the colon
+ * (fut.wait() is a Python habit). */
+static mf_run *check_self(lua_State *L, const char *method) {
+  mfl_future *f = mfl_to_future(L, 1);
+  if (!f) {
+    mfl_raise(L, "UsageError",
+              "expected a Future as self (use fut:%s(...), not "
+              "fut.%s(...)), got %s",
+              method, method, luaL_typename(L, 1));
+    return NULL; /* not reached */
+  }
+  return f->run;
+}
+
+/* The timeout argument of a method; a boolean there is raise_on_failure
+ * given first (result(false)). */
+static double method_timeout(lua_State *L, const char *self,
+                             const char *method) {
+  if (lua_isboolean(L, 2)) {
+    if (strcmp(method, "result") == 0)
+      mfl_raise(L, "UsageError",
+                "%s:result(%s): the first argument is the timeout in seconds; "
+                "to get the error value instead of having it raised, use "
+                "%s:result(nil, false)",
+                self, lua_toboolean(L, 2) ? "true" : "false", self);
+    mfl_raise(L, "UsageError",
+              "%s:%s(%s): the argument is the timeout in seconds, a number",
+              self, method, lua_toboolean(L, 2) ? "true" : "false");
+  }
+  return mfl_opt_timeout(L, 2);
+}
+
 static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
@@ -122,8 +170,8 @@ static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int future_wait(lua_State *L) {
-  mf_run *run = check_run(L, 1);
-  double timeout = mfl_opt_timeout(L, 2);
+  mf_run *run = check_self(L, "wait");
+  double timeout = method_timeout(L, "fut", "wait");
   if (mf_run_is_final(run)) {
     lua_pushboolean(L, 1);
     return 1;
@@ -148,8 +196,8 @@ static int future_result_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int future_result(lua_State *L) {
-  mf_run *run = check_run(L, 1);
-  double timeout = mfl_opt_timeout(L, 2);
+  mf_run *run = check_self(L, "result");
+  double timeout = method_timeout(L, "fut", "result");
   lua_settop(L, 3);
   if (mf_run_is_final(run))
     return future_result_k(L, LUA_OK, 0);
@@ -157,7 +205,7 @@ static int future_result(lua_State *L) {
 }
 
 static int future_state(lua_State *L) {
-  mf_run *run = check_run(L, 1);
+  mf_run *run = check_self(L, "state");
   if (mf_run_is_final(run))
     mf_run_mark_handled(run);
   mfl_push_state(L, 1);
@@ -165,18 +213,19 @@ static int future_state(lua_State *L) {
 }
 
 static int future_history(lua_State *L) {
+  check_self(L, "history");
   mfl_push_history(L, 1);
   return 1;
 }
 
 static int future_done(lua_State *L) {
-  lua_pushboolean(L, mf_run_is_final(check_run(L, 1)));
+  lua_pushboolean(L, mf_run_is_final(check_self(L, "done")));
   return 1;
 }
 
 static int future_cancel(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  mf_run *run = check_run(L, 1);
+  mf_run *run = check_self(L, "cancel");
   int cancelled = mf_run_cancel(run);
   if (cancelled && mfl_current_run(L, S) == run) {
     char name[256];
@@ -217,7 +266,7 @@ static void on_done(mf_run *run, void *data) {
 
 static int add_callback(lua_State *L, int quiet) {
   mfl_state *S = mfl_state_get(L);
-  mf_run *run = check_run(L, 1);
+  mf_run *run = check_self(L, "add_done_callback");
   if (lua_type(L, 2) != LUA_TFUNCTION)
     return mfl_raise(L, "UsageError",
                      "add_done_callback expects a function, got %s",
@@ -273,7 +322,7 @@ static int future_tostring(lua_State *L) {
   if (mf_run_is_final(run) && mf_run_state_type(run) != MF_CANCELLED &&
       mf_run_state_name(run) != MF_NAME_NOT_READY) {
     lua_getiuservalue(L, 1, MFL_UV_RESULT);
-    const char *value = mfl_describe(L, -1);
+    const char *value = mfl_describe_error(L, -1);
     lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
     return 1;
   }
@@ -295,7 +344,12 @@ static int future_index(lua_State *L) {
 }
 
 static int future_gc(lua_State *L) {
-  mfl_future *f = mfl_to_future(L, 1);
+  /* Only a Future's own metatable calls it (that metatable is protected):
+   * a cheap check of the argument suffices against a call by hand. */
+  mfl_future *f =
+      lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof(mfl_future)
+          ? lua_touserdata(L, 1)
+          : NULL;
   if (!f)
     return 0;
   mf_run *run = f->run;
@@ -321,8 +375,18 @@ static int future_gc(lua_State *L) {
 
 /* {====== FutureList ====== */
 
+/* The self of a FutureList method (the colon hint, as for Futures). */
+static void check_list_self(lua_State *L, const char *method) {
+  if (lua_type(L, 1) != LUA_TTABLE)
+    mfl_raise(L, "UsageError",
+              "expected a FutureList as self (use list:%s(...), not "
+              "list.%s(...)), got %s",
+              method, method, luaL_typename(L, 1));
+}
+
 static int list_wait(lua_State *L) {
-  double timeout = mfl_opt_timeout(L, 2);
+  check_list_self(L, "wait");
+  double timeout = method_timeout(L, "list", "wait");
   lua_settop(L, 2);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
@@ -386,7 +450,8 @@ static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int list_result(lua_State *L) {
-  double timeout = mfl_opt_timeout(L, 2);
+  check_list_self(L, "result");
+  double timeout = method_timeout(L, "list", "result");
   lua_settop(L, 3);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   mf_run **runs;
@@ -424,8 +489,6 @@ void mfl_open_future(lua_State *L) {
   /* core -> core */
   mfl_pushcfunction(L, l_watch);
   lua_setfield(L, -2, "watch");
-  lua_pushcfunction(L, l_last_reraised);
-  lua_setfield(L, -2, "last_reraised");
   lua_createtable(L, 0, 4); /* Future metatable */
   lua_newtable(L);
   mfl_setfuncs(L, future_methods);

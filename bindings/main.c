@@ -4,8 +4,8 @@
  * wait; the program ends when every run has ended.  Without a script it is a
  * REPL (repl.c).
  *
- * Exit status: 0 success; 1 the script raised or left an unhandled failure;
- * 2 usage error; 130 interrupted by Ctrl-C.
+ * Exit status: 0 success; 1 the script raised, left an unhandled failure or
+ * could not be loaded; 2 usage error; 130 interrupted by Ctrl-C.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -41,10 +41,12 @@ static void usage(FILE *out) {
       "usage: %s [options] [script [args...]]\n"
       "       %s run script [args...]\n"
       "Runs a Lua 5.4 flow script whose main chunk is a run (it may wait\n"
-      "at top level); with no script, an interactive REPL.\n"
+      "at top level); with no script, an interactive REPL (the module is\n"
+      "the global mf there).\n"
       "\n"
       "Options:\n"
-      "  -e CODE        run CODE as the script (arguments after it: ...)\n"
+      "  -e CODE        run CODE as the script (arguments after it: ...;\n"
+      "                 the module is the global mf)\n"
       "  -              read the script from standard input\n"
       "  -i             enter the REPL after running the script\n"
       "  -q, --quiet    no progress line on stderr\n"
@@ -55,18 +57,23 @@ static void usage(FILE *out) {
       "after it are its arguments (arg and ...).\n"
       "\n"
       "Environment:\n"
-      "  MOONFLOW_LOG_LEVEL  DEBUG, INFO, WARNING, ERROR or OFF: the level\n"
-      "                      of mf.log lines (WARNING if unset); when set,\n"
-      "                      runs' lifecycle lines are logged too\n"
+      "  MOONFLOW_LOG_LEVEL  DEBUG, INFO, WARNING, ERROR or OFF (any case):\n"
+      "                      the level of mf.log lines (WARNING if unset; any\n"
+      "                      other value is warned about); when set, runs'\n"
+      "                      lifecycle lines are logged too.  print in a\n"
+      "                      log_prints run is shown unless it is set above\n"
+      "                      INFO\n"
       "  MOONFLOW_HISTORY    the REPL's history file\n"
-      "                      (default: $HOME/.moonflow_history)\n"
+      "                      (default: $HOME/.moonflow_history; neither set:\n"
+      "                      no history)\n"
       "\n"
       "Exit status:\n"
       "  0    success\n"
       "  1    the script raised, left a run failed and unhandled, or\n"
-      "       could not be loaded\n"
-      "  2    usage error\n"
-      "  130  interrupted by Ctrl-C (SIGINT)\n"
+      "       could not be loaded (the report goes to stderr)\n"
+      "  2    usage error: an unknown option, or one without its argument\n"
+      "  130  interrupted by Ctrl-C (SIGINT): every run still going was\n"
+      "       cancelled and named on stderr; a second Ctrl-C exits at once\n"
       "\n"
       "Documentation: man moonflow; docs/lua-api.md in the sources.\n",
       program, program);
@@ -90,26 +97,19 @@ static void on_sigint(int sig) {
   uv_async_send(&interrupt_async);
 }
 
-static void print_cancelled(mf_run *run, void *data) {
-  int *count = data;
-  char name[256];
-  mf_run_name(run, name, sizeof name);
-  fprintf(stderr, "%s%s", (*count)++ ? ", " : "", name);
-}
-
-/* Cancels every run, saying which: the top-level runs and flows. */
+/* Cancels every run, naming them (oldest first: the main chunk, the flows,
+ * what they started). */
 static void report_interrupt(void) {
   mfl_state *S = mfl_state_get(the_state);
-  int count = 0;
   mf_progress_erase();
-  fprintf(stderr, "\n%s: interrupted; cancelled %zu run(s): ", program,
-          mf_engine_live_runs(S->engine));
-  mf_run *flows[16];
-  size_t n = mf_engine_top_flows(S->engine, flows, 16);
-  for (size_t i = 0; i < n && i < 16; i++)
-    print_cancelled(flows[i], &count);
-  mf_engine_cancel_all(S->engine, print_cancelled, &count);
-  fprintf(stderr, "%s\n", count ? " and what they started" : "none");
+  size_t n = mf_progress_push_live(the_state, 12);
+  if (n == 0)
+    fprintf(stderr, "\n%s: interrupted; no run was going\n", program);
+  else
+    fprintf(stderr, "\n%s: interrupted; cancelled %zu run%s: %s\n", program, n,
+            n == 1 ? "" : "s", lua_tostring(the_state, -1));
+  lua_pop(the_state, 1);
+  mf_engine_cancel_all(S->engine, NULL, NULL);
   interrupted_status = 130;
 }
 
@@ -211,8 +211,19 @@ static int push_script_args(lua_State *L, char **argv, int argc, int first) {
   return n;
 }
 
+/* `mf`, the module, as a global: for -e CODE as in the REPL (one line of
+ * code has no room for a require). */
+static void set_mf_global(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "moonflow");
+  lua_setglobal(L, "mf");
+  lua_pop(L, 1);
+}
+
 static int run(lua_State *L, const options *o, char **argv, int argc) {
   int has_script = o->code || o->script;
+  if (o->code)
+    set_mf_global(L);
   if (has_script) {
     set_arg(L, argv, argc, o->script_index);
     if (load_chunk(L, o) != LUA_OK)
@@ -235,8 +246,13 @@ static int run(lua_State *L, const options *o, char **argv, int argc) {
 
 /* }====== */
 
+/* The program runs Lua's collector in generational mode: a script's runs
+ * make Futures that mostly die young, which that mode reclaims cheaply
+ * (so the module need not pace the collector). */
 static int open_moonflow(lua_State *L) {
+  lua_gc(L, LUA_GCGEN, 0, 0);
   luaL_requiref(L, "moonflow", luaopen_moonflow, 0);
+  mfl_gc_pacing(L, 0);
   return 0;
 }
 

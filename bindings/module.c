@@ -63,7 +63,12 @@ mfl_future *mfl_to_future(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TUSERDATA ||
       !mfl_is_kind(L, idx, &mfl_key_future_mt))
     return NULL;
-  return lua_touserdata(L, idx);
+  mfl_future *f = lua_touserdata(L, idx);
+  if (!f->run) /* collected, then reached again from a finalizer */
+    mfl_raise(L, "UsageError",
+              "this Future was collected (a finalizer brought it back): it "
+              "stands for no run any more");
+  return f;
 }
 
 mfl_future *mfl_check_future(lua_State *L, int idx) {
@@ -258,6 +263,20 @@ static void report_unhandled(mf_run *run, void *data) {
   char name[256];
   mf_run_name(run, name, sizeof name);
   mfl_push_future_of(L, run);
+  /* lua_close finalizes the Futures before this state: the run itself is
+   * still held (as an unhandled failure), so its Future stands for it
+   * again while the report is written. */
+  mfl_future *f = lua_touserdata(L, -1);
+  mf_run *was = f->run;
+  f->run = run;
+  mfl_push_failure_report(L, -1);
+  f->run = was;
+  if (lua_isstring(L, -1)) {
+    fprintf(stderr, "moonflow: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 1);
   lua_getiuservalue(L, -1, MFL_UV_RESULT);
   const char *msg = mfl_describe(L, -1);
   fprintf(stderr, "moonflow: unhandled failure of run %s: %s\n", name, msg);
@@ -355,6 +374,7 @@ static mfl_state *open_state(lua_State *L) {
     return S;
   S = lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
+  S->gc_pacing = 1;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_attached);
   S->engine = lua_touserdata(L, -1); /* a host's engine (mf_lua_attach) */
   lua_pop(L, 1);
@@ -403,6 +423,7 @@ static int open_core(lua_State *L) {
   mfl_open_codec(L);
   mfl_open_state(L);
   mfl_open_future(L);
+  mfl_open_origin(L);
   mfl_open_wait(L);
   mfl_open_args(L);
   mfl_open_task(L);

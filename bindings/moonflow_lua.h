@@ -61,6 +61,15 @@ MF_API int mf_lua_call_flow(lua_State *L, const char *name, int nargs);
  * (nothing pushed) when the value at idx is not a Future. */
 MF_API int mf_lua_result(lua_State *L, int idx);
 
+/* Spends up to `seconds` on Lua's garbage collector, in small incremental
+ * steps, and returns 1 when a whole cycle finished, else 0.  For a host
+ * with a frame budget: it stops the collector once (lua_gc(L, LUA_GCSTOP)),
+ * so that no collection pause lands inside its frames, and gives the
+ * collector the frame's spare time with this call (the module then stops
+ * telling the collector about runs' memory itself).  A host that stops the
+ * collector must give it time regularly: memory grows until it does. */
+MF_API int mf_lua_collect(lua_State *L, double seconds);
+
 #ifdef __cplusplus
 }
 #endif

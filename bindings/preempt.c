@@ -51,6 +51,7 @@ typedef struct mfl_watch {
   atomic_int in_step;          /* a step is executing */
   _Atomic pthread_t thread;    /* the thread of the current step */
   _Atomic uint64_t seen_at;    /* ns: when the watchdog first saw the step */
+  _Atomic uint64_t deadline;   /* ns: the step's run's deadline; 0: none */
   _Atomic uint64_t slice_ns;
   unsigned long seen_steps; /* watchdog only: the step it saw last */
   struct mfl_watch *next;
@@ -88,7 +89,9 @@ static int look(uint64_t now, uint64_t *shortest) {
       busy = 1;
     } else if (atomic_load(&w->in_step)) {
       busy = 1;
-      if (now - atomic_load(&w->seen_at) >= slice / 2) {
+      uint64_t deadline = atomic_load(&w->deadline);
+      if (now - atomic_load(&w->seen_at) >= slice / 2 ||
+          (deadline && now >= deadline)) {
         union sigval value = {.sival_ptr = w};
         pthread_sigqueue(atomic_load(&w->thread), MFL_PREEMPT_SIGNAL, value);
       }
@@ -109,7 +112,9 @@ static void *watchdog(void *unused) {
       continue;
     }
     pthread_mutex_unlock(&lock);
-    uint64_t pause = shortest / 4;
+    /* A quarter slice, and never more than 5 ms: a run's timeout does not
+     * wait for a long slice. */
+    uint64_t pause = shortest / 4 < 5000000u ? shortest / 4 : 5000000u;
     struct timespec ts = {(time_t)(pause / 1000000000u),
                           (long)(pause % 1000000000u)};
     nanosleep(&ts, NULL);
@@ -235,11 +240,14 @@ void mfl_preempt_configure(mfl_state *S) {
 
 /* {====== Steps ====== */
 
-void mfl_step_began(mfl_state *S, lua_State *co) {
+void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
   S->running_co = co;
   mfl_watch *w = S->watch;
   if (!w)
     return;
+  atomic_store_explicit(&w->deadline,
+                        deadline >= 0 ? (uint64_t)(deadline * 1e9) : 0,
+                        memory_order_relaxed);
   if (!watchdog_started) { /* a child process after fork */
     pthread_mutex_lock(&lock);
     start_watchdog();

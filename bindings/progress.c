@@ -5,6 +5,7 @@
  * Only when stderr is a terminal and --quiet was not given.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "binding.h"
@@ -37,10 +38,13 @@ void mf_progress_erase(void) {
 static void counts(char *buf, size_t size, const mf_flow_stats *s,
                    double elapsed) {
   size_t done = s->completed + s->failed + s->cancelled;
+  char cancelled[64] = "";
+  if (s->cancelled)
+    snprintf(cancelled, sizeof cancelled, ", %zu cancelled", s->cancelled);
   snprintf(buf, size,
-           "%zu completed, %zu running, %zu failed, %zu waiting; %.0f/s; "
+           "%zu completed, %zu running, %zu failed%s, %zu waiting; %.0f/s; "
            "%.1f s",
-           s->completed, s->running, s->failed + s->cancelled, s->waiting,
+           s->completed, s->running, s->failed, cancelled, s->waiting,
            elapsed > 0 ? (double)done / elapsed : 0.0, elapsed);
 }
 
@@ -134,3 +138,61 @@ void mf_progress_stop(void) {
   active = 0;
   uv_close((uv_handle_t *)&the_progress.timer, NULL);
 }
+
+/* {====== The runs still going ====== */
+
+static int by_id(const void *a, const void *b) {
+  uint64_t x = mf_run_id(*(mf_run *const *)a);
+  uint64_t y = mf_run_id(*(mf_run *const *)b);
+  return x < y ? -1 : x > y;
+}
+
+/* Every run that is not final has its Future pinned (binding.h): the pins
+ * table lists them. */
+size_t mf_progress_push_live(lua_State *L, size_t max) {
+  mfl_state *S = mfl_state_get(L);
+  size_t n = 0, cap = 16;
+  mf_run **runs = malloc(cap * sizeof *runs);
+  if (!runs) {
+    lua_pushliteral(L, "");
+    return 0;
+  }
+  mfl_push_pins(L, S);
+  int pins = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, pins)) {
+    mfl_future *f = mfl_to_future(L, -1);
+    lua_pop(L, 1);
+    if (!f || !f->run || mf_run_is_final(f->run))
+      continue;
+    if (n == cap) {
+      mf_run **grown = realloc(runs, (cap *= 2) * sizeof *runs);
+      if (!grown) {
+        lua_pop(L, 1); /* the key */
+        break;
+      }
+      runs = grown;
+    }
+    runs[n++] = f->run;
+  }
+  lua_pop(L, 1); /* the pins */
+  qsort(runs, n, sizeof *runs, by_id);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n && i < max; i++) {
+    char name[256];
+    mf_run_name(runs[i], name, sizeof name);
+    luaL_addstring(&b, i ? ", " : "");
+    luaL_addstring(&b, name);
+  }
+  if (n > max) {
+    char more[64];
+    snprintf(more, sizeof more, " and %zu more", n - max);
+    luaL_addstring(&b, more);
+  }
+  luaL_pushresult(&b);
+  free(runs);
+  return n;
+}
+
+/* }====== */

@@ -19,6 +19,7 @@
 #include <readline/readline.h>
 
 #include "binding.h"
+#include "progress.h"
 #include "repl.h"
 
 #define HISTORY_LINES 1000
@@ -26,15 +27,17 @@
 typedef struct mf_repl {
   lua_State *L;
   mfl_state *S;
-  uv_poll_t poll;   /* standard input is readable */
-  uv_check_t check; /* after each loop turn: failures of background runs */
-  int can_poll;     /* stdin is a terminal or a pipe */
+  uv_poll_t poll;       /* standard input is readable */
+  uv_check_t check;     /* after each loop turn: failures of background runs */
+  uv_prepare_t prepare; /* and before the loop blocks: reported at once */
+  int can_poll;         /* stdin is a terminal or a pipe */
   int polling;
   int tty;
   int busy;      /* a chunk's run is going: no input is taken */
   int eof;       /* no more input */
   int finished;  /* the handles are closed */
   int prompting; /* readline shows a prompt */
+  int accepting; /* in readline's line handler: the line is accepted */
   char *source;  /* the chunk typed so far */
   size_t source_len;
   char *input; /* from a pipe or file: bytes not yet split into lines */
@@ -53,7 +56,7 @@ static void process_lines(mf_repl *r);
 /* Writes text without breaking the line being edited: the prompt and the
  * text typed so far are taken off the screen and put back after it. */
 static void write_text(mf_repl *r, const char *text) {
-  if (!(r->tty && r->prompting)) {
+  if (!(r->tty && r->prompting) || r->accepting) {
     fputs(text, stdout);
     fflush(stdout);
     return;
@@ -133,18 +136,35 @@ static const char *feed(mf_repl *r, const char *line) {
 
 static void stop_input(mf_repl *r);
 
+/* Ctrl-D while runs are still going: the REPL waits for them, and says
+ * so, and how not to. */
+static void say_what_is_waited_for(mf_repl *r) {
+  lua_State *L = r->L;
+  size_t n = mf_progress_push_live(L, 8);
+  if (n > 0)
+    printf("waiting for %zu run%s still going: %s (Ctrl-C cancels %s)\n", n,
+           n == 1 ? "" : "s", lua_tostring(L, -1), n == 1 ? "it" : "them");
+  fflush(stdout);
+  lua_pop(L, 1);
+}
+
 /* readline hands over a complete line (NULL at end of input). */
 static void on_line(char *line) {
   mf_repl *r = the_repl;
   if (!line) {
     r->eof = 1;
     fputs("\n", stdout);
+    say_what_is_waited_for(r);
     stop_input(r);
     return;
   }
   if (*line)
     add_history(line);
+  /* The line is accepted (readline moved to the next line): what feed
+   * writes goes below it, and readline shows the next prompt after. */
+  r->accepting = 1;
   const char *verdict = feed(r, line);
+  r->accepting = 0;
   free(line);
   if (verdict[0] == 's')
     stop_input(r);
@@ -174,6 +194,7 @@ static void close_handles(mf_repl *r) {
   if (r->can_poll)
     uv_close((uv_handle_t *)&r->poll, NULL);
   uv_close((uv_handle_t *)&r->check, NULL);
+  uv_close((uv_handle_t *)&r->prepare, NULL);
 }
 
 static void stop_input(mf_repl *r) {
@@ -298,9 +319,8 @@ static void read_all(mf_repl *r) {
 
 /* {====== Background failures ====== */
 
-static void on_check(uv_check_t *handle) {
-  mf_repl *r = handle->data;
-  if (mf_run_unhandled(r->S->engine, NULL, NULL) == 0)
+static void report_background(mf_repl *r) {
+  if (r->S->closed || mf_run_unhandled(r->S->engine, NULL, NULL) == 0)
     return;
   lua_State *L = r->L;
   int top = lua_gettop(L);
@@ -310,6 +330,15 @@ static void on_check(uv_check_t *handle) {
   if (lua_pcall(L, 1, 0, 0) != LUA_OK)
     write_text(r, luaL_tolstring(L, -1, NULL));
   lua_settop(L, top);
+}
+
+/* A run can fail in any phase of a loop turn (a timer, a step after the
+ * poll): the check handle looks after each turn, the prepare handle before
+ * the loop blocks in the poll for input, so a failure is on the screen
+ * when it happens, not at the next Enter. */
+static void on_check(uv_check_t *handle) { report_background(handle->data); }
+static void on_prepare(uv_prepare_t *handle) {
+  report_background(handle->data);
 }
 
 /* }====== */
@@ -395,6 +424,10 @@ int mf_repl_run(lua_State *L) {
   uv_check_init(loop, &r.check);
   uv_check_start(&r.check, on_check);
   uv_unref((uv_handle_t *)&r.check);
+  r.prepare.data = &r;
+  uv_prepare_init(loop, &r.prepare);
+  uv_prepare_start(&r.prepare, on_prepare);
+  uv_unref((uv_handle_t *)&r.prepare);
   prepare_globals(&r);
   if (r.tty) {
     history_path(&r);

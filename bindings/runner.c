@@ -149,7 +149,8 @@ void mfl_store_results(lua_State *L, mfl_run *lr, int box, lua_State *co,
 }
 
 /* Stores the error value on top of L as the run's result, with the
- * traceback of co (unless a flow left one in its info). */
+ * traceback of co (unless a flow left one in its info), and where the
+ * error came from (origin.c). */
 static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   int err = lua_gettop(L);
   lua_pushvalue(L, err);
@@ -160,13 +161,16 @@ static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
     lua_pop(L, 1);
     lua_createtable(L, 0, 2);
   }
-  if (lua_getfield(L, -1, "traceback") == LUA_TNIL && co) {
-    const char *msg = mfl_describe(L, err);
+  int info = lua_gettop(L);
+  if (lua_getfield(L, info, "traceback") == LUA_TNIL && co) {
+    const char *msg = mfl_describe_error(L, err);
     luaL_traceback(L, co, msg, 0);
-    lua_setfield(L, -4, "traceback");
+    lua_setfield(L, info, "traceback");
     lua_pop(L, 1); /* the description */
   }
   lua_pop(L, 1);
+  mfl_link_origin(L, box, err, info);
+  lua_settop(L, info);
   lua_setiuservalue(L, box, MFL_UV_INFO);
   lua_settop(L, err - 1);
 }
@@ -190,7 +194,8 @@ static int lifecycle_level(const mfl_run *lr) {
  * which op_retry tells): ERROR with the traceback when it failed. */
 static void log_outcome(lua_State *L, mf_run *run, mfl_run *lr, int box) {
   mfl_state *S = lr->S;
-  if (lr->quiet || mf_run_state_name(run) == MF_NAME_AWAITING_RETRY)
+  if (S->lifecycle_level == MFL_LOG_OFF || lr->quiet ||
+      mf_run_state_name(run) == MF_NAME_AWAITING_RETRY)
     return;
   mf_state_type type;
   mf_state_name name;
@@ -254,7 +259,8 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
     lua_setiuservalue(L, box, MFL_UV_INFO);
   }
   nargs += remote;
-  luaL_checkstack(co, nargs + 1, "too many arguments");
+  if (nargs + 1 > LUA_MINSTACK) /* a pooled coroutine has that much */
+    luaL_checkstack(co, nargs + 1, "too many arguments");
   lua_xmove(L, co, nargs + 1);
   return nargs;
 }
@@ -301,6 +307,7 @@ static int push_hooks(lua_State *L, mf_run *run, int box, lua_State *co) {
 /* The body returned: the attempt's results (or the end of its hooks). */
 static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
                       lua_State *co, int nres) {
+  mfl_forget_reraises(L, lr, box);
   if (mf_run_hook_point(run)) {
     lua_settop(co, 0);
     give_back(L, lr, box, co);
@@ -316,7 +323,7 @@ static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
     store_error(L, lr, box, NULL);
     type = MF_FAILED;
     name = MF_NAME_TIMED_OUT;
-  } else if (!lua_checkstack(L, nres + 4)) {
+  } else if (nres > 8 && !lua_checkstack(L, nres + 4)) {
     lua_settop(co, 0);
     char who[256];
     mf_run_name(run, who, sizeof who);
@@ -398,10 +405,10 @@ static void on_yield(lua_State *L, mf_run *run, mfl_run *lr, int box,
 }
 
 /* lua_CFunction: prepares the coroutine of a step, protected (resolving
- * the arguments allocates).  Upvalues: the run, the reason. */
+ * the arguments allocates).  Arguments: the run, the reason. */
 static int prepare_step(lua_State *L) {
-  mf_run *run = lua_touserdata(L, lua_upvalueindex(1));
-  mf_step_reason reason = (mf_step_reason)lua_tointeger(L, lua_upvalueindex(2));
+  mf_run *run = lua_touserdata(L, 1);
+  mf_step_reason reason = (mf_step_reason)lua_tointeger(L, 2);
   mfl_run *lr = mf_run_body(run);
   mfl_push_future_of(L, run);
   int box = lua_gettop(L);
@@ -410,6 +417,12 @@ static int prepare_step(lua_State *L) {
   lua_pushinteger(L, nargs);
   return 1;
 }
+
+/* The common attempt needs no protection: with one argument or none,
+ * nothing it does can raise but running out of memory, which the whole step
+ * shares (resolving futures never raises).  Packed arguments may be too
+ * many for a stack. */
+static int simple_attempt(const mfl_run *lr) { return lr->nargs >= 0; }
 
 /* Starts the step's coroutine: returns the arguments pushed onto it, or
  * -1 when that failed (the error is then the step's outcome). */
@@ -421,10 +434,12 @@ static int begin_step(lua_State *L, mf_run *run, mfl_run *lr, int box,
                 lr->kind == MFL_FLOW ? "flow run" : "task run");
   lr->co = take_spare(L, S);
   lr->co_in_box = 0;
+  if (reason == MF_STEP_START && simple_attempt(lr))
+    return push_attempt(L, run, lr, box, lr->co);
+  lua_pushcfunction(L, prepare_step);
   lua_pushlightuserdata(L, run);
   lua_pushinteger(L, reason);
-  lua_pushcclosure(L, prepare_step, 2);
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
     lua_settop(lr->co, 0);
     give_back(L, lr, box, lr->co);
     if (mf_run_hook_point(run)) {
@@ -471,7 +486,6 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_state *S = lr->S;
   lua_State *L = S->L;
   int top = lua_gettop(L);
-  lua_checkstack(L, 16);
   mfl_push_future_of(L, run);
   int box = lua_gettop(L);
   int nargs = 0;
@@ -485,7 +499,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   lr->yield = MFL_YIELD_BARE;
   if (lr->log_prints)
     swap_print(L, S, 1);
-  mfl_step_began(S, co);
+  mfl_step_began(S, co, mf_run_deadline(run));
   int status = lua_resume(co, L, nargs, &nres);
   mfl_step_ended(S, co);
   if (lr->log_prints)
@@ -524,8 +538,9 @@ static void op_abandon(mf_run *run) {
     store_error(L, lr, box, lr->co);
   }
   drop_coroutine(L, lr, box);
-  if (mf_run_is_final(run)) {
-    lua_pushnil(L);
+  if (mf_run_is_final(run) || mf_run_cancel_requested(run)) {
+    mfl_keep_cause(L, run, box); /* before the arguments that hold it go */
+    lua_pushnil(L);              /* no attempt will need them again */
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   }
   lua_settop(L, top);
@@ -614,14 +629,21 @@ int mfl_yield_parked(lua_State *L, mf_run *run, lua_KContext ctx,
 /* {====== Creating runs ====== */
 
 /* The collector sees only the Lua side of a run (its Future); its C record
- * and history are about three times as big.  Every so many runs made, the
- * collector is told of that memory as work to do, so that garbage Futures
- * (and the records they keep) are reclaimed at the pace they are made. */
+ * and history are about three times as big.  With Lua's default
+ * (incremental) collector, every so many runs made, the collector is told
+ * of that memory as work to do, so that garbage Futures (and the records
+ * they keep) are reclaimed at the pace they are made (else a run that
+ * submits in a loop grows by gigabytes).  The moonflow program runs the
+ * collector in generational mode instead, where young garbage is cheap,
+ * and turns this off (mfl_gc_pacing). */
 #define MFL_GC_EVERY 64
 #define MFL_RUN_C_BYTES 384
 
 static void pace_collector(lua_State *L, mfl_state *S) {
-  if (++S->runs_made % MFL_GC_EVERY == 0)
+  /* Not while a host stopped the collector (it collects in its own spare
+   * time: mf_lua_collect). */
+  if (S->gc_pacing && ++S->runs_made % MFL_GC_EVERY == 0 &&
+      lua_gc(L, LUA_GCISRUNNING))
     lua_gc(L, LUA_GCSTEP, MFL_GC_EVERY * MFL_RUN_C_BYTES / 1024);
 }
 
@@ -664,6 +686,8 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   lua_pop(L, 1);
   return f;
 }
+
+void mfl_gc_pacing(lua_State *L, int on) { mfl_state_get(L)->gc_pacing = on; }
 
 void mfl_push_hot(lua_State *L, mfl_state *S, mfl_hot *hot) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);

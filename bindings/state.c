@@ -115,7 +115,7 @@ static void push_message(lua_State *L, mf_run *run, int box) {
       return;
     }
     lua_getiuservalue(L, box, MFL_UV_RESULT);
-    mfl_describe(L, -1);
+    mfl_describe_error(L, -1);
     lua_remove(L, -2);
     return;
   }
@@ -143,12 +143,8 @@ static void push_state_entry(lua_State *L, mf_run *run, int box,
   if (last && mf_run_is_final(run)) {
     push_message(L, run, box);
     lua_setfield(L, t, "message");
-    lua_getiuservalue(L, box, MFL_UV_INFO);
-    if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "traceback");
-      lua_setfield(L, t, "traceback");
-    }
-    lua_pop(L, 1);
+    mfl_push_full_traceback(L, box);
+    lua_setfield(L, t, "traceback");
   }
   lua_pushvalue(L, box);
   lua_rawsetp(L, t, &future_key);
@@ -175,15 +171,11 @@ void mfl_push_outcome_state(lua_State *L, int box) {
   int t = lua_gettop(L);
   if (entry.type == MF_FAILED || entry.type == MF_CRASHED) {
     lua_getiuservalue(L, box, MFL_UV_RESULT);
-    mfl_describe(L, -1);
+    mfl_describe_error(L, -1);
     lua_setfield(L, t, "message");
     lua_pop(L, 1);
-    lua_getiuservalue(L, box, MFL_UV_INFO);
-    if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "traceback");
-      lua_setfield(L, t, "traceback");
-    }
-    lua_pop(L, 1);
+    mfl_push_full_traceback(L, box);
+    lua_setfield(L, t, "traceback");
   } else if (entry.type == MF_CANCELLED) {
     lua_pushliteral(L, "cancelled");
     lua_setfield(L, t, "message");

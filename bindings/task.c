@@ -231,6 +231,43 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
   return count == len;
 }
 
+/* A table of named values where map wants an array: keyword arguments
+ * (Python's map(xs, y=unmapped(10))) get the explanation that Lua's are
+ * positional. */
+static void raise_not_sequence(lua_State *L, int idx, int argno) {
+  int named = 0, other = 0;
+  lua_pushliteral(L, ""); /* the names, "a = ..., b = ..." */
+  int names = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      other++;
+      continue;
+    }
+    if (named < 3)
+      lua_pushfstring(L, "%s%s%s = ...", lua_tostring(L, names),
+                      named ? ", " : "", lua_tostring(L, -1));
+    else
+      lua_pushfstring(L, "%s%s", lua_tostring(L, names),
+                      named == 3 ? ", ..." : "");
+    lua_replace(L, names);
+    named++;
+  }
+  lua_settop(L, names);
+  if (named > 0 && other == 0)
+    mfl_raise(L, "UsageError",
+              "map: argument #%d is a table of named values {%s}: arguments "
+              "are positional in Lua (no keyword arguments), so pass each "
+              "one at its place, e.g. t:map(xs, mf.unmapped(10)); to give "
+              "this table itself to every run, wrap it in mf.unmapped()",
+              argno, lua_tostring(L, -1));
+  mfl_raise(L, "UsageError",
+            "map: argument #%d is a table with keys that are not 1..n; wrap "
+            "it in mf.unmapped() to pass it to every run",
+            argno);
+}
+
 /* Replaces a final single-Future argument by its result, which must be an
  * array. */
 static void future_arg_to_array(lua_State *L, int idx, int argno) {
@@ -294,10 +331,7 @@ static void plan_map(lua_State *L, map_plan *p) {
       continue;
     } else if (lua_type(L, idx) == LUA_TTABLE && !has_metatable(L, idx)) {
       if (!is_sequence(L, idx, &n))
-        mfl_raise(L, "UsageError",
-                  "map: argument #%d is a table with keys that are not "
-                  "1..n; wrap it in mf.unmapped() to pass it to every run",
-                  argno);
+        raise_not_sequence(L, idx, argno);
       p->kinds[i] = ARG_ARRAY;
     } else if (unquote_array(L, idx)) {
       /* A quoted array is still mapped, each element unsearched. */

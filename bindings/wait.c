@@ -11,6 +11,7 @@
  * outcome of an earlier wait never leaks into a later call.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "binding.h"
 
@@ -23,6 +24,64 @@ double mfl_opt_timeout(lua_State *L, int idx) {
   return t;
 }
 
+/* Pushes the tag list of a run's task (a table), or nothing: returns 0. */
+static int push_tags(lua_State *L, mf_run *run) {
+  mfl_run *lr = mf_run_body(run);
+  if (lr->pin == LUA_NOREF)
+    return 0;
+  mfl_push_future_of(L, run);
+  lua_getiuservalue(L, -1, MFL_UV_TASK);
+  if (lua_type(L, -1) != LUA_TUSERDATA) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_getiuservalue(L, -1, MFL_TASK_UV_OPTS);
+  if (lua_istable(L, -1))
+    lua_getfield(L, -1, "tags");
+  else
+    lua_pushnil(L);
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+  if (lua_istable(L, -1))
+    return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The full concurrency limit that the waiter holds a slot of and the
+ * target needs one of (what makes a limit deadlock), or NULL. */
+static const mf_limit_info *full_limit_between(lua_State *L, mf_run *waiter,
+                                               mf_run *target,
+                                               const mf_limit_info *info,
+                                               size_t n) {
+  const mf_limit_info *found = NULL;
+  int top = lua_gettop(L);
+  if (!push_tags(L, target) || !push_tags(L, waiter)) {
+    lua_settop(L, top);
+    return NULL;
+  }
+  int target_tags = top + 1, waiter_tags = top + 2;
+  for (lua_Integer i = 1;
+       !found && lua_rawgeti(L, target_tags, i) == LUA_TSTRING; i++) {
+    const char *tag = lua_tostring(L, -1);
+    int shared = 0;
+    for (lua_Integer j = 1;
+         !shared && lua_rawgeti(L, waiter_tags, j) == LUA_TSTRING; j++) {
+      shared = strcmp(tag, lua_tostring(L, -1)) == 0;
+      lua_pop(L, 1);
+    }
+    if (!shared)
+      lua_pop(L, 1); /* the nil after the waiter's last tag */
+    for (size_t k = 0; shared && !found && k < n; k++)
+      if (strcmp(info[k].tag, tag) == 0 && info[k].capacity >= 0 &&
+          info[k].holders >= (size_t)info[k].capacity)
+        found = &info[k];
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+  return found;
+}
+
 static int raise_deadlock_for(lua_State *L, mf_run *waiter,
                               mf_run *const *targets, size_t n) {
   char who[256], what[256] = "its targets";
@@ -32,6 +91,25 @@ static int raise_deadlock_for(lua_State *L, mf_run *waiter,
     snprintf(who, sizeof who, "the top-level wait");
   if (n == 1)
     mf_run_name(targets[0], what, sizeof what);
+  mfl_state *S = mfl_state_get(L);
+  size_t count = waiter ? mf_limit_each(S->engine, NULL, 0) : 0;
+  if (count > 0) {
+    mf_limit_info *info = lua_newuserdatauv(L, count * sizeof *info, 0);
+    mf_limit_each(S->engine, info, count);
+    for (size_t i = 0; i < n; i++) {
+      const mf_limit_info *l =
+          full_limit_between(L, waiter, targets[i], info, count);
+      if (!l)
+        continue;
+      mf_run_name(targets[i], what, sizeof what);
+      return mfl_raise(
+          L, "Deadlock",
+          "%s waits for %s, which needs a slot of limit '%s' (capacity %I): "
+          "every slot is held by a waiting run (%s holds one), so %s can "
+          "never start",
+          who, what, l->tag, (lua_Integer)l->capacity, who, what);
+    }
+  }
   return mfl_raise(L, "Deadlock",
                    "%s waits for %s, which can never finish before it", who,
                    what);

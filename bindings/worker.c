@@ -303,13 +303,8 @@ static void answer_done(mf_run *run, void *data) {
     lua_createtable(L, 0, 2);
     lua_insert(L, -2);
     lua_setfield(L, -2, "err");
-    lua_getiuservalue(L, box, MFL_UV_INFO);
-    if (lua_istable(L, -1))
-      lua_getfield(L, -1, "traceback");
-    else
-      lua_pushnil(L);
-    lua_setfield(L, -3, "traceback");
-    lua_pop(L, 1);
+    mfl_push_full_traceback(L, box); /* with where its error came from */
+    lua_setfield(L, -2, "traceback");
   }
   if (ok && status != MFLR_COMPLETED && status != MFLR_CANCELLED) {
     /* { err, traceback } on top */

@@ -9,9 +9,9 @@ set(MF_BINDING_SOURCES
   bindings/codec_encode.c bindings/codec_fn.c
   bindings/control.c bindings/embed.c bindings/errors.c
   bindings/flow.c bindings/future.c bindings/luv.c bindings/module.c
-  bindings/preempt.c bindings/runner.c bindings/runners.c
-  bindings/runners_msg.c bindings/runners_procs.c bindings/runners_threads.c bindings/state.c
-  bindings/task.c bindings/wait.c bindings/worker.c)
+  bindings/origin.c bindings/preempt.c bindings/runner.c bindings/runners.c
+  bindings/runners_msg.c bindings/runners_procs.c bindings/runners_threads.c
+  bindings/state.c bindings/task.c bindings/wait.c bindings/worker.c)
 set(MF_PROGRAM_SOURCES bindings/main.c bindings/progress.c bindings/repl.c)
 # The installed headers.
 set(MF_PUBLIC_HEADERS engine/moonflow.h bindings/moonflow_lua.h)

@@ -2,6 +2,7 @@
  * engine.c -- creating, driving and closing an engine; its clock; error and
  * state strings.
  */
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,7 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
   if (!e->owns_loop && !(cfg && cfg->keep_loop_alive))
     uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
   e->max_steps = cfg ? cfg->max_steps : 0;
+  e->pass_budget = cfg && cfg->step_budget > 0 ? cfg->step_budget : 0.01;
   e->step_only = cfg ? cfg->step_only : 0;
   e->no_preemption = cfg ? cfg->no_preemption : 0;
   if (uv_mutex_init(&e->post_lock) != 0 ||
@@ -434,6 +436,8 @@ int mf_engine_timeout(const mf_engine *e) {
   if (e->heap_len == 0)
     return -1;
   double ms = (e->heap[0]->deadline - mf_engine_now(e)) * 1000.0;
+  if (ms >= INT_MAX - 1)
+    return INT_MAX; /* a clamped deadline is years away: no overflow */
   return ms <= 0 ? 0 : (int)ms + 1;
 }
 

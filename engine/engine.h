@@ -33,6 +33,7 @@ struct mf_engine {
   struct mf_post *post_head, *post_tail;
   atomic_int posts_waiting; /* a hint, set by posters: posts are queued */
   unsigned max_steps;
+  double pass_budget;          /* seconds a scheduler pass may take */
   unsigned char running_loop;  /* inside the engine's own uv_run */
   unsigned char top_wait_over; /* the top-level wait's target was reached */
   void (*close_fn)(mf_engine *, void *);

@@ -165,7 +165,9 @@ static void step(mf_run *run, mf_step_reason reason) {
   if (run->life == MF_LIFE_ACTIVE) {
     run->body_active = 0;
     run->error_code = MF_ESTATE;
-    if (run->phase == MF_PHASE_HOOKS)
+    /* The end's hooks leave the outcome as decided; on_running hooks come
+     * before any outcome: their attempt crashed. */
+    if (run->phase == MF_PHASE_HOOKS && run->hook_point != MF_HOOK_RUNNING)
       conclude(run);
     else
       attempt_over(run, MF_CRASHED, MF_NAME_CRASHED);
@@ -182,9 +184,11 @@ static void step(mf_run *run, mf_step_reason reason) {
  * queue. */
 static void unpark(mf_run *run) {
   mf_engine *e = run->engine;
-  mf__sched_parked_remove(e, run);
-  if (run->waiter)
-    mf__waiter_clear(run->waiter);
+  if (run->waiter) {
+    mf__sched_parked_remove(e, run);
+    if (run->waiter->active || run->waiter->count)
+      mf__waiter_clear(run->waiter);
+  }
   if (run->extra && run->extra->limit_queued)
     mf__limits_release(run);
 }

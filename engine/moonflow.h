@@ -134,8 +134,10 @@ typedef struct mf_config {
    * mf_engine_new returns MF_EINVAL. */
   size_t size;
   /* The loop to run on.  NULL: the engine creates and owns one.  A host's
-   * loop is never run or closed by the engine (mf_engine_step does not run
-   * it either), and the engine's idle handle does not keep it alive. */
+   * loop is never closed by the engine and mf_engine_step never runs it;
+   * mf_engine_run and mf_engine_wait do run it (uv_run) until their work is
+   * done, so a host that drives its loop itself calls mf_engine_step.  The
+   * engine's idle handle does not keep it alive. */
   uv_loop_t *loop;
   /* Where errors that belong to no run go; NULL prints them on stderr. */
   mf_error_fn on_error;
@@ -161,6 +163,11 @@ typedef struct mf_config {
    * SA_RESTART set).  Set to turn that off for this engine: computing runs
    * then keep the loop until they yield. */
   unsigned char no_preemption;
+  /* Seconds one scheduler pass (one mf_engine_step) may take at most,
+   * checked between steps; 0: 10 ms.  A game host gives the frame's share
+   * (a step already executing finishes first: a body computing longer is
+   * bounded by the time slice of the Lua bindings). */
+  double step_budget;
 } mf_config;
 
 /* Creates an engine.  cfg may be NULL for the defaults.  Returns 0 or an
@@ -177,8 +184,9 @@ MF_API uv_loop_t *mf_engine_loop(const mf_engine *engine);
 /* Whether mf_config.no_preemption was set. */
 MF_API int mf_engine_preemption_off(const mf_engine *engine);
 
-/* Runs the loop until no run is left that could progress.  Parked waits that
- * nothing can ever wake are then woken with MF_WAKE_DEADLOCK.  Returns 0, or
+/* Runs the loop (the host's too) until no run is left that could progress.
+ * Parked waits that nothing can ever wake are then woken with
+ * MF_WAKE_DEADLOCK.  Returns 0, or
  * MF_EBUSY when called from inside an engine callback. */
 MF_API int mf_engine_run(mf_engine *engine);
 
@@ -267,8 +275,10 @@ typedef struct mf_run_ops {
   /* The run's memory is about to be freed.  May be NULL. */
   void (*free)(mf_run *run);
   /* An attempt failed and the policy allows another: non-zero to retry
-   * (the retry condition).  Called from the scheduler, never inside a step;
-   * it must not wait.  NULL: always retry. */
+   * (the retry condition).  Called when the attempt ends -- from inside
+   * mf_run_finish when the body ends it, after the body's own work -- with
+   * the engine busy: it must not wait, park or drive the loop (MF_ESTATE,
+   * MF_EBUSY).  NULL: always retry. */
   int (*retry)(mf_run *run);
 } mf_run_ops;
 
@@ -537,11 +547,12 @@ MF_API void mf_resource_detach(mf_resource *resource);
 /* Why the last park ended. */
 MF_API mf_wake_reason mf_run_wake_reason(const mf_run *run);
 
-/* Waits outside any run: drives the loop until the targets are final (per
- * mode) or the timeout passes.  With no targets it returns at once, except
- * in mode MF_WAIT_ANY with a timeout: a sleep.  Returns 0, MF_ETIMEDOUT,
- * MF_EDEADLK (nothing could ever finish them), MF_EINTR (mf_engine_interrupt),
- * or MF_EBUSY when called from inside an engine callback or a run. */
+/* Waits outside any run: drives the loop (the host's too) until the targets
+ * are final (per mode) or the timeout passes.  With no targets it returns at
+ * once, except in mode MF_WAIT_ANY with a timeout: a sleep.  Returns 0,
+ * MF_ETIMEDOUT, MF_EDEADLK (nothing could ever finish them), MF_EINTR
+ * (mf_engine_interrupt), or MF_EBUSY when called from inside an engine callback
+ * or a run. */
 MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
                           size_t count, mf_wait_mode mode, double timeout);
 

@@ -18,11 +18,19 @@ static int park(mf_run *run, mf_wait_mode mode, double timeout) {
   return 0;
 }
 
+/* Whether the run may park now: it is executing a step that has not ended
+ * what it was stepped for (after mf_run_finish, the retry condition asked
+ * inside that step may not wait). */
+static int may_park(const mf_run *run) {
+  return run->life == MF_LIFE_ACTIVE && run->engine->current == run &&
+         run->body_active;
+}
+
 /* The executing run's waiter, emptied and of that kind; NULL with *rc set
  * when the run is not executing or memory is short. */
 static mf_waiter *fresh_waiter(mf_run *run, mf_waiter_kind kind, int *rc) {
   *rc = 0;
-  if (run->life != MF_LIFE_ACTIVE || run->engine->current != run) {
+  if (!may_park(run)) {
     *rc = MF_ESTATE;
     return NULL;
   }
@@ -38,7 +46,7 @@ static mf_waiter *fresh_waiter(mf_run *run, mf_waiter_kind kind, int *rc) {
 
 int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
                 mf_wait_mode mode, double timeout) {
-  if (run->life != MF_LIFE_ACTIVE || run->engine->current != run)
+  if (!may_park(run))
     return MF_ESTATE;
   /* A wait with a timeout always ends, so it is never a deadlock. */
   if (timeout < 0)

@@ -12,9 +12,6 @@
 
 #include "engine.h"
 
-/* Seconds one scheduler pass may take before the loop gets a turn. */
-#define MF_SCHED_SLICE 0.01
-
 static void on_idle(uv_idle_t *handle) {
   mf__sched_drain_from_loop(handle->data);
 }
@@ -141,18 +138,19 @@ void mf__sched_drain(mf_engine *e) {
     }
     if (!e->ready_head)
       break;
-    /* A pass lasts a slice at most, then the loop gets a turn (timers,
-     * I/O, a host's frame); the idle handle brings the scheduler back. */
-    /* The clock is read every 16 steps; once steps prove slow (a block of
-     * 16 took over a millisecond), at every step. */
+    /* A pass lasts its budget at most (mf_config.step_budget, 10 ms by
+     * default), then the loop gets a turn (timers, I/O, a host's frame);
+     * the idle handle brings the scheduler back.  The clock is read every
+     * 16 steps; once steps prove slow (a block of 16 took a tenth of the
+     * budget), at every step. */
     ++steps;
     if (e->end_pass || (e->max_steps && steps > e->max_steps))
       break;
     if (slow_steps || (steps & 15) == 0) {
       double now = mf_engine_now(e);
-      if (now - started > MF_SCHED_SLICE)
+      if (now - started > e->pass_budget)
         break;
-      slow_steps = slow_steps || now - last_check > 0.001;
+      slow_steps = slow_steps || now - last_check > e->pass_budget / 10;
       last_check = now;
     }
     run = pop_ready(e);

@@ -23,16 +23,19 @@
  * thread waiting for a processor, which CPU time leaves out.  Targets: an
  * idle frame under 20 us, and no frame over the 16.67 ms budget because of
  * the engine (counted by CPU time; the wall-clock count is printed too).
- * Lua's garbage collector runs inside the step, when runs allocate, so its
- * pauses are part of the engine's cost here; a full collection before each
- * scenario keeps one scenario's garbage out of the next one's figures.
+ * Lua's garbage collector is stopped and gets each frame's spare time
+ * instead (up to 2 ms before the next frame, mf_lua_collect), and the
+ * engine's share of a frame is bounded by mf_config.step_budget (4 ms by
+ * default): no collection pause lands inside the engine's step.  A full
+ * collection before each scenario keeps one scenario's garbage out of the
+ * next one's figures.
  *
  * With --check it also checks what the engine did (every tick's 1,000
  * results, every NPC's naps, no sleeper woken, every run gone at the end)
  * and exits 1 on a mismatch.
  *
- *   game_loop [--frames N] [--budget STEPS] [--check] [--trace]
- *             [--script FILE]
+ *   game_loop [--frames N] [--budget STEPS] [--step-ms MS] [--check]
+ *             [--trace] [--script FILE]
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -61,9 +64,14 @@
 #define SETTLE_FRAMES 600 /* the most frames a setup or teardown may take */
 
 /* The phases of a frame. */
-enum { PH_TURN, PH_UPDATE, PH_STEP, NPHASES };
+enum { PH_TURN, PH_UPDATE, PH_STEP, PH_COLLECT, NPHASES };
 static const char *const phase_names[NPHASES] = {
-    "uv_run NOWAIT turn", "host update (API)", "mf_engine_step"};
+    "uv_run NOWAIT turn", "host update (API)", "mf_engine_step",
+    "Lua GC (spare time)"};
+
+/* The collector gets the frame's spare time, up to this much before the
+ * next frame is due. */
+#define GC_MARGIN_NS 2000000u
 
 /* Where one frame's time went, in nanoseconds: wall-clock time, and this
  * thread's CPU time, which leaves out the time the thread was preempted
@@ -172,8 +180,14 @@ static sample frame(game *g) {
     case PH_UPDATE:
       update(g);
       break;
-    default:
+    case PH_STEP:
       g->last_live = mf_engine_step(g->engine);
+      break;
+    default: { /* the collector is stopped: it runs here, in spare time */
+      uint64_t due = g->next_frame + FRAME_NS;
+      if (due > t0 + GC_MARGIN_NS)
+        mf_lua_collect(L, (double)(due - t0 - GC_MARGIN_NS) / 1e9);
+    }
     }
     uint64_t t1 = uv_hrtime();
     s.wall[ph] = t1 - t0;
@@ -565,7 +579,7 @@ static void print_results(const game *g, const result *r, int count,
   for (int i = 0; i < count; i++) {
     printf("\n%s\n", r[i].name);
     /* The step first: it is the figure the targets are about. */
-    static const int order[NPHASES] = {PH_STEP, PH_TURN, PH_UPDATE};
+    static const int order[NPHASES] = {PH_STEP, PH_TURN, PH_UPDATE, PH_COLLECT};
     for (int k = 0; k < NPHASES; k++) {
       int ph = order[k];
       printf("  %-20s wall %8.1f / %8.1f / %8.1f   cpu %8.1f / %8.1f / "
@@ -607,11 +621,13 @@ static void print_results(const game *g, const result *r, int count,
 
 static int usage(const char *prog) {
   fprintf(stderr,
-          "usage: %s [--frames N] [--budget STEPS] [--check] [--trace] "
+          "usage: %s [--frames N] [--budget STEPS] [--step-ms MS] [--check] "
+          "[--trace] "
           "[--script FILE]\n"
           "  --frames N      frames measured in all, split over the 4 "
           "scenarios (default 2400)\n"
           "  --budget STEPS  mf_config.max_steps (default 4096)\n"
+          "  --step-ms MS    mf_config.step_budget in ms (default 4)\n"
           "  --check         check the engine's work; exit 1 on a mismatch\n"
           "  --trace         print every frame's times on stderr\n"
           "  --script FILE   the game logic (default %s)\n",
@@ -647,6 +663,7 @@ static int load_script(game *g, const char *path) {
 int main(int argc, char **argv) {
   int frames = 2400;
   unsigned budget = 4096;
+  double step_ms = 4;
   const char *script = GAME_LOOP_SCRIPT;
   game *g = calloc(1, sizeof *g);
   if (!g)
@@ -656,6 +673,8 @@ int main(int argc, char **argv) {
       frames = atoi(argv[++i]);
     else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc)
       budget = (unsigned)strtoul(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--step-ms") == 0 && i + 1 < argc)
+      step_ms = atof(argv[++i]);
     else if (strcmp(argv[i], "--check") == 0)
       g->check = 1;
     else if (strcmp(argv[i], "--trace") == 0)
@@ -675,16 +694,19 @@ int main(int argc, char **argv) {
                    .on_error = on_engine_error,
                    .error_data = g,
                    .max_steps = budget,
-                   .step_only = 1}; /* runs execute only in the step */
+                   .step_only = 1, /* runs execute only in the step */
+                   .step_budget = step_ms / 1e3}; /* its share of a frame */
   if (mf_engine_new(&g->engine, &cfg) != 0) {
     fprintf(stderr, "mf_engine_new failed\n");
     return 1;
   }
   g->L = luaL_newstate();
   luaL_openlibs(g->L);
-  /* Generational collection: the young garbage of each frame's runs is
-   * swept in small steps, instead of big sweeps over every parked NPC. */
-  lua_gc(g->L, LUA_GCGEN, 0, 0);
+  /* No collection pause inside a frame: the collector is stopped, and
+   * each frame gives it the spare time before the next one, in small
+   * incremental steps (mf_lua_collect). */
+  lua_gc(g->L, LUA_GCINC, 0, 0, 0);
+  lua_gc(g->L, LUA_GCSTOP);
   mf_lua_attach(g->L, g->engine);
   luaL_requiref(g->L, "moonflow", luaopen_moonflow, 1);
   lua_pop(g->L, 1);

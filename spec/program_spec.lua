@@ -68,7 +68,8 @@ end
 
 -- Runs the program.  opts.args: list of arguments; opts.stdin: nil (from
 -- /dev/null), or a list of strings and numbers, piped in order, a number
--- being a pause in seconds; opts.merge: stderr goes with stdout.
+-- being a pause in seconds; opts.merge: stderr goes with stdout; opts.env:
+-- "NAME=value ..." for the program.
 -- Returns { code, out, err }.
 local function run(opts)
   local args = {}
@@ -76,6 +77,7 @@ local function run(opts)
   local out, err = tmp("out"), tmp("err")
   local cmd = "timeout -k 2 " .. (opts.timeout or 30) .. " " .. shell_quote(PROG)
     .. " " .. table.concat(args, " ")
+  if opts.env then cmd = "env " .. opts.env .. " " .. cmd end
   local redirect = " >" .. shell_quote(out)
     .. (opts.merge and " 2>&1" or " 2>" .. shell_quote(err))
   if opts.stdin then
@@ -99,6 +101,30 @@ end
 
 local function describe(r)
   return string.format("exit %s\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.out, r.err)
+end
+
+local MODULE_DIR = os.getenv("MF_MODULE_DIR") or "build"
+if MODULE_DIR:sub(1, 1) ~= "/" then MODULE_DIR = CWD .. "/" .. MODULE_DIR end
+local LUA_PRELOAD = os.getenv("MF_SUBPROCESS_PRELOAD") or os.getenv("LD_PRELOAD")
+
+-- Runs a script file of DIR from DIR, so that reports show the names a
+-- person types (etl.lua:12): under the program, or with runner "lua" under
+-- stock lua5.4 with the module (the instrumented one with its sanitizer
+-- runtime).  opts.env: "NAME=value ...".  Returns { code, out, err }.
+local function run_here(path, opts)
+  opts = opts or {}
+  local out, err = tmp("out"), tmp("err")
+  local cmd = "cd " .. shell_quote(DIR) .. " && env " .. (opts.env or "") .. " "
+  if opts.runner == "lua" then
+    cmd = cmd .. (LUA_PRELOAD and ("LD_PRELOAD=" .. shell_quote(LUA_PRELOAD) .. " ") or "")
+      .. "LUA_CPATH=" .. shell_quote(MODULE_DIR .. "/?.so;;") .. " timeout -k 2 30 lua5.4 "
+  else
+    cmd = cmd .. "timeout -k 2 30 " .. shell_quote(PROG) .. " "
+  end
+  cmd = cmd .. shell_quote(path:match("[^/]+$")) .. " >" .. shell_quote(out)
+    .. " 2>" .. shell_quote(err) .. " </dev/null"
+  local code = sh(cmd)
+  return { code = code, out = read_file(out) or "", err = read_file(err) or "" }
 end
 
 local function assert_exit(r, code)
@@ -134,9 +160,28 @@ function TestOptions:test_help_prints_usage_and_options()
   local r = run { args = { "--help" } }
   assert_exit(r, 0)
   lu.assertStrContains(r.out, "usage")
-  for _, option in ipairs { "-e", "-i", "--version", "--help", "run" } do
+  for _, option in ipairs { "-e", "-i", "--version", "--help", "--quiet", "run" } do
     assert_contains(r.out, option, "help mentions " .. option)
   end
+  lu.assertEquals(r.err, "")
+end
+
+function TestOptions:test_help_lists_the_environment_and_every_exit_status()
+  -- What the program reads (MOONFLOW_LOG_LEVEL, MOONFLOW_HISTORY) and how
+  -- it exits (0, 1, 2 and 130, each tried in these specs).
+  local r = run { args = { "--help" } }
+  assert_exit(r, 0)
+  assert_contains(r.out, "MOONFLOW_LOG_LEVEL")
+  assert_contains(r.out, "MOONFLOW_HISTORY")
+  for _, status in ipairs { "0 ", "1 ", "2 ", "130 " } do
+    lu.assertNotNil(r.out:find("\n  " .. status, 1, true), "exit status " .. status .. "\n" .. r.out)
+  end
+end
+
+function TestOptions:test_e_has_mf_as_a_global()
+  local r = run { args = { "-e", "print(mf == require('moonflow'), mf.task(function(x) return 2 * x end)(21))" } }
+  assert_exit(r, 0)
+  lu.assertEquals(r.out, "true\t42\n")
   lu.assertEquals(r.err, "")
 end
 
@@ -318,6 +363,364 @@ end
 
 -- }======
 
+-- {====== Failure reports ======
+
+-- What the person sees when a run fails (api.md, "The moonflow program",
+-- failure reports): the run where the error was first raised, its error as
+-- text, the user's frames only, then how the error travelled.
+
+TestReports = {}
+
+local ETL_SCRIPT = [[
+local mf = require "moonflow"
+local function parse(s) error("cannot parse " .. string.format("%q", s)) end
+local function process(s)
+  local v = parse(s)
+  return v
+end
+local explode = mf.task({ name = "explode", retries = 2 }, function(s)
+  local v = process(s)
+  return v
+end)
+local etl = mf.flow({ name = "etl" }, function()
+  local v = explode("x")
+  return v
+end)
+etl()
+]]
+
+local ETL_REPORT = [[
+moonflow: task run explode-1 failed after 3 attempts: etl.lua:2: cannot parse "x"
+stack traceback:
+	[C]: in function 'error'
+	etl.lua:2: in upvalue 'parse'
+	etl.lua:4: in upvalue 'process'
+	etl.lua:8: in function <etl.lua:7>
+raised again by flow run etl-1:
+	etl.lua:12: in function <etl.lua:11>
+raised again by the main chunk:
+	etl.lua:15: in main chunk
+]]
+
+function TestReports:test_task_failing_in_a_flow_is_reported_where_it_was_raised()
+  -- Names the task run (not only the flow), shows its own helper chain,
+  -- how many attempts it made, and no frame of moonflow's.
+  local r = run_here(script("etl.lua", ETL_SCRIPT))
+  assert_exit(r, 1)
+  lu.assertEquals(r.out, "")
+  lu.assertEquals(r.err, ETL_REPORT)
+end
+
+function TestReports:test_table_error_is_shown_readably()
+  local r = run_here(script("table.lua", [[
+local mf = require "moonflow"
+local explode = mf.task({ name = "explode" }, function(s)
+  error({ kind = "BadInput", input = s })
+end)
+local etl = mf.flow({ name = "etl" }, function()
+  local v = explode("x")
+  return v
+end)
+etl()
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.err, [[
+moonflow: task run explode-1 failed: {input = "x", kind = "BadInput"}
+stack traceback:
+	[C]: in function 'error'
+	table.lua:3: in function <table.lua:2>
+raised again by flow run etl-1:
+	table.lua:6: in function <table.lua:5>
+raised again by the main chunk:
+	table.lua:9: in main chunk
+]])
+end
+
+function TestReports:test_flow_failed_by_an_unhandled_run_says_so_and_names_it()
+  local r = run_here(script("unhandled.lua", [[
+local mf = require "moonflow"
+local side = mf.task({ name = "side" }, function(n) error("side " .. n .. " failed") end)
+local main = mf.flow({ name = "main" }, function()
+  local first = side:submit(1)
+  first:wait()
+  side:submit(2)
+  return "done"
+end)
+print(main())
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.out, "")
+  lu.assertEquals(r.err, [[
+moonflow: task run side-1 failed: unhandled.lua:2: side 1 failed
+stack traceback:
+	[C]: in function 'error'
+	unhandled.lua:2: in function <unhandled.lua:2>
+flow run main-1 failed: nothing handled the failure of task run side-1 (the first of 2 unhandled failed runs inside it)
+raised again by the main chunk:
+	unhandled.lua:9: in main chunk
+]])
+end
+
+function TestReports:test_flow_that_returned_a_failed_run_names_it()
+  local r = run_here(script("returned.lua", [[
+local mf = require "moonflow"
+local bad = mf.task({ name = "bad" }, function() error("bad!") end)
+local etl = mf.flow({ name = "etl" }, function() return bad:submit() end)
+etl()
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.err, [[
+moonflow: task run bad-1 failed: returned.lua:2: bad!
+stack traceback:
+	[C]: in function 'error'
+	returned.lua:2: in function <returned.lua:2>
+flow run etl-1 failed: it returned task run bad-1 (1/1 states failed.)
+raised again by the main chunk:
+	returned.lua:4: in main chunk
+]])
+end
+
+function TestReports:test_unhandled_failure_outside_flows_is_reported_at_the_end()
+  local r = run_here(script("root.lua", [[
+local mf = require "moonflow"
+local bad = mf.task({ name = "bad" }, function(x) error({ code = x }) end)
+bad:submit(7)
+print("main done")
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.out, "main done\n")
+  lu.assertEquals(r.err, [[
+moonflow: task run bad-1 failed and nothing handled it: {code = 7}
+stack traceback:
+	[C]: in function 'error'
+	root.lua:2: in function <root.lua:2>
+]])
+end
+
+function TestReports:test_upstream_failure_is_traced_to_the_run_that_failed()
+  -- The downstream runs never started; the report starts where the error
+  -- was raised, and UpstreamFailed's message quotes it.
+  local r = run_here(script("upstream.lua", [[
+local mf = require "moonflow"
+local load = mf.task({ name = "load" }, function() error("no such file") end)
+local clean = mf.task({ name = "clean" }, function(x) return x end)
+local save = mf.task({ name = "save" }, function(x) return x end)
+local fut = save:submit(clean:submit(load:submit()))
+collectgarbage()
+local ok, err = pcall(fut.result, fut)
+print(err.message)
+print(fut:result())
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.out, "run save-1 did not start: upstream run clean-1 ended NotReady, "
+    .. "after run load-1 ended Failed: upstream.lua:2: no such file\n")
+  lu.assertEquals(r.err, [[
+moonflow: task run load-1 failed: upstream.lua:2: no such file
+stack traceback:
+	[C]: in function 'error'
+	upstream.lua:2: in function <upstream.lua:2>
+task run save-1 did not start: its upstream run clean-1 ended NotReady, after run load-1 ended Failed
+raised again by the main chunk as UpstreamFailed:
+	upstream.lua:9: in main chunk
+]])
+end
+
+function TestReports:test_flow_failed_by_a_run_that_never_started()
+  -- The unhandled run inside the flow is a downstream run that never
+  -- started: the report goes back to the run that failed, through it.
+  local r = run_here(script("notready.lua", [[
+local mf = require "moonflow"
+local load = mf.task({ name = "load" }, function() error("no such file") end)
+local save = mf.task({ name = "save" }, function(x) return x end)
+local etl = mf.flow({ name = "etl" }, function()
+  local l = load:submit()
+  l:wait()
+  l:state()
+  save:submit(l)
+end)
+etl()
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.err, [[
+moonflow: task run load-1 failed: notready.lua:2: no such file
+stack traceback:
+	[C]: in function 'error'
+	notready.lua:2: in function <notready.lua:2>
+task run save-1 did not start: its upstream run load-1 ended Failed
+flow run etl-1 failed: nothing handled the failure of task run save-1
+raised again by the main chunk:
+	notready.lua:10: in main chunk
+]])
+end
+
+function TestReports:test_deep_recursion_shows_the_ends_of_the_way()
+  local r = run_here(script("deep.lua", [[
+local mf = require "moonflow"
+local rec
+rec = mf.task({ name = "rec" }, function(n)
+  if n == 0 then error("bottom") end
+  local v = rec(n - 1)
+  return v
+end)
+rec(20)
+]]))
+  assert_exit(r, 1)
+  local again = "raised again by task run rec-%d:\n\tdeep.lua:5: in function <deep.lua:3>\n"
+  lu.assertEquals(r.err, "moonflow: task run rec-21 failed: deep.lua:4: bottom\n"
+    .. "stack traceback:\n\t[C]: in function 'error'\n\tdeep.lua:4: in function <deep.lua:3>\n"
+    .. again:format(20) .. again:format(19) .. again:format(18)
+    .. "(... raised again by 15 more runs)\n"
+    .. again:format(2) .. again:format(1)
+    .. "raised again by the main chunk:\n\tdeep.lua:8: in main chunk\n")
+end
+
+function TestReports:test_timed_out_run()
+  local r = run_here(script("slow.lua", [[
+local mf = require "moonflow"
+local slow = mf.task({ name = "slow", timeout = 0.05 }, function() mf.sleep(30) end)
+slow()
+]]))
+  assert_exit(r, 1)
+  lu.assertEquals(r.err, [[
+moonflow: task run slow-1 failed: TimedOut: run slow-1 exceeded its timeout
+stack traceback:
+	slow.lua:2: in function <slow.lua:2>
+raised again by the main chunk:
+	slow.lua:3: in main chunk
+]])
+end
+
+function TestReports:test_limit_deadlock_names_the_limit()
+  local r = run_here(script("limit.lua", [[
+local mf = require "moonflow"
+mf.limit("db", 1)
+local inner = mf.task({ name = "inner", tags = { "db" } }, function() return 1 end)
+local outer = mf.task({ name = "outer", tags = { "db" } }, function() return inner() end)
+outer()
+]]))
+  assert_exit(r, 1)
+  assert_contains(r.err, "moonflow: task run outer-1 failed: Deadlock: outer-1 waits for "
+    .. "inner-1, which needs a slot of limit 'db' (capacity 1)")
+  assert_contains(r.err, "\tlimit.lua:4: in function <limit.lua:4>\n")
+end
+
+-- Under stock lua5.4 the module cannot change what lua5.4 prints, but it
+-- reports where an error that ends the script came from, and unhandled
+-- failures when the Lua state closes.
+function TestReports:test_lua54_reports_where_an_error_ending_the_script_came_from()
+  local r = run_here(script("etl.lua", ETL_SCRIPT), { runner = "lua" })
+  assert_exit(r, 1)
+  local moonflow_part = ETL_REPORT:gsub("raised again by the main chunk:\n.*$", "")
+  lu.assertEquals(r.err:sub(1, #moonflow_part), moonflow_part, describe(r))
+  -- Then lua5.4's own message, for the top level's frames.
+  assert_contains(r.err, moonflow_part .. "lua5.4: etl.lua:2: cannot parse \"x\"\nstack traceback:\n")
+  assert_contains(r.err, "etl.lua:15: in main chunk")
+end
+
+function TestReports:test_lua54_says_nothing_of_an_error_the_script_catches()
+  local r = run_here(script("caught.lua", [[
+local mf = require "moonflow"
+local bad = mf.task({ name = "bad" }, function() error("bad!") end)
+local ok, err = pcall(function() return bad() end)
+print(ok, err)
+]]), { runner = "lua" })
+  assert_exit(r, 0)
+  lu.assertEquals(r.out, "false\tcaught.lua:2: bad!\n")
+  lu.assertEquals(r.err, "")
+end
+
+function TestReports:test_lua54_reports_unhandled_failures_at_exit()
+  local r = run_here(script("root.lua", [[
+local mf = require "moonflow"
+local bad = mf.task({ name = "bad" }, function(x) error({ code = x }) end)
+bad:submit(7)
+mf.run()
+print("main done")
+]]), { runner = "lua" })
+  assert_exit(r, 0)
+  lu.assertEquals(r.out, "main done\n")
+  lu.assertEquals(r.err, [[
+moonflow: task run bad-1 failed and nothing handled it: {code = 7}
+stack traceback:
+	[C]: in function 'error'
+	root.lua:2: in function <root.lua:2>
+]])
+end
+
+-- }======
+
+-- {====== Hints where a Prefect or Lua habit misfires ======
+
+TestHints = {}
+
+local function first_line(r)
+  return (r.err:match("^[^\n]*"))
+end
+
+function TestHints:test_misspelt_or_prefect_options_get_did_you_mean()
+  local cases = {
+    { "retry_delay_seconds = 5", "unknown task option 'retry_delay_seconds': did you mean 'retry_delay'? (Prefect's retry_delay_seconds)" },
+    { "timeout_seconds = 5", "unknown task option 'timeout_seconds': did you mean 'timeout'? (Prefect's timeout_seconds)" },
+    { "retires = 2", "unknown task option 'retires': did you mean 'retries'?" },
+    { "tag = {'a'}", "unknown task option 'tag': did you mean 'tags'?" },
+    { "bogus = 1", "unknown task option 'bogus'\n" },
+  }
+  for _, case in ipairs(cases) do
+    local r = run { args = { "-e", "mf.task({ " .. case[1] .. " }, print)" } }
+    assert_exit(r, 1)
+    assert_contains(r.err, "moonflow: UsageError: " .. case[2], case[1])
+  end
+end
+
+function TestHints:test_method_called_with_a_dot_gets_the_colon_hint()
+  local r = run { args = { "-e", "local f = mf.task(function() end):submit() f.wait()" } }
+  assert_exit(r, 1)
+  lu.assertEquals(first_line(r), "moonflow: UsageError: expected a Future as self "
+    .. "(use fut:wait(...), not fut.wait(...)), got no value")
+end
+
+function TestHints:test_result_false_points_to_result_nil_false()
+  local r = run { args = { "-e", "local f = mf.task(function() end):submit() f:result(false)" } }
+  assert_exit(r, 1)
+  lu.assertEquals(first_line(r), "moonflow: UsageError: fut:result(false): the first argument "
+    .. "is the timeout in seconds; to get the error value instead of having it raised, use "
+    .. "fut:result(nil, false)")
+end
+
+function TestHints:test_keyword_arguments_to_map_are_explained()
+  local r = run { args = { "-e", "local add = mf.task(function(x, y) return x + y end) "
+    .. "add:map({1, 2}, {y = mf.unmapped(10)})" } }
+  assert_exit(r, 1)
+  assert_contains(first_line(r), "map: argument #2 is a table of named values {y = ...}: "
+    .. "arguments are positional in Lua (no keyword arguments)")
+  assert_contains(first_line(r), "mf.unmapped(10)")
+end
+
+local TALK = "local t = mf.task({ name = 'talk', log_prints = true }, function(x) print('said', x) end) "
+  .. "t(1) print('outside')"
+
+function TestHints:test_log_prints_output_is_shown_at_default_settings()
+  local r = run { args = { "-e", TALK }, env = "-u MOONFLOW_LOG_LEVEL" }
+  assert_exit(r, 0)
+  lu.assertEquals(r.out, "outside\n")
+  lu.assertStrMatches(r.err, "%d%d:%d%d:%d%d%.%d%d%d INFO    talk%-1 | said 1\n", nil, nil, describe(r))
+  -- A level above INFO, set on purpose, hides it.
+  r = run { args = { "-e", TALK }, env = "MOONFLOW_LOG_LEVEL=WARNING" }
+  assert_exit(r, 0)
+  lu.assertEquals(r.err, "")
+end
+
+function TestHints:test_unknown_log_level_is_a_warning()
+  local r = run { args = { "-e", "mf.log.warning('w') mf.log.info('i')" }, env = "MOONFLOW_LOG_LEVEL=verbose" }
+  assert_exit(r, 0)
+  local first, rest = r.err:match("^([^\n]*)\n(.*)$")
+  lu.assertEquals(first, "moonflow: MOONFLOW_LOG_LEVEL=verbose is not a level (DEBUG, "
+    .. "INFO, WARNING, ERROR or OFF): using WARNING", describe(r))
+  lu.assertStrMatches(rest, "[%d:.]+ WARNING main | w\n", nil, nil, describe(r))
+end
+
+-- }======
+
 -- {====== Ctrl-C on a script ======
 
 -- Starts the program on a script in the background, waits until it printed
@@ -405,6 +808,26 @@ print(f:result())
   lu.assertTrue(ms < 2000, "did not end fast: " .. all)
   assert_contains(err, "interrupted", all)
   assert_contains(err, "etl-1", "prints what was cancelled: the flow run\n" .. all)
+end
+
+-- A flow whose three runs are all going when it prints "started".
+local LONG_FLOW = [[
+local mf = require "moonflow"
+local running = 0
+local step = mf.task({ name = "step" }, function(x) running = running + 1 mf.sleep(30) return x end)
+local long = mf.flow({ name = "long" }, function() return step:map({ 1, 2, 3 }):result() end)
+local f = long:submit()
+while running < 3 do mf.sleep(0.01) end
+print("started")
+io.stdout:flush()
+print(f:result())
+]]
+
+function TestInterrupt:test_sigint_names_every_run_it_cancelled()
+  local rc, ms, out, err = interrupt(script("long.lua", LONG_FLOW))
+  local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
+  lu.assertEquals(rc, 130, all)
+  assert_contains(err, "moonflow: interrupted; cancelled 5 runs: main, long-1, step-1, step-2, step-3\n", all)
 end
 
 function TestInterrupt:test_second_sigint_exits_at_once()
@@ -553,17 +976,20 @@ local HAVE_TMUX = sh("command -v tmux >/dev/null 2>&1") == 0
 local Term = {}
 Term.__index = Term
 
--- Starts the REPL in a fresh tmux server of its own, 100x20.
-function Term.start(env)
+-- Starts the REPL (or the program with args, a list) in a fresh tmux
+-- server of its own, 100 columns by height (20) lines.
+function Term.start(env, args, height)
   local unique = os.tmpname()
   os.remove(unique)
   local self = setmetatable({
     sock = "mftest-" .. unique:match("([^/]+)$"):gsub("[^%w]", ""),
   }, Term)
+  local quoted = {}
+  for i, a in ipairs(args or {}) do quoted[i] = shell_quote(a) end
   local cmd = "cd " .. shell_quote(CWD) .. " && " .. (env or "") .. " "
-    .. shell_quote(PROG) .. "; echo EXIT=$?; sleep 60"
-  local code = sh("tmux -L " .. self.sock .. " -f /dev/null new-session -d -s mf -x 100 -y 20 "
-    .. shell_quote(cmd))
+    .. shell_quote(PROG) .. " " .. table.concat(quoted, " ") .. "; echo EXIT=$?; sleep 60"
+  local code = sh("tmux -L " .. self.sock .. " -f /dev/null new-session -d -s mf -x 100 -y "
+    .. (height or 20) .. " " .. shell_quote(cmd))
   lu.assertEquals(code, 0, "tmux new-session failed")
   self.socket_path = capture(PRELUDE .. "tmux -L " .. self.sock
     .. " display-message -p -t mf '#{socket_path}' 2>/dev/null"):gsub("\n$", "")
@@ -635,6 +1061,31 @@ end
 
 local function index_of(lines, line, from)
   for i = from or 1, #lines do if lines[i] == line then return i end end
+end
+
+-- The lines after the last line equal to `typed` (a line as typed at the
+-- prompt) up to the next prompt, that prompt included.
+local function output_of(lines, typed)
+  local at
+  for i = #lines, 1, -1 do if lines[i] == typed then at = i break end end
+  if not at then return nil end
+  local out = {}
+  for i = at + 1, #lines do
+    out[#out + 1] = lines[i]
+    if lines[i]:sub(1, 1) == ">" then break end
+  end
+  return out
+end
+
+-- Types a line, Enter, and waits until its output ends with a prompt;
+-- returns that output (the prompt last).
+function Term:output(text)
+  self:enter(text)
+  local lines = self:wait(function(l)
+    local out = output_of(l, "> " .. text)
+    return out and #out > 0 and out[#out]:sub(1, 1) == ">"
+  end, "the output of " .. text)
+  return output_of(lines, "> " .. text)
 end
 
 TestTerminalRepl = {}
@@ -730,6 +1181,118 @@ function TestTerminalRepl:test_background_output_keeps_the_line_being_typed()
   t:wait(function(l) return index_of(l, "EXIT=0") ~= nil end, "EXIT=0")
 end
 
+function TestTerminalRepl:test_errors_at_the_prompt_show_their_message()
+  -- moonflow's errors, a Timeout, a table error: the message, then the
+  -- frames of what was typed.
+  local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history), nil, 40)
+  self.term = t
+  t:wait_last(">")
+  lu.assertEquals(t:output("mf.sleep(-1)"), {
+    "UsageError: mf.sleep: seconds must be >= 0, got -1.0",
+    "stack traceback:",
+    "        stdin:1: in main chunk",
+    ">",
+  })
+  t:output('slow = mf.task({name = "slow"}, function() mf.sleep(30) end)')
+  lu.assertEquals(t:output("slow:submit():result(0.01)"), {
+    "Timeout: run slow-1 did not finish within 0.01 s",
+    "stack traceback:",
+    "        stdin:1: in main chunk",
+    ">",
+  })
+  local out = t:output("mf.map(mf.task(function(x) end), 1)")
+  lu.assertStrContains(out[1], "MappingMissingIterable: map: no argument to map over")
+  lu.assertEquals({ out[#out - 2], out[#out - 1], out[#out] },
+    { "stack traceback:", "        stdin:1: in main chunk", ">" })
+  lu.assertEquals(t:output('error({kind = "X"})'), {
+    '{kind = "X"}',
+    "stack traceback:",
+    "        [C]: in function 'error'",
+    "        stdin:1: in main chunk",
+    ">",
+  })
+  lu.assertEquals(t:output('error(setmetatable({}, {__tostring = function() return "custom" end}))'), {
+    "custom",
+    "stack traceback:",
+    "        [C]: in function 'error'",
+    "        stdin:1: in main chunk",
+    ">",
+  })
+end
+
+function TestTerminalRepl:test_error_from_a_task_names_the_task_run()
+  local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history), nil, 30)
+  self.term = t
+  t:wait_last(">")
+  t:output('bad = mf.task({name = "bad"}, function() error("nope") end)')
+  lu.assertEquals(t:output("bad()"), {
+    "task run bad-1 failed: stdin:1: nope",
+    "stack traceback:",
+    "        [C]: in function 'error'",
+    "        stdin:1: in function <stdin:1>",
+    "raised again by the prompt:",
+    "        stdin:1: in main chunk",
+    ">",
+  })
+end
+
+function TestTerminalRepl:test_background_failure_is_reported_when_it_happens()
+  -- The run fails once the test creates a file, while a line is being
+  -- typed: its report shows above the prompt without anything entered,
+  -- and the typed text stays.
+  local go = tmp("go")
+  local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history), nil, 30)
+  self.term = t
+  t:wait_last(">")
+  t:output("go = " .. string.format("%q", go))
+  t:output('bg = mf.task({name="bg"}, function() repeat mf.sleep(0.02) until io.open(go) error("boom") end)')
+  t:output("f = bg:submit()")
+  t:type("abc")
+  t:wait_last("> abc")
+  write_file(go, "")
+  local lines = t:wait(function(l) return index_of(l, "        stdin:1: in function <stdin:1>") end,
+    "the background report")
+  local at = index_of(lines, "[background] task run bg-1 failed and nothing handled it: stdin:1: boom")
+  lu.assertNotNil(at, table.concat(lines, "\n"))
+  lu.assertEquals({ lines[at + 1], lines[at + 2], lines[at + 3], lines[at + 4] }, {
+    "stack traceback:",
+    "        [C]: in function 'error'",
+    "        stdin:1: in function <stdin:1>",
+    "> abc",
+  }, table.concat(lines, "\n"))
+  lu.assertEquals(#lines, at + 4, table.concat(lines, "\n"))
+  -- Reported once: Enter does not report it again.
+  t:keys("BSpace", "BSpace", "BSpace")
+  t:wait_last(">")
+  lu.assertEquals(t:output("1 + 1"), { "2", ">" })
+end
+
+function TestTerminalRepl:test_prompt_is_clean_after_a_syntax_error()
+  local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history), nil, 30)
+  self.term = t
+  t:wait_last(">")
+  lu.assertEquals(t:output("x = = 1"), { "stdin:1: unexpected symbol near '='", ">" })
+  lu.assertEquals(t:output("end"), { "stdin:1: <eof> expected near 'end'", ">" })
+  lu.assertEquals(t:output("40 + 2"), { "42", ">" })
+  for _, line in ipairs(t:lines()) do
+    lu.assertNil(line:find("> .*>"), "a prompt drawn after typed text: " .. line)
+  end
+end
+
+function TestTerminalRepl:test_ctrl_d_with_runs_going_says_what_it_waits_for()
+  local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history))
+  self.term = t
+  t:wait_last(">")
+  t:output('slow = mf.task({name = "slow"}, function(x) mf.sleep(x) end)')
+  t:output("a, b = slow:submit(30), slow:submit(30)")
+  t:keys("C-d")
+  t:wait_last("waiting for 2 runs still going: slow-1, slow-2 (Ctrl-C cancels them)")
+  t:keys("C-c")
+  local lines = t:wait(function(l) return index_of(l, "EXIT=130") ~= nil end, "EXIT=130")
+  lu.assertNotNil(index_of(lines, "moonflow: interrupted; cancelled 2 runs: slow-1, slow-2"),
+    table.concat(lines, "\n"))
+end
+
 function TestTerminalRepl:test_ctrl_c_interrupts_a_wait_not_the_repl_nor_the_run()
   local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history))
   self.term = t
@@ -760,6 +1323,33 @@ function TestTerminalRepl:test_ctrl_c_interrupts_a_wait_not_the_repl_nor_the_run
   end, "the run's result")
   t:keys("C-d")
   t:wait(function(l) return index_of(l, "EXIT=0") ~= nil end, "EXIT=0")
+end
+
+-- A script on a terminal: the progress line, and Ctrl-C's summary of it.
+TestTerminalScript = {}
+
+function TestTerminalScript:setUp()
+  if not HAVE_TMUX then lu.skip("tmux is not installed") end
+end
+
+function TestTerminalScript:tearDown()
+  if self.term then self.term:kill() end
+  self.term = nil
+end
+
+function TestTerminalScript:test_ctrl_c_counts_cancelled_runs_as_cancelled()
+  local t = Term.start("", { script("long.lua", LONG_FLOW) })
+  self.term = t
+  -- The flow's progress line shows its three runs going.
+  t:wait(function(l)
+    return (l[#l] or ""):find("^long%-1: 0 completed, 3 running, 0 failed, 0 waiting;") ~= nil
+  end, "the progress line")
+  t:keys("C-c")
+  local lines = t:wait(function(l) return index_of(l, "EXIT=130") ~= nil end, "EXIT=130")
+  local screen = table.concat(lines, "\n")
+  assert_contains(screen, "moonflow: interrupted; cancelled 5 runs: main, long-1, step-1, step-2, step-3\n")
+  assert_contains(screen, "moonflow: flow long-1 Cancelled: 0 completed, 0 running, 0 failed, "
+    .. "3 cancelled, 0 waiting;")
 end
 
 -- }======

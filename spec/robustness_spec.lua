@@ -486,4 +486,56 @@ print(fut:state().type)
   end, { prefix = "ulimit -v 400000; " })
 end
 
+-- {====== Found by the API fuzzer (spec/fuzz) ======
+
+TestFuzzerFinds = {}
+
+function TestFuzzerFinds:test_a_resurrected_future_is_a_usage_error()
+  local saved
+  do
+    local fut = mf.task(function() return 1 end):submit()
+    fut:wait()
+    setmetatable({ fut }, { __gc = function(self) saved = self end })
+  end
+  collectgarbage()
+  collectgarbage()
+  lu.assertNotNil(saved, "the finalizer did not run")
+  h.raises_kind("UsageError", mf.wait, { saved[1] })
+  h.raises_kind("UsageError", saved[1].state, saved[1])
+end
+
+function TestFuzzerFinds:test_options_are_read_raw()
+  local opts = setmetatable({ name = "raw" },
+    { __pairs = function() return nil end, __index = function() error("no") end })
+  local t = mf.task(opts, function() return 1 end)
+  lu.assertEquals(t.name, "raw")
+  local tags = setmetatable({ "x" }, { __index = function() error("no") end })
+  lu.assertEquals(mf.task({ tags = tags }, function() return 2 end)(), 2)
+end
+
+function TestFuzzerFinds:test_a_long_slice_does_not_delay_a_timeout()
+  mf.configure({ slice = 100 })
+  local ok, err = pcall(function()
+    local t = mf.task({ timeout = 0.05 }, function() while true do end end)
+    local fut = t:submit()
+    fut:wait()
+    lu.assertEquals(fut:state().name, "TimedOut")
+  end)
+  mf.configure({ slice = 0.01 })
+  if not ok then error(err, 0) end
+end
+
+function TestFuzzerFinds:test_log_of_a_value_whose_tostring_is_not_a_string()
+  local odd = setmetatable({}, { __tostring = function() return {} end })
+  lu.assertTrue(pcall(mf.log.error, "value:", odd))
+end
+
+function TestFuzzerFinds:test_run_of_a_return_state_task_gives_its_state()
+  local t = mf.task(function() return 1 end)
+  local st = t:with({ return_state = true }):run()
+  lu.assertEquals(st.type, "COMPLETED")
+end
+
+-- }======
+
 h.run()

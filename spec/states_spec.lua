@@ -283,6 +283,47 @@ function TestStates:test_failed_flow_state_keeps_name_and_traceback()
   lu.assertEquals(err, "boom in the body")
 end
 
+function TestStates:test_table_error_message_is_readable()
+  local fut = mf.task({ name = "tabler" }, function() error({ code = 7, why = "x" }) end):submit()
+  fut:wait()
+  local state = fut:state()
+  lu.assertEquals(state.message, '{code = 7, why = "x"}')
+  lu.assertStrContains(state.traceback, '{code = 7, why = "x"}\nstack traceback:')
+end
+
+function TestStates:test_state_of_a_run_that_passed_an_error_on_keeps_the_full_detail()
+  -- The flow re-raised the task's error: its State's traceback is its own,
+  -- unfiltered (moonflow's frames too), then the task run's.
+  local inner = mf.task({ name = "inner" }, function() failing_body() end)
+  local outer = mf.flow({ name = "outer" }, function() return inner() end)
+  local state = outer:run()
+  lu.assertEquals(state.type, "FAILED")
+  local own, rest = state.traceback:match("^(.-)\n%(the error came from run (.*)$")
+  lu.assertNotNil(own, state.traceback)
+  lu.assertStrContains(own, "boom in the body\nstack traceback:")
+  lu.assertStrContains(own, "[moonflow] moonflow.flow")
+  lu.assertStrMatches(rest, "inner%-%d+:\n.*boom in the body\nstack traceback:\n.*failing_body.*%)")
+end
+
+function TestStates:test_state_of_a_deep_chain_keeps_the_nearest_runs_and_the_origin()
+  h.shared_memory("the runs a task starts inside a worker are numbered by the worker")
+  -- 50 runs each re-raising the error of the one it called: the State
+  -- shows the three nearest and the one that raised it first, not all.
+  local rec
+  rec = mf.task({ name = "rec" }, function(n)
+    if n == 0 then error("bottom", 0) end
+    local v = rec(n - 1)
+    return v
+  end)
+  local fut = rec:submit(50)
+  fut:wait()
+  local tb = fut:state().traceback
+  local links = {}
+  for name in tb:gmatch("%(the error came from run ([^:]+):") do links[#links + 1] = name end
+  lu.assertEquals(links, { "rec-2", "rec-3", "rec-4", "rec-51" }, tb)
+  lu.assertStrContains(tb, "(... passed on by 46 more runs)")
+end
+
 -- }======
 
 h.run()

@@ -1,25 +1,9 @@
 -- moonflow.cli: what the `moonflow` program does with a script: run its
 -- main chunk as a run, wait for every run still going, report failures.
 local core = require "moonflow.core"
-local describe = require("moonflow.control").describe
+local report = require "moonflow.report"
 
 local M = {}
-
-local function describe(fut)
-  local state = fut:state()
-  local err = fut:result(nil, false)
-  local text = state.traceback or describe(err)
-  if state.traceback and type(err) ~= "string" then
-    text = describe(err) .. "\n" .. state.traceback
-  end
-  -- An error another run raised, passed on by result(): name that run.
-  local origin = core.last_reraised()
-  if origin and rawequal(origin.err, err) and origin.name ~= fut.name then
-    text = string.format("%s\n(raised by run %s:\n%s)", text, origin.name,
-      origin.traceback or describe(err))
-  end
-  return string.format("%s %s: %s", fut.name, state.name, text)
-end
 
 -- Submits chunk(...) as the run "main" and returns its Future.
 function M.start(chunk, ...)
@@ -34,7 +18,7 @@ local function report_main(fut)
   local state = fut:state()
   if state.type == "COMPLETED" then return 0 end
   if state.type == "CANCELLED" then return 1 end -- Ctrl-C said so already
-  io.stderr:write("moonflow: ", describe(fut), "\n")
+  io.stderr:write("moonflow: ", report.safe_failure(fut), "\n")
   return 1
 end
 
@@ -45,7 +29,7 @@ function M.finish(main)
   local status = main and report_main(main) or 0
   for _, failed in ipairs(core.unhandled_root()) do
     if failed ~= main then
-      io.stderr:write("moonflow: unhandled failure: ", describe(failed), "\n")
+      io.stderr:write("moonflow: ", report.safe_failure(failed, { unhandled = true }), "\n")
       status = 1
     end
   end

@@ -10,12 +10,7 @@ local M = {}
 
 local format, unpack = string.format, table.unpack
 
--- tostring that never raises (an error's __tostring may).
-local function describe(value)
-  local ok, text = pcall(tostring, value)
-  if ok and type(text) == "string" then return text end
-  return "(error object: " .. type(value) .. ")"
-end
+local describe = log.describe
 M.describe = describe
 
 -- Runs the hooks of one point in turn, inside the run (they may wait): one
@@ -24,7 +19,8 @@ function M.run_hooks(hooks, task, fut, state, kind)
   for _, hook in ipairs(hooks) do
     local ok, err = pcall(hook, task, fut, state)
     if not ok then
-      log.error(format("%s hook failed: %s", kind, describe(err)))
+      local error_text = require("moonflow.show").error_text -- (show needs this module)
+      log.error(format("%s hook failed: %s", kind, error_text(err)))
     end
   end
 end

@@ -8,6 +8,7 @@
 -- engine owns the rest: a flow that did not complete has the runs it
 -- started cancelled and waited for; retries re-run this body; hooks follow.
 local core = require "moonflow.core"
+local error_text = require("moonflow.show").error_text
 
 local format, pack, unpack = string.format, table.pack, table.unpack
 
@@ -58,6 +59,7 @@ local function check_returned(outcomes)
     local err
     if core.is_future(first_failed) then
       err = first_failed:result(nil, false)
+      core.note_reraise(first_failed, "returned", err)
     else
       err = first_failed:result(false) -- a State's result(raise_on_failure)
     end
@@ -72,8 +74,8 @@ local function check_unhandled()
   if count == 0 then return end
   local name = first.name
   local err = first:result(nil, false)
-  local ok, text = pcall(tostring, err)
-  if not ok or type(text) ~= "string" then text = "(error object)" end
+  core.note_reraise(first, "unhandled", err)
+  local text = error_text(err)
   local message = format("%d unhandled failed run%s inside the flow; first: %s: %s",
     count, count == 1 and "" or "s", name, text)
   core.set_outcome("FAILED", "Failed", message)
@@ -86,9 +88,7 @@ local function call_keeping_traceback(fn, ...)
   local traceback
   local function on_error(err)
     -- (tostring may raise: a __tostring of the user's; err stays as it is.)
-    local ok, message = pcall(tostring, err)
-    if not ok or type(message) ~= "string" then message = "(error object)" end
-    traceback = debug.traceback(message, 2)
+    traceback = debug.traceback(error_text(err), 2)
     return err
   end
   local results = pack(xpcall(fn, on_error, ...))

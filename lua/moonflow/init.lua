@@ -11,7 +11,7 @@ local runners = require "moonflow.runners"
 -- What the engine calls into Lua for: the hooks of a run, and print inside
 -- a run whose task has log_prints (set for the step, never outside it).
 core.set_hooks_runner(control.run_hooks)
-core.set_print_logger(log.info)
+core.set_print_logger(log.print)
 
 local M = {}
 local Task = core.Task
@@ -40,9 +40,11 @@ end
 
 -- Each option's check returns nil when the value is right, or what it
 -- should have been.
+-- Options are read raw (next, not pairs): a table's own __pairs has no
+-- say in what a task is.
 local function copy(t)
   local c = {}
-  for k, v in pairs(t) do c[k] = v end
+  for k, v in next, t do c[k] = v end
   return c
 end
 
@@ -50,7 +52,7 @@ end
 -- caller's tags list afterwards changes nothing.
 local function copy_options(opts)
   local c = {}
-  for k, v in pairs(opts) do
+  for k, v in next, opts do
     if type(v) == "table" and getmetatable(v) == nil then v = copy(v) end
     c[k] = v
   end
@@ -61,11 +63,12 @@ local function is_type(t)
   return function(v) if type(v) ~= t then return "a " .. t end end
 end
 
+-- Lists are read raw: their metatables have no say.
 local function is_list_of(t, what)
   return function(v)
     if type(v) ~= "table" then return "a list of " .. what end
-    for _, item in ipairs(v) do
-      if not t(item) then return "a list of " .. what end
+    for i = 1, rawlen(v) do
+      if not t(rawget(v, i)) then return "a list of " .. what end
     end
   end
 end
@@ -102,9 +105,11 @@ end
 
 local function delays(v)
   if is_delay(v) then return end
-  if type(v) == "table" and #v > 0 then
-    for _, d in ipairs(v) do
-      if not is_delay(d) then return "a number >= 0, or a list of them" end
+  if type(v) == "table" and rawlen(v) > 0 then
+    for i = 1, rawlen(v) do
+      if not is_delay(rawget(v, i)) then
+        return "a number >= 0, or a list of them"
+      end
     end
     return
   end
@@ -156,16 +161,67 @@ local later_options = {
   cache_key = true, cache_expiration = true, refresh_cache = true,
 }
 
+-- Prefect's names for options that moonflow names otherwise.
+local prefect_names = {
+  retry_delay_seconds = "retry_delay", timeout_seconds = "timeout",
+  retry_jitter_factor = "retry_jitter", cache_key_fn = "cache_key",
+  flow_run_name = "task_run_name",
+}
+
+-- Edit distance (insertions, deletions, substitutions, swaps of two
+-- neighbours), for "did you mean".
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      local best = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        best = math.min(best, d[i - 2][j - 2] + 1)
+      end
+      d[i][j] = best
+    end
+  end
+  return d[#a][#b]
+end
+
+-- The known option an unknown key most likely meant, or nil.
+local function suggestion(key, known)
+  if type(key) ~= "string" then return nil end
+  local alias = prefect_names[key]
+  if alias and known[alias] then
+    return alias, " (Prefect's " .. key .. ")"
+  elseif alias and later_options[alias] then
+    return alias, " (Prefect's " .. key .. "; not supported by this version of moonflow)"
+  end
+  local lower = key:lower():gsub("-", "_")
+  local best, best_d
+  for name in pairs(known) do
+    local d = distance(lower, name)
+    if d <= math.max(1, #name // 4) and (not best_d or d < best_d or d == best_d and name < best) then
+      best, best_d = name, d
+    end
+  end
+  return best, ""
+end
+
 local function check_options(opts, known, what)
   if type(opts) ~= "table" then
     usage("%s options must be a table, got %s", what, type(opts))
   end
-  for key, value in pairs(opts) do
+  for key, value in next, opts do
     local check = known[key]
     if check == nil then
       if later_options[key] then
         usage("%s option '%s' is not supported by this version of moonflow",
           what, tostring(key))
+      end
+      local meant, why = suggestion(key, known)
+      if meant then
+        usage("unknown %s option '%s': did you mean '%s'?%s", what,
+          tostring(key), meant, why)
       end
       usage("unknown %s option '%s'", what, tostring(key))
     end
@@ -271,7 +327,7 @@ function Task.with(self, opts)
   fn = user_functions[self] or fn
   local merged = copy(old)
   merged.name = merged.name or name
-  for k, v in pairs(opts) do merged[k] = v end
+  for k, v in next, opts do merged[k] = v end
   if not is_flow then return new_task(merged, fn) end
   local flow_opts, per_call = copy(merged), {}
   for k, check in pairs(per_call_options) do
@@ -299,6 +355,7 @@ function Task.run(self, ...)
       type(self))
   end
   local fut = self:submit(...)
+  if core.is_state(fut) then return fut end -- return_state: it waited
   fut:wait()
   return fut:state()
 end

@@ -8,64 +8,21 @@ local describe = require("moonflow.control").describe
 
 local M = {}
 
-local format, concat = string.format, table.concat
+local concat = table.concat
 
--- {====== Printing values ======
-
-local MAX_DEPTH, MAX_ITEMS = 3, 30
-
-local function is_identifier(k)
-  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil
-end
-
-local show
-
-local function show_table(t, depth, seen)
-  if seen[t] then return "<cycle>" end
-  if depth > MAX_DEPTH then return "{...}" end
-  seen[t] = true
-  local parts, n = {}, #t
-  for i = 1, math.min(n, MAX_ITEMS) do parts[#parts + 1] = show(t[i], depth + 1, seen) end
-  local keys = {}
-  for k in pairs(t) do
-    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
-  end
-  table.sort(keys, function(a, b)
-    if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
-    return type(a) < type(b)
-  end)
-  for _, k in ipairs(keys) do
-    if #parts >= MAX_ITEMS then parts[#parts + 1] = "..." break end
-    local key = is_identifier(k) and k or "[" .. show(k, depth + 1, seen) .. "]"
-    parts[#parts + 1] = key .. " = " .. show(t[k], depth + 1, seen)
-  end
-  seen[t] = nil
-  if n > MAX_ITEMS then parts[#parts + 1] = "..." end
-  return "{" .. concat(parts, ", ") .. "}"
-end
-
-function show(v, depth, seen)
-  depth, seen = depth or 1, seen or {}
-  local t = type(v)
-  if t == "string" then return format("%q", v):gsub("\\\n", "\\n") end
-  if t == "table" then
-    local mt = getmetatable(v)
-    if type(mt) == "table" and mt.__tostring then return describe(v) end
-    return show_table(v, depth, seen)
-  end
-  return describe(v)
-end
+local show = require("moonflow.show").show
+local reports = require "moonflow.report"
 
 M.show = show
 
--- }======
-
 -- {====== Evaluating chunks ======
 
--- Compiles a chunk as an expression first (so `1 + 1` prints 2), then as
+-- Compiles a chunk as an expression list first (so `1 + 1` prints 2), then as
 -- statements.  Returns fn, or nil and "incomplete", or nil and the error.
 local function compile(source)
-  local fn = load("return " .. source, "=stdin")
+  -- The values go through an identity function rather than `return f(x)`,
+  -- a tail call that would take the chunk's line out of a traceback.
+  local fn = load("return (function(...) return ... end)(" .. source .. "\n)", "=stdin")
   if fn then return fn end
   local err
   fn, err = load(source, "=stdin")
@@ -74,7 +31,7 @@ local function compile(source)
   return nil, err
 end
 
-local chunk_task = nil  -- made on first use
+local chunks = 0        -- chunks run so far
 local current = nil     -- the Future of the chunk running now
 
 local function outcome_text(fut)
@@ -88,7 +45,7 @@ local function outcome_text(fut)
   elseif state.type == "CANCELLED" then
     return "interrupted\n"
   end
-  return (state.traceback or describe(fut:result(nil, false))) .. "\n"
+  return reports.failure(fut) .. "\n"
 end
 
 -- Prints how the chunk's run ended; the prompt comes back whatever
@@ -111,9 +68,11 @@ function M.feed(source, write, ready)
     write(err .. "\n")
     return "error"
   end
-  chunk_task = chunk_task or core.new_task(function(f, ...) return f(...) end, "repl",
-    { _quiet = true }, false)
-  current = chunk_task:submit(fn)
+  -- The chunk is the run's body itself: a traceback ends at its frame
+  -- ("stdin:1: in main chunk"), with no frame of moonflow's below it.
+  chunks = chunks + 1
+  current = core.new_task(fn, "repl", { _quiet = true }, false):submit()
+  core.rename(current, "repl-" .. chunks)
   current:add_done_callback(function(fut) report(fut, write, ready) end)
   return "started"
 end
@@ -129,10 +88,7 @@ end
 -- Reports failures of background runs that nobody handled.
 function M.report_background(write)
   for _, fut in ipairs(core.unhandled_root()) do
-    local state = fut:state()
-    local err = fut:result(nil, false)
-    write(format("[background] %s %s: %s\n", fut.name, state.name,
-      state.traceback or describe(err)))
+    write("[background] " .. reports.safe_failure(fut, { unhandled = true }) .. "\n")
   end
 end
 

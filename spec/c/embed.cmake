@@ -8,18 +8,10 @@ add_test(NAME c.embed COMMAND test_embed)
 set_tests_properties(c.embed PROPERTIES TIMEOUT 600)
 
 # mf_engine_post from other threads under ThreadSanitizer: the engine alone
-# (C runs, no Lua), compiled again with -fsanitize=thread.  TSan cannot be
-# mixed with ASan, so only in the build without MF_SANITIZE.
+# (C runs, no Lua), built with -fsanitize=thread (moonflow_engine_tsan, in
+# tests.cmake).  TSan cannot be mixed with ASan, so only in the build without
+# MF_SANITIZE.
 if(NOT MF_SANITIZE)
-  add_library(moonflow_engine_tsan STATIC ${MF_ENGINE_SOURCES})
-  target_include_directories(moonflow_engine_tsan PUBLIC
-                             ${MF_ENGINE_INCLUDE_DIRS})
-  target_compile_options(moonflow_engine_tsan PUBLIC -fsanitize=thread
-                         -fno-omit-frame-pointer)
-  target_link_options(moonflow_engine_tsan PUBLIC -fsanitize=thread)
-  target_link_libraries(moonflow_engine_tsan PUBLIC PkgConfig::LIBUV m
-                        Threads::Threads)
-
   add_executable(test_post_tsan ${CMAKE_CURRENT_LIST_DIR}/test_post_tsan.c)
   target_link_libraries(test_post_tsan PRIVATE moonflow_engine_tsan)
   add_test(NAME c.post_tsan COMMAND test_post_tsan)

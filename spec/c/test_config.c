@@ -4,20 +4,7 @@
  * the bytes the host's struct has, takes 0 for the first layout, and
  * refuses settings it does not know (non-zero bytes past its struct).
  */
-#include <stdio.h>
-#include <string.h>
-
-#include "moonflow.h"
-
-static int failures;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
+#include "test.h"
 
 /* A host whose header's mf_config has more fields than this library's. */
 typedef struct newer_config {
@@ -25,7 +12,7 @@ typedef struct newer_config {
   unsigned char later_fields[16];
 } newer_config;
 
-static void test_version(void) {
+TEST(version) {
   char expected[32];
   snprintf(expected, sizeof expected, "%d.%d.%d", MF_VERSION_MAJOR,
            MF_VERSION_MINOR, MF_VERSION_PATCH);
@@ -54,7 +41,7 @@ static int try_config(const mf_config *cfg, uv_loop_t *loop) {
   return 0;
 }
 
-static void test_sizes(void) {
+TEST(sizes) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   CHECK(try_config(NULL, NULL) == 0);
@@ -79,13 +66,4 @@ static void test_sizes(void) {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
-int main(void) {
-  test_version();
-  test_sizes();
-  if (failures) {
-    fprintf(stderr, "test_config: %d check(s) failed\n", failures);
-    return 1;
-  }
-  printf("test_config: ok\n");
-  return 0;
-}
+TEST_MAIN("config")

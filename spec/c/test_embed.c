@@ -6,12 +6,9 @@
  * busy loop.
  *
  * Each test gets a fresh engine and lua_State, and runs in a child process
- * of its own: a crash or a hang fails that test only, and under ASan or
- * valgrind each child's leak check is its own.
- *   test_embed            runs every test
- *   test_embed NAME...    runs those tests only
- *   MF_TEST_NOFORK=1      runs them in this process (for a debugger)
- *   MF_TEST_TIMEOUT=secs  a child's time limit (default 300)
+ * of its own (test.h: a crash or a hang fails that test only, and under
+ * ASan or valgrind each child's leak check is its own; `test_embed NAME`
+ * runs one, MF_TEST_NOFORK=1 runs them in this process).
  */
 #include <lauxlib.h>
 #include <lualib.h>
@@ -26,27 +23,7 @@
 #include <unistd.h>
 
 #include "moonflow_lua.h"
-
-static int failures;
-
-#define ASSERT(cond)                                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                          \
-      failures++;                                                              \
-      return;                                                                  \
-    }                                                                          \
-  } while (0)
-
-/* Like ASSERT, but the test goes on (to clean up after itself). */
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                              \
-    }                                                                          \
-  } while (0)
+#include "test.h"
 
 /* {====== The host ====== */
 
@@ -211,7 +188,7 @@ static void on_tick(uv_timer_t *t) {
   ticks++;
 }
 
-static void test_lua_error_reaches_host(void) {
+TEST(lua_error_reaches_host) {
   host h;
   host_open(&h, 0);
   lua_State *L = h.L;
@@ -466,8 +443,8 @@ static void close_in_flight(int own_loop) {
     ASSERT(uv_loop_close(&h.loop) == 0);
 }
 
-static void test_close_in_flight_host_loop(void) { close_in_flight(0); }
-static void test_close_in_flight_own_loop(void) { close_in_flight(1); }
+TEST(close_in_flight_host_loop) { close_in_flight(0); }
+TEST(close_in_flight_own_loop) { close_in_flight(1); }
 
 /* }====== */
 
@@ -542,12 +519,12 @@ static void free_lua_state(int loop_before_lua_close) {
   ASSERT(h.errors == 0);
 }
 
-static void test_free_lua_state_after_close(void) { free_lua_state(1); }
+TEST(free_lua_state_after_close) { free_lua_state(1); }
 
 /* The same order when no run is left at all (every Future collected
  * before the engine closes): the engine's memory goes while the loop
  * closes its handles. */
-static void test_close_with_no_run_left(void) {
+TEST(close_with_no_run_left) {
   host h;
   host_open(&h, 0);
   ASSERT(run_lua(h.L, "local t = mf.task(function(x) return x end)\n"
@@ -561,7 +538,7 @@ static void test_close_with_no_run_left(void) {
   ASSERT(mf_engine_live_runs(h.e) == 0);
   ASSERT(host_close(&h) == 0);
 }
-static void test_free_lua_state_before_loop_runs(void) { free_lua_state(0); }
+TEST(free_lua_state_before_loop_runs) { free_lua_state(0); }
 
 /* }====== */
 
@@ -622,7 +599,7 @@ static mf_run *submit_yielder(mf_engine *e, int steps) {
 
 static void reenter_from_sink(host *h) { reenter(h->e, "the error sink"); }
 
-static void test_reenter_from_lua(void) {
+TEST(reenter_from_lua) {
   host h;
   host_open(&h, 0);
   lua_State *L = h.L;
@@ -694,7 +671,7 @@ static void reenter_timer(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, NULL);
 }
 
-static void test_reenter_from_c_callbacks(void) {
+TEST(reenter_from_c_callbacks) {
   host h;
   host_open(&h, 1);
   reenter_calls = reenter_refused = in_reentry = nested_steps = 0;
@@ -748,7 +725,7 @@ static void park_step(mf_run *run, mf_step_reason reason) {
 static const mf_run_ops abandon_ops = {.step = park_step,
                                        .abandon = reenter_abandon};
 
-static void test_reenter_from_abandon(void) {
+TEST(reenter_from_abandon) {
   host h;
   host_open(&h, 1);
   reenter_calls = reenter_refused = in_reentry = nested_steps = 0;
@@ -792,7 +769,7 @@ static void reenter_close_hook(mf_engine *e, void *data) {
   reenter(e, "the close hook (mf_engine_on_close)");
 }
 
-static void test_reenter_from_close_hook(void) {
+TEST(reenter_from_close_hook) {
   mf_engine *e;
   ASSERT(mf_engine_new(&e, NULL) == 0);
   reenter_calls = reenter_refused = in_reentry = nested_steps = 0;
@@ -884,7 +861,7 @@ static const char c_futures_lua[] =
     "end)\n"
     "raises = mf.flow({name = 'raises'}, function() return rej:result() end)\n";
 
-static void test_c_futures(void) {
+TEST(c_futures) {
   host h;
   host_open(&h, 0);
   lua_State *L = h.L;
@@ -1091,98 +1068,10 @@ static void post_from_thread(int loop) {
 
 /* The host's frame loop of minimal_host.c: mf_engine_step, then
  * uv_run(UV_RUN_ONCE) on the host's loop. */
-static void test_post_from_thread_host_loop(void) { post_from_thread(0); }
-static void test_post_from_thread_own_loop(void) { post_from_thread(1); }
-static void test_post_from_thread_host_loop_alive(void) { post_from_thread(2); }
+TEST(post_from_thread_host_loop) { post_from_thread(0); }
+TEST(post_from_thread_own_loop) { post_from_thread(1); }
+TEST(post_from_thread_host_loop_alive) { post_from_thread(2); }
 
 /* }====== */
 
-/* {====== Runner ====== */
-
-typedef struct test_case {
-  const char *name;
-  void (*fn)(void);
-} test_case;
-
-static const test_case tests[] = {
-    {"lua_error_reaches_host", test_lua_error_reaches_host},
-    {"close_in_flight_host_loop", test_close_in_flight_host_loop},
-    {"close_in_flight_own_loop", test_close_in_flight_own_loop},
-    {"free_lua_state_after_close", test_free_lua_state_after_close},
-    {"free_lua_state_before_loop_runs", test_free_lua_state_before_loop_runs},
-    {"close_with_no_run_left", test_close_with_no_run_left},
-    {"reenter_from_lua", test_reenter_from_lua},
-    {"reenter_from_c_callbacks", test_reenter_from_c_callbacks},
-    {"reenter_from_abandon", test_reenter_from_abandon},
-    {"reenter_from_close_hook", test_reenter_from_close_hook},
-    {"c_futures", test_c_futures},
-    {"post_from_thread_host_loop", test_post_from_thread_host_loop},
-    {"post_from_thread_own_loop", test_post_from_thread_own_loop},
-    {"post_from_thread_host_loop_alive", test_post_from_thread_host_loop_alive},
-};
-
-/* Runs one test in a child process; returns 0 when it passed. */
-static int run_forked(const test_case *t, unsigned timeout) {
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0) {
-    perror("fork");
-    return 1;
-  }
-  if (pid == 0) {
-    alarm(timeout);
-    failures = 0;
-    t->fn();
-    fflush(NULL);
-    exit(failures ? 1 : 0);
-  }
-  int status;
-  if (waitpid(pid, &status, 0) < 0) {
-    perror("waitpid");
-    return 1;
-  }
-  if (WIFSIGNALED(status)) {
-    fprintf(stderr, "%s: killed by signal %d (%s)\n", t->name, WTERMSIG(status),
-            strsignal(WTERMSIG(status)));
-    return 1;
-  }
-  return WEXITSTATUS(status) != 0;
-}
-
-int main(int argc, char **argv) {
-  const char *nofork = getenv("MF_TEST_NOFORK");
-  const char *limit = getenv("MF_TEST_TIMEOUT");
-  unsigned timeout = limit ? (unsigned)atoi(limit) : 300;
-  int failed = 0, ran = 0;
-  for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
-    const test_case *t = &tests[i];
-    int wanted = argc < 2;
-    for (int a = 1; a < argc; a++)
-      wanted |= strcmp(argv[a], t->name) == 0;
-    if (!wanted)
-      continue;
-    ran++;
-    int bad;
-    if (nofork && *nofork && strcmp(nofork, "0") != 0) {
-      failures = 0;
-      t->fn();
-      bad = failures != 0;
-    } else {
-      bad = run_forked(t, timeout);
-    }
-    printf("%s %s\n", bad ? "FAIL" : "ok  ", t->name);
-    fflush(stdout);
-    failed += bad;
-  }
-  if (ran == 0) {
-    fprintf(stderr, "no test matched\n");
-    return 1;
-  }
-  if (failed)
-    printf("%d of %d embedding tests failed\n", failed, ran);
-  else
-    printf("all %d embedding tests passed\n", ran);
-  return failed ? 1 : 0;
-}
-
-/* }====== */
+TEST_MAIN("embed")

@@ -1,24 +1,8 @@
 /*
  * test_engine.c -- tests of the engine in C, with tasks written in C.
- * Each test gets a fresh engine; the runner counts failures.
+ * Each test gets a fresh engine (the harness: test.h).
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "moonflow.h"
-
-static int failures;
-
-#define ASSERT(cond)                                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                          \
-      failures++;                                                              \
-      return;                                                                  \
-    }                                                                          \
-  } while (0)
+#include "test.h"
 
 /* {====== C bodies ====== */
 
@@ -92,10 +76,7 @@ static const mf_run_ops waiter_ops = {.step = waiter_step};
 
 static mf_engine *new_engine(void) {
   mf_engine *e = NULL;
-  if (mf_engine_new(&e, NULL) != 0) {
-    fprintf(stderr, "cannot create engine\n");
-    exit(1);
-  }
+  ASSERT(mf_engine_new(&e, NULL) == 0);
   return e;
 }
 
@@ -108,7 +89,7 @@ static mf_run *submit(mf_engine *e, const mf_run_ops *ops, size_t size,
   return run;
 }
 
-static void test_complete(void) {
+TEST(complete) {
   mf_engine *e = new_engine();
   mf_run *run = submit(e, &complete_ops, sizeof(value_body), 21);
   ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
@@ -125,7 +106,7 @@ static void test_complete(void) {
   mf_engine_close(e);
 }
 
-static void test_chain_not_ready(void) {
+TEST(chain_not_ready) {
   /* A failed input makes every downstream run NotReady, iteratively. */
   mf_engine *e = new_engine();
   mf_run *first = submit(e, &fail_ops, sizeof(value_body), 0);
@@ -149,7 +130,7 @@ static void test_chain_not_ready(void) {
   mf_engine_close(e);
 }
 
-static void test_sleep_and_timeout(void) {
+TEST(sleep_and_timeout) {
   mf_engine *e = new_engine();
   mf_run *run = submit(e, &sleep_ops, sizeof(value_body), 30);
   double t0 = mf_engine_now(e);
@@ -162,7 +143,7 @@ static void test_sleep_and_timeout(void) {
   mf_engine_close(e);
 }
 
-static void test_self_wait_deadlock(void) {
+TEST(self_wait_deadlock) {
   mf_engine *e = new_engine();
   mf_run *run = mf_run_new(e, &waiter_ops, sizeof(waiter_body));
   ((waiter_body *)mf_run_body(run))->target = run;
@@ -176,7 +157,7 @@ static void test_self_wait_deadlock(void) {
   mf_engine_close(e);
 }
 
-static void test_external_future_deadlock(void) {
+TEST(external_future_deadlock) {
   /* A run waiting on a future nothing will complete is woken with
    * MF_WAKE_DEADLOCK once the loop has nothing left. */
   mf_engine *e = new_engine();
@@ -195,7 +176,7 @@ static void test_external_future_deadlock(void) {
   mf_engine_close(e);
 }
 
-static void test_cancel_tree(void) {
+TEST(cancel_tree) {
   mf_engine *e = new_engine();
   mf_run *flow = mf_run_new(e, &sleep_ops, sizeof(value_body));
   ((value_body *)mf_run_body(flow))->value = 1000;
@@ -216,7 +197,7 @@ static void test_cancel_tree(void) {
   mf_engine_close(e);
 }
 
-static void test_close_with_runs_in_flight(void) {
+TEST(close_with_runs_in_flight) {
   mf_engine *e = new_engine();
   mf_run *run = submit(e, &sleep_ops, sizeof(value_body), 1000);
   mf_engine_step(e);
@@ -225,7 +206,7 @@ static void test_close_with_runs_in_flight(void) {
   mf_run_unref(run);
 }
 
-static void test_inputs_first_final_others_pending(void) {
+TEST(inputs_first_final_others_pending) {
   /* Regression: a run whose first input was final and the others not
    * started at once, before its inputs. */
   mf_engine *e = new_engine();
@@ -247,18 +228,4 @@ static void test_inputs_first_final_others_pending(void) {
   mf_engine_close(e);
 }
 
-int main(void) {
-  test_complete();
-  test_chain_not_ready();
-  test_sleep_and_timeout();
-  test_self_wait_deadlock();
-  test_external_future_deadlock();
-  test_cancel_tree();
-  test_close_with_runs_in_flight();
-  test_inputs_first_final_others_pending();
-  if (failures)
-    printf("%d failed\n", failures);
-  else
-    printf("all engine tests passed\n");
-  return failures ? 1 : 0;
-}
+TEST_MAIN("engine")

@@ -9,26 +9,11 @@
  *    and is woken by the posts alone.
  * Every item arrives once, and each thread's items arrive in order.
  */
+#include "test.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "moonflow.h"
-
-static int failures;
-
-#define ASSERT(cond)                                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                          \
-      failures++;                                                              \
-      return;                                                                  \
-    }                                                                          \
-  } while (0)
 
 #define THREADS 4
 #define SEQ_BITS 24 /* an item is (thread << SEQ_BITS) | seq, seq from 1 */
@@ -147,7 +132,7 @@ static void busy_step(mf_run *run, mf_step_reason reason) {
 }
 static const mf_run_ops busy_ops = {.step = busy_step};
 
-static void test_busy_loop(void) {
+TEST(busy_loop) {
   const uint32_t per_thread = 250000;
   mf_engine *e;
   ASSERT(mf_engine_new(&e, NULL) == 0);
@@ -168,8 +153,6 @@ static void test_busy_loop(void) {
     pthread_join(threads[i], NULL);
   ASSERT(mf_engine_run(e) == 0); /* what the last posts submitted */
   check_counts(per_thread);
-  if (failures)
-    return;
   ASSERT(got.submitted == THREADS * (per_thread / 25000));
   ASSERT(quick_runs == (int)got.submitted);
   for (int i = 0; i < 8; i++) {
@@ -189,7 +172,7 @@ static void on_give_up(uv_timer_t *t) {
   uv_timer_stop(t);
 }
 
-static void test_idle_loop(void) {
+TEST(idle_loop) {
   const uint32_t per_thread = 100000;
   uv_loop_t loop;
   ASSERT(uv_loop_init(&loop) == 0);
@@ -214,8 +197,6 @@ static void test_idle_loop(void) {
   for (unsigned i = 0; i < THREADS; i++)
     pthread_join(threads[i], NULL);
   check_counts(per_thread);
-  if (failures)
-    return;
   ASSERT(quick_runs == (int)got.submitted);
   ASSERT(mf_engine_live_runs(e) == 0);
   got.keepalive = NULL;
@@ -227,12 +208,4 @@ static void test_idle_loop(void) {
 
 /* }====== */
 
-int main(void) {
-  test_busy_loop();
-  test_idle_loop();
-  if (failures)
-    printf("%d failed\n", failures);
-  else
-    printf("all post tests passed\n");
-  return failures ? 1 : 0;
-}
+TEST_MAIN("post_tsan")
