@@ -223,43 +223,54 @@ static int runner_tostring(lua_State *L) {
 static int l_runner_new(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   const char *kind = luaL_checkstring(L, 1);
+  int (*init)(mflr_runner *) = strcmp(kind, "threads") == 0 ? mflr_threads_init
+                               : strcmp(kind, "processes") == 0
+                                   ? mflr_procs_init
+                                   : NULL;
+  if (!init && strcmp(kind, "coroutines") != 0)
+    return luaL_error(L, "moonflow: no runner '%s'", kind);
+  int workers = init ? (int)luaL_checkinteger(L, 2) : 0;
+  size_t clen = 0, slen = 0;
+  const char *config = init ? luaL_checklstring(L, 3, &clen) : NULL;
+  const char *setup = init ? luaL_optlstring(L, 4, NULL, &slen) : NULL;
+  if (init && (workers < 1 || clen == 0))
+    return luaL_error(L, "moonflow: bad runner arguments");
   runner_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->r = NULL;
   luaL_setmetatable(L, "moonflow.Runner");
-  if (strcmp(kind, "coroutines") == 0)
+  if (!init)
     return 1;
-  int workers = (int)luaL_checkinteger(L, 2);
-  size_t clen;
-  const char *config = luaL_checklstring(L, 3, &clen);
+  /* Nothing raises from here until the runner is whole. */
   mflr_runner *r = calloc(1, sizeof *r);
-  if (!r)
-    return luaL_error(L, "moonflow: out of memory");
-  b->r = r;
-  r->refs = 1;
-  r->S = S;
-  r->loop = mf_engine_loop(S->engine);
-  r->workers = workers;
-  r->load = calloc((size_t)workers, sizeof *r->load);
-  size_t slen = 0;
-  const char *setup = luaL_optlstring(L, 4, NULL, &slen);
-  int fail = !r->load || mfl_buffer_reserve(&r->config, clen) != 0 ||
-             (setup && mfl_buffer_reserve(&r->setup, slen) != 0);
+  int fail = !r;
+  if (!fail) {
+    r->refs = 1;
+    r->S = S;
+    r->loop = mf_engine_loop(S->engine);
+    r->workers = workers;
+    r->load = calloc((size_t)workers, sizeof *r->load);
+    fail = !r->load || mfl_buffer_reserve(&r->config, clen) != 0 ||
+           (slen && mfl_buffer_reserve(&r->setup, slen) != 0);
+  }
   if (!fail) {
     memcpy(r->config.data, config, clen);
     r->config.len = clen;
-    if (setup && slen) {
+    if (slen) {
       memcpy(r->setup.data, setup, slen);
       r->setup.len = slen;
     }
+    fail = init(r);
   }
-  if (!fail)
-    fail = strcmp(kind, "threads") == 0     ? mflr_threads_init(r)
-           : strcmp(kind, "processes") == 0 ? mflr_procs_init(r)
-                                            : -2;
-  if (fail == -2)
-    return luaL_error(L, "moonflow: no runner '%s'", kind);
-  if (fail)
+  if (fail) {
+    if (r) {
+      mfl_buffer_free(&r->config);
+      mfl_buffer_free(&r->setup);
+      free(r->load);
+      free(r);
+    }
     return luaL_error(L, "moonflow: out of memory");
+  }
+  b->r = r;
   S->remote_runners++;
   return 1;
 }
