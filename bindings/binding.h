@@ -109,6 +109,7 @@ typedef struct mfl_run {
   unsigned char noted;         /* passed on errors of others (origin.c) */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
+  void *remote; /* the job a remote attempt is parked on (runners.c) */
 } mfl_run;
 
 typedef struct mfl_future {
@@ -320,6 +321,9 @@ MFL_INTERNAL extern const char mfl_key_runner_flow;
  * its first two arguments (the runner, the function); returns how many
  * values it added (0 or 2). */
 MFL_INTERNAL int mfl_remote_prepare(lua_State *L, mf_run *run, int box);
+/* The run's remote attempt was abandoned while parked: its job goes
+ * (touches no Lua: also while the state closes). */
+MFL_INTERNAL void mfl_remote_abandon(mfl_run *lr);
 MFL_INTERNAL void mfl_open_runners(lua_State *L);
 
 #endif

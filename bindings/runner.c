@@ -524,6 +524,8 @@ static void op_step(mf_run *run, mf_step_reason reason) {
 static void op_abandon(mf_run *run) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
+  if (lr->remote) /* parked on a worker's job (runners.c) */
+    mfl_remote_abandon(lr);
   if (S->closed || S->closing || lr->pin == LUA_NOREF)
     return;
   lua_State *L = S->L;

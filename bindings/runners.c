@@ -2,13 +2,13 @@
  * runners.c -- the main side of task runners that copy: the Runner object,
  * choosing a run's runner, and the job a remote attempt parks on.
  *
- * A job is an external run (no body), child of the task's run and marked
- * MF_RUN_PART, completed from outside when its worker answers (or dies).
- * So cancelling or timing out the task's run cancels the job like any
- * child, and the job's abandon callback tells the worker to stop it.  The
- * runner keeps every job in flight in a map by id, with a reference to its
- * run, until the answer comes: a late answer for a cancelled job is
- * dropped, an answer for an id it never sent is a corrupt one.
+ * The attempt encodes its run's context, function and arguments, hands
+ * them to a worker as a job and parks the run (mf_run_park) until the
+ * worker's answer unparks it.  A run cancelled or timed out while parked is
+ * abandoned by the engine: the job then tells the worker to stop it.  The
+ * runner keeps every job in flight in a map by id until the answer comes: a
+ * late answer for an abandoned job is dropped, an answer for an id it never
+ * sent is a corrupt one.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 
 #include "runners.h"
 
-static const char key_handle_mt, key_default, key_attempt, key_fn_cache;
+static const char key_default, key_attempt, key_fn_cache;
 const char mfl_key_runner_flow; /* mf_run_data of flows with a task_runner */
 
 /* The Runner userdata: the coroutine runner has no C side. */
@@ -76,9 +76,18 @@ static mflr_job *map_remove(mflr_runner *r, uint64_t id, int worker) {
   return NULL;
 }
 
-/* The job is over (answered or lost): its run completes, which wakes the
- * attempt parked on it; the runner lets go of it. */
-static void finish_job(mflr_runner *r, mflr_job *job, mf_run *run, int status,
+static void job_release(mflr_job *job) {
+  if (--job->refs > 0)
+    return;
+  mfl_buffer_free(&job->request);
+  mfl_buffer_free(&job->answer);
+  free(job->message);
+  free(job);
+}
+
+/* The job is over (answered or lost): the run parked on it (if any)
+ * resumes; the runner lets go of it. */
+static void finish_job(mflr_runner *r, mflr_job *job, int status,
                        mfl_buffer *answer, const char *message) {
   job->runner = NULL;
   job->done = 1;
@@ -91,11 +100,11 @@ static void finish_job(mflr_runner *r, mflr_job *job, mf_run *run, int status,
     job->message = strdup(message);
   if (job->sent && r->load[job->worker] > 0)
     r->load[job->worker]--;
-  if (!mf_run_is_final(run))
-    mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+  if (job->run)
+    mf_run_unpark(job->run, job->ticket);
   if (job->sent) {
     job->sent = 0;
-    mf_run_unref(run); /* the runner's reference */
+    job_release(job); /* the runner's */
   }
   if (r->count == 0 && !r->closed)
     r->t->keepalive(r, 0);
@@ -106,8 +115,7 @@ int mflr_answer(mflr_runner *r, int worker, uint64_t id, int status,
   mflr_job *job = map_remove(r, id, worker);
   if (!job || status < 0 || status >= MFLR_LOST)
     return -1;
-  /* A job in the map is sent and holds a reference: its memory lives. */
-  finish_job(r, job, job->run, status, answer, NULL);
+  finish_job(r, job, status, answer, NULL);
   return 0;
 }
 
@@ -131,27 +139,22 @@ void mflr_worker_lost(mflr_runner *r, int worker, const char *message) {
     mflr_job *job = lost;
     lost = job->hnext;
     job->hnext = NULL;
-    finish_job(r, job, job->run, MFLR_LOST, NULL, message);
+    finish_job(r, job, MFLR_LOST, NULL, message);
   }
 }
 
-static void job_abandon(mf_run *run) {
-  mflr_job *job = mf_run_body(run);
+/* The attempt lets go of its job; one still in flight is stopped. */
+static void attempt_done(mfl_run *lr) {
+  mflr_job *job = lr->remote;
+  lr->remote = NULL;
+  job->run = NULL;
   mflr_runner *r = job->runner;
-  if (job->done || !job->sent || !r || r->closed)
-    return;
-  r->t->cancel(r, job); /* it stays in the map until the worker answers */
+  if (!job->done && job->sent && r && !r->closed)
+    r->t->cancel(r, job); /* it stays in the map until the worker answers */
+  job_release(job);
 }
 
-static void job_free(mf_run *run) {
-  mflr_job *job = mf_run_body(run);
-  mfl_buffer_free(&job->request);
-  mfl_buffer_free(&job->answer);
-  free(job->message);
-  job->message = NULL;
-}
-
-static const mf_run_ops job_ops = {.abandon = job_abandon, .free = job_free};
+void mfl_remote_abandon(mfl_run *lr) { attempt_done(lr); }
 
 /* }====== */
 
@@ -324,25 +327,15 @@ static int runner_in_flight(lua_State *L) {
 
 /* {====== The remote attempt ====== */
 
-typedef struct job_handle {
-  mf_run *run; /* the job: one reference while the attempt may read it */
-} job_handle;
-
-static int handle_gc(lua_State *L) {
-  job_handle *h = lua_touserdata(L, 1);
-  if (h && h->run) {
-    mf_run_unref(h->run);
-    h->run = NULL;
-  }
-  return 0;
-}
-
 static const char *const status_names[] = {"completed", "failed", "crashed",
                                            "cancelled", "lost"};
 
-/* Pushes what the answer holds: true and the results, or false, the
- * status and what failed (a table { err, traceback }, or a message). */
-static int push_answer(lua_State *L, mflr_job *job) {
+/* lua_CFunction, protected: pushes what the answer of the job (a light
+ * userdata) holds: true and the results, or false, the status and what
+ * failed (a table { err, traceback }, or a message). */
+static int push_answer(lua_State *L) {
+  mflr_job *job = lua_touserdata(L, 1);
+  lua_settop(L, 0);
   int status = job->done ? job->status : MFLR_CANCELLED;
   if (status == MFLR_COMPLETED || status == MFLR_FAILED ||
       status == MFLR_CRASHED) {
@@ -352,14 +345,13 @@ static int push_answer(lua_State *L, mflr_job *job) {
         mflr_get_value(L, &it) != MFL_CODEC_OK || mflr_get_tasks(L, &it) != 0)
       return lua_error(L); /* a DecodeError: the attempt fails with it */
     if (status == MFLR_COMPLETED && lua_istable(L, -1)) {
-      int results = lua_gettop(L);
-      lua_getfield(L, results, "n");
+      lua_getfield(L, 1, "n");
       int n = (int)lua_tointeger(L, -1);
       lua_pop(L, 1);
       luaL_checkstack(L, n + 1, "too many results");
       lua_pushboolean(L, 1);
       for (int i = 1; i <= n; i++)
-        lua_rawgeti(L, results, i);
+        lua_rawgeti(L, 1, i);
       return n + 1;
     }
   } else {
@@ -372,14 +364,20 @@ static int push_answer(lua_State *L, mflr_job *job) {
 }
 
 static int remote_k(lua_State *L, int status, lua_KContext ctx) {
-  mfl_wait_outcome(L, status);
-  int hidx = (int)ctx;
-  job_handle *h = lua_touserdata(L, hidx);
-  int n = push_answer(L, mf_run_body(h->run));
-  mf_run *run = h->run;
-  h->run = NULL;
-  mf_run_unref(run);
-  return n;
+  (void)ctx;
+  mfl_state *S = mfl_state_get(L);
+  mf_run *run = mfl_current_run(L, S);
+  mfl_run *lr = mf_run_body(run);
+  mflr_job *job = lr->remote;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, push_answer);
+  lua_pushlightuserdata(L, job);
+  int rc = lua_pcall(L, 1, LUA_MULTRET, 0);
+  attempt_done(lr);
+  mfl_wait_outcome(L, status); /* a Deadlock raises */
+  if (rc != LUA_OK)
+    return lua_error(L);
+  return lua_gettop(L) - top;
 }
 
 /* The context of the run, for mf.context() in the worker and the name of
@@ -455,24 +453,24 @@ static int put_context(lua_State *L, mf_run *run, int box, mfl_buffer *parts,
 
 /* Sends the job; a runner that cannot (shut down, no worker could start)
  * loses it at once. */
-static void dispatch(mflr_runner *r, mflr_job *job, mf_run *run) {
+static void dispatch(mflr_runner *r, mflr_job *job) {
   if (r->closed) {
-    finish_job(r, job, run, MFLR_LOST, NULL, "its runner was shut down");
+    finish_job(r, job, MFLR_LOST, NULL, "its runner was shut down");
     return;
   }
   job->id = ++r->next_id;
   if (map_add(r, job) != 0) {
-    finish_job(r, job, run, MFLR_LOST, NULL, "out of memory");
+    finish_job(r, job, MFLR_LOST, NULL, "out of memory");
     return;
   }
   job->runner = r;
   job->sent = 1;
-  mf_run_ref(run); /* the runner's, until the answer */
+  job->refs++; /* the runner's, until the answer */
   if (r->count == 1)
     r->t->keepalive(r, 1);
   if (r->t->send(r, job) != 0) {
     map_remove(r, job->id, -1);
-    finish_job(r, job, run, MFLR_LOST, NULL, job->message);
+    finish_job(r, job, MFLR_LOST, NULL, job->message);
     return;
   }
   r->load[job->worker]++;
@@ -534,6 +532,37 @@ static int put_function(lua_State *L, int idx, mfl_buffer *req, int fixed) {
   return rc;
 }
 
+/* Encodes the request: the context, the function, the arguments (from
+ * stack index 3 to top), their Tasks.  Returns 0, or -1 with the error
+ * pushed. */
+static int encode_request(lua_State *L, mf_run *run, mfl_buffer *req, int top) {
+  int nargs = top - 2;
+  mflr_session_reset(L);
+  int fixed = fixed_function(L, 2);
+  mfl_push_future_of(L, run);
+  int fail = mflr_parts_begin(req) ||
+             put_context(L, run, lua_gettop(L), req, fixed ? 2 : 0);
+  lua_pop(L, 1);
+  if (fail) {
+    lua_pushliteral(L, "not enough memory");
+    return -1;
+  }
+  if (put_function(L, 2, req, fixed) != MFL_CODEC_OK)
+    return -1;
+  lua_createtable(L, nargs, 1);
+  for (int i = 1; i <= nargs; i++) {
+    lua_pushvalue(L, 2 + i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, nargs);
+  lua_setfield(L, -2, "n");
+  if (mflr_put_value(L, -1, req, "args") != MFL_CODEC_OK ||
+      mflr_put_tasks(L, req) != 0)
+    return -1;
+  lua_pop(L, 1);
+  return 0;
+}
+
 /* core.remote_call(runner, fn, ...) -> true, results... or false, status,
  * failure: runs fn(...) on a worker of the runner as a job and parks the
  * current run until the worker answers. */
@@ -545,51 +574,30 @@ static int l_remote_call(lua_State *L) {
     return mfl_raise(L, "UsageError",
                      "remote_call runs a run's attempt on a worker");
   mfl_check_yieldable(L, run, "a run on a worker");
-  int top = lua_gettop(L), nargs = top - 2;
-  job_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
-  h->run = NULL;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_handle_mt);
-  lua_setmetatable(L, -2);
-  int hidx = lua_gettop(L);
-  mf_run *jr = mf_run_new(S->engine, &job_ops, sizeof(mflr_job));
-  if (!jr)
+  mfl_run *lr = mf_run_body(run);
+  int top = lua_gettop(L);
+  mflr_job *job = calloc(1, sizeof *job);
+  if (!job)
     return luaL_error(L, "moonflow: out of memory");
-  h->run = jr; /* the reference mf_run_new gave */
-  mflr_job *job = mf_run_body(jr);
-  job->run = jr;
-  /* The request: the context, the function, the arguments, their Tasks. */
-  mfl_buffer *req = &job->request;
-  mflr_session_reset(L);
-  int fixed = fixed_function(L, 2);
-  mfl_push_future_of(L, run);
-  int fail = mflr_parts_begin(req) ||
-             put_context(L, run, lua_gettop(L), req, fixed ? 2 : 0);
-  lua_pop(L, 1);
-  if (fail)
-    return luaL_error(L, "moonflow: out of memory");
-  if (put_function(L, 2, req, fixed) != MFL_CODEC_OK)
+  job->refs = 1; /* the attempt's */
+  if (encode_request(L, run, &job->request, top) != 0) {
+    job_release(job);
     return lua_error(L);
-  lua_createtable(L, nargs, 1);
-  for (int i = 1; i <= nargs; i++) {
-    lua_pushvalue(L, 2 + i);
-    lua_rawseti(L, -2, i);
   }
-  lua_pushinteger(L, nargs);
-  lua_setfield(L, -2, "n");
-  if (mflr_put_value(L, -1, req, "args") != MFL_CODEC_OK ||
-      mflr_put_tasks(L, req) != 0)
-    return lua_error(L);
-  lua_pop(L, 1);
   double deadline = mf_run_deadline(run);
   job->timeout = deadline >= 0 ? deadline - mf_engine_now(S->engine) : 0;
   if (deadline >= 0 && job->timeout <= 0)
     job->timeout = 1e-3; /* due now: the worker stops it at once */
-  mf_run_set_name(jr, "job", mf_run_id(run));
-  mf_run_set_flags(jr, MF_RUN_PART);
-  if (mf_run_submit(jr, run) != 0)
-    return mfl_raise(L, "UsageError", "cannot submit a worker's job");
-  dispatch(b->r, job, jr);
-  return mfl_wait(L, &jr, 1, MF_WAIT_ALL, -1, hidx, remote_k);
+  lr->remote = job;
+  dispatch(b->r, job);
+  if (job->done) /* lost at once */
+    return remote_k(L, LUA_OK, 0);
+  if (mf_run_park(run, -1, &job->ticket) != 0) {
+    attempt_done(lr);
+    return luaL_error(L, "moonflow: out of memory");
+  }
+  job->run = run;
+  return mfl_yield_parked(L, run, 0, remote_k);
 }
 
 /* }====== */
@@ -725,10 +733,6 @@ void mfl_open_runners(lua_State *L) {
   lua_pushliteral(L, "moonflow.Runner");
   lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, handle_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_handle_mt);
   mfl_setfuncs(L, runner_functions);
   mflr_open_msg(L);
   mflw_open(L);

@@ -5,11 +5,11 @@
  *
  * A run on such a runner stays an ordinary Lua run of the main state: its
  * life (states, attempts, retries, timeouts, limits, hooks) is the main
- * engine's.  Only its attempt's body is remote: lua/moonflow/runners.lua
- * encodes (context, function, arguments) into parts, core.remote_call
- * makes a job -- an external run, child of the task's run, that the
- * answer completes -- hands it to a worker and parks on it.  Cancelling or
- * timing out the run cancels the job, whose abandon tells the worker.
+ * engine's.  Only its attempt's body is remote: core.remote_call (called
+ * by lua/moonflow/runners.lua) encodes the context, the function and the
+ * arguments into parts, hands them to a worker as a job and parks the run
+ * until the answer; a run cancelled or timed out while parked abandons the
+ * job, which tells the worker to stop it.
  *
  * Messages are lists of byte strings ("parts": u32 count, then for each
  * u32 length and bytes, little-endian), so that the thread transport
@@ -54,12 +54,18 @@ typedef struct mflr_transport {
   int (*debug)(lua_State *L, mflr_runner *r);
 } mflr_transport;
 
+/* A job: one attempt's body on a worker.  The run parks (mf_run_park) until
+ * the answer, which unparks it; a park abandoned (the run cancelled or
+ * timed out) tells the worker to stop the job.  Held by the runner while in
+ * flight and by the attempt while it may read the answer. */
 struct mflr_job {
-  mf_run *run;         /* the run whose body this is */
+  mf_run *run;         /* parked on it; NULL once the attempt let go */
   mflr_runner *runner; /* while in flight (in the runner's map) */
   uint64_t id;
   mflr_job *hnext; /* the runner's map of jobs in flight */
   int worker;      /* index of the worker it went to */
+  int refs;        /* the runner's, the attempt's */
+  unsigned ticket; /* of the run's park */
   unsigned char sent, done;
   unsigned char status; /* MFLR_*, once done */
   double timeout;       /* seconds left of the run's attempt; <= 0: none */

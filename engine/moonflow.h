@@ -303,10 +303,6 @@ MF_API int mf_run_refcount(const mf_run *run);
 enum {
   MF_RUN_FLOW = 1 << 0, /* a flow: it ends after every run started in it */
   MF_RUN_ROOT = 1 << 1, /* has no parent, even if submitted inside a run */
-  /* Part of its parent's attempt (the job a task runner hands a worker):
-   * a child like any other (cancelled with its parent), but not counted in
-   * the progress of the enclosing flow (mf_flow_stats). */
-  MF_RUN_PART = 1 << 4,
 };
 MF_API void mf_run_set_flags(mf_run *run, unsigned flags);
 MF_API unsigned mf_run_flags(const mf_run *run);

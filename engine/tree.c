@@ -102,7 +102,7 @@ size_t mf_engine_cancel_all(mf_engine *e, void (*names)(mf_run *, void *),
 void mf__progress_submit(mf_engine *e, mf_run *run) {
   mf_run *parent = run->parent;
   mf_run *top = NULL;
-  if (parent && !(run->flags & MF_RUN_PART))
+  if (parent)
     top = parent->top_flow                ? parent->top_flow
           : (parent->flags & MF_RUN_FLOW) ? parent
                                           : NULL;
