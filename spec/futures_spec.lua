@@ -466,6 +466,7 @@ local function assert_usage_in_callback(outcome)
 end
 
 function TestDoneCallback:test_waiting_in_a_callback_is_usage_error()
+  h.shared_memory("a 0.15 s sleep on one worker against a 0.01 s one on another: no longer the timers of one loop")
   local other = sleep_then:submit(0.15)
   local fut = sleep_then:submit(0.01)
   local outcome = try_wait_in_callback(fut, other)
@@ -780,6 +781,7 @@ local function collect(iter)
 end
 
 function TestAsCompleted:test_already_final_first_then_finish_order()
+  h.shared_memory("the order of sleeps 20 ms apart on different workers: no longer the timers of one loop")
   local ready = sleep_then:submit(0, "ready")
   ready:wait()
   local b = sleep_then:submit(0.06, "b")
