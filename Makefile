@@ -1,7 +1,9 @@
 # A thin wrapper over CMake (as neovim's is).
 #   make run    install what is missing, build, run flows/quickstart.lua
 #   make test   install what is missing, build, run every test, then again
-#               under AddressSanitizer and UndefinedBehaviorSanitizer
+#               under AddressSanitizer and UndefinedBehaviorSanitizer (the
+#               second pass runs even when the first failed); prints a
+#               summary of both and fails if either did
 #   make bench  print the benchmark figures (never part of the tests)
 #   make install [PREFIX=/usr/local]   build, then install under PREFIX
 #               (DESTDIR=... for staging, as usual)
@@ -19,7 +21,7 @@ DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-uni
 # Only for bench/codec.lua's comparison (it runs without).
 BENCH_PACKAGES = lua-cjson
 
-.PHONY: all deps build build-asan run test test-asan bench install format clean
+.PHONY: all deps build build-asan run test test-asan bench fuzz install format clean
 
 all: build
 
@@ -49,10 +51,22 @@ build-asan: deps
 run: build
 	@$(BUILD)/moonflow flows/quickstart.lua
 
+# Both passes always run: a failure in the first must not hide the second's.
 test: build build-asan
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	@echo "== again under AddressSanitizer + UndefinedBehaviorSanitizer =="
-	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+	@rc=0; summary=""; \
+	for pass in "$(BUILD):tests" \
+	            "$(ASAN_BUILD):again under AddressSanitizer + UndefinedBehaviorSanitizer"; do \
+	  dir=$${pass%%:*}; echo "== $$dir: $${pass#*:} =="; \
+	  start=$$(date +%s); \
+	  if (cd $$dir && ctest --output-on-failure -j $(JOBS)); then \
+	    result="passed"; \
+	  else \
+	    rc=1; result="FAILED: $$(sed 's/^[0-9]*://' $$dir/Testing/Temporary/LastTestsFailed.log 2>/dev/null | tr '\n' ' ')"; \
+	  fi; \
+	  summary="$$summary  $$dir: $$result ($$(( $$(date +%s) - start )) s)\n"; \
+	done; \
+	printf '== make test ==\n%b' "$$summary"; \
+	exit $$rc
 
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
@@ -65,6 +79,18 @@ bench: build
 	@$(BUILD)/moonflow bench/fanin.lua
 	@$(BUILD)/moonflow bench/codec.lua
 	@$(BUILD)/moonflow bench/runners.lua
+	@$(BUILD)/moonflow bench/latency.lua
+
+# Looks for new finds: the API fuzzer with seeds from the clock, FUZZ_SECONDS
+# under each of lua5.4 and the moonflow program, in the ASan build.
+FUZZ_SECONDS ?= 300
+fuzz: build-asan
+	@cd $(CURDIR) && MF_MODULE_DIR=$(ASAN_BUILD) \
+	  FUZZ_LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	  ASAN_OPTIONS=detect_leaks=1 sh spec/fuzz/run_fuzz.sh \
+	  --seconds $(FUZZ_SECONDS) --keep-going -- lua5.4 spec/fuzz/api_fuzz.lua
+	@sh spec/fuzz/run_fuzz.sh --seconds $(FUZZ_SECONDS) --keep-going \
+	  -- $(ASAN_BUILD)/moonflow spec/fuzz/api_fuzz.lua
 
 format:
 	clang-format -i engine/*.[ch] bindings/*.[ch] spec/c/*.c spec/install_host/*.c spec/fuzz/*.c

@@ -99,6 +99,7 @@ typedef struct mfl_run {
   int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
   unsigned char kind;
   unsigned char needs_resolve; /* arguments hold futures or wrappers */
+  unsigned char resolve_tables; /* ... inside tables (resolving may raise) */
   unsigned char keep_args;     /* retries: the arguments serve every attempt */
   unsigned char box_alive;     /* the Future userdata exists */
   unsigned char has_outcome;   /* a flow chose its final state */

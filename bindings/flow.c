@@ -28,6 +28,15 @@ static int l_wait_children(lua_State *L) {
   mf_run *run = need_run(L, S, "wait_children");
   mfl_check_yieldable(L, run, "a flow");
   int rc = mf_run_wait_children(run);
+  if (rc == MF_EDEADLK) {
+    char name[256];
+    mf_run_name(run, name, sizeof name);
+    return mfl_raise(L, "Deadlock",
+                     "flow run %s waits for the runs inside it, and one of "
+                     "them waits (through its inputs) for %s itself: neither "
+                     "can ever finish",
+                     name, name);
+  }
   if (rc)
     return mfl_raise(L, "UsageError", "wait failed: %s", mf_strerror(rc));
   return mfl_yield_parked(L, run, 0, wait_children_k);
@@ -106,11 +115,10 @@ static int l_current(lua_State *L) {
   return 1;
 }
 
-/* core.mark_handled(future) */
+/* core.mark_handled(future): handles its failure, or (before it is final)
+ * claims its outcome for a caller that will take it. */
 static int l_mark_handled(lua_State *L) {
-  mf_run *run = mfl_check_future(L, 1)->run;
-  if (mf_run_is_final(run))
-    mf_run_mark_handled(run);
+  mf_run_mark_handled(mfl_check_future(L, 1)->run);
   return 0;
 }
 

@@ -301,6 +301,22 @@ static int future_add_done_callback(lua_State *L) { return add_callback(L, 0); }
  * the run (for as_completed, which only orders runs). */
 static int l_watch(lua_State *L) { return add_callback(L, 1); }
 
+/* The text of a Future's value: a value that is itself a Future is named,
+ * not described (a Future whose result is itself would never end). */
+static const char *describe_value(lua_State *L, int idx) {
+  mfl_future *inner = lua_type(L, idx) == LUA_TUSERDATA &&
+                              mfl_is_kind(L, idx, &mfl_key_future_mt)
+                          ? lua_touserdata(L, idx)
+                          : NULL;
+  if (!inner)
+    return mfl_describe(L, idx);
+  if (!inner->run)
+    return lua_pushliteral(L, "<Future (collected)>");
+  char name[256];
+  mf_run_name(inner->run, name, sizeof name);
+  return lua_pushfstring(L, "<Future %s>", name);
+}
+
 static int future_tostring(lua_State *L) {
   mf_run *run = check_run(L, 1);
   char name[256];
@@ -315,7 +331,7 @@ static int future_tostring(lua_State *L) {
     lua_getiuservalue(L, 1, MFL_UV_RESULT);
     if (lr->nresults == -1)
       lua_rawgeti(L, -1, 1);
-    const char *value = mfl_describe(L, -1);
+    const char *value = describe_value(L, -1);
     lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
     return 1;
   }
@@ -355,8 +371,16 @@ static int future_gc(lua_State *L) {
   mf_run *run = f->run;
   if (!run)
     return 0;
-  f->run = NULL;
   mfl_run *lr = mf_run_body(run);
+  /* A pinned Future is reachable (the pins table holds it), so the
+   * collector finalizes it only when the state closes, from the base of
+   * the main thread's stack; a call with a caller above it is by hand
+   * (debug.getmetatable) and must not take the run's box away while the
+   * run still uses it. */
+  lua_Debug caller;
+  if (lr->pin != LUA_NOREF && lua_getstack(L, 1, &caller))
+    return 0;
+  f->run = NULL;
   lr->box_alive = 0;
   /* Even after the engine closed: its memory lasts until its last run is
    * released, here.  The run may outlive this userdata (a downstream
@@ -504,10 +528,8 @@ void mfl_open_future(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "moonflow.Future");
   lua_setfield(L, -2, "__name");
-  /* getmetatable(fut) gives this name: its __gc is not the user's to call
-   * (and setmetatable cannot take the Future's away). */
-  lua_pushliteral(L, "moonflow.Future");
-  lua_setfield(L, -2, "__metatable");
+  /* (getmetatable(fut) gives this name: its __gc is not the user's to call,
+   * and setmetatable cannot take the Future's away) */
   mfl_register_mt(L, &mfl_key_future_mt);
 
   lua_createtable(L, 0, 3); /* FutureList metatable */

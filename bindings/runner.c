@@ -418,11 +418,13 @@ static int prepare_step(lua_State *L) {
   return 1;
 }
 
-/* The common attempt needs no protection: with one argument or none,
- * nothing it does can raise but running out of memory, which the whole step
- * shares (resolving futures never raises).  Packed arguments may be too
- * many for a stack. */
-static int simple_attempt(const mfl_run *lr) { return lr->nargs >= 0; }
+/* The common attempt needs no protection: with one argument or none, and
+ * no table to resolve, nothing it does can raise but running out of
+ * memory, which the whole step shares.  Packed arguments may be too many
+ * for a stack; a resolved table may not take a key (NaN). */
+static int simple_attempt(const mfl_run *lr) {
+  return lr->nargs >= 0 && !lr->resolve_tables;
+}
 
 /* Starts the step's coroutine: returns the arguments pushed onto it, or
  * -1 when that failed (the error is then the step's outcome). */

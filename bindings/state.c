@@ -207,9 +207,12 @@ static const luaL_Reg state_methods[] = {{"is_completed", state_is_completed},
                                          {NULL, NULL}};
 
 void mfl_open_state(lua_State *L) {
+  /* core -> core */
   lua_createtable(L, 0, 3);
   lua_newtable(L);
   mfl_setfuncs(L, state_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "State"); /* core.State = methods */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, state_tostring);
   lua_setfield(L, -2, "__tostring");

@@ -151,6 +151,17 @@ static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
   mfl_raise(L, "UsageError", "cannot submit run %s: %s", name, mf_strerror(rc));
 }
 
+/* The argument at idx held futures (found): it is resolved before the
+ * run starts; one that is a table is copied, which may raise (a key that
+ * resolves to NaN), so the run's start is then protected. */
+static void note_resolve(lua_State *L, mfl_run *lr, int idx, int found) {
+  if (!found)
+    return;
+  lr->needs_resolve = 1;
+  if (lua_type(L, idx) == LUA_TTABLE)
+    lr->resolve_tables = 1;
+}
+
 /* Submits one run with the arguments first..first+nargs-1; pushes its
  * Future. */
 static mfl_future *submit_one(lua_State *L, mfl_state *S, int task_idx,
@@ -158,8 +169,7 @@ static mfl_future *submit_one(lua_State *L, mfl_state *S, int task_idx,
   mfl_future *f = create_run(L, S, task_idx, first, nargs, NULL, NULL);
   mfl_run *lr = mf_run_body(f->run);
   for (int i = 0; i < nargs; i++)
-    if (mfl_scan_arg(L, first + i, f->run))
-      lr->needs_resolve = 1;
+    note_resolve(L, lr, first + i, mfl_scan_arg(L, first + i, f->run));
   submit_run(L, f, task_idx);
   return f;
 }
@@ -179,6 +189,9 @@ static int task_submit(lua_State *L) {
   mfl_future *f = submit_one(L, S, 1, 2, nargs);
   if (!(t->call_flags & MFL_TASK_RETURN_STATE))
     return 1;
+  /* The caller takes the outcome (a State): the run is handled now, even
+   * if the caller ends before its wait does. */
+  mf_run_mark_handled(f->run);
   int box = lua_gettop(L);
   return mfl_wait(L, &f->run, 1, MF_WAIT_ALL, -1, box, state_k);
 }
@@ -196,6 +209,9 @@ static int task_call(lua_State *L) {
   check_task(L, 1);
   int nargs = lua_gettop(L) - 1;
   mfl_future *f = submit_one(L, S, 1, 2, nargs);
+  /* Its failure raises in the caller: handled from the start, so a caller
+   * that times out or is cancelled first leaves no orphan to report. */
+  mf_run_mark_handled(f->run);
   int box = lua_gettop(L);
   return mfl_wait(L, &f->run, 1, MF_WAIT_ALL, -1, box, call_k);
 }
@@ -435,11 +451,10 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     mfl_run *lr = mf_run_body(f->run);
     for (int i = 0; i < plan.nargs; i++) {
       if (plan.kinds[i] == ARG_ARRAY || plan.kinds[i] == ARG_LIST) {
-        if (mfl_scan_arg(L, base + i, f->run))
-          lr->needs_resolve = 1;
+        note_resolve(L, lr, base + i, mfl_scan_arg(L, base + i, f->run));
       } else if (plan.collectors[i]) {
         mfl_add_collected(L, plan.collectors[i], f->run);
-        lr->needs_resolve = 1;
+        lr->needs_resolve = lr->resolve_tables = 1;
       }
     }
     submit_run(L, f, 1);
@@ -455,6 +470,7 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
   for (lua_Integer r = 1; r <= plan.length; r++) {
     lua_rawgeti(L, list, r);
     runs[r - 1] = mfl_to_future(L, -1)->run;
+    mf_run_mark_handled(runs[r - 1]); /* the caller takes the States */
     lua_pop(L, 1);
   }
   return mfl_wait(L, runs, (size_t)plan.length, MF_WAIT_ALL, -1, list,

@@ -682,6 +682,10 @@ void mf__run_finalize(mf_run *run, mf_state_type type, mf_state_name name) {
   mf__run_push_state(run, type, name);
   close_resources(run);
   int unhandled_failure = is_failure(run) && !run->handled;
+  /* A run claimed before its end (a direct call, return_state) handles the
+   * upstream failure that stopped it, as reading it afterwards would. */
+  if (run->handled && run->cause)
+    mf_run_mark_handled(run->cause);
   mf_run *scope = unhandled_failure ? mf__nearest_flow(run) : NULL;
   if (submitted) {
     mf__progress_final(e, run, run->body_started);

@@ -425,7 +425,10 @@ MF_API size_t mf_engine_cancel_all(mf_engine *engine,
 
 /* Unhandled failures: a run that ends FAILED or NotReady is counted against
  * its nearest enclosing flow (or the engine's root scope) until something
- * handles it (reads its result or state after it is final, ...). */
+ * handles it (reads its result or state after it is final, ...).  Marking a
+ * run before it is final claims its outcome in advance (a caller that will
+ * take it): its failure is never counted, nor the upstream failure that
+ * leaves it NotReady. */
 MF_API void mf_run_mark_handled(mf_run *run);
 /* The unhandled failed runs inside a flow (NULL: the root scope), oldest
  * first.  Returns the count; *first (if not NULL) gets the oldest. */
@@ -513,7 +516,9 @@ MF_API int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
 /* Parks the executing run for that many seconds (0: yields once). */
 MF_API int mf_run_sleep(mf_run *run, double seconds);
 
-/* Parks the executing run until every run it started is final. */
+/* Parks the executing run until every run it started is final.
+ * MF_EDEADLK (not parked) when one of them waits, through its inputs or
+ * its own waits, for this run: neither could ever end. */
 MF_API int mf_run_wait_children(mf_run *run);
 
 /* Parks the executing run on something outside the engine (I/O, a host's

@@ -83,6 +83,13 @@ int mf_run_sleep(mf_run *run, double seconds) {
 }
 
 int mf_run_wait_children(mf_run *run) {
+  if (!may_park(run))
+    return MF_ESTATE;
+  /* A run inside it that waits (through inputs or waits) for the run
+   * itself can never end before it: a cycle no wake would break. */
+  for (mf_run *child = run->first_child; child; child = child->next_sibling)
+    if (!mf_run_is_final(child) && mf__deadlock_check(run->engine, run, child))
+      return MF_EDEADLK;
   int rc;
   if (!fresh_waiter(run, MF_WAITER_CHILDREN, &rc))
     return rc;

@@ -8,9 +8,9 @@ local download = mf.task({ name = "download" }, function(file, seconds)
 end)
 
 local futures = {
-  download:submit("a.csv", 0.03),
-  download:submit("b.csv", 0.01),
-  download:submit("c.csv", 0.02),
+  download:submit("a.csv", 0.45),
+  download:submit("b.csv", 0.15),
+  download:submit("c.csv", 0.3),
 }
 
 -- The iterator yields each future once, as soon as it is final.
@@ -20,9 +20,9 @@ end
 
 -- A FutureList from map works too, and so does a timeout: futures not done
 -- in time raise a Timeout error from the iterator.
-local list = download:map({ "x", "y", "z" }, { 0.2, 0.005, 0.2 })
+local list = download:map({ "x", "y", "z" }, { 60, 0.005, 60 })
 local ok, err = pcall(function()
-  for fut in mf.as_completed(list, 0.05) do
+  for fut in mf.as_completed(list, 0.5) do
     print("in time: " .. fut:result())
   end
 end)

@@ -9,7 +9,7 @@ local setup = mf.task({ name = "setup" }, function()
 end)
 
 local write = mf.task({ name = "write" }, function(row)
-  mf.sleep(0.01 * row)                 -- rows finish in order 1, 2, 3
+  mf.sleep(0.1 * row)                  -- rows finish in order 1, 2, 3
   print("write: row " .. row)
   return row
 end)

@@ -33,10 +33,12 @@ function TestErrors:test_usage_error_is_typed()
 end
 
 function TestErrors:test_timeout_is_typed()
-  local t = mf.task(function() mf.sleep(0.1) end)
+  local gate = h.gate() -- the run ends once the test opens it
+  local t = mf.task(function() gate:wait() end)
   local fut = t:submit()
   lu.assertFalse(fut:wait(0.01))
   assert_typed(failure(fut.result, fut, 0.01), "Timeout")
+  gate:open()
   fut:wait()
 end
 
@@ -231,7 +233,7 @@ function TestDeadlock:test_two_runs_waiting_on_each_other()
   local ok_a, v_a = fa:result()
   lu.assertTrue(ok_a, "a's wait was not a deadlock when it started")
   lu.assertEquals(v_a, false)
-  lu.assertTrue(mf.now() - t0 < 0.5)
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE)
 end
 
 function TestDeadlock:test_transitive_cycle_of_three()
@@ -254,7 +256,7 @@ function TestDeadlock:test_transitive_cycle_of_three()
   lu.assertEquals(fc:result(), "Deadlock")
   lu.assertEquals(fb:result(), "ok")
   lu.assertEquals(fa:result(), "ok")
-  lu.assertTrue(mf.now() - t0 < 0.5)
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE)
 end
 
 function TestDeadlock:test_waiting_on_a_run_that_waits_on_it_through_an_input()
@@ -372,7 +374,7 @@ function TestDeadlock:test_cycle_through_two_flows_never_hangs()
   local t0 = mf.now()
   ff, gg = F:submit(), G:submit()
   mf.wait({ ff, gg })
-  lu.assertTrue(mf.now() - t0 < 0.5)
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE)
   lu.assertEquals(kinds.u, "Deadlock")
   lu.assertEquals(kinds.t, "ok")
   ff:state(); gg:state()
@@ -394,7 +396,7 @@ function TestDeadlock:test_cycle_through_a_wait_for_any_never_hangs()
   local t0 = mf.now()
   fa, fb, fc = a:submit(), b:submit(), c:submit()
   mf.wait({ fa, fb, fc })
-  lu.assertTrue(mf.now() - t0 < 1, "it hung")
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE, "it hung")
   local deadlocks = 0
   for _, who in ipairs({ "a", "b", "c" }) do
     if kinds[who] == "Deadlock" then deadlocks = deadlocks + 1 end
@@ -452,7 +454,9 @@ function TestDeadlock:test_mutual_waits_with_timeouts_are_never_deadlocks()
   local a = mf.task(function() return fb:wait(0.03) end)
   local b = mf.task(function()
     mf.sleep(0.005)
-    local ok, v = pcall(fa.wait, fa, 0.15)
+    -- A timeout that surely outlasts a's own (a 0.15 s one could fire in
+    -- the same turn of a late loop as a's, before a has finished).
+    local ok, v = pcall(fa.wait, fa, h.PATIENCE)
     return ok, v
   end)
   fa, fb = a:submit(), b:submit()
@@ -483,26 +487,37 @@ function TestCancel:test_cancel_pending_run()
   lu.assertFalse(fut:cancel(), "already final")
 end
 
+-- Runs that sleep SLEEP seconds: a cancel that waited for the sleep would
+-- show (any machine cancels in less); then the test sleeps past SLEEP to
+-- see that nothing went on.
+local SLEEP = 1
+
+local function sleep_past(t)
+  mf.sleep(math.max(0, t - mf.now()) + 0.01)
+end
+
 function TestCancel:test_cancel_sleeping_run()
   local after_sleep = false
+  local asleep_at
   local t = mf.task(function()
-    mf.sleep(0.15)
+    asleep_at = mf.now()
+    mf.sleep(SLEEP)
     after_sleep = true
   end)
   local fut = t:submit()
-  mf.sleep(0.01)
+  h.eventually(function() return asleep_at end, "the run to sleep")
   lu.assertEquals(fut:state().name, "Running")
-  local t0 = mf.now()
   lu.assertTrue(fut:cancel())
   h.raises_kind("Cancelled", fut.result, fut)
-  lu.assertTrue(mf.now() - t0 < 0.1, "result waited for the sleep")
+  lu.assertTrue(mf.now() - asleep_at < SLEEP, "result waited for the sleep")
   lu.assertEquals(fut:state().type, "CANCELLED")
-  mf.sleep(0.16)
+  sleep_past(asleep_at + SLEEP)
   lu.assertFalse(after_sleep)
 end
 
 function TestCancel:test_cancel_run_waiting_on_inputs()
-  local up_task = mf.task(function() mf.sleep(0.03) return 1 end)
+  local gate = h.gate() -- the input finishes once the test opens it
+  local up_task = mf.task(function() gate:wait() return 1 end)
   local ran = false
   local down_task = mf.task(function(x) ran = true return x end)
   local up = up_task:submit()
@@ -510,6 +525,7 @@ function TestCancel:test_cancel_run_waiting_on_inputs()
   mf.sleep(0.005)
   lu.assertTrue(down:cancel())
   h.raises_kind("Cancelled", down.result, down)
+  gate:open()
   lu.assertEquals(up:result(), 1)
   mf.sleep(0.005)
   lu.assertFalse(ran)
@@ -528,8 +544,11 @@ end
 function TestCancel:test_cancelling_a_flow_cancels_its_tree()
   local futs = {}
   local continued = 0
+  local asleep, first_asleep = 0, nil
   local sleeper = mf.task(function()
-    mf.sleep(0.15)
+    asleep = asleep + 1
+    first_asleep = first_asleep or mf.now()
+    mf.sleep(SLEEP)
     continued = continued + 1
   end)
   local sub = mf.flow(function()
@@ -541,22 +560,20 @@ function TestCancel:test_cancelling_a_flow_cancels_its_tree()
     futs.a = sleeper:submit()
     futs.b = sleeper:submit()
     futs.sub = sub:submit()
-    mf.sleep(0.15)
+    mf.sleep(SLEEP)
     continued = continued + 1
   end)
   local ff = f:submit()
-  mf.sleep(0.02)
-  lu.assertNotNil(futs.deep, "the tree was not built yet")
-  local t0 = mf.now()
+  h.eventually(function() return asleep == 3 end, "the tree to be built")
   lu.assertTrue(ff:cancel())
   h.raises_kind("Cancelled", ff.result, ff)
-  lu.assertTrue(mf.now() - t0 < 0.1, "cancel waited for the sleeps")
+  lu.assertTrue(mf.now() - first_asleep < SLEEP, "cancel waited for the sleeps")
   lu.assertEquals(ff:state().type, "CANCELLED")
   for _, key in ipairs({ "a", "b", "sub", "deep" }) do
     lu.assertTrue(futs[key]:done(), key .. " not final")
     lu.assertEquals(futs[key]:state().type, "CANCELLED", key)
   end
-  mf.sleep(0.16)
+  sleep_past(first_asleep + SLEEP)
   lu.assertEquals(continued, 0)
 end
 

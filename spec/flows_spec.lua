@@ -127,18 +127,32 @@ function TestSubflows:test_submit_returns_future()
   lu.assertEquals(fut:state().type, "COMPLETED")
 end
 
+-- A flow sleeping 0.1 s that counts the flows asleep at once: parallel
+-- means both are asleep before either wakes.
+local function counted_sleeping_flow()
+  local counts = { asleep = 0, peak = 0 }
+  local f = mf.flow(function(v)
+    counts.asleep = counts.asleep + 1
+    counts.peak = math.max(counts.peak, counts.asleep)
+    mf.sleep(0.1)
+    counts.asleep = counts.asleep - 1
+    return v
+  end)
+  return f, counts
+end
+
 function TestSubflows:test_submitted_flows_run_in_parallel_top_level()
-  local f = mf.flow(function(v) mf.sleep(0.1) return v end)
+  local f, counts = counted_sleeping_flow()
   local t0 = mf.now()
   local a, b = f:submit(1), f:submit(2)
   lu.assertEquals({ a:result(), b:result() }, { 1, 2 })
   local elapsed = mf.now() - t0
   lu.assertTrue(elapsed >= 0.09, "too fast: " .. elapsed)
-  lu.assertTrue(elapsed < 0.18, "not parallel: " .. elapsed)
+  lu.assertEquals(counts.peak, 2, "not parallel")
 end
 
 function TestSubflows:test_submitted_subflows_run_in_parallel_inside_flow()
-  local sub = mf.flow(function(v) mf.sleep(0.1) return v end)
+  local sub, counts = counted_sleeping_flow()
   local outer = mf.flow(function()
     local t0 = mf.now()
     local a, b = sub:submit("a"), sub:submit("b")
@@ -148,7 +162,7 @@ function TestSubflows:test_submitted_subflows_run_in_parallel_inside_flow()
   local r, elapsed = outer()
   lu.assertEquals(r, "ab")
   lu.assertTrue(elapsed >= 0.09, "too fast: " .. elapsed)
-  lu.assertTrue(elapsed < 0.18, "not parallel: " .. elapsed)
+  lu.assertEquals(counts.peak, 2, "not parallel")
 end
 
 function TestSubflows:test_run_returns_completed_state()
@@ -240,10 +254,12 @@ function TestStructured:test_flow_waits_for_subflow_it_submitted()
   lu.assertTrue(finished)
 end
 
+-- The children below sleep h.LONG: awaited instead of cancelled, the flow
+-- would not end before PATIENCE, and they would end COMPLETED.
 function TestStructured:test_error_cancels_running_children_first()
   local child, grandchild, done_child
-  local long = mf.task(function() mf.sleep(0.15) end)
-  local spawner = mf.task(function() grandchild = long:submit() mf.sleep(0.15) end)
+  local long = mf.task(function() mf.sleep(h.LONG) end)
+  local spawner = mf.task(function() grandchild = long:submit() mf.sleep(h.LONG) end)
   local quick = mf.task(function() return 1 end)
   local f = mf.flow(function()
     done_child = quick:submit()
@@ -256,7 +272,7 @@ function TestStructured:test_error_cancels_running_children_first()
   local st = f:run()
   local elapsed = mf.now() - t0
   lu.assertEquals(st.type, "FAILED")
-  lu.assertTrue(elapsed < 0.1, "children were awaited, not cancelled: " .. elapsed)
+  lu.assertTrue(elapsed < h.PATIENCE, "children were awaited, not cancelled: " .. elapsed)
   lu.assertTrue(child:done())
   lu.assertEquals(child:state().type, "CANCELLED")
   lu.assertTrue(grandchild:done())
@@ -269,8 +285,8 @@ end
 
 function TestStructured:test_error_cancels_pending_and_submitted_subflow()
   local sub_fut, waiting
-  local sub = mf.flow(function() mf.sleep(0.15) end)
-  local slow = mf.task(function() mf.sleep(0.15) return 1 end)
+  local sub = mf.flow(function() mf.sleep(h.LONG) end)
+  local slow = mf.task(function() mf.sleep(h.LONG) return 1 end)
   local t = noop_task()
   local f = mf.flow(function()
     sub_fut = sub:submit()
@@ -280,7 +296,7 @@ function TestStructured:test_error_cancels_pending_and_submitted_subflow()
   end)
   local t0 = mf.now()
   lu.assertEquals(f:run().type, "FAILED")
-  lu.assertTrue(mf.now() - t0 < 0.1)
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE, "children were awaited, not cancelled")
   lu.assertEquals(sub_fut:state().type, "CANCELLED")
   lu.assertEquals(waiting:state().type, "CANCELLED")
 end

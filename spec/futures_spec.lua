@@ -20,6 +20,18 @@ end)
 
 local function elapsed_since(t0) return mf.now() - t0 end
 
+-- held(...) submits a run that returns its arguments once the gate it
+-- returns is opened (it gives up after h.PATIENCE): a run that is surely
+-- still going whenever the test looks, however slow the machine.
+local holder = mf.task({ name = "held" }, function(gate, ...)
+  gate:wait()
+  return ...
+end)
+local function held(...)
+  local gate = h.gate()
+  return holder:submit(gate, ...), gate
+end
+
 local function names(states)
   local out = {}
   for i, st in ipairs(states) do out[i] = st.name end
@@ -52,30 +64,34 @@ function TestFutureWait:test_returns_true_for_a_failed_run()
 end
 
 function TestFutureWait:test_returns_false_on_timeout()
-  local fut = sleep_then:submit(0.15, "late")
+  local fut, gate = held("late")
   local t0 = mf.now()
   lu.assertIs(fut:wait(0.03), false)
   local took = elapsed_since(t0)
   lu.assertTrue(took >= 0.025, "returned after " .. took)
-  lu.assertTrue(took < 0.12, "returned after " .. took)
+  lu.assertTrue(took < h.PATIENCE, "returned after " .. took)
   lu.assertFalse(fut:done())
   -- The run went on: a later wait sees it finish.
+  gate:open()
   lu.assertIs(fut:wait(), true)
   lu.assertEquals(fut:result(), "late")
 end
 
 function TestFutureWait:test_timeout_long_enough_returns_true()
   local fut = sleep_then:submit(0.01, 1)
-  lu.assertIs(fut:wait(1), true)
+  lu.assertIs(fut:wait(h.PATIENCE), true)
 end
 
 function TestFutureWait:test_already_final_returns_true_at_once()
+  -- At once: without letting a run that is ready take a step.
   local fut = sleep_then:submit(0, 1)
   fut:wait()
-  local t0 = mf.now()
+  local stepped = false
+  local other = mf.task(function() stepped = true end):submit()
   lu.assertIs(fut:wait(), true)
   lu.assertIs(fut:wait(0), true)
-  lu.assertTrue(elapsed_since(t0) < 0.01)
+  lu.assertFalse(stepped, "the wait on a final run let the loop turn")
+  other:wait()
 end
 
 -- }======
@@ -110,11 +126,11 @@ function TestFutureResult:test_reraises_the_error_table_unchanged()
   local fut = fail:submit(e)
   local ok, err = pcall(fut.result, fut)
   lu.assertFalse(ok)
-  h.assert_same(err, e)
+  lu.assertIs(err, e)
   -- Again, and with raise_on_failure == true said explicitly.
   ok, err = pcall(fut.result, fut, nil, true)
   lu.assertFalse(ok)
-  h.assert_same(err, e)
+  lu.assertIs(err, e)
 end
 
 function TestFutureResult:test_reraises_the_error_string_unchanged()
@@ -129,7 +145,7 @@ function TestFutureResult:test_raise_on_failure_false_returns_the_error_value()
   local fut = fail:submit(e, 0.01)
   local ok, got = pcall(fut.result, fut, nil, false)
   lu.assertTrue(ok, tostring(got))
-  h.assert_same(got, e)
+  lu.assertIs(got, e)
   local fut2 = fail:submit("text")
   lu.assertEquals(fut2:result(nil, false), "text")
 end
@@ -141,24 +157,25 @@ function TestFutureResult:test_raise_on_failure_false_on_success_returns_values(
 end
 
 function TestFutureResult:test_timeout_raises_Timeout()
-  local fut = sleep_then:submit(0.15, "late")
+  local fut, gate = held("late")
   local t0 = mf.now()
   h.raises_kind("Timeout", fut.result, fut, 0.03)
   local took = elapsed_since(t0)
-  lu.assertTrue(took >= 0.025 and took < 0.12, "raised after " .. took)
+  lu.assertTrue(took >= 0.025 and took < h.PATIENCE, "raised after " .. took)
   lu.assertFalse(fut:done())
   -- The run is not affected by the caller's timeout.
+  gate:open()
   lu.assertEquals(fut:result(), "late")
 end
 
 function TestFutureResult:test_timeout_not_reached_returns_values()
   local fut = sleep_then:submit(0.01, "in time", 2)
-  local a, b = fut:result(1)
+  local a, b = fut:result(h.PATIENCE)
   lu.assertEquals({ a, b }, { "in time", 2 })
 end
 
 function TestFutureResult:test_timeout_raises_even_with_raise_on_failure_false()
-  local fut = sleep_then:submit(0.15, "late")
+  local fut = held("late")
   h.raises_kind("Timeout", fut.result, fut, 0.02, false)
   cancel_all(fut)
 end
@@ -170,10 +187,9 @@ end
 TestFutureState = {}
 
 function TestFutureState:test_never_blocks()
-  local fut = sleep_then:submit(0.1, 1)
-  local t0 = mf.now()
+  -- Had state() waited, the state would be final.
+  local fut = held(1)
   local st = fut:state()
-  lu.assertTrue(elapsed_since(t0) < 0.02)
   lu.assertFalse(st:is_final())
   lu.assertTrue(st.type == "PENDING" or st.type == "RUNNING" or st.type == "SCHEDULED",
     st.type)
@@ -308,23 +324,22 @@ function TestFutureCancel:test_pending_run()
 end
 
 function TestFutureCancel:test_sleeping_run()
-  h.shared_memory("a task sets the test's variables")
+  -- The run sleeps 1 s: the cancel ends before that (any machine cancels
+  -- faster); then the test sleeps past it to see the body did not go on.
   local after = false
-  local started = false
+  local asleep_at
   local t = mf.task(function()
-    started = true
-    mf.sleep(0.1)
+    asleep_at = mf.now()
+    mf.sleep(1)
     after = true
   end)
   local fut = t:submit()
-  mf.sleep(0.02)
-  lu.assertTrue(started)
+  h.eventually(function() return asleep_at end, "the run to sleep")
   lu.assertFalse(fut:done())
-  local t0 = mf.now()
   lu.assertIs(fut:cancel(), true)
   assert_cancelled(fut)
-  lu.assertTrue(elapsed_since(t0) < 0.05)
-  mf.sleep(0.12)
+  lu.assertTrue(mf.now() - asleep_at < 1, "the cancel waited for the sleep")
+  mf.sleep(math.max(0, asleep_at + 1 - mf.now()) + 0.01)
   lu.assertFalse(after)
 end
 
@@ -341,17 +356,19 @@ function TestFutureCancel:test_run_waiting_on_inputs()
 end
 
 function TestFutureCancel:test_running_run_parked_in_a_wait()
-  h.shared_memory("a task holds a Future of the test")
-  local slow = sleep_then:submit(0.1, 1)
+  local slow, gate = held(1)
   local after = false
+  local waiting = false
   local waiter = mf.task(function()
+    waiting = true
     slow:result()
     after = true
   end):submit()
-  mf.sleep(0.02)
+  h.eventually(function() return waiting end, "the run to wait")
   lu.assertEquals(waiter:state().type, "RUNNING")
   lu.assertIs(waiter:cancel(), true)
   assert_cancelled(waiter)
+  gate:open()
   lu.assertEquals(slow:result(), 1)
   mf.sleep(0.01)
   lu.assertFalse(after)
@@ -377,7 +394,6 @@ function TestFutureCancel:test_second_cancel_is_false()
 end
 
 function TestFutureCancel:test_from_inside_another_run()
-  h.shared_memory("a task holds a Future of the test")
   local victim = sleep_then:submit(0.1, 1)
   local canceller = mf.task(function()
     mf.sleep(0.01)
@@ -442,6 +458,7 @@ function TestDoneCallback:test_called_for_failed_and_cancelled_runs()
 end
 
 -- Waiting inside a plain callback: a UsageError that says why, never a hang.
+-- `other` is held: had a wait in the callback waited, it would not raise.
 local function try_wait_in_callback(fut, other)
   local outcome = {}
   fut:add_done_callback(function()
@@ -449,12 +466,14 @@ local function try_wait_in_callback(fut, other)
     outcome.wait_ok, outcome.wait_err = pcall(other.wait, other)
     outcome.result_ok, outcome.result_err = pcall(other.result, other)
     outcome.took = mf.now() - t0
+    outcome.other_done = other:done()
   end)
   return outcome
 end
 
 local function assert_usage_in_callback(outcome)
   lu.assertNotNil(outcome.took, "the callback did not run")
+  lu.assertFalse(outcome.other_done, "the callback waited for the other run")
   for _, what in ipairs({ "wait", "result" }) do
     lu.assertFalse(outcome[what .. "_ok"], what .. " did not raise")
     local err = outcome[what .. "_err"]
@@ -462,12 +481,11 @@ local function assert_usage_in_callback(outcome)
     lu.assertEquals(err.kind, "UsageError", tostring(err))
     lu.assertStrContains(err.message, "callback")
   end
-  lu.assertTrue(outcome.took < 0.05)
+  lu.assertTrue(outcome.took < h.PATIENCE)
 end
 
 function TestDoneCallback:test_waiting_in_a_callback_is_usage_error()
-  h.shared_memory("a 0.15 s sleep on one worker against a 0.01 s one on another: no longer the timers of one loop")
-  local other = sleep_then:submit(0.15)
+  local other = held()
   local fut = sleep_then:submit(0.01)
   local outcome = try_wait_in_callback(fut, other)
   fut:wait()
@@ -478,7 +496,7 @@ function TestDoneCallback:test_waiting_in_a_callback_is_usage_error()
 end
 
 function TestDoneCallback:test_waiting_in_a_callback_run_at_once_is_usage_error()
-  local other = sleep_then:submit(0.15)
+  local other = held()
   local fut = sleep_then:submit(0)
   fut:wait()
   local outcome = try_wait_in_callback(fut, other)
@@ -514,9 +532,9 @@ end
 TestWaitingNeverBlocks = {}
 
 function TestWaitingNeverBlocks:test_a_wait_lets_other_runs_go_on()
-  h.shared_memory("a task holds a Future of the test")
+  -- slow finishes only after the ticker ran: the waiter waited meanwhile.
   local order = {}
-  local slow = sleep_then:submit(0.06)
+  local slow, gate = held()
   local waiter = mf.task(function()
     slow:wait()
     order[#order + 1] = "waiter"
@@ -524,6 +542,7 @@ function TestWaitingNeverBlocks:test_a_wait_lets_other_runs_go_on()
   local ticker = mf.task(function()
     mf.sleep(0.01)
     order[#order + 1] = "ticker"
+    gate:open()
   end):submit()
   waiter:wait()
   ticker:wait()
@@ -531,31 +550,40 @@ function TestWaitingNeverBlocks:test_a_wait_lets_other_runs_go_on()
 end
 
 function TestWaitingNeverBlocks:test_many_runs_wait_at_once()
-  h.shared_memory("a task holds a Future of the test")
-  local t0 = mf.now()
-  local slow = sleep_then:submit(0.08, 2)
-  local waiter = mf.task(function(i) return slow:result() * i end)
+  -- Counted: all five are parked on slow before it finishes.
+  local slow, gate = held(2)
+  local waiting = 0
+  local waiter = mf.task(function(i)
+    waiting = waiting + 1
+    return slow:result() * i
+  end)
   local futs = {}
   for i = 1, 5 do futs[i] = waiter:submit(i) end
+  h.eventually(function() return waiting == 5 end, "five runs waiting")
+  lu.assertFalse(slow:done())
+  for i = 1, 5 do lu.assertFalse(futs[i]:done()) end
+  gate:open()
   for i = 1, 5 do lu.assertEquals(futs[i]:result(), 2 * i) end
-  lu.assertTrue(elapsed_since(t0) < 0.25, "took " .. elapsed_since(t0))
 end
 
 function TestWaitingNeverBlocks:test_the_main_chunk_waits_while_runs_progress()
-  h.shared_memory("a task sets the test's variables")
+  -- slow finishes once the ticker ticked 5 times: only if the main
+  -- chunk's wait let the ticker run.
   local ticks = 0
   local ticker = mf.task(function()
     for _ = 1, 5 do mf.sleep(0.005) ticks = ticks + 1 end
   end):submit()
-  local slow = sleep_then:submit(0.06)
+  local slow = mf.task(function()
+    h.eventually(function() return ticks == 5 end, "5 ticks")
+  end):submit()
   slow:wait()
   lu.assertEquals(ticks, 5)
+  lu.assertEquals(slow:state().type, "COMPLETED")
   ticker:wait()
 end
 
 function TestWaitingNeverBlocks:test_coroutine_created_inside_a_run_raises_usage_error()
-  h.shared_memory("a task holds a Future of the test")
-  local slow = sleep_then:submit(0.15)
+  local slow = held()
   local probe = mf.task(function()
     local out = {}
     local t0 = mf.now()
@@ -577,14 +605,13 @@ function TestWaitingNeverBlocks:test_coroutine_created_inside_a_run_raises_usage
     lu.assertStrContains(r.err.message, "coroutine")
     lu.assertEquals(r.status, "dead")
   end
-  lu.assertTrue(out.took < 0.05)
-  lu.assertFalse(slow:done())
+  lu.assertTrue(out.took < h.PATIENCE)
+  lu.assertFalse(slow:done(), "a wait in the coroutine waited")
   cancel_all(slow)
 end
 
 function TestWaitingNeverBlocks:test_coroutine_wrap_inside_a_run_raises_usage_error()
-  h.shared_memory("a task holds a Future of the test")
-  local slow = sleep_then:submit(0.15)
+  local slow = held()
   local probe = mf.task(function()
     local ok, err = pcall(coroutine.wrap(function() return slow:result() end))
     return ok, err
@@ -598,7 +625,7 @@ end
 
 function TestWaitingNeverBlocks:test_coroutine_in_the_main_chunk_of_the_program()
   if not h.in_program then return end   -- the main chunk is a run only there
-  local slow = sleep_then:submit(0.15)
+  local slow = held()
   local co = coroutine.create(function() return slow:result() end)
   local ok, err = coroutine.resume(co)
   lu.assertFalse(ok)
@@ -637,11 +664,23 @@ function TestFutureList:test_wait()
   for _, fut in ipairs(list) do lu.assertTrue(fut:done()) end
 end
 
+-- held_square: x * x, run 2 held until the gate opens.
+local function held_square()
+  local gate = h.gate()
+  local t = mf.task(function(x)
+    if x == 2 then gate:wait() end
+    return x * x
+  end)
+  return t, gate
+end
+
 function TestFutureList:test_wait_timeout_returns_false()
-  local list = square:map({ 1, 2 }, { 0, 0.15 })
+  local t, gate = held_square()
+  local list = t:map({ 1, 2 })
   lu.assertIs(list:wait(0.03), false)
   lu.assertTrue(list[1]:done())
   lu.assertFalse(list[2]:done())
+  gate:open()
   lu.assertIs(list:wait(), true)
 end
 
@@ -674,15 +713,19 @@ local maybe_fail = mf.task({ name = "maybe_fail" }, function(x, s)
 end)
 
 function TestFutureList:test_fail_fast_while_earlier_runs_go_on()
+  -- Run 1 is held: the failure of run 2 raises while it is still going.
   local e = { which = "second" }
-  local list = maybe_fail:map({ 1, e }, { 0.15, 0.01 })
-  local t0 = mf.now()
+  local gate = h.gate()
+  local t = mf.task(function(x)
+    if x == 1 then gate:wait() return x end
+    mf.sleep(0.01)
+    error(x, 0)
+  end)
+  local list = t:map({ 1, e })
   local ok, err = pcall(list.result, list)
-  local took = elapsed_since(t0)
   lu.assertFalse(ok)
-  h.assert_same(err, e)
-  lu.assertTrue(took < 0.1, "raised after " .. took)
-  lu.assertFalse(list[1]:done())
+  lu.assertIs(err, e)
+  lu.assertFalse(list[1]:done(), "the list waited for run 1")
   cancel_all(list[1])
 end
 
@@ -691,7 +734,7 @@ function TestFutureList:test_fail_fast_raises_the_first_failure_to_finish()
   local list = maybe_fail:map({ 0, later, first }, { 0, 0.06, 0.01 })
   local ok, err = pcall(list.result, list)
   lu.assertFalse(ok)
-  h.assert_same(err, first)
+  lu.assertIs(err, first)
   list:wait()
   list[2]:state()
 end
@@ -703,14 +746,15 @@ function TestFutureList:test_raise_on_failure_false_puts_the_error_at_its_index(
   lu.assertTrue(ok, tostring(r))
   lu.assertEquals(r.n, 3)
   lu.assertEquals(r[1], 10)
-  h.assert_same(r[2], e)
+  lu.assertIs(r[2], e)
   lu.assertEquals(r[3], 30)
   -- It waited for every run.
   for _, fut in ipairs(list) do lu.assertTrue(fut:done()) end
 end
 
 function TestFutureList:test_result_timeout_raises_Timeout()
-  local list = square:map({ 1, 2 }, { 0, 0.15 })
+  local t = held_square()
+  local list = t:map({ 1, 2 })
   h.raises_kind("Timeout", list.result, list, 0.03)
   lu.assertFalse(list[2]:done())
   cancel_all(list[2])
@@ -749,12 +793,14 @@ function TestMfWait:test_duplicates_removed()
 end
 
 function TestMfWait:test_timeout_returns_never_raises()
-  local fast, slow = sleep_then:submit(0.01), sleep_then:submit(0.15)
+  -- The timeout (0.5 s) leaves the fast run (0.01 s) time to finish even
+  -- on a loop that starts it late.
+  local fast, slow = sleep_then:submit(0.01), held()
   local t0 = mf.now()
-  local ok, done, not_done = pcall(mf.wait, { fast, slow, slow }, 0.04)
+  local ok, done, not_done = pcall(mf.wait, { fast, slow, slow }, 0.5)
   local took = elapsed_since(t0)
   lu.assertTrue(ok, tostring(done))
-  lu.assertTrue(took >= 0.035 and took < 0.12, "returned after " .. took)
+  lu.assertTrue(took >= 0.495 and took < h.PATIENCE, "returned after " .. took)
   lu.assertEquals(#done, 1)
   lu.assertIs(done[1], fast)
   lu.assertEquals(#not_done, 1)
@@ -780,13 +826,21 @@ local function collect(iter)
   return out
 end
 
+-- A run that returns value once the future get() gives is final: finish
+-- orders made by construction, not by sleep lengths.
+local after = mf.task({ name = "after" }, function(get, value)
+  get():wait()
+  return value
+end)
+
 function TestAsCompleted:test_already_final_first_then_finish_order()
-  h.shared_memory("the order of sleeps 20 ms apart on different workers: no longer the timers of one loop")
+  -- Submitted b, c, d; they finish c, d, b.
   local ready = sleep_then:submit(0, "ready")
   ready:wait()
-  local b = sleep_then:submit(0.06, "b")
-  local c = sleep_then:submit(0.02, "c")
-  local d = sleep_then:submit(0.04, "d")
+  local c, d
+  local b = after:submit(function() return d end, "b")
+  c = sleep_then:submit(0.02, "c")
+  d = after:submit(function() return c end, "d")
   local got = collect(mf.as_completed({ b, c, d, ready }))
   lu.assertEquals(#got, 4)
   lu.assertIs(got[1], ready)
@@ -814,8 +868,13 @@ function TestAsCompleted:test_yields_failed_runs_too()
 end
 
 function TestAsCompleted:test_a_future_list()
-  h.shared_memory("the order of sleeps 10 ms apart on different workers: no longer the timers of one loop")
-  local list = square:map({ 1, 2, 3 }, { 0.03, 0.01, 0.02 })
+  -- They finish 2, 3, 1: run 3 waits for run 2, run 1 for run 3.
+  local list
+  local t = mf.task(function(x)
+    if x == 3 then list[2]:wait() elseif x == 1 then list[3]:wait() end
+    return x * x
+  end)
+  list = t:map({ 1, 2, 3 })
   local got = collect(mf.as_completed(list))
   lu.assertEquals(#got, 3)
   lu.assertIs(got[1], list[2])
@@ -824,12 +883,14 @@ function TestAsCompleted:test_a_future_list()
 end
 
 function TestAsCompleted:test_timeout_raises_with_the_count()
+  -- The timeout (0.5 s) leaves the fast run (0.01 s) time to finish even
+  -- on a loop that starts it late.
   local fast = sleep_then:submit(0.01)
-  local s1, s2 = sleep_then:submit(0.15), sleep_then:submit(0.15)
+  local s1, s2 = held(), held()
   local got = {}
   local t0 = mf.now()
   local ok, err = pcall(function()
-    for fut in mf.as_completed({ s1, fast, s2 }, 0.04) do got[#got + 1] = fut end
+    for fut in mf.as_completed({ s1, fast, s2 }, 0.5) do got[#got + 1] = fut end
   end)
   local took = elapsed_since(t0)
   lu.assertFalse(ok)
@@ -839,27 +900,32 @@ function TestAsCompleted:test_timeout_raises_with_the_count()
   lu.assertEquals(tostring(err), "Timeout: 2 (of 3) futures unfinished")
   lu.assertEquals(#got, 1)
   lu.assertIs(got[1], fast)
-  lu.assertTrue(took >= 0.035 and took < 0.12, "raised after " .. took)
+  lu.assertTrue(took >= 0.495 and took < h.PATIENCE, "raised after " .. took)
   cancel_all(s1, s2)
 end
 
 function TestAsCompleted:test_timeout_counts_from_the_call()
-  local slow = sleep_then:submit(0.15)
+  -- The first iteration comes after the timeout (0.5 s) passed: it raises
+  -- at once.  Counted from the first iteration, it would wait 0.5 s more,
+  -- and a run sleeping 0.4 s, submitted just before it, would be done.
+  -- (0.4 s: a loop waking late by less than that cannot finish it first.)
+  local slow = held()
   local t0 = mf.now()
-  local iter = mf.as_completed({ slow }, 0.05)
-  mf.sleep(0.04)
+  local iter = mf.as_completed({ slow }, 0.5)
+  mf.sleep(0.55)
+  local witness = sleep_then:submit(0.4)
   local ok, err = pcall(iter)
   local took = elapsed_since(t0)
   lu.assertFalse(ok)
   lu.assertEquals(err.kind, "Timeout")
   lu.assertEquals(err.message, "1 (of 1) futures unfinished")
-  lu.assertTrue(took < 0.085, "raised " .. took .. " s after the call")
-  cancel_all(slow)
+  lu.assertFalse(witness:done(), "raised " .. took .. " s after the call: counted from the iteration")
+  cancel_all(slow, witness)
 end
 
 function TestAsCompleted:test_in_time_no_error()
   local a = sleep_then:submit(0.01)
-  local got = collect(mf.as_completed({ a }, 1))
+  local got = collect(mf.as_completed({ a }, h.PATIENCE))
   lu.assertEquals(#got, 1)
 end
 
@@ -870,16 +936,17 @@ end
 TestNegativeTimeout = {}
 
 function TestNegativeTimeout:test_every_wait_raises_usage_error()
+  -- Raised by the call: had any of them waited, the runs would be done.
   local fut = sleep_then:submit(0.01)
   local list = square:map({ 1 })
-  local t0 = mf.now()
   h.raises_kind("UsageError", fut.wait, fut, -1)
   h.raises_kind("UsageError", fut.result, fut, -0.5)
   h.raises_kind("UsageError", mf.result, fut, -1)
   h.raises_kind("UsageError", list.wait, list, -1)
   h.raises_kind("UsageError", list.result, list, -1)
   h.raises_kind("UsageError", mf.wait, { fut }, -1)
-  lu.assertTrue(elapsed_since(t0) < 0.01, "a negative timeout waited")
+  lu.assertFalse(fut:done(), "a negative timeout waited")
+  lu.assertFalse(list[1]:done(), "a negative timeout waited")
   fut:wait()
   list:wait()
 end
@@ -901,8 +968,8 @@ function TestMfResult:test_same_as_the_method()
   local bad = fail:submit(e)
   local ok, err = pcall(mf.result, bad)
   lu.assertFalse(ok)
-  h.assert_same(err, e)
-  h.assert_same(mf.result(bad, nil, false), e)
+  lu.assertIs(err, e)
+  lu.assertIs(mf.result(bad, nil, false), e)
   local slow = sleep_then:submit(0.15)
   h.raises_kind("Timeout", mf.result, slow, 0.01)
   cancel_all(slow)

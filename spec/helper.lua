@@ -7,6 +7,42 @@
 --   ... tests ...
 --   h.run()            -- at the end: runs luaunit, raises if any failed
 -- Each spec starts with: package.path = "spec/?.lua;" .. package.path
+--
+-- {====== Time in tests ======
+-- The tests run on busy machines (two cores, other builds, the sanitizers):
+-- a step that takes a millisecond here may take a hundred there.  So:
+--  * Never assert that something was fast.  Order, concurrency and "did not
+--    wait for X" are asserted with events and counters: a run records that
+--    it started (h.eventually waits for that), X is not done() when the
+--    call returned, a counter moved while another run was still going.
+--    Speed is measured in bench/, never in a test.
+--  * A run that must still be going when the test looks at it waits on a
+--    gate the test opens (h.gate), never on a short sleep a slow machine
+--    could outlast.
+--  * Where a test is about time (a sleep lasts its duration, a timeout
+--    fires), the lower bound stays exact and the upper bound is
+--    h.PATIENCE: it shows that the thing ends, not how fast.
+--
+--   h.PATIENCE       seconds (10; MF_TEST_PATIENCE overrides): how long a
+--                    spec waits for something quick before calling it hung
+--   h.LONG           seconds (3 x PATIENCE): a sleep no test waits out; a
+--                    run sleeping h.LONG is still asleep when the test
+--                    looks, unless something (a timeout, a cancel) stopped it
+--   h.eventually(pred, what[, patience])
+--                    waits until pred() is true, in 2 ms sleeps (they park
+--                    a run, and drive the loop at top level); fails with
+--                    "gave up after N s waiting for: what"
+--   h.gate()         a latch: g:open(); g:wait([patience]) parks until it
+--                    is open (true), or gives up after PATIENCE (false),
+--                    so a test that forgets to open it ends all the same
+--   h.recorder()     an event log: ev("name") records; ev.list;
+--                    ev:count(name); ev:assert_order(a, b, ...) asserts
+--                    each was recorded, in that order
+--   h.spin_until(pred[, patience])
+--                    computes without ever yielding until pred() is true
+--                    (true) or patience passed (false): the body of a run
+--                    that preemption must interrupt
+-- }======
 if os.getenv("MF_MODULE_DIR") then
   package.cpath = os.getenv("MF_MODULE_DIR") .. "/?.so;" .. package.cpath
 end
@@ -14,6 +50,9 @@ local lu = require "luaunit"
 local mf = require "moonflow"
 
 local M = { mf = mf, lu = lu }
+
+M.PATIENCE = tonumber(os.getenv("MF_TEST_PATIENCE")) or 10
+M.LONG = 3 * M.PATIENCE
 
 -- MF_RUNNER=threads|processes: the spec runs again with every task on that
 -- runner (ctest does it for the specs of the shared suite).  Tests that
@@ -61,6 +100,70 @@ end
 
 -- True when the spec runs under the moonflow program (main chunk is a run).
 M.in_program = mf.context() ~= nil
+
+-- {====== Events instead of clocks ======
+
+function M.eventually(pred, what, patience)
+  patience = patience or M.PATIENCE
+  local t0 = mf.now()
+  while not pred() do
+    if mf.now() - t0 > patience then
+      lu.fail(string.format("gave up after %g s waiting for: %s", patience, what))
+    end
+    mf.sleep(0.002)
+  end
+end
+
+function M.gate()
+  local g = { opened = false }
+  function g:open() self.opened = true end
+  function g:wait(patience)
+    local t0 = mf.now()
+    patience = patience or M.PATIENCE
+    while not self.opened do
+      if mf.now() - t0 > patience then return false end
+      mf.sleep(0.002)
+    end
+    return true
+  end
+  return g
+end
+
+local Recorder = {}
+Recorder.__index = Recorder
+Recorder.__call = function(self, name) self.list[#self.list + 1] = name end
+
+function Recorder:count(name)
+  local n = 0
+  for _, v in ipairs(self.list) do if v == name then n = n + 1 end end
+  return n
+end
+
+function Recorder:assert_order(...)
+  local at = 0
+  for _, name in ipairs({ ... }) do
+    local found
+    for i = at + 1, #self.list do
+      if self.list[i] == name then found = i break end
+    end
+    lu.assertNotNil(found, string.format("no %q after position %d in: %s", name, at,
+      table.concat(self.list, ", ")))
+    at = found
+  end
+end
+
+function M.recorder() return setmetatable({ list = {} }, Recorder) end
+
+function M.spin_until(pred, patience)
+  local t0 = mf.now()
+  patience = patience or M.PATIENCE
+  while not pred() do
+    if mf.now() - t0 > patience then return false end
+  end
+  return true
+end
+
+-- }======
 
 function M.run()
   local status = lu.LuaUnit.run("--verbose")

@@ -59,34 +59,31 @@ function TestMapping:test_futurelist_and_array_mapped_together()
 end
 
 function TestMapping:test_futurelist_streams_each_run_after_its_own_upstream()
-  h.shared_memory("a task sets the test's variables")
-  local delays = { 0.15, 0.01, 0.08 }
-  local a_done, b_start, b_order = {}, {}, {}
+  -- The a runs finish 2, 3, 1, and each is released only by the start of
+  -- the b run before it: a3 waits until b2 started, a1 until b3 did.  So
+  -- the chain ends only if each b run starts after its own a run, while the
+  -- others still go on (not after the slowest); else an a run gives up
+  -- after PATIENCE and fails.
+  local ev = h.recorder()
+  local b_started = {}
+  local released_by = { [3] = 2, [1] = 3 }
   local a = mf.task(function(i)
-    mf.sleep(delays[i])
-    a_done[i] = mf.now()
+    local by = released_by[i]
+    if by then
+      h.eventually(function() return b_started[by] end, "b run " .. by .. " to start")
+    end
+    ev("a" .. i .. " done")
     return i
   end)
   local b = mf.task(function(i)
-    b_start[i] = mf.now()
-    b_order[#b_order + 1] = i
+    b_started[i] = true
+    ev("b" .. i)
     return i * 2
   end)
-  local t0 = mf.now()
   local list = b:map(a:map({ 1, 2, 3 }))
   lu.assertEquals(list:result(), { 2, 4, 6, n = 3 })
-  -- Each b run starts after its own a run, and as soon as it is done:
-  -- not after the slowest a run.
-  lu.assertEquals(b_order, { 2, 3, 1 })
-  for i = 1, 3 do
-    lu.assertTrue(b_start[i] >= a_done[i], "b run " .. i .. " started early")
-    lu.assertTrue(b_start[i] - a_done[i] < 0.03,
-      string.format("b run %d started %.3f s after its a run", i,
-        b_start[i] - a_done[i]))
-  end
-  lu.assertTrue(b_start[2] < a_done[1], "b run 2 waited for a run 1")
-  lu.assertTrue(b_start[3] < a_done[1], "b run 3 waited for a run 1")
-  lu.assertTrue(b_start[2] - t0 < 0.07)
+  -- Each b run right after its own a run, before the next a run is done.
+  lu.assertEquals(ev.list, { "a2 done", "b2", "a3 done", "b3", "a1 done", "b1" })
 end
 
 function TestMapping:test_futurelist_run_i_depends_on_future_i_alone()
@@ -106,7 +103,6 @@ function TestMapping:test_futurelist_run_i_depends_on_future_i_alone()
 end
 
 function TestMapping:test_record_keys_table_is_usage_error()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local err = h.raises_kind("UsageError", t.map, t, { a = 1, b = 2 })
   lu.assertStrContains(err.message, "unmapped")
@@ -118,7 +114,6 @@ function TestMapping:test_record_keys_table_is_usage_error()
 end
 
 function TestMapping:test_record_keys_table_unmapped_is_broadcast()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local rec = { a = 1, b = 2 }
   lu.assertEquals(#t:map({ 1, 2, 3 }, mf.unmapped(rec)):result(), 3)
@@ -129,7 +124,6 @@ function TestMapping:test_record_keys_table_unmapped_is_broadcast()
 end
 
 function TestMapping:test_table_with_metatable_is_broadcast_as_is()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local obj = setmetatable({ 10, 20, 30, 40, 50 }, { __index = {} })
   local list = t:map({ 1, 2 }, obj)
@@ -158,10 +152,14 @@ function TestMapping:test_single_future_is_waited_for_and_its_result_mapped()
 end
 
 function TestMapping:test_single_future_inside_a_run_parks_the_caller()
-  h.shared_memory("a task sets the test's variables")
-  local produce = mf.task(function() mf.sleep(0.03) return { 1, 2 } end)
-  local double = mf.task(function(x) return x * 2 end)
+  -- The future is done only after the ticker ticked 3 times: the caller of
+  -- map must have parked for that.
   local ticks = 0
+  local produce = mf.task(function()
+    h.eventually(function() return ticks >= 3 end, "3 ticks")
+    return { 1, 2 }
+  end)
+  local double = mf.task(function(x) return x * 2 end)
   local ticker = mf.task(function()
     for _ = 1, 5 do mf.sleep(0.005) ticks = ticks + 1 end
   end)
@@ -178,7 +176,6 @@ function TestMapping:test_single_future_inside_a_run_parks_the_caller()
 end
 
 function TestMapping:test_single_future_with_non_array_result_is_usage_error()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local number = mf.task(function() return 42 end)
   local record = mf.task(function() return { a = 1 } end)
@@ -191,7 +188,6 @@ function TestMapping:test_single_future_with_non_array_result_is_usage_error()
 end
 
 function TestMapping:test_single_future_failed_upstream_is_upstream_failed()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local bad = mf.task(function() error("no list", 0) end)
   local fut = bad:submit()
@@ -203,7 +199,6 @@ function TestMapping:test_single_future_failed_upstream_is_upstream_failed()
 end
 
 function TestMapping:test_unmapped_future_passes_the_same_future_to_every_run()
-  h.shared_memory("a task records its calls in the test's table")
   local made = 0
   local produce = mf.task(function()
     made = made + 1
@@ -229,7 +224,6 @@ end
 -- {====== Broadcast arguments ======
 
 function TestMapping:test_scalars_functions_and_nil_are_broadcast()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local fn = function() end
   t:map({ 1, 2, 3 }, 5, "s", true, nil, fn):wait()
@@ -248,7 +242,6 @@ function TestMapping:test_scalars_functions_and_nil_are_broadcast()
 end
 
 function TestMapping:test_unmapped_table_is_broadcast_without_length_check()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local short = { "x", "y" }
   lu.assertEquals(t:map({ 1, 2, 3 }, mf.unmapped(short)):result(),
@@ -260,7 +253,6 @@ function TestMapping:test_unmapped_table_is_broadcast_without_length_check()
 end
 
 function TestMapping:test_unmapped_table_holding_futures_is_resolved_for_every_run()
-  h.shared_memory("a task records its calls in the test's table")
   local seven = mf.task(function() return 7 end)
   local t, calls = recorder()
   local fut = seven:submit()
@@ -274,23 +266,33 @@ function TestMapping:test_unmapped_table_holding_futures_is_resolved_for_every_r
 end
 
 function TestMapping:test_broadcast_table_is_searched_once_per_map_call()
-  h.shared_memory("a runner that copies sends a broadcast table to each run: its cost is per run")
+  -- Searched once per run, big would be walked 1000 times.  What one walk
+  -- costs is measured here, by a Lua loop over it (the engine's search
+  -- costs about as much): the map with big must cost less than 50 walks
+  -- more than the map without.  Costs are compared, not bounded: a slow
+  -- machine slows both alike; each is the best of 3, which leaves stalls out.
   local t = mf.task(function(x) return x end)
   local big = {}
   for i = 1, 50000 do big["k" .. i] = i end
   local xs = {}
   for i = 1, 1000 do xs[i] = i end
   local small = { k = 1 }
-  local t0 = mf.now()
-  t:map(xs, mf.unmapped(small)):wait()
-  local base = mf.now() - t0
-  t0 = mf.now()
-  t:map(xs, mf.unmapped(big)):wait()
-  local with_big = mf.now() - t0
-  -- Searched once per run, big would cost 50 million key visits.
-  lu.assertTrue(with_big - base < 0.2,
-    string.format("map with a big broadcast table took %.3f s (base %.3f s)",
-      with_big, base))
+  local function best(fn)
+    local b = math.huge
+    for _ = 1, 3 do
+      collectgarbage()
+      local t0 = mf.now()
+      fn()
+      b = math.min(b, mf.now() - t0)
+    end
+    return b
+  end
+  local walk = best(function() for _ in next, big do end end)
+  local base = best(function() t:map(xs, mf.unmapped(small)):wait() end)
+  local with_big = best(function() t:map(xs, mf.unmapped(big)):wait() end)
+  lu.assertTrue(with_big - base < 50 * walk,
+    string.format("map with a big broadcast table took %.4f s (base %.4f s, one walk %.4f s)",
+      with_big, base, walk))
 end
 
 -- }======
@@ -298,7 +300,6 @@ end
 -- {====== Lengths ======
 
 function TestMapping:test_length_mismatch_raised_before_any_run_starts()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local err = h.raises_kind("MappingLengthMismatch", t.map, t, { 1, 2, 3 },
     { 1, 2 })
@@ -309,7 +310,6 @@ function TestMapping:test_length_mismatch_raised_before_any_run_starts()
 end
 
 function TestMapping:test_length_mismatch_with_futurelist()
-  h.shared_memory("a task records its calls in the test's table")
   local a = mf.task(function(x) return x end)
   local t, calls = recorder()
   local up = a:map({ 1, 2 })
@@ -321,7 +321,6 @@ function TestMapping:test_length_mismatch_with_futurelist()
 end
 
 function TestMapping:test_length_mismatch_with_single_future()
-  h.shared_memory("a task records its calls in the test's table")
   local produce = mf.task(function() return { 1, 2, 3, 4 } end)
   local t, calls = recorder()
   local fut = produce:submit()
@@ -331,7 +330,6 @@ function TestMapping:test_length_mismatch_with_single_future()
 end
 
 function TestMapping:test_missing_iterable()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   h.raises_kind("MappingMissingIterable", t.map, t)
   h.raises_kind("MappingMissingIterable", t.map, t, 1, "x", true)
@@ -342,7 +340,6 @@ function TestMapping:test_missing_iterable()
 end
 
 function TestMapping:test_empty_array_gives_empty_futurelist()
-  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local list = t:map({})
   lu.assertEquals(#list, 0)

@@ -67,10 +67,16 @@ local function sh(cmd)
 end
 
 -- Runs the program.  opts.args: list of arguments; opts.stdin: nil (from
--- /dev/null), or a list of strings and numbers, piped in order, a number
--- being a pause in seconds; opts.merge: stderr goes with stdout; opts.env:
--- "NAME=value ..." for the program.
+-- /dev/null), or a list of strings, numbers and { until_file = path },
+-- piped in order, a number being a pause in seconds, until_file a pause
+-- until that file exists (WAIT at most); opts.merge: stderr goes with
+-- stdout; opts.env: "NAME=value ..." for the program.
 -- Returns { code, out, err }.
+-- How long the helpers wait for a subprocess to show something (output, a
+-- file, a screen) before giving up: a backstop, and the sanitizer build on
+-- a loaded machine starts a program slowly.
+local WAIT = 3 * h.PATIENCE
+
 local function run(opts)
   local args = {}
   for i, a in ipairs(opts.args or {}) do args[i] = shell_quote(a) end
@@ -85,6 +91,10 @@ local function run(opts)
     for _, piece in ipairs(opts.stdin) do
       if type(piece) == "number" then
         parts[#parts + 1] = "sleep " .. piece
+      elseif type(piece) == "table" then
+        parts[#parts + 1] = string.format(
+          "i=0; while [ ! -e %s ] && [ $i -lt %d ]; do sleep 0.02; i=$((i + 1)); done",
+          shell_quote(piece.until_file), math.ceil(WAIT / 0.02))
       else
         local f = tmp("in")
         write_file(f, piece)
@@ -724,9 +734,14 @@ end
 -- {====== Ctrl-C on a script ======
 
 -- Starts the program on a script in the background, waits until it printed
--- "started", then sends SIGINT (twice when `second`).  Returns the exit
--- status, the milliseconds from the first SIGINT to the exit, stdout, stderr.
-local function interrupt(path, second)
+-- "started", then sends SIGINT (twice when `second`), then creates the file
+-- `release` if given (a busy script spins until it exists).  Each SIGINT is
+-- sent only once the one before was delivered (none is pending in
+-- /proc/PID/status): two signals sent while a loaded machine has not run
+-- the program yet would arrive as one.  The release file too waits for
+-- that.  A guard kills the program after WAIT.  Returns the exit status, the
+-- milliseconds from the first SIGINT to the exit, stdout, stderr.
+local function interrupt(path, second, release)
   local out, err, res = tmp("out"), tmp("err"), tmp("res")
   local cmd = table.concat({
     "(exec " .. shell_quote(PROG) .. " " .. shell_quote(path) .. ") >" .. shell_quote(out)
@@ -734,15 +749,29 @@ local function interrupt(path, second)
     "pid=$!",
     "i=0",
     "while ! grep -q started " .. shell_quote(out) .. " 2>/dev/null; do",
-    "  i=$((i + 1)); [ $i -gt 200 ] && break",
+    "  i=$((i + 1)); [ $i -gt " .. math.ceil(WAIT / 0.05) .. " ] && break",
     "  sleep 0.05",
     "done",
     "sleep 0.3",
-    "( sleep 20 & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s; kill -KILL $pid 2>/dev/null ) &",
+    "( sleep " .. WAIT .. " & s=$!; trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s;"
+      .. " kill -KILL $pid 2>/dev/null ) &",
     "guard=$!",
+    "delivered() {",
+    "  j=0",
+    "  while [ $j -lt " .. math.ceil(WAIT / 0.01) .. " ]; do",
+    "    pending=0",
+    "    for m in $(awk '/^(SigPnd|ShdPnd):/ { print $2 }' /proc/$pid/status 2>/dev/null); do",
+    "      [ $(( 0x$m & 2 )) -ne 0 ] && pending=1",
+    "    done",
+    "    [ $pending -eq 0 ] && return",
+    "    sleep 0.01; j=$((j + 1))",
+    "  done",
+    "}",
     "t0=$(date +%s%N)",
     "kill -INT $pid",
-    second and "sleep 0.2; kill -INT $pid 2>/dev/null" or ":",
+    "delivered",
+    second and "kill -INT $pid 2>/dev/null" or ":",
+    release and (": >" .. shell_quote(release)) or ":",
     "wait $pid; rc=$?",
     "t1=$(date +%s%N)",
     "kill $guard 2>/dev/null",
@@ -762,22 +791,28 @@ io.stdout:flush()
 print(a:result(), b:result())
 ]]
 
--- A script stuck in a C call that cannot yield (a sort comparator): the
--- loop does not turn until it returns.
+-- A script stuck in a C call that cannot yield (a sort comparator that
+-- computes until a file exists): the loop does not turn until it returns.
+-- It says "started" from inside the comparator, so the Ctrl-C surely comes
+-- while it is stuck there.
 local BUSY_SCRIPT = [[
-print("started")
-io.stdout:flush()
 local n = 0
 table.sort({ 1, 2 }, function(a, b)
   n = n + 1
   if n == 1 then
-    local stop = os.clock() + %s
-    while os.clock() < stop do end
+    print("started")
+    io.stdout:flush()
+    while not io.open(%q) do end
   end
   return a < b
 end)
 print("sorted")
 ]]
+
+-- The exits below are "fast" when they do not wait for what the script
+-- was doing (30 s sleeps, a comparator that never returns -- the guard
+-- kills it after WAIT): PATIENCE is far less than that.
+local FAST_MS = h.PATIENCE * 1000
 
 TestInterrupt = {}
 
@@ -785,7 +820,7 @@ function TestInterrupt:test_sigint_cancels_runs_and_exits_130_fast()
   local rc, ms, out, err = interrupt(script("slow.lua", SLOW_SCRIPT))
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
   lu.assertEquals(rc, 130, all)
-  lu.assertTrue(ms < 2000, "did not end fast: " .. all)
+  lu.assertTrue(ms < FAST_MS, "did not end fast: " .. all)
   lu.assertEquals(out, "started\n", all)
   assert_contains(err, "interrupted", all)
   assert_contains(err, "cancelled", all)
@@ -805,7 +840,7 @@ print(f:result())
   local rc, ms, out, err = interrupt(path)
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
   lu.assertEquals(rc, 130, all)
-  lu.assertTrue(ms < 2000, "did not end fast: " .. all)
+  lu.assertTrue(ms < FAST_MS, "did not end fast: " .. all)
   assert_contains(err, "interrupted", all)
   assert_contains(err, "etl-1", "prints what was cancelled: the flow run\n" .. all)
 end
@@ -831,19 +866,23 @@ function TestInterrupt:test_sigint_names_every_run_it_cancelled()
 end
 
 function TestInterrupt:test_second_sigint_exits_at_once()
-  -- The first Ctrl-C cannot be acted on before the comparator returns (4 s
-  -- of CPU); the second must end the program at once.
-  local rc, ms, out, err = interrupt(script("busy4.lua", BUSY_SCRIPT:format(4)), true)
+  -- The first Ctrl-C cannot be acted on before the comparator returns (it
+  -- never does: its file is never made); the second must end the program
+  -- at once (the guard would kill it after WAIT).
+  local never = tmp("never")
+  local rc, ms, out, err = interrupt(script("busy_never.lua", BUSY_SCRIPT:format(never)), true)
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
   lu.assertEquals(rc, 130, all)
-  lu.assertTrue(ms < 1500, "second Ctrl-C did not exit at once: " .. all)
+  lu.assertTrue(ms < FAST_MS, "second Ctrl-C did not exit at once: " .. all)
   assert_not_contains(out, "sorted", all)
 end
 
 function TestInterrupt:test_sigint_during_blocking_call_is_not_lost()
   -- One Ctrl-C while the script cannot yield: acted on as soon as the loop
   -- turns again, never forgotten.
-  local rc, ms, out, err = interrupt(script("busy1.lua", BUSY_SCRIPT:format(1)))
+  local release = tmp("release")
+  local rc, ms, out, err = interrupt(script("busy_released.lua", BUSY_SCRIPT:format(release)),
+    false, release)
   local all = string.format("exit %s after %s ms\n--- stdout:\n%s\n--- stderr:\n%s", rc, ms, out, err)
   lu.assertEquals(rc, 130, all)
   assert_contains(err, "interrupted", all)
@@ -924,16 +963,28 @@ function TestPipedRepl:test_runtime_error_is_reported_and_repl_goes_on()
 end
 
 function TestPipedRepl:test_submit_returns_at_once_and_run_progresses_in_background()
+  -- The run goes only once the REPL's last line of the first piece sets
+  -- go; it then sleeps 0.3 s and leaves a file, for which the second piece
+  -- waits: the run finished while the REPL waited for input, and no line
+  -- before that could see it finished.
+  local done_file = tmp("done")
   local r = run { merge = true, stdin = {
     table.concat({
       't0 = mf.now()',
-      'slow = mf.task({name = "slow"}, function(x) mf.sleep(x) return 4 end)',
+      'go = false',
+      'slow = mf.task({name = "slow"}, function(x)',
+      '  while not go do mf.sleep(0.01) end',
+      '  mf.sleep(x)',
+      '  io.open(' .. string.format("%q", done_file) .. ', "w"):close()',
+      '  return 4',
+      'end)',
       'f = slow:submit(0.3)',
-      'mf.now() - t0 < 0.25',
+      'not f:done()',
       'print(f)',
+      'go = true',
       '',
     }, "\n"),
-    0.8,
+    { until_file = done_file },
     'print(f)\nmf.now() - t0 >= 0.3\n',
   } }
   assert_exit(r, 0)
@@ -1015,10 +1066,10 @@ function Term:lines()
   return lines
 end
 
--- Polls the screen (every 50 ms, up to ~4 s) until pred(lines) holds.
+-- Polls the screen (every 50 ms, up to WAIT) until pred(lines) holds.
 function Term:wait(pred, what)
   local lines
-  for _ = 1, 80 do
+  for _ = 1, math.ceil(WAIT / 0.05) do
     lines = self:lines()
     if pred(lines) then return lines end
     sh("sleep 0.05")
@@ -1150,18 +1201,28 @@ function TestTerminalRepl:test_typing_editing_multiline_history_and_ctrl_d()
   end
 end
 
+-- A file the test creates to let a run in the REPL finish (the run polls
+-- for it with hold(path)): the run ends when the test says, not after some
+-- sleep.  (Lines stay short: the terminal is 100 columns wide.)
+local function release_file() return tmp("release") end
+local HOLD = "function hold(p) while not io.open(p) do mf.sleep(0.02) end end"
+
 function TestTerminalRepl:test_background_output_keeps_the_line_being_typed()
   local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history))
   self.term = t
+  local release = release_file()
   t:wait_last(">")
-  t:enter('slow = mf.task({name = "slow"}, function(x) mf.sleep(x) print("BG-DONE") return 4 end)')
+  t:enter(HOLD)
   t:wait_last(">")
-  t:enter("f = slow:submit(1.2)")
-  t:wait_after("> f = slow:submit(1.2)", ">")
+  t:enter('slow = mf.task({name = "slow"}, function(p) hold(p) print("BG-DONE") return 4 end)')
+  t:wait_last(">")
+  t:enter("f = slow:submit(" .. string.format("%q", release) .. ")")
+  t:wait_after("> f = slow:submit(" .. string.format("%q", release) .. ")", ">")
   t:type("abc = 1")
   local lines = t:wait_last("> abc = 1")
   lu.assertNil(index_of(lines, "BG-DONE"), "the run ended before the text was typed; screen:\n"
     .. table.concat(lines, "\n"))
+  write_file(release, "")
   lines = t:wait(function(l) return index_of(l, "BG-DONE") ~= nil end, "BG-DONE")
   -- The background line sits above the prompt; the typed text is intact.
   lu.assertEquals(lines[#lines], "> abc = 1", table.concat(lines, "\n"))
@@ -1294,27 +1355,34 @@ function TestTerminalRepl:test_ctrl_d_with_runs_going_says_what_it_waits_for()
 end
 
 function TestTerminalRepl:test_ctrl_c_interrupts_a_wait_not_the_repl_nor_the_run()
+  -- The run ends once the test creates the release file; the Ctrl-C comes
+  -- after the REPL printed "waiting", right before it waits.
   local t = Term.start("MOONFLOW_HISTORY=" .. shell_quote(self.history))
   self.term = t
+  local release = release_file()
   t:wait_last(">")
-  t:enter('slow = mf.task({name = "slow"}, function(x) mf.sleep(x) return 4 end)')
+  t:enter(HOLD)
   t:wait_last(">")
-  t:enter("g = slow:submit(2)")
-  t:wait_after("> g = slow:submit(2)", ">")
-  t:enter("g:result()")
-  sh("sleep 0.3")
+  t:enter('slow = mf.task({name = "slow"}, function(p) hold(p) return 4 end)')
+  t:wait_last(">")
+  local submit = "g = slow:submit(" .. string.format("%q", release) .. ")"
+  t:enter(submit)
+  t:wait_after("> " .. submit, ">")
+  t:enter('print("waiting") g:result()')
+  t:wait_after('> print("waiting") g:result()', "waiting")
   t:keys("C-c")
   local lines = t:wait(function(l)
-    local at = index_of(l, "> g:result()")
+    local at = index_of(l, "waiting")
     return at and l[at + 1] and l[at + 1]:find("interrupted", 1, true) and l[at + 2] == ">"
   end, "interrupted, then a prompt")
-  local at = index_of(lines, "> g:result()")
+  local at = index_of(lines, "waiting")
   lu.assertStrMatches(lines[at + 1], "%^?C?interrupted")
   -- The REPL goes on, the run too.
   t:enter("40 + 2")
   t:wait_after("> 40 + 2", "42")
   t:enter("g")
   t:wait_after("> g", "<Future slow-1 Running>")
+  write_file(release, "")
   t:enter("g:result()")
   t:wait(function(l)
     local i

@@ -490,6 +490,8 @@ end
 
 TestFuzzerFinds = {}
 
+local PATIENCE = h.PATIENCE
+
 function TestFuzzerFinds:test_a_resurrected_future_is_a_usage_error()
   local saved
   do
@@ -534,6 +536,100 @@ function TestFuzzerFinds:test_run_of_a_return_state_task_gives_its_state()
   local t = mf.task(function() return 1 end)
   local st = t:with({ return_state = true }):run()
   lu.assertEquals(st.type, "COMPLETED")
+end
+
+function TestFuzzerFinds:test_gc_by_hand_of_a_live_future_leaves_its_run_alone()
+  local open = false
+  local fut = mf.task(function()
+    while not open do mf.sleep(0.001) end
+    return 42
+  end):submit()
+  debug.getmetatable(fut).__gc(fut) -- by hand, while the run is going
+  open = true
+  lu.assertTrue(fut:wait(PATIENCE))
+  lu.assertEquals(fut:result(), 42)
+end
+
+function TestFuzzerFinds:test_metatables_cannot_be_read_or_replaced()
+  local t = mf.task(function() return 1 end)
+  local fut = t:submit()
+  local list = t:map({ 1, 2 })
+  fut:wait()
+  local st = fut:state()
+  lu.assertEquals(getmetatable(t), "moonflow.Task")
+  lu.assertEquals(getmetatable(list), "moonflow.FutureList")
+  lu.assertEquals(getmetatable(st), "moonflow.State")
+  lu.assertEquals(getmetatable(mf.quote({})), "moonflow.quote")
+  lu.assertFalse(pcall(setmetatable, list, {}))
+  lu.assertFalse(pcall(setmetatable, st, {}))
+  list:wait()
+end
+
+function TestFuzzerFinds:test_flow_returning_a_changed_future_list()
+  local t = mf.task(function() error("no", 0) end)
+  local fl = mf.flow(function()
+    local list = t:map({ 1, 2 })
+    list[2] = "not a future" -- the user's to change
+    return list
+  end)
+  local st = fl:run()
+  lu.assertEquals(st.type, "FAILED")
+  lu.assertStrContains(st.message, "1/1 states failed")
+end
+
+function TestFuzzerFinds:test_state_with_a_result_field_written_over()
+  local fl = mf.flow(function()
+    local st = mf.task(function() error("inner", 0) end):with({ return_state = true }):submit()
+    rawset(st, "result", "shadowed")
+    return st
+  end)
+  local st = fl:run()
+  lu.assertEquals(st.type, "FAILED")
+  local ok, err = pcall(fl)
+  lu.assertFalse(ok)
+  lu.assertEquals(err, "inner") -- the State's own error, as returned
+end
+
+function TestFuzzerFinds:test_flow_whose_child_waits_for_the_flow_is_a_deadlock()
+  local t = mf.task(function(x) return x end)
+  local holder = {}
+  local fl = mf.flow(function()
+    while not holder.up do mf.sleep(0.001) end
+    t:submit(holder.up) -- holder.up waits for this flow to end
+    return 1
+  end)
+  local f = fl:submit()
+  holder.up = t:submit(f)
+  lu.assertTrue(f:wait(PATIENCE), "the flow never ended")
+  lu.assertEquals(f:state().type, "FAILED")
+  h.raises_kind("Deadlock", f.result, f)
+  lu.assertTrue(holder.up:wait(PATIENCE))
+  lu.assertEquals(holder.up:state().name, "NotReady")
+end
+
+-- A run whose outcome its caller claimed (a direct call, return_state,
+-- run()) is not reported as unhandled when the caller ends first.
+function TestFuzzerFinds:test_claimed_runs_are_handled_when_their_caller_ends_first()
+  local r = run([[
+local mf = require "moonflow"
+local up = mf.task(function() mf.sleep(0.2) error("late", 0) end):submit()
+local echo = mf.task(function(x) return x end)
+local callers = {
+  mf.task({ timeout = 0.05 }, function() return echo(up) end):submit(),
+  mf.task({ timeout = 0.05 }, function() return echo:run(up) end):submit(),
+  mf.task({ timeout = 0.05 }, function()
+    return echo:with({ return_state = true }):submit(up) end):submit(),
+  mf.task({ timeout = 0.05 }, function()
+    return echo:with({ return_state = true }):map({ up }) end):submit(),
+}
+for _, c in ipairs(callers) do c:wait() io.write(c:state().name, " ") end
+up:wait() up:state()
+mf.sleep(0.05)
+print("end")
+]], "moonflow")
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(r.out, "TimedOut TimedOut TimedOut TimedOut end\n")
+  lu.assertNotStrContains(r.err, "nothing handled")
 end
 
 -- }======

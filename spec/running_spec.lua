@@ -13,7 +13,7 @@ function TestSleep:test_sleep_waits_that_long()
   mf.sleep(0.05)
   local elapsed = mf.now() - t0
   lu.assertTrue(elapsed >= 0.049, "woke too early: " .. elapsed)
-  lu.assertTrue(elapsed < 0.15, "woke too late: " .. elapsed)
+  lu.assertTrue(elapsed < h.PATIENCE, "never woke: " .. elapsed)
 end
 
 function TestSleep:test_sleep_inside_task_waits_that_long()
@@ -24,17 +24,26 @@ function TestSleep:test_sleep_inside_task_waits_that_long()
   end)
   local elapsed = t()
   lu.assertTrue(elapsed >= 0.049, "woke too early: " .. elapsed)
-  lu.assertTrue(elapsed < 0.15, "woke too late: " .. elapsed)
+  lu.assertTrue(elapsed < h.PATIENCE, "never woke: " .. elapsed)
 end
 
 function TestSleep:test_sleep_parks_so_sleepers_overlap()
-  local t = mf.task(function(s) mf.sleep(s) return s end)
+  -- Overlap is counted, not timed: every sleeper is asleep before the
+  -- first one wakes.
+  local asleep, peak = 0, 0
+  local t = mf.task(function(s)
+    asleep = asleep + 1
+    peak = math.max(peak, asleep)
+    mf.sleep(s)
+    asleep = asleep - 1
+    return s
+  end)
   local t0 = mf.now()
   local list = t:map({ 0.1, 0.1, 0.1, 0.1 })
   lu.assertEquals(list:result(), { 0.1, 0.1, 0.1, 0.1, n = 4 })
   local elapsed = mf.now() - t0
   lu.assertTrue(elapsed >= 0.099, "too fast: " .. elapsed)
-  lu.assertTrue(elapsed < 0.18, "sleeps did not overlap: " .. elapsed)
+  lu.assertEquals(peak, 4, "sleeps did not overlap")
 end
 
 function TestSleep:test_sleeping_run_lets_others_progress()
@@ -100,10 +109,11 @@ function TestSleep:test_sleep_zero_interleaves_runs()
   lu.assertNotStrContains(s, "b1,b2,b3")
 end
 
-function TestSleep:test_sleep_zero_is_quick()
+-- How quick mf.sleep(0) is: bench/latency.lua.  Here: it ends.
+function TestSleep:test_sleep_zero_returns()
   local t0 = mf.now()
   for _ = 1, 100 do mf.sleep(0) end
-  lu.assertTrue(mf.now() - t0 < 0.05)
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE)
 end
 
 function TestSleep:test_negative_sleep_is_usage_error()
@@ -142,7 +152,7 @@ function TestNow:test_now_advances_with_sleep()
   mf.sleep(0.02)
   local b = mf.now()
   lu.assertTrue(b - a >= 0.019, "advanced only " .. (b - a))
-  lu.assertTrue(b - a < 0.12)
+  lu.assertTrue(b - a < h.PATIENCE, "seconds, not milliseconds: " .. (b - a))
 end
 
 function TestNow:test_now_measures_seconds_inside_run()
@@ -152,7 +162,7 @@ function TestNow:test_now_measures_seconds_inside_run()
     return mf.now() - a
   end)
   local d = t()
-  lu.assertTrue(d >= 0.029 and d < 0.13, "measured " .. d)
+  lu.assertTrue(d >= 0.029 and d < h.PATIENCE, "measured " .. d)
 end
 
 -- }======
@@ -282,7 +292,7 @@ function TestRun:test_run_drives_loop_until_all_final()
   table.sort(finished)
   lu.assertEquals(finished, { 1, 2, 3, 4 })
   lu.assertTrue(elapsed >= 0.039, "returned too early: " .. elapsed)
-  lu.assertTrue(elapsed < 0.15, "too slow: " .. elapsed)
+  lu.assertTrue(elapsed < h.PATIENCE, "never returned: " .. elapsed)
 end
 
 function TestRun:test_run_runs_submitted_runs()
@@ -299,7 +309,7 @@ function TestRun:test_run_with_nothing_to_do_returns()
   if h.in_program then return end
   local t0 = mf.now()
   mf.run()
-  lu.assertTrue(mf.now() - t0 < 0.05)
+  lu.assertTrue(mf.now() - t0 < h.PATIENCE)
 end
 
 function TestRun:test_run_in_program_is_usage_error()
@@ -321,8 +331,23 @@ end
 
 TestMany = {}
 
+-- How fast 10,000 sleepers finish is bench/sleep.lua's; here: they all
+-- finish, sleep at least their 0.1 s, and sleep at once (a counter of the
+-- runs asleep goes above 1; one after another they would take 1000 s).
+local function counted_sleeper(value)
+  local counts = { asleep = 0, peak = 0 }
+  local t = mf.task(function(i)
+    counts.asleep = counts.asleep + 1
+    counts.peak = math.max(counts.peak, counts.asleep)
+    mf.sleep(0.1)
+    counts.asleep = counts.asleep - 1
+    return value(i)
+  end)
+  return t, counts
+end
+
 function TestMany:test_ten_thousand_sleeping_tasks()
-  local t = mf.task(function(i) mf.sleep(0.1) return i end)
+  local t, counts = counted_sleeper(function(i) return i end)
   local t0 = mf.now()
   local futs = {}
   for i = 1, 10000 do futs[i] = t:submit(i) end
@@ -331,12 +356,13 @@ function TestMany:test_ten_thousand_sleeping_tasks()
   lu.assertEquals(#done, 10000)
   lu.assertEquals(#not_done, 0)
   lu.assertTrue(elapsed >= 0.099, "too fast: " .. elapsed)
-  lu.assertTrue(elapsed < 0.5, "10,000 sleeping tasks took " .. elapsed .. " s")
+  lu.assertTrue(counts.peak > 1, "the sleeps did not overlap")
+  lu.assertTrue(elapsed < 3 * h.PATIENCE, "10,000 sleeping tasks took " .. elapsed .. " s")
   for i = 1, 10000, 997 do lu.assertEquals(futs[i]:result(), i) end
 end
 
 function TestMany:test_ten_thousand_sleeping_mapped_tasks()
-  local t = mf.task(function(i) mf.sleep(0.1) return i * 2 end)
+  local t, counts = counted_sleeper(function(i) return i * 2 end)
   local xs = {}
   for i = 1, 10000 do xs[i] = i end
   local t0 = mf.now()
@@ -345,7 +371,8 @@ function TestMany:test_ten_thousand_sleeping_mapped_tasks()
   lu.assertEquals(r.n, 10000)
   lu.assertEquals(r[10000], 20000)
   lu.assertTrue(elapsed >= 0.099, "too fast: " .. elapsed)
-  lu.assertTrue(elapsed < 0.5, "10,000 sleeping tasks took " .. elapsed .. " s")
+  lu.assertTrue(counts.peak > 1, "the sleeps did not overlap")
+  lu.assertTrue(elapsed < 3 * h.PATIENCE, "10,000 sleeping tasks took " .. elapsed .. " s")
 end
 
 -- }======

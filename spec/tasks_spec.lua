@@ -111,7 +111,8 @@ function TestTasks:test_dropped_runs_are_freed()
   local core = require "moonflow.core"
   local function batch()
     for i = 1, 20000 do t:submit(i) end
-    while core.live() > (h.in_program and 1 or 0) do mf.sleep(0.001) end
+    h.eventually(function() return core.live() <= (h.in_program and 1 or 0) end,
+      "the runs to end")
   end
   batch()
   collectgarbage(); collectgarbage()

@@ -61,7 +61,12 @@ end
 
 -- Names the current run from its arguments, by the template.
 function M.name_run(template, fn, ...)
-  core.rename(core.current(), run_name(template, fn, ...))
+  local name = run_name(template, fn, ...)
+  if name:find("\0", 1, true) then -- the engine keeps C strings
+    error(core.error("UsageError",
+      "task_run_name gave a name with a NUL byte"), 0)
+  end
+  core.rename(core.current(), name)
 end
 
 -- The bodies named_body made: { template, fn } (a runner that copies

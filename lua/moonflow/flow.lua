@@ -18,7 +18,10 @@ local function collect_outcomes(value, list, seen)
   if core.is_future(value) or core.is_state(value) then
     list[#list + 1] = value
   elseif core.is_future_list(value) then
-    for _, fut in ipairs(value) do list[#list + 1] = fut end
+    -- (its elements are the user's to change: only futures count)
+    for _, fut in ipairs(value) do
+      if core.is_future(fut) then list[#list + 1] = fut end
+    end
   elseif type(value) == "table" and getmetatable(value) == nil
       and not seen[value] then
     seen[value] = true
@@ -61,7 +64,9 @@ local function check_returned(outcomes)
       err = first_failed:result(nil, false)
       core.note_reraise(first_failed, "returned", err)
     else
-      err = first_failed:result(false) -- a State's result(raise_on_failure)
+      -- A State's result(raise_on_failure), not by its field: a State is
+      -- a table the user may have written a "result" field into.
+      err = core.State.result(first_failed, false)
     end
     core.set_outcome("FAILED", "Failed", message)
     error(err, 0)

@@ -126,7 +126,12 @@ local hook_list = is_list_of(is_function, "functions")
 
 -- Options of both tasks and flows.
 local common_options = {
-  name = is_type("string"),
+  name = function(v)
+    -- The engine keeps names as C strings.
+    if type(v) ~= "string" or v:find("\0", 1, true) then
+      return "a string without NUL bytes"
+    end
+  end,
   retries = count_between(0, 1000000),
   retry_delay = delays,
   retry_jitter = fraction,
@@ -356,6 +361,9 @@ function Task.run(self, ...)
   end
   local fut = self:submit(...)
   if core.is_state(fut) then return fut end -- return_state: it waited
+  -- The caller takes the State: handled from the start, even if the caller
+  -- ends before the run does.
+  core.mark_handled(fut)
   fut:wait()
   return fut:state()
 end

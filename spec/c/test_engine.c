@@ -132,10 +132,20 @@ TEST(chain_not_ready) {
 
 TEST(sleep_and_timeout) {
   mf_engine *e = new_engine();
-  mf_run *run = submit(e, &sleep_ops, sizeof(value_body), 30);
+  /* A wait that times out, on a run only the test completes (a run sleeping
+   * 30 ms could end in the same turn of a stalled loop as a 5 ms wait). */
+  mf_run *external = mf_run_new(e, NULL, 0);
+  mf_run_submit(external, NULL);
   double t0 = mf_engine_now(e);
-  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, 0.005) == MF_ETIMEDOUT);
-  ASSERT(!mf_run_is_final(run));
+  ASSERT(mf_engine_wait(e, &external, 1, MF_WAIT_ALL, 0.005) == MF_ETIMEDOUT);
+  ASSERT(mf_engine_now(e) - t0 >= 0.004);
+  ASSERT(!mf_run_is_final(external));
+  mf_run_finish(external, MF_COMPLETED, MF_NAME_COMPLETED);
+  ASSERT(mf_engine_wait(e, &external, 1, MF_WAIT_ALL, 0.005) == 0);
+  mf_run_unref(external);
+  /* A sleep lasts its time. */
+  mf_run *run = submit(e, &sleep_ops, sizeof(value_body), 30);
+  t0 = mf_engine_now(e);
   ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
   ASSERT(mf_engine_now(e) - t0 >= 0.029);
   ASSERT(((value_body *)mf_run_body(run))->steps == 2);
