@@ -497,6 +497,7 @@ local function sleep_past(t)
 end
 
 function TestCancel:test_cancel_sleeping_run()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local after_sleep = false
   local asleep_at
   local t = mf.task(function()
@@ -542,6 +543,7 @@ function TestCancel:test_cancel_completed_run_returns_false()
 end
 
 function TestCancel:test_cancelling_a_flow_cancels_its_tree()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local futs = {}
   local continued = 0
   local asleep, first_asleep = 0, nil

@@ -52,6 +52,7 @@ function TestStates:test_pending_state()
 end
 
 function TestStates:test_running_state()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local gate = h.gate() -- the run ends once the test opens it
   local started = false
   local t = mf.task({ name = "sleeper" }, function() started = true gate:wait() return 1 end)
@@ -231,6 +232,7 @@ function TestStates:test_history_pending_running_completed()
 end
 
 function TestStates:test_history_grows_as_the_run_goes()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local gate = h.gate() -- the run ends once the test opens it
   local started = false
   local t = mf.task(function() started = true gate:wait() end)
