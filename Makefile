@@ -17,7 +17,8 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX     ?= /usr/local
 DEB_PACKAGES = cmake pkg-config gcc make lua5.4 liblua5.4-dev libuv1-dev lua-unit \
                libreadline-dev tmux lua-luv luarocks man-db binutils \
-               clang libclang-rt-dev
+               clang libclang-rt-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 \
+               python3 openssl
 # Only for bench/codec.lua's comparison (it runs without).
 BENCH_PACKAGES = lua-cjson
 
@@ -80,6 +81,7 @@ bench: build
 	@$(BUILD)/moonflow bench/codec.lua
 	@$(BUILD)/moonflow bench/runners.lua
 	@$(BUILD)/moonflow bench/latency.lua
+	@MF_PROGRAM=$(BUILD)/moonflow MOONFLOW_LOG_LEVEL=OFF $(BUILD)/moonflow bench/io.lua
 
 # Looks for new finds: the API fuzzer with seeds from the clock, FUZZ_SECONDS
 # under each of lua5.4 and the moonflow program, in the ASan build.

@@ -77,6 +77,12 @@ typedef struct mfl_state {
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
+  struct mfl_io *io;   /* I/O inside runs (io.c), made on first use */
+  /* The run store and the cache (store_lua.c, cache.c); NULL: off. */
+  struct mfl_store *store;
+  struct mfl_cache *cache;
+  int observing;                  /* the engine observer is installed */
+  struct mfl_submit_note *submit; /* what the next submit records */
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -108,9 +114,13 @@ typedef struct mfl_run {
   unsigned char quiet;         /* no lifecycle log lines */
   unsigned char log_prints;    /* print goes to the log during its steps */
   unsigned char noted;         /* passed on errors of others (origin.c) */
+  unsigned char cached;        /* its task caches or persists results */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
   void *remote; /* the job a remote attempt is parked on (runners.c) */
+  struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
+                             its body is abandoned */
+  struct mfl_note *note; /* store or cache: what its final state carries */
 } mfl_run;
 
 typedef struct mfl_future {
@@ -211,10 +221,14 @@ MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
  * MF_WAKE_DONE when status says no wait happened); raises Deadlock when
  * the engine found the wait could never end. */
 MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L, int status);
-/* Pushes a snapshot (a table of the Futures) of the array at idx and an
- * array of their runs; returns the count.  Raises on a non-Future. */
+/* Pushes a snapshot (a table of the Futures) of the array at idx and a
+ * userdata holding a reference to each of their runs (released when it is
+ * collected); *runs points at them.  Returns the count.  Raises on a
+ * non-Future. */
 MFL_INTERNAL size_t mfl_snapshot(lua_State *L, int idx, int dedupe,
                                  mf_run ***runs);
+/* The runs of the snapshot userdata at idx (in a continuation). */
+MFL_INTERNAL mf_run **mfl_snapshot_runs(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_wait(lua_State *L);
 
 /* luv.c */
@@ -308,8 +322,67 @@ MFL_INTERNAL void mfl_log_run(mfl_state *S, int level, mf_run *run,
 MFL_INTERNAL void mfl_open_log(lua_State *L);
 MFL_INTERNAL void mfl_open_control(lua_State *L);
 
+/* store_lua.c: the run store seen from the bindings. */
+/* What a run's final state carries to the store and the cache: the error
+ * of its last attempt, its cache key and encoded result.  Made on demand,
+ * freed when the run is final. */
+typedef struct mfl_note {
+  char *message, *traceback;
+  char *key;          /* the cache key; NULL: none */
+  double expires;     /* wall seconds; 0: never */
+  unsigned char keep; /* the result is to be kept (a key, or persisted) */
+  char *value;        /* the encoded result, once completed */
+  size_t len;
+} mfl_note;
+MFL_INTERNAL mfl_note *mfl_note_of(mfl_run *lr);
+/* Records the error at err (and the traceback string at tb, 0: none) in the
+ * run's note, when the store is on. */
+MFL_INTERNAL void mfl_note_error(lua_State *L, mfl_run *lr, int err, int tb);
+/* Before a submit from Lua (the store is on): the task's name and tags and
+ * a summary of the nargs arguments from first, for the next submit. */
+MFL_INTERNAL void mfl_store_before_submit(lua_State *L, mfl_state *S,
+                                          mf_run *run, int task_idx, int first,
+                                          int nargs);
+/* Opens the store at path (NULL or "off": closes it); 0, or -1 with the
+ * message pushed. */
+MFL_INTERNAL int mfl_store_configure(lua_State *L, mfl_state *S,
+                                     const char *path);
+/* The run got a name of its own after its submit (task_run_name). */
+MFL_INTERNAL void mfl_store_renamed(mfl_state *S, mf_run *run);
+/* Installs the engine observer (once). */
+MFL_INTERNAL void mfl_store_observe(mfl_state *S);
+/* Closes the store (state close), after the engine's last states. */
+MFL_INTERNAL void mfl_store_shutdown(mfl_state *S);
+/* A log line of the run (NULL: none) for the store. */
+MFL_INTERNAL void mfl_store_log_line(mfl_state *S, mf_run *run, int level,
+                                     const char *message);
+MFL_INTERNAL void mfl_open_store(lua_State *L);
+/* store_read.c: core.store_reader for the CLI. */
+MFL_INTERNAL void mfl_open_store_reader(lua_State *L);
+
+/* cache.c: results kept and reused. */
+/* At an attempt's start, with the body function and its nargs arguments
+ * on top of L: 1 when a cached result was found (stored as the run's
+ * result), else 0 (the key noted for the result's write). */
+MFL_INTERNAL int mfl_cache_start(lua_State *L, mf_run *run, mfl_run *lr,
+                                 int box, int nargs);
+/* After the body returned (results stored): encodes the result to keep;
+ * 0, or -1 with the error pushed (a value that cannot be kept). */
+MFL_INTERNAL int mfl_cache_result(lua_State *L, mfl_run *lr, int box);
+/* The final Completed state of a run that kept its result: remembered in
+ * this process (value copied). */
+MFL_INTERNAL void mfl_cache_remember(mfl_state *S, const mfl_note *note);
+MFL_INTERNAL void mfl_cache_free(mfl_state *S);
+MFL_INTERNAL void mfl_open_cache(lua_State *L);
+
 /* flow.c */
 MFL_INTERNAL void mfl_open_flow(lua_State *L);
+
+/* io.c: I/O inside runs (io.h).  core.io; the I/O a run's abandoned body
+ * was parked on is stopped; everything is closed before the engine. */
+MFL_INTERNAL void mfl_open_io(lua_State *L);
+MFL_INTERNAL void mfl_io_abandon(mfl_run *lr);
+MFL_INTERNAL void mfl_io_close_state(mfl_state *S);
 
 /* task.c */
 MFL_INTERNAL void mfl_open_task(lua_State *L);

@@ -42,10 +42,18 @@ static int l_configure(lua_State *L) {
         mfl_preempt_start(S);
       else
         mfl_preempt_stop(S);
+    } else if (strcmp(key, "store") == 0) {
+      if (lua_type(L, -1) != LUA_TSTRING &&
+          !(lua_isboolean(L, -1) && !lua_toboolean(L, -1)))
+        return mfl_raise(L, "UsageError",
+                         "configure option 'store' must be a path, "
+                         "\":memory:\", \"off\" or false");
+      if (mfl_store_configure(L, S, lua_tostring(L, -1)) != 0)
+        return mfl_raise(L, "StoreError", "%s", lua_tostring(L, -1));
     } else {
       return mfl_raise(L, "UsageError",
                        "unknown configure option '%s' (known: slice, "
-                       "preempt, task_runner)",
+                       "preempt, store, task_runner)",
                        key);
     }
     lua_pop(L, 1);
@@ -200,6 +208,7 @@ static int l_log(lua_State *L) {
   if (run)
     mf_run_name(run, who, sizeof who);
   mfl_log_write(level, who, message);
+  mfl_store_log_line(S, run, level, message);
   return 0;
 }
 

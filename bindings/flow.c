@@ -142,6 +142,7 @@ static int l_rename(lua_State *L) {
   mf_run *run = mfl_check_future(L, 1)->run;
   if (mf_run_set_custom_name(run, luaL_checkstring(L, 2)) != 0)
     return luaL_error(L, "moonflow: out of memory");
+  mfl_store_renamed(mfl_state_get(L), run);
   return 0;
 }
 

@@ -441,7 +441,7 @@ static size_t first_failure(mf_run **runs, size_t n) {
 /* Stack: list timeout raise snapshot runs; ctx: the count */
 static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
   size_t n = (size_t)ctx;
-  mf_run **runs = lua_touserdata(L, 5);
+  mf_run **runs = mfl_snapshot_runs(L, 5);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
   if (raise) {

@@ -6,13 +6,19 @@
  *
  * Exit status: 0 success; 1 the script raised, left an unhandled failure or
  * could not be loaded; 2 usage error; 130 interrupted by Ctrl-C.
+ *
+ * Runs are recorded in the run store ($MOONFLOW_HOME/moonflow.db, or
+ * MOONFLOW_STORE); `moonflow runs|show|logs` read it (store_cli.lua).
  */
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -31,6 +37,7 @@ typedef struct options {
   int first_arg; /* argv index of the script's first argument */
   int script_index;
   int worker; /* --worker: a task runner's worker process (internal) */
+  const char *command; /* runs, show, logs: reading the run store */
 } options;
 
 /* Every option, environment variable and exit status: the man page
@@ -40,6 +47,10 @@ static void usage(FILE *out) {
       out,
       "usage: %s [options] [script [args...]]\n"
       "       %s run script [args...]\n"
+      "       %s runs [--name N] [--state S] [--since T] [--limit N] "
+      "[--json]\n"
+      "       %s show RUN [--limit N] [--offset N] [--json]\n"
+      "       %s logs RUN [--json]\n"
       "Runs a Lua 5.4 flow script whose main chunk is a run (it may wait\n"
       "at top level); with no script, an interactive REPL (the module is\n"
       "the global mf there).\n"
@@ -53,6 +64,12 @@ static void usage(FILE *out) {
       "  -v, --version  print the versions of moonflow, Lua and libuv\n"
       "  -h, --help     print this help\n"
       "  run SCRIPT     the same as SCRIPT (as the first argument only)\n"
+      "  runs           the recent flow runs of the run store: name, state,\n"
+      "                 start, duration, task runs by state (--name, --state\n"
+      "                 and --since 1h/2d/ISO date filter; --json)\n"
+      "  show RUN       a run's tree with states and durations, its failure\n"
+      "                 and traceback (RUN: an id from `runs`, or a name)\n"
+      "  logs RUN       the log lines of a run and the runs inside it\n"
       "The first argument that is not an option is the script; the ones\n"
       "after it are its arguments (arg and ...).\n"
       "\n"
@@ -66,6 +83,9 @@ static void usage(FILE *out) {
       "  MOONFLOW_HISTORY    the REPL's history file\n"
       "                      (default: $HOME/.moonflow_history; neither set:\n"
       "                      no history)\n"
+      "  MOONFLOW_HOME       moonflow's directory (default: $HOME/.moonflow)\n"
+      "  MOONFLOW_STORE      the run store: a file (default:\n"
+      "                      $MOONFLOW_HOME/moonflow.db), :memory:, or off\n"
       "\n"
       "Exit status:\n"
       "  0    success\n"
@@ -76,7 +96,7 @@ static void usage(FILE *out) {
       "       cancelled and named on stderr; a second Ctrl-C exits at once\n"
       "\n"
       "Documentation: man moonflow; docs/lua-api.md in the sources.\n",
-      program, program);
+      program, program, program, program, program);
 }
 
 /* {====== Ctrl-C ====== */
@@ -145,6 +165,49 @@ static void remove_interrupts(lua_State *L) {
 
 /* }====== */
 
+/* {====== The run store ====== */
+
+/* The store's path from the environment into buf; 0 when it is off. */
+static int store_path(char *buf, size_t size, int create_home) {
+  const char *env = getenv("MOONFLOW_STORE");
+  if (env && *env) {
+    if (strcmp(env, "off") == 0)
+      return 0;
+    snprintf(buf, size, "%s", env);
+    return 1;
+  }
+  char home[2048];
+  const char *mf_home = getenv("MOONFLOW_HOME");
+  if (mf_home && *mf_home)
+    snprintf(home, sizeof home, "%s", mf_home);
+  else if (getenv("HOME") && *getenv("HOME"))
+    snprintf(home, sizeof home, "%s/.moonflow", getenv("HOME"));
+  else
+    return 0;
+  if (create_home && mkdir(home, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "%s: cannot create %s: %s; runs are not recorded\n",
+            program, home, strerror(errno));
+    return 0;
+  }
+  snprintf(buf, size, "%s/moonflow.db", home);
+  return 1;
+}
+
+/* Records the runs of this program, unless MOONFLOW_STORE=off; a store
+ * that cannot open is reported and the script runs unrecorded. */
+static void open_store(lua_State *L) {
+  char path[4096];
+  if (!store_path(path, sizeof path, 1))
+    return;
+  if (mfl_store_configure(L, mfl_state_get(L), path) != 0) {
+    fprintf(stderr, "%s: %s; runs are not recorded\n", program,
+            lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+/* }====== */
+
 /* {====== Running ====== */
 
 static int report(lua_State *L, int status) {
@@ -164,12 +227,13 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* Calls moonflow.cli[name](args on the stack...) and returns its integer
- * result, or 1 when it raised. */
-static int call_cli(lua_State *L, const char *name, int nargs) {
+/* Calls require(module)[name](args on the stack...) and returns its
+ * integer result, or 1 when it raised. */
+static int call_cli_module(lua_State *L, const char *module, const char *name,
+                           int nargs) {
   lua_pushcfunction(L, traceback);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "moonflow.cli");
+  lua_pushstring(L, module);
   lua_call(L, 1, 1);
   lua_getfield(L, -1, name);
   lua_remove(L, -2);
@@ -180,6 +244,10 @@ static int call_cli(lua_State *L, const char *name, int nargs) {
   int result = status == LUA_OK ? (int)lua_tointeger(L, -1) : 1;
   lua_settop(L, handler - 1);
   return result;
+}
+
+static int call_cli(lua_State *L, const char *name, int nargs) {
+  return call_cli_module(L, "moonflow.cli", name, nargs);
 }
 
 /* Sets the global arg as lua.c does: arg[0] the script, arg[1..] its
@@ -288,6 +356,11 @@ static int parse(options *o, int argc, char **argv) {
       o->script_index = 0; /* as lua5.4 -e: arg[0] is the program */
       o->first_arg = i + 1;
       return -1;
+    } else if (i == 1 && (strcmp(a, "runs") == 0 || strcmp(a, "show") == 0 ||
+                          strcmp(a, "logs") == 0)) {
+      o->command = a;
+      o->first_arg = i + 1;
+      return -1;
     } else if (strcmp(a, "run") == 0 && i == 1) {
       if (i + 1 >= argc || argv[i + 1][0] == '-') {
         fprintf(stderr, "%s: run needs a script\n", program);
@@ -332,6 +405,19 @@ int main(int argc, char **argv) {
     lua_close(L);
     return status;
   }
+  if (o.command) { /* reads the store: nothing runs */
+    char path[4096];
+    lua_pushstring(L, o.command);
+    if (store_path(path, sizeof path, 0))
+      lua_pushstring(L, path);
+    else
+      lua_pushnil(L);
+    int n = push_script_args(L, argv, argc, o.first_arg);
+    int status = call_cli_module(L, "moonflow.store_cli", "main", n + 2);
+    lua_close(L);
+    return status;
+  }
+  open_store(L);
   install_interrupts(L);
   int status = run(L, &o, argv, argc);
   if (interrupts && !interrupted_status && !in_repl)

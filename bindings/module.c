@@ -303,6 +303,7 @@ static void report_live(mfl_state *S) {
 static void on_engine_close(mf_engine *engine, void *data) {
   (void)engine;
   mfl_state *S = data;
+  mfl_io_close_state(S); /* its handles are on the host's loop */
   S->closed = 1;
 }
 
@@ -310,6 +311,8 @@ static int state_gc(lua_State *L) {
   mfl_state *S = lua_touserdata(L, 1);
   if (!S || !S->engine || S->closed) {
     if (S) {
+      S->observing = 0; /* the host closed the engine: nothing to remove */
+      mfl_store_shutdown(S);
       mfl_preempt_stop(S);
       S->closed = 1;
       S->engine = NULL;
@@ -324,13 +327,17 @@ static int state_gc(lua_State *L) {
   /* The state is closing: run callbacks no longer enter Lua (abandoned
    * coroutines are not reset, no hook runs). */
   S->closing = 1;
+  mfl_io_close_state(S); /* handles closed properly, before the engine */
   if (S->borrowed) {
     /* The host closes its engine later: leave it nothing of this state. */
     mf_engine_cancel_all(S->engine, NULL, NULL);
     mf_run_clear_unhandled(S->engine, NULL);
     mf_engine_on_close(S->engine, NULL, NULL);
+    mfl_store_shutdown(S); /* removes the observer, flushes */
   } else {
-    mf_engine_close(S->engine);
+    mf_engine_close(S->engine); /* its last states reach the store */
+    S->observing = 0;
+    mfl_store_shutdown(S);
   }
   S->engine = NULL;
   S->closed = 1;
@@ -437,6 +444,8 @@ static int open_core(lua_State *L) {
   mfl_open_flow(L);
   mfl_open_control(L);
   mfl_open_runners(L);
+  mfl_open_io(L);
+  mfl_open_cache(L);
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -46,6 +46,13 @@ MF_API mf_run *mf_lua_future_new(lua_State *L, const char *name);
 MF_API int mf_lua_future_resolve(lua_State *L, mf_run *run, int nvalues);
 MF_API int mf_lua_future_reject(lua_State *L, mf_run *run);
 
+/* Turns the run store on for the module open in L (mf.configure{store =
+ * path} from C): path is a file, ":memory:", or NULL or "off" to turn it
+ * off.  Returns 0, MF_ESTATE when the module is not open, or MF_EINVAL
+ * with the message pushed (a file that is not a moonflow store, an SQLite
+ * error). */
+MF_API int mf_lua_store(lua_State *L, const char *path);
+
 /* Runs a chunk or a file as a flow (named after it): pushes its Future.
  * Returns 0, or MF_EINVAL with the error message pushed instead (a syntax
  * error, a missing file), or MF_ESTATE when the engine is closed. */

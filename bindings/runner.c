@@ -171,6 +171,11 @@ static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
   lua_pop(L, 1);
   mfl_link_origin(L, box, err, info);
   lua_settop(L, info);
+  if (lr->S->store) { /* the store records the error with the run */
+    lua_getfield(L, -1, "traceback");
+    mfl_note_error(L, lr, err, lua_gettop(L));
+    lua_pop(L, 1);
+  }
   lua_setiuservalue(L, box, MFL_UV_INFO);
   lua_settop(L, err - 1);
 }
@@ -258,6 +263,10 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
     lua_pushnil(L);
     lua_setiuservalue(L, box, MFL_UV_INFO);
   }
+  if (lr->cached && mfl_cache_start(L, run, lr, box, nargs)) {
+    lua_pop(L, nargs + 1 + remote); /* a cached result: the body is not called */
+    return -2;
+  }
   nargs += remote;
   if (nargs + 1 > LUA_MINSTACK) /* a pooled coroutine has that much */
     luaL_checkstack(co, nargs + 1, "too many arguments");
@@ -333,6 +342,11 @@ static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
     name = MF_NAME_FAILED;
   } else if (type == MF_COMPLETED) {
     mfl_store_results(L, lr, box, co, nres);
+    if (lr->note && mfl_cache_result(L, lr, box) != 0) {
+      store_error(L, lr, box, NULL); /* a result that cannot be kept */
+      type = MF_FAILED;
+      name = MF_NAME_FAILED;
+    }
   }
   lua_settop(co, 0);
   give_back(L, lr, box, co);
@@ -423,7 +437,8 @@ static int prepare_step(lua_State *L) {
  * memory, which the whole step shares.  Packed arguments may be too many
  * for a stack; a resolved table may not take a key (NaN). */
 static int simple_attempt(const mfl_run *lr) {
-  return lr->nargs >= 0 && !lr->resolve_tables;
+  /* (a cache lookup calls the user's cache_key and may end the attempt) */
+  return lr->nargs >= 0 && !lr->resolve_tables && !lr->cached;
 }
 
 /* Starts the step's coroutine: returns the arguments pushed onto it, or
@@ -457,6 +472,13 @@ static int begin_step(lua_State *L, mf_run *run, mfl_run *lr, int box,
   }
   int nargs = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
+  if (nargs == -2) { /* a cache hit: the attempt ends Cached */
+    lua_settop(lr->co, 0);
+    give_back(L, lr, box, lr->co);
+    mf_run_finish(run, MF_COMPLETED, MF_NAME_CACHED);
+    log_outcome(L, run, lr, box);
+    return -1;
+  }
   return nargs;
 }
 
@@ -528,6 +550,7 @@ static void op_abandon(mf_run *run) {
   mfl_state *S = lr->S;
   if (lr->remote) /* parked on a worker's job (runners.c) */
     mfl_remote_abandon(lr);
+  mfl_io_abandon(lr); /* the I/O it was parked on stops (C only) */
   if (S->closed || S->closing || lr->pin == LUA_NOREF)
     return;
   lua_State *L = S->L;
@@ -671,6 +694,7 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   if (!run)
     luaL_error(L, "moonflow: out of memory");
   f->run = run;
+  mf_run_set_data(run, S); /* a run of this state's (the store observer) */
   mfl_run *lr = mf_run_body(run);
   lr->S = S;
   lr->kind = (unsigned char)kind;

@@ -20,7 +20,8 @@ enum {
                                lifecycle log lines */
   MFL_TASK_TAGS = 16,       /* its runs carry tags (limits) */
   MFL_TASK_LOG_PRINTS = 32, /* print inside its runs goes to the log */
-  MFL_TASK_RUNNER_FLOW = 64 /* a flow with a task_runner (runners.c) */
+  MFL_TASK_RUNNER_FLOW = 64, /* a flow with a task_runner (runners.c) */
+  MFL_TASK_CACHE = 128       /* cache_key, cache or persist_result */
 };
 
 /* A Task: its options as the engine takes them, read once at definition
@@ -107,6 +108,9 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
     set_tags(L, task_idx, run);
   if (t->call_flags & MFL_TASK_RUNNER_FLOW)
     mf_run_set_data(run, (void *)&mfl_key_runner_flow);
+  lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
+  if (S->store)
+    mfl_store_before_submit(L, S, run, task_idx, first, nargs);
   return f;
 }
 
@@ -588,6 +592,9 @@ static int l_new_task(lua_State *L) {
     t->call_flags |= MFL_TASK_LOG_PRINTS;
   if (t->base.is_flow && opt_flag(L, 3, "task_runner", 1))
     t->call_flags |= MFL_TASK_RUNNER_FLOW;
+  if (opt_flag(L, 3, "cache_key", 1) || opt_flag(L, 3, "cache", 0) ||
+      opt_flag(L, 3, "persist_result", 0))
+    t->call_flags |= MFL_TASK_CACHE;
   if (lua_getfield(L, 3, "tags") == LUA_TTABLE && lua_rawlen(L, -1) > 0)
     t->call_flags |= MFL_TASK_TAGS;
   lua_pop(L, 1);

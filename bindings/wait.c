@@ -224,6 +224,29 @@ mf_wake_reason mfl_wait_outcome(lua_State *L, int status) {
  * when dedupe is set: a table of Futures, which anchors them) and an array
  * of their runs (userdata); returns the count.  Changing the array while the
  * wait goes on changes nothing. */
+/* The runs of a snapshot, each referenced until the collector takes the
+ * snapshot: a continuation reads them after the wait, and a Future's hold
+ * alone may go before (its __gc called by hand through the debug library). */
+typedef struct run_snapshot {
+  size_t count;
+  mf_run *runs[];
+} run_snapshot;
+
+static const char snapshot_key;
+
+static int snapshot_gc(lua_State *L) {
+  run_snapshot *s = lua_touserdata(L, 1);
+  for (size_t i = 0; i < s->count; i++)
+    mf_run_unref(s->runs[i]);
+  s->count = 0;
+  return 0;
+}
+
+mf_run **mfl_snapshot_runs(lua_State *L, int idx) {
+  run_snapshot *held = lua_touserdata(L, idx);
+  return held->runs;
+}
+
 size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TTABLE)
@@ -234,7 +257,12 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
     mfl_raise(L, "UsageError", "too many futures (%I)", n);
   lua_createtable(L, (int)n, 0); /* the snapshot */
   int snap = lua_gettop(L);
-  mf_run **runs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *runs, 0);
+  run_snapshot *held = lua_newuserdatauv(
+      L, sizeof *held + (size_t)(n ? n : 1) * sizeof held->runs[0], 0);
+  held->count = 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &snapshot_key);
+  lua_setmetatable(L, -2);
+  mf_run **runs = held->runs;
   if (dedupe)
     lua_createtable(L, 0, (int)n); /* seen */
   size_t count = 0;
@@ -258,6 +286,8 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
       lua_rawset(L, snap + 2);
     }
     runs[count++] = f->run;
+    mf_run_ref(f->run);
+    held->count = count;
     lua_rawseti(L, snap, (lua_Integer)count);
   }
   if (dedupe)
@@ -274,7 +304,7 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
 static int wait_all_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_wait_outcome(L, status);
   size_t n = (size_t)ctx;
-  mf_run **runs = lua_touserdata(L, 4);
+  mf_run **runs = mfl_snapshot_runs(L, 4);
   lua_newtable(L); /* done */
   lua_newtable(L); /* not_done */
   lua_Integer ndone = 0, nnot = 0;
@@ -322,6 +352,10 @@ static int l_wait_any(lua_State *L) {
 }
 
 void mfl_open_wait(lua_State *L) {
+  lua_createtable(L, 0, 1); /* the metatable of the snapshots' runs */
+  lua_pushcfunction(L, snapshot_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &snapshot_key);
   mfl_pushcfunction(L, l_wait);
   lua_setfield(L, -2, "wait");
   mfl_pushcfunction(L, l_wait_any);

@@ -450,6 +450,10 @@ void mf_engine_on_close(mf_engine *e, void (*fn)(mf_engine *, void *),
   e->close_fn = fn;
   e->close_data = data;
 }
+void mf_engine_observe(mf_engine *e, mf_observe_fn fn, void *data) {
+  e->observe = fn;
+  e->observe_data = data;
+}
 mf_run *mf_engine_current(const mf_engine *e) { return e->current; }
 size_t mf_engine_live_runs(const mf_engine *e) { return e->live; }
 void mf_engine_set_data(mf_engine *e, void *data) { e->data = data; }

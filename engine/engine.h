@@ -38,6 +38,8 @@ struct mf_engine {
   unsigned char top_wait_over; /* the top-level wait's target was reached */
   void (*close_fn)(mf_engine *, void *);
   void *close_data;
+  mf_observe_fn observe; /* mf_engine_observe: NULL when none */
+  void *observe_data;
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */
   double timer_due; /* < 0: timer stopped */
 

@@ -101,6 +101,8 @@ int mf_run_submit(mf_run *run, mf_run *parent) {
   mf__progress_submit(e, run);
   e->live++;
   mf__run_hold(run); /* the live hold, released when final */
+  if (__builtin_expect(e->observe != NULL, 0))
+    e->observe(run, &run->history[0], e->observe_data);
   if (!run->ops || !run->ops->step) {
     mf__run_set_life(run, MF_LIFE_EXTERNAL); /* mf_run_finish ends it */
     return 0;

@@ -222,6 +222,20 @@ MF_API void mf_engine_on_close(mf_engine *engine,
                                void (*fn)(mf_engine *engine, void *data),
                                void *data);
 
+/* An observer of every run's states (a run store, a tracer): fn is called
+ * on the loop thread when a run is submitted, with its Pending state (its
+ * id, parent, name and flags are set then), and on each state it enters
+ * after that, the final one included, with the state as recorded in its
+ * history (already the run's current state and the last of its history).
+ * It is called from inside the engine (a step, a cancel, close):
+ * it may read the run (mf_run_id, mf_run_parent, mf_run_name, mf_run_body,
+ * mf_run_attempt, mf_run_error_code, ...) but must not change anything the
+ * engine owns nor wait.  Runs never submitted are not observed.  One
+ * observer per engine; NULL removes it.  With none set, a state costs one
+ * branch. */
+typedef void (*mf_observe_fn)(mf_run *run, const mf_state *state, void *data);
+MF_API void mf_engine_observe(mf_engine *engine, mf_observe_fn fn, void *data);
+
 /* The run whose body is executing now, or NULL. */
 MF_API mf_run *mf_engine_current(const mf_engine *engine);
 

@@ -166,37 +166,45 @@ size_t mf_run_history(const mf_run *run, const mf_state **out) {
 
 /* {====== States ====== */
 
+/* Makes room for one more history entry; 0 when there is none (a history
+ * that long keeps its first entries; out of memory loses only the entry). */
+static int history_room(mf_run *run) {
+  if (run->history_len < run->history_cap)
+    return 1;
+  size_t cap = (size_t)run->history_cap * 2;
+  if (cap > USHRT_MAX)
+    cap = USHRT_MAX;
+  if (cap == run->history_cap)
+    return 0;
+  mf_state *history;
+  if (run->history == run->history_inline) {
+    history = malloc(cap * sizeof *history);
+    if (history)
+      memcpy(history, run->history_inline, sizeof run->history_inline);
+  } else {
+    history = realloc(run->history, cap * sizeof *history);
+  }
+  if (!history)
+    return 0;
+  run->history = history;
+  run->history_cap = cap;
+  return 1;
+}
+
 void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
+  mf_engine *e = run->engine;
   run->type = type;
   run->name = name;
-  if (run->history_len == run->history_cap) {
-    size_t cap = (size_t)run->history_cap * 2;
-    if (cap > USHRT_MAX)
-      cap = USHRT_MAX;
-    if (cap == run->history_cap)
-      return; /* a history that long keeps its first entries */
-    mf_state *history;
-    if (run->history == run->history_inline) {
-      history = malloc(cap * sizeof *history);
-      if (history)
-        memcpy(history, run->history_inline, sizeof run->history_inline);
-    } else {
-      history = realloc(run->history, cap * sizeof *history);
-    }
-    if (!history)
-      return; /* the current state is kept; only its history entry is lost */
-    run->history = history;
-    run->history_cap = cap;
-  }
-  mf_state *entry = &run->history[run->history_len++];
-  entry->type = type;
-  entry->name = name;
   /* Pending is stamped from the cached clock (a map stamps a million of
    * them); the states that order runs (Running, final) read the clock. */
-  entry->timestamp =
-      type == MF_PENDING && name == MF_NAME_PENDING
-          ? mf__wall_now(run->engine)
-          : mf_engine_now(run->engine) + run->engine->wall_offset;
+  mf_state entry = {type, name,
+                    type == MF_PENDING && name == MF_NAME_PENDING
+                        ? mf__wall_now(e)
+                        : mf_engine_now(e) + e->wall_offset};
+  if (history_room(run))
+    run->history[run->history_len++] = entry;
+  if (__builtin_expect(e->observe != NULL, 0) && run->id)
+    e->observe(run, &entry, e->observe_data); /* submitted runs only */
 }
 
 /* }====== */

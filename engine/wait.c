@@ -159,7 +159,14 @@ void mf__waiter_wake(mf_waiter *w, mf_wake_reason reason) {
   mf_run *owner = w->owner;
   if (!owner) {
     w->engine->top_wait_over = 1; /* no more drains: the loop returns */
-    return;                       /* its drive loop sees w->active == 0 */
+    /* Woken before the poll of mf_engine_wait's uv_run(UV_RUN_ONCE) (by a
+     * timer): the poll must not block on handles that may never fire (a
+     * connection nobody writes to).  Outside that uv_run nothing is to
+     * stop (a stop flag left set would end the next uv_run, a host's too,
+     * before it did anything). */
+    if (w->engine->running_loop)
+      uv_stop(w->engine->loop);
+    return; /* its drive loop sees w->active == 0 */
   }
   if (w->kind == MF_WAITER_DEADLINE) {
     mf__run_deadline_passed(owner);

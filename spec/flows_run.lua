@@ -1,5 +1,7 @@
 -- spec/flows_run.lua: runs every example in flows/ with the moonflow program
--- and compares what it prints with flows/expected/<name>.txt.
+-- and compares what it prints with flows/expected/<name>.txt.  An expected
+-- file whose first line is "# lines in any order" is compared line by line
+-- regardless of order (an example that prints results as they complete).
 -- usage: moonflow spec/flows_run.lua path/to/moonflow
 local program = assert(arg[1], "usage: flows_run.lua MOONFLOW")
 local failed, count = 0, 0
@@ -18,6 +20,17 @@ for path in listing:lines() do
     local pipe = io.popen("MOONFLOW_LOG_LEVEL=OFF " .. program .. " " .. path .. " 2>&1")
     local output = pipe:read("a")
     local ok, _, code = pipe:close()
+    local any_order = "# lines in any order\n"
+    if expected:sub(1, #any_order) == any_order then
+      local function sorted(text)
+        local lines = {}
+        for line in text:gmatch("[^\n]*\n") do lines[#lines + 1] = line end
+        table.sort(lines)
+        return table.concat(lines)
+      end
+      expected = sorted(expected:sub(#any_order + 1))
+      output = sorted(output)
+    end
     if output ~= expected or not ok then
       failed = failed + 1
       print(string.format("FAIL %s (exit %s)\n-- expected:\n%s-- got:\n%s", name,

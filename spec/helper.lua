@@ -165,8 +165,10 @@ end
 
 -- }======
 
+-- Runs the spec's tests; the script's arguments pick some
+-- (`build/moonflow spec/x_spec.lua TestClass.test_name`, or a -p pattern).
 function M.run()
-  local status = lu.LuaUnit.run("--verbose")
+  local status = lu.LuaUnit.run("--verbose", table.unpack(arg or {}))
   collectgarbage()
   if status ~= 0 then error(string.format("%d spec(s) failed", status), 0) end
 end

@@ -31,6 +31,8 @@ M.rate_limit = core.rate_limit
 M.limits = core.limits
 M.log = { debug = log.debug, info = log.info, warning = log.warning,
           error = log.error }
+-- I/O inside runs (moonflow.io).
+for name, value in pairs(require "moonflow.io") do M[name] = value end
 
 local function usage(fmt, ...)
   error(core.error("UsageError", string.format(fmt, ...)), 0)
@@ -156,6 +158,12 @@ local task_options = options {
   return_state = is_type("boolean"),
   task_run_name = name_template,
   runner = is_runner,
+  -- Results kept and reused (bindings/cache.c, lua/moonflow/cache.lua).
+  cache_key = is_type("function"),
+  cache_expiration = positive,
+  refresh_cache = is_type("boolean"),
+  cache = is_type("boolean"),
+  persist_result = is_type("boolean"),
 }
 
 local flow_options = options { on_crashed = hook_list, task_runner = is_runner }
@@ -163,7 +171,6 @@ local flow_options = options { on_crashed = hook_list, task_runner = is_runner }
 -- Options of api.md whose behaviour is not built yet: refusing them is
 -- better than accepting them and doing nothing.
 local later_options = {
-  cache_key = true, cache_expiration = true, refresh_cache = true,
 }
 
 -- Prefect's names for options that moonflow names otherwise.
@@ -282,6 +289,11 @@ local function new_flow(opts, fn)
 end
 
 function M.task(a, b) return new_task(split_args("task", a, b)) end
+
+-- The keys of kept results: the user's function behind a task, and a
+-- warning for a run whose inputs have no stable key.
+core.set_cache_keyer(require("moonflow.cache").keyer(
+  function(task) return user_functions[task] end, log.warning))
 function M.flow(a, b) return new_flow(split_args("flow", a, b)) end
 
 -- {====== Task runners (moonflow.runners) ======

@@ -95,6 +95,7 @@ local function run_title(info)
   if info.internal then
     return info.name == "main" and "the main chunk" or "the prompt"
   end
+  if info.kind == "run" then return "run " .. info.name end -- a promise's
   return info.kind .. " run " .. info.name
 end
 

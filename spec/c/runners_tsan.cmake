@@ -14,6 +14,7 @@ target_compile_options(test_runners_tsan PRIVATE -fsanitize=thread
                        -fno-omit-frame-pointer)
 target_link_options(test_runners_tsan PRIVATE -fsanitize=thread -rdynamic)
 target_link_libraries(test_runners_tsan PRIVATE PkgConfig::LIBUV PkgConfig::LUA
+                      PkgConfig::CURL PkgConfig::SQLITE3
                       m dl Threads::Threads)
 add_test(NAME c.runners_tsan COMMAND test_runners_tsan)
 set_tests_properties(c.runners_tsan PROPERTIES TIMEOUT 600

@@ -238,4 +238,76 @@ TEST(inputs_first_final_others_pending) {
   mf_engine_close(e);
 }
 
+/* The observer sees a run's submit (its Pending state, id set) and every
+ * state after it, the final one included, in order; a run never submitted
+ * is not seen; removing the observer stops the calls. */
+typedef struct observed {
+  mf_run *run;
+  uint64_t id, parent_id;
+  mf_state_name names[8];
+  int count, inconsistent;
+} observed;
+
+static void observe(mf_run *run, const mf_state *state, void *data) {
+  observed *o = data;
+  if (run != o->run)
+    return;
+  if (o->count == 0) {
+    o->id = mf_run_id(run);
+    o->parent_id = mf_run_parent(run) ? mf_run_id(mf_run_parent(run)) : 0;
+  }
+  if (o->count < 8)
+    o->names[o->count] = state->name;
+  o->count++;
+  /* The state is the run's current one, last in its history. */
+  const mf_state *history;
+  size_t n = mf_run_history(run, &history);
+  if (mf_run_state_name(run) != state->name || n == 0 ||
+      history[n - 1].name != state->name ||
+      history[n - 1].timestamp != state->timestamp)
+    o->inconsistent++;
+}
+
+static int all_seen;
+static void count_all(mf_run *run, const mf_state *state, void *data) {
+  (void)run, (void)state, (void)data;
+  all_seen++;
+}
+
+TEST(observer) {
+  mf_engine *e = new_engine();
+  observed o = {0};
+  mf_engine_observe(e, observe, &o);
+  mf_run *never = mf_run_new(e, &complete_ops, sizeof(value_body));
+  mf_run *run = mf_run_new(e, &fail_ops, sizeof(value_body));
+  o.run = run;
+  mf_run_policy policy = {.retries = 1};
+  ASSERT(mf_run_set_policy(run, &policy) == 0);
+  ASSERT(o.count == 0);
+  ASSERT(mf_run_submit(run, NULL) == 0);
+  ASSERT(o.count == 1 && o.names[0] == MF_NAME_PENDING);
+  ASSERT(o.id == mf_run_id(run) && o.id != 0 && o.parent_id == 0);
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  /* Pending, Running, AwaitingRetry, Retrying, Failed */
+  ASSERT(o.count == 5);
+  ASSERT(o.names[1] == MF_NAME_RUNNING);
+  ASSERT(o.names[2] == MF_NAME_AWAITING_RETRY);
+  ASSERT(o.names[3] == MF_NAME_RETRYING);
+  ASSERT(o.names[4] == MF_NAME_FAILED);
+  ASSERT(o.inconsistent == 0);
+  /* What the observer saw is the history. */
+  const mf_state *history;
+  ASSERT(mf_run_history(run, &history) == 5);
+  mf_engine_observe(e, count_all, NULL);
+  mf_run_unref(never); /* never submitted: never seen */
+  ASSERT(all_seen == 0);
+  mf_engine_observe(e, NULL, NULL);
+  mf_run *unseen = submit(e, &complete_ops, sizeof(value_body), 1);
+  ASSERT(mf_engine_wait(e, &unseen, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(all_seen == 0);
+  mf_run_unref(unseen);
+  mf_run_unref(run);
+  mf_engine_close(e);
+}
+
 TEST_MAIN("engine")

@@ -1,0 +1,108 @@
+/*
+ * store.h -- the run store: an SQLite file (WAL mode, versioned schema)
+ * recording every run, its states, logs, errors and cached results.
+ *
+ * The loop thread never writes to SQLite: it hands compact events (strings
+ * copied) to a writer thread through a bounded ring, and the writer
+ * commits them in batches, one transaction per batch.  Queue policy: the
+ * hot path blocks only when the ring is full, until the writer made room
+ * (back-pressure: no event is ever dropped while the store works, and a
+ * program that makes runs faster than SQLite records them runs at the
+ * store's pace).  Once SQLite fails (a full or read-only disk, a corrupt
+ * file), the store reports one error, stops writing and discards what comes
+ * after: runs go on.
+ *
+ * Reading (cache lookups, the CLI) uses a second connection on the loop
+ * thread: WAL readers never wait for the writer.
+ */
+#ifndef MFL_STORE_H
+#define MFL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moonflow.h"
+
+#define MFL_INTERNAL_STORE __attribute__((visibility("hidden")))
+
+/* The schema version this build writes; older files are migrated. */
+#define MFL_STORE_SCHEMA 2
+/* PRAGMA application_id of a moonflow store ("MFLW"). */
+#define MFL_STORE_APP_ID 0x4d464c57
+
+typedef struct mfl_store mfl_store;
+
+/* What a run's submit records. */
+typedef struct mfl_store_submit {
+  uint64_t id, parent; /* the engine's ids in this process; parent 0: none */
+  int is_flow;
+  double time;
+  const char *name, *task, *tags, *params; /* copied; NULL: none */
+} mfl_store_submit;
+
+/* A cached or persisted result, written with the Completed state. */
+typedef struct mfl_store_result {
+  char *key;   /* owned by the store once given; NULL: persisted only */
+  char *value; /* encoded (codec.h), owned once given */
+  size_t len;
+  double expires; /* wall seconds; 0: never */
+} mfl_store_result;
+
+/* Opens (creating or migrating) the store at path: ":memory:" is a
+ * private database.  Returns NULL with a message in err for a file that is
+ * not a moonflow store (left untouched), a newer schema, or an SQLite
+ * error. */
+MFL_INTERNAL_STORE mfl_store *mfl_store_open(const char *path, char *err,
+                                             size_t errlen);
+/* Flushes what is queued, stops the writer, closes the file. */
+MFL_INTERNAL_STORE void mfl_store_close(mfl_store *st);
+/* Waits until every event queued so far is committed (or discarded
+ * after an error). */
+MFL_INTERNAL_STORE void mfl_store_flush(mfl_store *st);
+MFL_INTERNAL_STORE const char *mfl_store_path(const mfl_store *st);
+
+/* Events, from the loop thread. */
+MFL_INTERNAL_STORE void mfl_store_submit_run(mfl_store *st,
+                                             const mfl_store_submit *s);
+/* message and traceback are copied (NULL: none); result (NULL: none) is
+ * taken over. */
+MFL_INTERNAL_STORE void mfl_store_state(mfl_store *st, uint64_t id,
+                                        const mf_state *state, int attempt,
+                                        const char *message,
+                                        const char *traceback,
+                                        mfl_store_result *result);
+/* The run was named (task_run_name, after its submit). */
+MFL_INTERNAL_STORE void mfl_store_rename(mfl_store *st, uint64_t id,
+                                         const char *name);
+MFL_INTERNAL_STORE void mfl_store_log(mfl_store *st, uint64_t id, int level,
+                                      double time, const char *message);
+
+/* The newest unexpired result under key: 1 with a malloc'd copy in
+ * *value, 0 when none, -1 on an SQLite error (message in err). */
+MFL_INTERNAL_STORE int mfl_store_lookup(mfl_store *st, const char *key,
+                                        double now, char **value, size_t *len,
+                                        char *err, size_t errlen);
+
+/* Counters and the error that stopped writing (NULL: none). */
+typedef struct mfl_store_stats {
+  uint64_t events, commits, waits; /* waits: the ring was full */
+  double writer_cpu;               /* seconds the writer thread computed */
+  const char *error;
+} mfl_store_stats;
+MFL_INTERNAL_STORE void mfl_store_get_stats(mfl_store *st,
+                                            mfl_store_stats *out);
+
+/* Internals shared by store.c and store_writer.c. */
+struct sqlite3;
+/* Opens a connection and checks (or creates, or migrates) the schema;
+ * returns 0 or -1 with err set. */
+MFL_INTERNAL_STORE int mfl_store_connect(const char *path, int writable,
+                                         struct sqlite3 **out, char *err,
+                                         size_t errlen);
+MFL_INTERNAL_STORE mfl_store *mfl_store_writer_start(struct sqlite3 *db,
+                                                     const char *path,
+                                                     char *err, size_t errlen);
+MFL_INTERNAL_STORE struct sqlite3 *mfl_store_reader(mfl_store *st);
+MFL_INTERNAL_STORE void mfl_store_writer_stop(mfl_store *st);
+
+#endif

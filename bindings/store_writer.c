@@ -1,0 +1,1066 @@
+/*
+ * store_writer.c -- the run store's writer: a bounded ring of events filled
+ * by the loop thread and drained by one writer thread, which commits them
+ * in batches, one transaction each.
+ *
+ * The writer folds a batch's events per run: a run submitted, started and
+ * finished within one batch is one INSERT; a run still live at the end of
+ * a batch is inserted as it is and updated in the batch that ends it.  So
+ * the busier the loop, the bigger the batches and the fewer the
+ * statements per run.  A cached result travels with its run's final state
+ * and is written in the same transaction.
+ *
+ * A run still waiting to start (inputs, slots) is not written until it
+ * starts or ends, or a flush or the end comes: a map submits all its runs
+ * before the first starts, and most then start and end within one batch.
+ * The history blob is left NULL when it says nothing the times do not
+ * (Pending at created, Running at started, the final state at ended).
+ *
+ * Policy when the ring is full: the loop thread waits for room (counted in
+ * waits); nothing is dropped.  After an SQLite error the writer reports it
+ * once on stderr, rolls back, and from then on drains the ring discarding
+ * events, so the loop never waits on a store that stopped.
+ */
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "store.h"
+
+/* Events the ring holds: a power of 2.  MOONFLOW_STORE_RING sets another
+ * (64 to 2^20), which the tests use to fill it. */
+#define RING_SIZE 32768
+#define BATCH_MAX 65536 /* events folded into one transaction at most */
+#define INLINE_TEXT 88
+
+typedef enum ev_kind {
+  EV_SUBMIT = 1,
+  EV_STATE,
+  EV_LOG,
+  EV_RENAME,
+  EV_FLUSH,
+  EV_STOP
+} ev_kind;
+
+/* One event: fixed size; text up to INLINE_TEXT bytes inline, else
+ * malloc'd.  Strings in text are NUL-separated. */
+typedef struct event {
+  unsigned char kind, type, name, is_flow;
+  int attempt; /* EV_LOG: the level */
+  uint64_t id, parent;
+  double time;
+  char *text; /* inline_text or malloc'd; NULL: none */
+  size_t text_len;
+  mfl_store_result result; /* EV_STATE: value NULL when none */
+  char inline_text[INLINE_TEXT];
+} event;
+
+/* {====== The writer's fold of a run ====== */
+
+#define HISTORY_ENTRY 9
+
+typedef struct wrun {
+  uint64_t id;
+  sqlite3_int64 rowid, parent_row, flow_row; /* 0: none (yet) */
+  struct wrun *parent;                       /* until inserted */
+  struct wrun *next_touched;
+  unsigned char is_flow, type, name, final, touched, renamed;
+  int attempts;
+  double created, started, ended;
+  char *fields; /* name\0task\0tags\0params\0: inline or malloc'd */
+  char *message, *traceback;
+  unsigned char *history; /* inline or malloc'd */
+  size_t history_len, history_cap;
+  mfl_store_result result;
+  unsigned char history_inline[4 * HISTORY_ENTRY];
+  char fields_inline[INLINE_TEXT];
+} wrun;
+
+typedef struct log_line {
+  wrun *run; /* NULL: no recorded run */
+  int level;
+  double time;
+  char *message;
+} log_line;
+
+/* Open addressing (linear probing) from the engine's id to the fold. */
+typedef struct run_map {
+  wrun **slots;
+  size_t cap, count;
+} run_map;
+
+static size_t hash_id(uint64_t id, size_t cap) {
+  return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 17) & (cap - 1);
+}
+
+static wrun *map_get(run_map *m, uint64_t id) {
+  if (!m->cap)
+    return NULL;
+  for (size_t i = hash_id(id, m->cap);; i = (i + 1) & (m->cap - 1)) {
+    if (!m->slots[i])
+      return NULL;
+    if (m->slots[i]->id == id)
+      return m->slots[i];
+  }
+}
+
+static int map_put(run_map *m, wrun *r) {
+  if ((m->count + 1) * 2 > m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 1024;
+    wrun **slots = calloc(cap, sizeof *slots);
+    if (!slots)
+      return -1;
+    for (size_t i = 0; i < m->cap; i++)
+      if (m->slots[i]) {
+        size_t j = hash_id(m->slots[i]->id, cap);
+        while (slots[j])
+          j = (j + 1) & (cap - 1);
+        slots[j] = m->slots[i];
+      }
+    free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+  }
+  size_t i = hash_id(r->id, m->cap);
+  while (m->slots[i])
+    i = (i + 1) & (m->cap - 1);
+  m->slots[i] = r;
+  m->count++;
+  return 0;
+}
+
+/* Removes with backward shifting (no tombstones). */
+static void map_remove(run_map *m, uint64_t id) {
+  size_t i = hash_id(id, m->cap);
+  while (m->slots[i]->id != id)
+    i = (i + 1) & (m->cap - 1);
+  m->slots[i] = NULL;
+  m->count--;
+  for (size_t j = (i + 1) & (m->cap - 1); m->slots[j];
+       j = (j + 1) & (m->cap - 1)) {
+    size_t home = hash_id(m->slots[j]->id, m->cap);
+    /* Move it into the hole if its home is not between the hole and j. */
+    if ((j > i && (home <= i || home > j)) ||
+        (j < i && (home <= i && home > j))) {
+      m->slots[i] = m->slots[j];
+      m->slots[j] = NULL;
+      i = j;
+    }
+  }
+}
+
+static void result_free(mfl_store_result *r) {
+  free(r->key);
+  free(r->value);
+  memset(r, 0, sizeof *r);
+}
+
+/* Frees what the fold owns (not the fold: it lives in a slab). */
+static void wrun_clear(wrun *r) {
+  if (r->fields != r->fields_inline)
+    free(r->fields);
+  free(r->message);
+  free(r->traceback);
+  if (r->history != r->history_inline)
+    free(r->history);
+  result_free(&r->result);
+}
+
+/* Folds are allocated by the slab and kept for reuse until the store
+ * closes: a map holds as many folds as it has runs waiting to start, and
+ * one malloc each grew and shrank the writer's heap at every burst. */
+#define SLAB_RUNS 256
+typedef struct slab {
+  struct slab *next;
+  wrun runs[SLAB_RUNS];
+} slab;
+
+/* }====== */
+
+struct mfl_store {
+  struct mfl_store *next_open; /* the stores open in this process */
+  uv_thread_t owner;           /* the loop thread: the only producer */
+  char *path;
+  sqlite3 *db, *reader;
+  uv_thread_t thread;
+  /* The ring: head written by the loop thread, tail by the writer. */
+  event *ring;
+  size_t ring_size;
+  _Atomic size_t head, tail;
+  atomic_int writer_sleeping, producer_waiting;
+  atomic_int urgent; /* a flush or the end waits: no nap */
+  uv_mutex_t lock;
+  uv_cond_t wake_writer, room, flushed;
+  uint64_t flush_asked;        /* loop thread */
+  _Atomic uint64_t flush_done; /* writer */
+  _Atomic uint64_t events, commits, waits;
+  _Atomic uint64_t writer_ns; /* the writer thread's CPU time */
+  char *error;                /* set once by the writer */
+  atomic_int failed;
+  sqlite3_int64 process_row; /* written with the first batch */
+  double opened_at;
+  int reader_failed;
+  /* Writer-only. */
+  run_map runs;
+  wrun *touched_first, *touched_last;
+  log_line *logs;
+  size_t log_count, log_cap;
+  sqlite3_stmt *insert_run, *insert_many, *update_run, *insert_log,
+      *insert_result, *delete_results, *max_row, *rename_run;
+  sqlite3_int64 last_row; /* the highest run id, in a batch */
+  wrun *spare;            /* folds to reuse, linked through next_touched */
+  slab *slabs;
+};
+
+/* A zeroed fold. */
+static wrun *wrun_new(mfl_store *st) {
+  if (!st->spare) {
+    slab *s = malloc(sizeof *s);
+    if (!s)
+      return NULL;
+    s->next = st->slabs;
+    st->slabs = s;
+    for (int i = 0; i < SLAB_RUNS; i++) {
+      s->runs[i].next_touched = st->spare;
+      st->spare = &s->runs[i];
+    }
+  }
+  wrun *r = st->spare;
+  st->spare = r->next_touched;
+  memset(r, 0, offsetof(wrun, history_inline));
+  r->history = r->history_inline;
+  r->history_cap = sizeof r->history_inline;
+  return r;
+}
+
+static void wrun_release(mfl_store *st, wrun *r) {
+  wrun_clear(r);
+  r->next_touched = st->spare;
+  st->spare = r;
+}
+
+/* {====== The writer thread ====== */
+
+static void writer_error(mfl_store *st, const char *what) {
+  if (atomic_load(&st->failed))
+    return;
+  char buf[512];
+  snprintf(buf, sizeof buf, "%s: %s", what, sqlite3_errmsg(st->db));
+  st->error = strdup(buf);
+  atomic_store(&st->failed, 1);
+  sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+  fprintf(stderr,
+          "moonflow: run store %s: %s; runs go on, nothing more is "
+          "recorded\n",
+          st->path, buf);
+  fflush(stderr);
+}
+
+static void touch(mfl_store *st, wrun *r) {
+  if (r->touched)
+    return;
+  r->touched = 1;
+  r->next_touched = NULL;
+  if (st->touched_last)
+    st->touched_last->next_touched = r;
+  else
+    st->touched_first = r;
+  st->touched_last = r;
+}
+
+static void history_add(wrun *r, const event *e) {
+  if (r->history_len + HISTORY_ENTRY > r->history_cap) {
+    size_t cap = r->history_cap * 2;
+    unsigned char *h = r->history == r->history_inline
+                           ? malloc(cap)
+                           : realloc(r->history, cap);
+    if (!h)
+      return;
+    if (r->history == r->history_inline)
+      memcpy(h, r->history_inline, r->history_len);
+    r->history = h;
+    r->history_cap = cap;
+  }
+  unsigned char *p = r->history + r->history_len;
+  p[0] = (unsigned char)(e->type << 4 | e->name);
+  memcpy(p + 1, &e->time, sizeof e->time); /* little-endian hosts */
+  r->history_len += HISTORY_ENTRY;
+}
+
+static char *dup_text(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+static void fold_submit(mfl_store *st, event *e) {
+  wrun *r = wrun_new(st);
+  if (!r)
+    return;
+  r->id = e->id;
+  r->is_flow = e->is_flow;
+  r->created = e->time;
+  r->type = e->type;
+  r->name = e->name;
+  r->parent = e->parent ? map_get(&st->runs, e->parent) : NULL;
+  if (e->text) {
+    r->fields = e->text_len <= sizeof r->fields_inline ? r->fields_inline
+                                                       : malloc(e->text_len);
+    if (r->fields)
+      memcpy(r->fields, e->text, e->text_len);
+  }
+  history_add(r, e);
+  if (map_put(&st->runs, r) != 0) {
+    wrun_release(st, r);
+    return;
+  }
+  touch(st, r);
+}
+
+static void fold_state(mfl_store *st, event *e) {
+  wrun *r = map_get(&st->runs, e->id);
+  if (!r) { /* a run not recorded (the program's main chunk, a host's) */
+    result_free(&e->result);
+    return;
+  }
+  r->type = e->type;
+  r->name = e->name;
+  if (e->attempt > r->attempts)
+    r->attempts = e->attempt;
+  if (e->type == MF_RUNNING && r->started == 0)
+    r->started = e->time;
+  history_add(r, e);
+  const char *message = e->text;
+  const char *traceback = e->text ? e->text + strlen(e->text) + 1 : NULL;
+  int final = e->type >= MF_COMPLETED || e->name == MF_NAME_NOT_READY;
+  if (final) {
+    r->final = 1;
+    r->ended = e->time;
+    free(r->message);
+    free(r->traceback);
+    r->message = dup_text(message);
+    r->traceback = traceback ? dup_text(traceback) : NULL;
+    result_free(&r->result);
+    r->result = e->result;
+    memset(&e->result, 0, sizeof e->result);
+  } else if (message && *message) {
+    /* The message of a failed attempt that is retried: a log line. */
+    if (st->log_count == st->log_cap) {
+      size_t cap = st->log_cap ? st->log_cap * 2 : 64;
+      log_line *logs = realloc(st->logs, cap * sizeof *logs);
+      if (!logs)
+        goto done;
+      st->logs = logs;
+      st->log_cap = cap;
+    }
+    size_t n = strlen(message) + 64;
+    char *text = malloc(n);
+    if (text) {
+      snprintf(text, n, "attempt %d failed: %s", e->attempt, message);
+      st->logs[st->log_count++] =
+          (log_line){.run = r, .level = 30, .time = e->time, .message = text};
+    }
+  }
+done:
+  touch(st, r);
+}
+
+/* A run named when it started (task_run_name): its name field replaced;
+ * the row is updated with its next write. */
+static void fold_rename(mfl_store *st, event *e) {
+  wrun *r = map_get(&st->runs, e->id);
+  if (!r || !r->fields || !e->text)
+    return;
+  size_t old_len = strlen(r->fields) + 1, new_len = strlen(e->text) + 1;
+  const char *p = r->fields + old_len; /* task, tags, parameters */
+  for (int i = 0; i < 3; i++)
+    p += strlen(p) + 1;
+  size_t tail = (size_t)(p - (r->fields + old_len));
+  char *fields = malloc(new_len + tail);
+  if (!fields)
+    return;
+  memcpy(fields, e->text, new_len);
+  memcpy(fields + new_len, r->fields + old_len, tail);
+  if (r->fields != r->fields_inline)
+    free(r->fields);
+  r->fields = fields;
+  r->renamed = 1;
+  touch(st, r);
+}
+
+static void fold_log(mfl_store *st, event *e) {
+  if (st->log_count == st->log_cap) {
+    size_t cap = st->log_cap ? st->log_cap * 2 : 64;
+    log_line *logs = realloc(st->logs, cap * sizeof *logs);
+    if (!logs)
+      return;
+    st->logs = logs;
+    st->log_cap = cap;
+  }
+  wrun *r = e->id ? map_get(&st->runs, e->id) : NULL;
+  st->logs[st->log_count++] =
+      (log_line){.run = r,
+                 .level = e->attempt,
+                 .time = e->time,
+                 .message = strdup(e->text ? e->text : "")};
+  if (r)
+    touch(st, r); /* kept until the lines are written */
+}
+
+static void bind_text_or_null(sqlite3_stmt *s, int i, const char *text) {
+  if (text && *text)
+    sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(s, i);
+}
+
+static void bind_time(sqlite3_stmt *s, int i, double t) {
+  if (t > 0)
+    sqlite3_bind_double(s, i, t);
+  else
+    sqlite3_bind_null(s, i);
+}
+
+static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  if (rc != SQLITE_DONE) {
+    writer_error(st, what);
+    return -1;
+  }
+  return 0;
+}
+
+/* Whether the history is Pending, [Running], [final]: what created,
+ * started, ended and the state say. */
+static int plain_history(const wrun *r) {
+  const unsigned char *h = r->history;
+  size_t n = r->history_len / HISTORY_ENTRY;
+  if (n == 0 || n > 3 || h[0] != (MF_PENDING << 4 | MF_NAME_PENDING))
+    return 0;
+  if (n >= 2 && h[HISTORY_ENTRY] != (MF_RUNNING << 4 | MF_NAME_RUNNING))
+    return 0;
+  return n < 3 || r->final;
+}
+
+/* A new run's row: 19 values from base + 1, in the order of the INSERT's
+ * columns. */
+#define INSERT_COLUMNS 19
+#define INSERT_ROWS 32 /* rows per INSERT: one statement, its cursors once */
+
+static void bind_new_run(mfl_store *st, sqlite3_stmt *s, int base, wrun *r) {
+  const char *f[4] = {"?", NULL, NULL, NULL};
+  const char *p = r->fields;
+  for (int i = 0; p && i < 4; i++, p += strlen(p) + 1)
+    f[i] = p;
+  sqlite3_bind_int64(s, base + 1, r->rowid);
+  sqlite3_bind_int64(s, base + 2, st->process_row);
+  sqlite3_bind_int64(s, base + 3, (sqlite3_int64)r->id);
+  if (r->parent_row)
+    sqlite3_bind_int64(s, base + 4, r->parent_row);
+  else
+    sqlite3_bind_null(s, base + 4);
+  if (r->flow_row)
+    sqlite3_bind_int64(s, base + 5, r->flow_row);
+  else
+    sqlite3_bind_null(s, base + 5);
+  sqlite3_bind_int(s, base + 6, r->is_flow);
+  sqlite3_bind_text(s, base + 7, f[0], -1, SQLITE_STATIC);
+  bind_text_or_null(s, base + 8, f[1]);
+  bind_text_or_null(s, base + 9, f[2]);
+  bind_text_or_null(s, base + 10, f[3]);
+  bind_time(s, base + 11, r->created);
+}
+
+/* The state part (8 values from base + 1): of an insert or an update. */
+static void bind_state(sqlite3_stmt *s, int base, wrun *r) {
+  sqlite3_bind_int(s, base + 1, r->type);
+  sqlite3_bind_int(s, base + 2, r->name);
+  bind_time(s, base + 3, r->started);
+  bind_time(s, base + 4, r->ended);
+  sqlite3_bind_int(s, base + 5, r->attempts);
+  if (plain_history(r))
+    sqlite3_bind_null(s, base + 6);
+  else
+    sqlite3_bind_blob(s, base + 6, r->history, (int)r->history_len,
+                      SQLITE_STATIC);
+  bind_text_or_null(s, base + 7, r->message);
+  bind_text_or_null(s, base + 8, r->traceback);
+}
+
+/* Gives a new run its row id: the writer holds the write lock for the
+ * whole batch (BEGIN IMMEDIATE), so ids from max(id) + 1 are its own. */
+static void assign_row(mfl_store *st, wrun *r) {
+  if (r->parent) {
+    r->parent_row = r->parent->rowid;
+    r->flow_row = r->parent->is_flow ? r->parent->rowid : r->parent->flow_row;
+    r->parent = NULL;
+  }
+  r->rowid = ++st->last_row;
+}
+
+/* Inserts n new runs: INSERT_ROWS at once with insert_many, else one by
+ * one. */
+static int insert_runs(mfl_store *st, wrun **runs, int n) {
+  if (n == INSERT_ROWS) {
+    sqlite3_stmt *s = st->insert_many;
+    for (int i = 0; i < n; i++) {
+      bind_new_run(st, s, i * INSERT_COLUMNS, runs[i]);
+      bind_state(s, i * INSERT_COLUMNS + 11, runs[i]);
+    }
+    return step_reset(st, s, "cannot record runs");
+  }
+  for (int i = 0; i < n; i++) {
+    bind_new_run(st, st->insert_run, 0, runs[i]);
+    bind_state(st->insert_run, 11, runs[i]);
+    if (step_reset(st, st->insert_run, "cannot record a run") != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static int update_run(mfl_store *st, wrun *r) {
+  bind_state(st->update_run, 0, r);
+  sqlite3_bind_int64(st->update_run, 9, r->rowid);
+  return step_reset(st, st->update_run, "cannot record a run");
+}
+
+static int write_result(mfl_store *st, wrun *r) {
+  sqlite3_stmt *s;
+  if (r->result.key) {
+    s = st->delete_results;
+    sqlite3_bind_text(s, 1, r->result.key, -1, SQLITE_STATIC);
+    if (step_reset(st, s, "cannot record a result") != 0)
+      return -1;
+  }
+  s = st->insert_result;
+  sqlite3_bind_int64(s, 1, r->rowid);
+  bind_text_or_null(s, 2, r->result.key);
+  bind_time(s, 3, r->ended);
+  bind_time(s, 4, r->result.expires);
+  sqlite3_bind_blob(s, 5, r->result.value, (int)r->result.len, SQLITE_STATIC);
+  return step_reset(st, s, "cannot record a result");
+}
+
+/* Writes one run: a new row (queued in rows, flushed by INSERT_ROWS),
+ * or its row updated; then its kept result. */
+static int write_run(mfl_store *st, wrun *r, wrun **rows, int *nrows) {
+  int ok = 1;
+  if (!r->rowid) {
+    assign_row(st, r);
+    rows[(*nrows)++] = r;
+    if (*nrows == INSERT_ROWS) {
+      ok = insert_runs(st, rows, *nrows) == 0;
+      *nrows = 0;
+    }
+  } else {
+    ok = update_run(st, r) == 0;
+    if (ok && r->renamed) {
+      sqlite3_bind_text(st->rename_run, 1, r->fields, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st->rename_run, 2, r->rowid);
+      ok = step_reset(st, st->rename_run, "cannot record a run") == 0;
+    }
+  }
+  r->renamed = 0;
+  if (ok && r->final && r->result.value && r->type == MF_COMPLETED)
+    ok = write_result(st, r) == 0;
+  return ok ? 0 : -1;
+}
+
+static int read_last_row(mfl_store *st) {
+  int rc = sqlite3_step(st->max_row);
+  st->last_row = rc == SQLITE_ROW ? sqlite3_column_int64(st->max_row, 0) : 0;
+  sqlite3_reset(st->max_row);
+  if (rc != SQLITE_ROW) {
+    writer_error(st, "cannot read the store");
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes the batch's folds and lines, commits, forgets final runs. */
+static int waiting_to_start(const wrun *r) {
+  return !r->rowid && !r->started && !r->final;
+}
+
+/* The row of this process, with its first batch (a process that records
+ * nothing writes nothing). */
+static int write_process(mfl_store *st) {
+  if (st->process_row)
+    return 0;
+  char sql[128];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO processes(pid, started) VALUES(%ld, %.6f)",
+           (long)getpid(), st->opened_at);
+  if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+    writer_error(st, "cannot record the process");
+    return -1;
+  }
+  st->process_row = sqlite3_last_insert_rowid(st->db);
+  return 0;
+}
+
+/* all: runs waiting to start are written too (a flush, the end). */
+static void commit_batch(mfl_store *st, int all) {
+  int ok = !atomic_load(&st->failed) &&
+           (!(st->touched_first || st->log_count) ||
+            (write_process(st) == 0 && read_last_row(st) == 0));
+  wrun *rows[INSERT_ROWS];
+  int nrows = 0;
+  for (wrun *r = st->touched_first; ok && r; r = r->next_touched)
+    if (!waiting_to_start(r))
+      ok = write_run(st, r, rows, &nrows) == 0;
+  for (size_t i = 0; all && ok && i < st->runs.cap; i++)
+    if (st->runs.slots[i] && waiting_to_start(st->runs.slots[i]))
+      ok = write_run(st, st->runs.slots[i], rows, &nrows) == 0;
+  if (ok && nrows)
+    ok = insert_runs(st, rows, nrows) == 0;
+  for (size_t i = 0; ok && i < st->log_count; i++) {
+    log_line *l = &st->logs[i];
+    sqlite3_stmt *s = st->insert_log;
+    if (l->run && l->run->rowid)
+      sqlite3_bind_int64(s, 1, l->run->rowid);
+    else
+      sqlite3_bind_null(s, 1);
+    sqlite3_bind_double(s, 2, l->time);
+    sqlite3_bind_int(s, 3, l->level);
+    sqlite3_bind_text(s, 4, l->message ? l->message : "", -1, SQLITE_STATIC);
+    ok = step_reset(st, s, "cannot record a log line") == 0;
+  }
+  if (ok) {
+    if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+      writer_error(st, "cannot commit");
+    else
+      atomic_fetch_add(&st->commits, 1);
+  }
+  for (size_t i = 0; i < st->log_count; i++)
+    free(st->logs[i].message);
+  st->log_count = 0;
+  wrun *r = st->touched_first;
+  while (r) {
+    wrun *next = r->next_touched;
+    r->touched = 0;
+    if (r->final) {
+      map_remove(&st->runs, r->id);
+      wrun_release(st, r);
+    }
+    r = next;
+  }
+  st->touched_first = st->touched_last = NULL;
+}
+
+static void event_release(event *e) {
+  if (e->text && e->text != e->inline_text)
+    free(e->text);
+  e->text = NULL;
+  result_free(&e->result);
+}
+
+/* Folds the events in [tail, head) into one transaction; returns whether a
+ * stop was among them. */
+static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
+  int stop = 0, live = !atomic_load(&st->failed);
+  if (live &&
+      sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    writer_error(st, "cannot begin a transaction");
+    live = 0;
+  }
+  for (size_t i = tail; i != head; i++) {
+    event *e = &st->ring[i & (st->ring_size - 1)];
+    if (live && !atomic_load(&st->failed)) {
+      switch ((ev_kind)e->kind) {
+      case EV_SUBMIT:
+        fold_submit(st, e);
+        break;
+      case EV_STATE:
+        fold_state(st, e);
+        break;
+      case EV_LOG:
+        fold_log(st, e);
+        break;
+      case EV_RENAME:
+        fold_rename(st, e);
+        break;
+      default:
+        break;
+      }
+    }
+    if (e->kind == EV_FLUSH)
+      *flush = e->id;
+    if (e->kind == EV_STOP)
+      stop = 1;
+    event_release(e);
+  }
+  if (live || st->touched_first || st->log_count)
+    commit_batch(st, stop || *flush); /* after a failure: frees the folds */
+  atomic_fetch_add(&st->events, head - tail);
+  return stop;
+}
+
+static void writer_main(void *arg) {
+  mfl_store *st = arg;
+  for (;;) {
+    size_t tail = atomic_load(&st->tail);
+    size_t head = atomic_load(&st->head);
+    if (head == tail) {
+      /* Asleep until the loop thread signals; then a nap of a
+       * millisecond gathers a batch, during which it does not signal (one
+       * wake-up per batch, not per event). */
+      atomic_store(&st->writer_sleeping, 1);
+      head = atomic_load(&st->head);
+      if (head == tail) {
+        uv_mutex_lock(&st->lock);
+        if (atomic_load(&st->head) == tail)
+          uv_cond_timedwait(&st->wake_writer, &st->lock, 1000000000);
+        uv_mutex_unlock(&st->lock);
+      }
+      atomic_store(&st->writer_sleeping, 0);
+      if (!atomic_load(&st->producer_waiting) && !atomic_load(&st->urgent))
+        uv_sleep(1);
+      atomic_store(&st->urgent, 0);
+      continue;
+    }
+    if (head - tail > BATCH_MAX)
+      head = tail + BATCH_MAX;
+    uint64_t flush = 0;
+    int stop = drain(st, tail, head, &flush);
+    atomic_store(&st->tail, head);
+    if (atomic_load(&st->producer_waiting) || flush) {
+      uv_mutex_lock(&st->lock);
+      if (flush)
+        atomic_store(&st->flush_done, flush);
+      uv_cond_broadcast(&st->room);
+      uv_cond_broadcast(&st->flushed);
+      uv_mutex_unlock(&st->lock);
+    }
+    struct timespec cpu;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+      atomic_store(&st->writer_ns,
+                   (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec);
+    if (stop)
+      return;
+  }
+}
+
+/* }====== */
+
+/* {====== The loop thread's side ====== */
+
+/* A free slot, waiting for room when the ring is full. */
+static event *slot(mfl_store *st) {
+  size_t head = atomic_load_explicit(&st->head, memory_order_relaxed);
+  if (head - atomic_load_explicit(&st->tail, memory_order_acquire) ==
+      st->ring_size) {
+    atomic_fetch_add(&st->waits, 1);
+    uv_mutex_lock(&st->lock);
+    atomic_store(&st->producer_waiting, 1);
+    uv_cond_signal(&st->wake_writer);
+    while (head - atomic_load(&st->tail) == st->ring_size)
+      uv_cond_timedwait(&st->room, &st->lock, 100000000);
+    atomic_store(&st->producer_waiting, 0);
+    uv_mutex_unlock(&st->lock);
+  }
+  event *e = &st->ring[head & (st->ring_size - 1)];
+  memset(e, 0, offsetof(event, inline_text));
+  return e;
+}
+
+static void publish(mfl_store *st) {
+  atomic_fetch_add(&st->head, 1); /* seq_cst: ordered before the load */
+  if (atomic_load(&st->writer_sleeping)) {
+    uv_mutex_lock(&st->lock);
+    uv_cond_signal(&st->wake_writer);
+    uv_mutex_unlock(&st->lock);
+  }
+}
+
+/* Copies the strings (NULL counts as "") NUL-separated into e->text. */
+static void set_text(event *e, const char *const *parts, int n) {
+  size_t len = 0, lens[4];
+  for (int i = 0; i < n; i++)
+    len += (lens[i] = parts[i] ? strlen(parts[i]) : 0) + 1;
+  char *text = len <= INLINE_TEXT ? e->inline_text : malloc(len);
+  if (!text)
+    return;
+  char *p = text;
+  for (int i = 0; i < n; i++) {
+    if (lens[i])
+      memcpy(p, parts[i], lens[i]);
+    p[lens[i]] = 0;
+    p += lens[i] + 1;
+  }
+  e->text = text;
+  e->text_len = len;
+}
+
+void mfl_store_submit_run(mfl_store *st, const mfl_store_submit *s) {
+  event *e = slot(st);
+  e->kind = EV_SUBMIT;
+  e->type = MF_PENDING;
+  e->name = MF_NAME_PENDING;
+  e->is_flow = (unsigned char)s->is_flow;
+  e->id = s->id;
+  e->parent = s->parent;
+  e->time = s->time;
+  const char *parts[4] = {s->name, s->task, s->tags, s->params};
+  set_text(e, parts, 4);
+  publish(st);
+}
+
+void mfl_store_state(mfl_store *st, uint64_t id, const mf_state *state,
+                     int attempt, const char *message, const char *traceback,
+                     mfl_store_result *result) {
+  event *e = slot(st);
+  e->kind = EV_STATE;
+  e->type = (unsigned char)state->type;
+  e->name = (unsigned char)state->name;
+  e->attempt = attempt;
+  e->id = id;
+  e->time = state->timestamp;
+  if (message || traceback) {
+    const char *parts[2] = {message, traceback};
+    set_text(e, parts, 2);
+  }
+  if (result) {
+    e->result = *result;
+    memset(result, 0, sizeof *result);
+  }
+  publish(st);
+}
+
+void mfl_store_log(mfl_store *st, uint64_t id, int level, double time,
+                   const char *message) {
+  event *e = slot(st);
+  e->kind = EV_LOG;
+  e->attempt = level;
+  e->id = id;
+  e->time = time;
+  set_text(e, &message, 1);
+  publish(st);
+}
+
+void mfl_store_rename(mfl_store *st, uint64_t id, const char *name) {
+  event *e = slot(st);
+  e->kind = EV_RENAME;
+  e->id = id;
+  set_text(e, &name, 1);
+  publish(st);
+}
+
+void mfl_store_flush(mfl_store *st) {
+  uint64_t n = ++st->flush_asked;
+  event *e = slot(st);
+  e->kind = EV_FLUSH;
+  e->id = n;
+  atomic_store(&st->urgent, 1);
+  publish(st);
+  uv_mutex_lock(&st->lock);
+  while (atomic_load(&st->flush_done) < n)
+    uv_cond_timedwait(&st->flushed, &st->lock, 100000000);
+  uv_mutex_unlock(&st->lock);
+}
+
+void mfl_store_get_stats(mfl_store *st, mfl_store_stats *out) {
+  out->events = atomic_load(&st->events);
+  out->commits = atomic_load(&st->commits);
+  out->waits = atomic_load(&st->waits);
+  out->writer_cpu = (double)atomic_load(&st->writer_ns) / 1e9;
+  out->error = atomic_load(&st->failed) ? st->error : NULL;
+}
+
+const char *mfl_store_path(const mfl_store *st) { return st->path; }
+
+/* Opened on first use: a process that looks nothing up needs none. */
+sqlite3 *mfl_store_reader(mfl_store *st) {
+  if (!st->reader && !st->reader_failed && strcmp(st->path, ":memory:") != 0) {
+    char err[256];
+    if (mfl_store_connect(st->path, 0, &st->reader, err, sizeof err) != 0)
+      st->reader_failed = 1;
+  }
+  return st->reader;
+}
+
+/* }====== */
+
+/* {====== Start and stop ====== */
+
+/* A script that calls os.exit() leaves without closing its Lua state: the
+ * stores still open are flushed at exit (from the loop thread that
+ * called exit; another thread's exit leaves them as a SIGKILL would). */
+static uv_mutex_t open_lock;
+static uv_once_t open_once = UV_ONCE_INIT;
+static mfl_store *open_stores;
+
+static void flush_at_exit(void) {
+  uv_thread_t self = uv_thread_self();
+  uv_mutex_lock(&open_lock);
+  for (mfl_store *st = open_stores; st; st = st->next_open)
+    if (uv_thread_equal(&st->owner, &self))
+      mfl_store_flush(st);
+  uv_mutex_unlock(&open_lock);
+}
+
+static void init_open_list(void) {
+  uv_mutex_init(&open_lock);
+  atexit(flush_at_exit);
+}
+
+static void track(mfl_store *st, int open) {
+  uv_once(&open_once, init_open_list);
+  uv_mutex_lock(&open_lock);
+  mfl_store **p = &open_stores;
+  while (*p && *p != st)
+    p = &(*p)->next_open;
+  if (open && !*p) {
+    st->next_open = open_stores;
+    open_stores = st;
+  } else if (!open && *p) {
+    *p = st->next_open;
+  }
+  uv_mutex_unlock(&open_lock);
+}
+
+#define RUN_COLUMNS                                                            \
+  "id, process, local_id, parent, flow, kind, name, task, tags, parameters,"   \
+  " created, state_type, state_name, started, ended, attempts, history,"       \
+  " message, traceback"
+#define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+static int prepare(mfl_store *st, char *err, size_t errlen) {
+  /* INSERT_ROWS rows of RUN_VALUES. */
+  char many[64 + sizeof RUN_COLUMNS + INSERT_ROWS * (sizeof RUN_VALUES + 1)];
+  int n =
+      snprintf(many, sizeof many, "INSERT INTO runs(" RUN_COLUMNS ") VALUES ");
+  for (int i = 0; i < INSERT_ROWS; i++)
+    n += snprintf(many + n, sizeof many - (size_t)n, "%s" RUN_VALUES,
+                  i ? "," : "");
+  struct {
+    const char *sql;
+    sqlite3_stmt **stmt;
+  } all[] = {
+      {"INSERT INTO runs(" RUN_COLUMNS ") VALUES " RUN_VALUES, &st->insert_run},
+      {many, &st->insert_many},
+      {"UPDATE runs SET state_type = ?1, state_name = ?2, started = ?3,"
+       " ended = ?4, attempts = ?5, history = ?6, message = ?7,"
+       " traceback = ?8 WHERE id = ?9",
+       &st->update_run},
+      {"INSERT INTO logs(run, time, level, message) VALUES(?1, ?2, ?3, ?4)",
+       &st->insert_log},
+      {"INSERT OR REPLACE INTO results(run, key, created, expires, value)"
+       " VALUES(?1, ?2, ?3, ?4, ?5)",
+       &st->insert_result},
+      {"DELETE FROM results WHERE key = ?1", &st->delete_results},
+      {"SELECT max(id) FROM runs", &st->max_row},
+      {"UPDATE runs SET name = ?1 WHERE id = ?2", &st->rename_run},
+  };
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+    if (sqlite3_prepare_v3(st->db, all[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                           all[i].stmt, NULL) != SQLITE_OK) {
+      snprintf(err, errlen, "cannot prepare: %s", sqlite3_errmsg(st->db));
+      return -1;
+    }
+  return 0;
+}
+
+static void finalize_all(mfl_store *st) {
+  sqlite3_finalize(st->insert_run);
+  sqlite3_finalize(st->insert_many);
+  sqlite3_finalize(st->update_run);
+  sqlite3_finalize(st->insert_log);
+  sqlite3_finalize(st->insert_result);
+  sqlite3_finalize(st->delete_results);
+  sqlite3_finalize(st->max_row);
+  sqlite3_finalize(st->rename_run);
+}
+
+mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
+                                  size_t errlen) {
+  mfl_store *st = calloc(1, sizeof *st);
+  if (!st) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  st->db = db;
+  st->path = strdup(path);
+  st->ring_size = RING_SIZE;
+  const char *ring = getenv("MOONFLOW_STORE_RING");
+  long asked = ring ? strtol(ring, NULL, 10) : 0;
+  if (asked >= 64 && asked <= (1 << 20) && (asked & (asked - 1)) == 0)
+    st->ring_size = (size_t)asked;
+  st->ring = calloc(st->ring_size, sizeof *st->ring);
+  if (!st->path || !st->ring) {
+    snprintf(err, errlen, "out of memory");
+    goto failed;
+  }
+  if (prepare(st, err, errlen) != 0)
+    goto failed;
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  st->opened_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+  uv_mutex_init(&st->lock);
+  uv_cond_init(&st->wake_writer);
+  uv_cond_init(&st->room);
+  uv_cond_init(&st->flushed);
+  if (uv_thread_create(&st->thread, writer_main, st) != 0) {
+    snprintf(err, errlen, "cannot start the writer thread");
+    uv_cond_destroy(&st->flushed);
+    uv_cond_destroy(&st->room);
+    uv_cond_destroy(&st->wake_writer);
+    uv_mutex_destroy(&st->lock);
+    goto failed;
+  }
+  st->owner = uv_thread_self();
+  track(st, 1);
+  return st;
+failed:
+  finalize_all(st);
+  sqlite3_close(st->reader);
+  free(st->ring);
+  free(st->path);
+  free(st);
+  return NULL;
+}
+
+void mfl_store_close(mfl_store *st) {
+  if (!st)
+    return;
+  track(st, 0);
+  event *e = slot(st);
+  e->kind = EV_STOP;
+  atomic_store(&st->urgent, 1);
+  publish(st);
+  uv_thread_join(&st->thread);
+  if (!atomic_load(&st->failed) && st->process_row) {
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "UPDATE processes SET ended = julianday('now') * 86400 - "
+             "210866760000 WHERE id = %lld",
+             (long long)st->process_row);
+    sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+  }
+  for (size_t i = 0; i < st->runs.cap; i++)
+    if (st->runs.slots[i])
+      wrun_clear(st->runs.slots[i]);
+  free(st->runs.slots);
+  while (st->slabs) {
+    slab *next = st->slabs->next;
+    free(st->slabs);
+    st->slabs = next;
+  }
+  free(st->logs);
+  finalize_all(st);
+  sqlite3_close(st->reader);
+  sqlite3_close(st->db);
+  uv_cond_destroy(&st->flushed);
+  uv_cond_destroy(&st->room);
+  uv_cond_destroy(&st->wake_writer);
+  uv_mutex_destroy(&st->lock);
+  free(st->error);
+  free(st->ring);
+  free(st->path);
+  free(st);
+}
+
+/* }====== */
