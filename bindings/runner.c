@@ -264,7 +264,8 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
     lua_setiuservalue(L, box, MFL_UV_INFO);
   }
   if (lr->cached && mfl_cache_start(L, run, lr, box, nargs)) {
-    lua_pop(L, nargs + 1 + remote); /* a cached result: the body is not called */
+    lua_pop(L,
+            nargs + 1 + remote); /* a cached result: the body is not called */
     return -2;
   }
   nargs += remote;

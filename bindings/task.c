@@ -15,11 +15,11 @@
 enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
-  MFL_TASK_POLICY = 4,      /* retries, a timeout or hooks: the run's policy */
-  MFL_TASK_QUIET = 8,       /* the program's own runs (main, REPL chunks): no
-                               lifecycle log lines */
-  MFL_TASK_TAGS = 16,       /* its runs carry tags (limits) */
-  MFL_TASK_LOG_PRINTS = 32, /* print inside its runs goes to the log */
+  MFL_TASK_POLICY = 4,       /* retries, a timeout or hooks: the run's policy */
+  MFL_TASK_QUIET = 8,        /* the program's own runs (main, REPL chunks): no
+                                lifecycle log lines */
+  MFL_TASK_TAGS = 16,        /* its runs carry tags (limits) */
+  MFL_TASK_LOG_PRINTS = 32,  /* print inside its runs goes to the log */
   MFL_TASK_RUNNER_FLOW = 64, /* a flow with a task_runner (runners.c) */
   MFL_TASK_CACHE = 128       /* cache_key, cache or persist_result */
 };
