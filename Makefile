@@ -80,6 +80,7 @@ bench: build
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
 	@$(BUILD)/moonflow bench/codec.lua
+	@$(BUILD)/moonflow bench/runners.lua
 	@$(BUILD)/moonflow bench/latency.lua
 	@MF_PROGRAM=$(BUILD)/moonflow MOONFLOW_LOG_LEVEL=OFF $(BUILD)/moonflow bench/io.lua
 	@MF_PROGRAM=$(BUILD)/moonflow MF_GAME_LOOP=$(BUILD)/examples/game_loop $(BUILD)/moonflow bench/compare.lua

@@ -73,6 +73,7 @@ typedef struct mfl_state {
   int alloc_failing; /* the hook made the allocator fail (preempt.c) */
   lua_Alloc saved_alloc;
   void *saved_alloc_data;
+  int remote_runners;  /* live runners that copy (threads, processes) */
   int log_level;       /* MFL_LOG_*: lines below it are not written */
   int lifecycle_level; /* the same for lifecycle lines: OFF unless
                           MOONFLOW_LOG_LEVEL was set */
@@ -116,6 +117,7 @@ typedef struct mfl_run {
   unsigned char cached;        /* its task caches or persists results */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
+  void *remote; /* the job a remote attempt is parked on (runners.c) */
   struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
                              its body is abandoned */
   struct mfl_note *note; /* store or cache: what its final state carries */
@@ -384,5 +386,18 @@ MFL_INTERNAL void mfl_io_close_state(mfl_state *S);
 
 /* task.c */
 MFL_INTERNAL void mfl_open_task(lua_State *L);
+
+/* runners.c: task runners that copy (runners.h has the rest). */
+/* mf_run_data of a flow run whose flow has a task_runner. */
+MFL_INTERNAL extern const char mfl_key_runner_flow;
+/* At an attempt's start, with the task's function on top: when the run
+ * executes on a runner that copies, replaces it by the remote attempt and
+ * its first two arguments (the runner, the function); returns how many
+ * values it added (0 or 2). */
+MFL_INTERNAL int mfl_remote_prepare(lua_State *L, mf_run *run, int box);
+/* The run's remote attempt was abandoned while parked: its job goes
+ * (touches no Lua: also while the state closes). */
+MFL_INTERNAL void mfl_remote_abandon(mfl_run *lr);
+MFL_INTERNAL void mfl_open_runners(lua_State *L);
 
 #endif

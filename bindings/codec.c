@@ -206,7 +206,9 @@ static unsigned opt_flags(lua_State *L, int idx) {
     flags |= MFL_CODEC_FUNCTIONS;
   if (lua_getfield(L, idx, "strip") != LUA_TNIL && lua_toboolean(L, -1))
     flags |= MFL_CODEC_STRIP;
-  lua_pop(L, 2);
+  if (lua_getfield(L, idx, "require") != LUA_TNIL && lua_toboolean(L, -1))
+    flags |= MFL_CODEC_REQUIRE;
+  lua_pop(L, 3);
   return flags;
 }
 
@@ -229,11 +231,11 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
-/* core.decode(bytes, {functions = bool}) */
+/* core.decode(bytes, {functions = bool, require = bool}) */
 static int l_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  unsigned flags = opt_flags(L, 2) & MFL_CODEC_FUNCTIONS;
+  unsigned flags = opt_flags(L, 2) & (MFL_CODEC_FUNCTIONS | MFL_CODEC_REQUIRE);
   if (mfl_decode(L, s, len, flags) != MFL_CODEC_OK)
     return lua_error(L);
   return 1;

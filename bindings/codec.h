@@ -68,7 +68,10 @@ typedef struct mfl_buffer {
 /* Flags of mfl_encode and mfl_decode. */
 enum {
   MFL_CODEC_FUNCTIONS = 1, /* functions, modules and the global table */
-  MFL_CODEC_STRIP = 2      /* encode: bytecode without debug information */
+  MFL_CODEC_STRIP = 2,     /* encode: bytecode without debug information */
+  MFL_CODEC_REQUIRE = 4    /* decode: a module the message names that is not
+                              loaded in this state is required (a worker
+                              loads what the sender's functions use) */
 };
 
 /* Results of mfl_encode and mfl_decode. */

@@ -295,7 +295,13 @@ static void push_loaded(mflc_dec *d, size_t at, const char *what) {
   lua_State *L = d->L;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushvalue(L, -2);
-  if (lua_rawget(L, -2) != LUA_TTABLE)
+  if (lua_rawget(L, -2) != LUA_TTABLE && (d->flags & MFL_CODEC_REQUIRE)) {
+    lua_pop(L, 1); /* require(name): its errors are the decode's */
+    lua_getglobal(L, "require");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 1);
+  }
+  if (lua_type(L, -1) != LUA_TTABLE)
     mflc_bad(d,
              "the %s at byte %zu needs module '%s', not loaded in this state "
              "(require it first: a runner's setup)",

@@ -53,7 +53,7 @@ static int l_configure(lua_State *L) {
     } else {
       return mfl_raise(L, "UsageError",
                        "unknown configure option '%s' (known: slice, "
-                       "preempt, store)",
+                       "preempt, store, task_runner)",
                        key);
     }
     lua_pop(L, 1);

@@ -25,6 +25,7 @@
 #include "binding.h"
 #include "progress.h"
 #include "repl.h"
+#include "runners.h"
 
 static const char *program = "moonflow";
 
@@ -35,6 +36,7 @@ typedef struct options {
   int quiet;
   int first_arg; /* argv index of the script's first argument */
   int script_index;
+  int worker; /* --worker: a task runner's worker process (internal) */
   const char *command; /* runs, show, logs: reading the run store */
 } options;
 
@@ -327,6 +329,10 @@ static int parse(options *o, int argc, char **argv) {
   memset(o, 0, sizeof *o);
   o->first_arg = argc;
   o->script_index = 0;
+  if (argc == 2 && strcmp(argv[1], "--worker") == 0) {
+    o->worker = 1; /* spawned by mf.runners.processes: frames on fd 3 */
+    return -1;
+  }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -388,10 +394,16 @@ int main(int argc, char **argv) {
     return 1;
   }
   luaL_openlibs(L);
+  mflw_is_program = 1; /* mf.runners.processes spawns this program */
   lua_pushcfunction(L, open_moonflow);
   if (report(L, lua_pcall(L, 0, 0, 0)) != LUA_OK) {
     lua_close(L);
     return 1;
+  }
+  if (o.worker) {
+    int status = mflw_process_main(L, 3);
+    lua_close(L);
+    return status;
   }
   if (o.command) { /* reads the store: nothing runs */
     char path[4096];

@@ -443,6 +443,7 @@ static int open_core(lua_State *L) {
   mfl_open_task(L);
   mfl_open_flow(L);
   mfl_open_control(L);
+  mfl_open_runners(L);
   mfl_open_io(L);
   mfl_open_cache(L);
   lua_pushliteral(L, MF_VERSION);

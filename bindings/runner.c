@@ -235,6 +235,8 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
   lua_getiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, -1, MFL_TASK_UV_FN);
   lua_remove(L, -2);
+  /* A runner that copies: the attempt is the remote one (runners.c). */
+  int remote = lr->S->remote_runners ? mfl_remote_prepare(L, run, box) : 0;
   int nargs = lr->nargs;
   lua_getiuservalue(L, box, MFL_UV_ARGS);
   if (nargs < 0) {
@@ -262,9 +264,11 @@ static int push_attempt(lua_State *L, mf_run *run, mfl_run *lr, int box,
     lua_setiuservalue(L, box, MFL_UV_INFO);
   }
   if (lr->cached && mfl_cache_start(L, run, lr, box, nargs)) {
-    lua_pop(L, nargs + 1); /* a cached result: the body is not called */
+    lua_pop(L,
+            nargs + 1 + remote); /* a cached result: the body is not called */
     return -2;
   }
+  nargs += remote;
   if (nargs + 1 > LUA_MINSTACK) /* a pooled coroutine has that much */
     luaL_checkstack(co, nargs + 1, "too many arguments");
   lua_xmove(L, co, nargs + 1);
@@ -288,8 +292,11 @@ static const char *hook_point_name(unsigned point) {
 
 /* Pushes the hooks' runner with (hooks, task, future, state) onto co. */
 static int push_hooks(lua_State *L, mf_run *run, int box, lua_State *co) {
-  mfl_state *S = ((mfl_run *)mf_run_body(run))->S;
+  mfl_run *lr = mf_run_body(run);
+  mfl_state *S = lr->S;
   const char *kind = hook_point_name(mf_run_hook_point(run));
+  if (lr->kind == MFL_TASK && mf_run_hook_point(run) == MF_HOOK_CRASHED)
+    kind = "on_failure"; /* a task has no on_crashed: it failed */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->hooks_ref);
   lua_getiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, -1, MFL_TASK_UV_OPTS);
@@ -542,6 +549,8 @@ static void op_step(mf_run *run, mf_step_reason reason) {
 static void op_abandon(mf_run *run) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
+  if (lr->remote) /* parked on a worker's job (runners.c) */
+    mfl_remote_abandon(lr);
   mfl_io_abandon(lr); /* the I/O it was parked on stops (C only) */
   if (S->closed || S->closing || lr->pin == LUA_NOREF)
     return;

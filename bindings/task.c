@@ -15,12 +15,13 @@
 enum {
   MFL_TASK_WAIT_FOR = 1,
   MFL_TASK_RETURN_STATE = 2,
-  MFL_TASK_POLICY = 4,      /* retries, a timeout or hooks: the run's policy */
-  MFL_TASK_QUIET = 8,       /* the program's own runs (main, REPL chunks): no
-                               lifecycle log lines */
-  MFL_TASK_TAGS = 16,       /* its runs carry tags (limits) */
-  MFL_TASK_LOG_PRINTS = 32, /* print inside its runs goes to the log */
-  MFL_TASK_CACHE = 64       /* cache_key, cache or persist_result */
+  MFL_TASK_POLICY = 4,       /* retries, a timeout or hooks: the run's policy */
+  MFL_TASK_QUIET = 8,        /* the program's own runs (main, REPL chunks): no
+                                lifecycle log lines */
+  MFL_TASK_TAGS = 16,        /* its runs carry tags (limits) */
+  MFL_TASK_LOG_PRINTS = 32,  /* print inside its runs goes to the log */
+  MFL_TASK_RUNNER_FLOW = 64, /* a flow with a task_runner (runners.c) */
+  MFL_TASK_CACHE = 128       /* cache_key, cache or persist_result */
 };
 
 /* A Task: its options as the engine takes them, read once at definition
@@ -105,6 +106,8 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
   if (t->call_flags & MFL_TASK_TAGS)
     set_tags(L, task_idx, run);
+  if (t->call_flags & MFL_TASK_RUNNER_FLOW)
+    mf_run_set_data(run, (void *)&mfl_key_runner_flow);
   lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
   if (S->store)
     mfl_store_before_submit(L, S, run, task_idx, first, nargs);
@@ -544,6 +547,9 @@ static void read_policy(lua_State *L, int opts, mfl_task_full *t,
       p->hooks |= hooks[i].point;
     lua_pop(L, 1);
   }
+  /* A task's run that crashed (its worker died) failed: on_failure. */
+  if (!t->base.is_flow && (p->hooks & MF_HOOK_FAILED))
+    p->hooks |= MF_HOOK_CRASHED;
   if (p->retries > 0 || p->timeout > 0 || p->hooks)
     t->call_flags |= MFL_TASK_POLICY;
 }
@@ -584,6 +590,8 @@ static int l_new_task(lua_State *L) {
     t->call_flags |= MFL_TASK_QUIET;
   if (opt_flag(L, 3, "log_prints", 0))
     t->call_flags |= MFL_TASK_LOG_PRINTS;
+  if (t->base.is_flow && opt_flag(L, 3, "task_runner", 1))
+    t->call_flags |= MFL_TASK_RUNNER_FLOW;
   if (opt_flag(L, 3, "cache_key", 1) || opt_flag(L, 3, "cache", 0) ||
       opt_flag(L, 3, "persist_result", 0))
     t->call_flags |= MFL_TASK_CACHE;

@@ -12,9 +12,11 @@ set(MF_BINDING_SOURCES
   bindings/io_conn.c bindings/io_dns.c bindings/io_exec.c bindings/io_fs.c
   bindings/io_http.c bindings/io_promise.c bindings/io_spawn.c
   bindings/io_tcp.c bindings/luv.c bindings/module.c bindings/origin.c
-  bindings/preempt.c bindings/runner.c bindings/state.c bindings/store.c
-  bindings/store_lua.c bindings/store_read.c bindings/store_writer.c
-  bindings/task.c bindings/wait.c)
+  bindings/preempt.c bindings/runner.c bindings/runners.c
+  bindings/runners_msg.c bindings/runners_procs.c bindings/runners_threads.c
+  bindings/state.c bindings/store.c bindings/store_lua.c
+  bindings/store_read.c bindings/store_writer.c bindings/task.c
+  bindings/wait.c bindings/worker.c)
 set(MF_PROGRAM_SOURCES bindings/main.c bindings/progress.c bindings/repl.c)
 # The installed headers.
 set(MF_PUBLIC_HEADERS engine/moonflow.h bindings/moonflow_lua.h)

@@ -342,6 +342,8 @@ MF_API int mf_run_submit(mf_run *run, mf_run *parent);
 
 /* The run's parent, or NULL. */
 MF_API mf_run *mf_run_parent(const mf_run *run);
+/* How many runs it started are not final yet (its live children). */
+MF_API size_t mf_run_live_children(const mf_run *run);
 
 /* Current state, and the history of every state the run went through. */
 MF_API mf_state_type mf_run_state_type(const mf_run *run);

@@ -149,6 +149,7 @@ int mf_run_attempt(const mf_run *run) { return run->attempt; }
 mf_run *mf_run_cause(const mf_run *run) { return run->cause; }
 int mf_run_error_code(const mf_run *run) { return run->error_code; }
 int mf_run_is_final(const mf_run *run) { return run->life == MF_LIFE_FINAL; }
+size_t mf_run_live_children(const mf_run *run) { return run->live_children; }
 void mf_run_set_data(mf_run *run, void *data) { run->data = data; }
 void *mf_run_data(const mf_run *run) { return run->data; }
 mf_wake_reason mf_run_wake_reason(const mf_run *run) {

@@ -139,6 +139,7 @@ end
 TestRetries = {}
 
 function TestRetries:test_same_future_for_every_attempt_until_completed()
+  h.shared_memory("a task records into the test's variables")
   local attempts, ids = {}, {}
   local t = mf.task({ name = "flaky", retries = 3 }, function()
     local ctx = mf.context()
@@ -161,6 +162,7 @@ function TestRetries:test_same_future_for_every_attempt_until_completed()
 end
 
 function TestRetries:test_history_types()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 1 }, function()
     n = n + 1
@@ -175,6 +177,7 @@ function TestRetries:test_history_types()
 end
 
 function TestRetries:test_retries_exhausted_fails_with_last_error()
+  h.shared_memory("a task records into the test's variables")
   local errs = {}
   local t = mf.task({ retries = 2 }, function()
     local e = { kind = "Mine", message = "attempt " .. mf.context().attempt }
@@ -194,6 +197,7 @@ function TestRetries:test_retries_exhausted_fails_with_last_error()
 end
 
 function TestRetries:test_no_retries_by_default()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task(function() n = n + 1 raise("no") end)
   local fut = t:submit()
@@ -204,6 +208,7 @@ function TestRetries:test_no_retries_by_default()
 end
 
 function TestRetries:test_retries_zero_is_one_attempt()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 0 }, function() n = n + 1 raise("no") end)
   local fut = t:submit()
@@ -218,6 +223,7 @@ function TestRetries:test_attempt_is_one_without_retries()
 end
 
 function TestRetries:test_retry_never_starts_before_its_delay()
+  h.shared_memory("a task records into the test's variables")
   local starts = {}
   local t = mf.task({ retries = 2, retry_delay = 0.05 }, function()
     starts[#starts + 1] = mf.now()
@@ -233,6 +239,7 @@ function TestRetries:test_retry_never_starts_before_its_delay()
 end
 
 function TestRetries:test_delay_list_used_in_turn_last_value_repeats()
+  h.shared_memory("a task keeps a Future in the test's variables")
   -- Each delay is at least its value; that the first retry waited 0.01 s
   -- and not 0.04 s is told by a marker sleeping 0.025 s, started by the
   -- first attempt just before it fails: the retry comes before it wakes.
@@ -269,6 +276,7 @@ function TestRetries:test_delay_list_used_in_turn_last_value_repeats()
 end
 
 function TestRetries:test_other_runs_go_on_during_a_retry_delay()
+  h.shared_memory("a task counts its attempts in the test's variables")
   -- Counted: the ticker ticked between the first attempt and the second.
   local ticks = 0
   local flaky_n = 0
@@ -318,6 +326,7 @@ local function index_of(list, x)
 end
 
 function TestRetries:test_jitter_delays_vary_and_stay_in_bounds()
+  h.shared_memory("a task records into the test's variables")
   -- delay 0.2, jitter 0.5: every delay is drawn from [0.1, 0.3].  36 runs
   -- fail in one go, after a run whose retry waits 0.1 s ("lo"), before one
   -- that waits 0.3 s ("hi"), with one that waits 0.2 s ("mid") in the
@@ -364,6 +373,7 @@ function TestRetries:test_jitter_delays_vary_and_stay_in_bounds()
 end
 
 function TestRetries:test_jitter_zero_keeps_the_delay()
+  h.shared_memory("a task records into the test's variables")
   -- Equal delays: runs failing in one go retry in the order they failed
   -- (jitter would shuffle them), each at least the delay after its failure,
   -- and their first retries all come before that of a run with twice the
@@ -396,6 +406,7 @@ function TestRetries:test_jitter_zero_keeps_the_delay()
 end
 
 function TestRetries:test_retry_condition_falsy_ends_without_more_retries()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 5, retry_condition = function() return nil end },
     function() n = n + 1 raise("fatal") end)
@@ -408,6 +419,7 @@ function TestRetries:test_retry_condition_falsy_ends_without_more_retries()
 end
 
 function TestRetries:test_retry_condition_false_also_ends()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 5, retry_condition = function() return false end },
     function() n = n + 1 raise("fatal") end)
@@ -418,6 +430,7 @@ function TestRetries:test_retry_condition_false_also_ends()
 end
 
 function TestRetries:test_retry_condition_gets_error_and_state()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local calls = {}
   local e1 = { kind = "Transient", message = "try again" }
   local e2 = { kind = "Fatal", message = "give up" }
@@ -445,6 +458,7 @@ function TestRetries:test_retry_condition_gets_error_and_state()
 end
 
 function TestRetries:test_retry_condition_truthy_retries()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 2, retry_condition = function() return "yes" end },
     function() n = n + 1 if n < 3 then raise("x") end return n end)
@@ -452,6 +466,7 @@ function TestRetries:test_retry_condition_truthy_retries()
 end
 
 function TestRetries:test_timed_out_attempt_is_retried()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 1, timeout = 0.3 }, function()
     n = n + 1
@@ -465,6 +480,7 @@ function TestRetries:test_timed_out_attempt_is_retried()
 end
 
 function TestRetries:test_each_attempt_has_its_own_timeout()
+  h.shared_memory("a task counts its attempts in the test's variables")
   -- Three attempts of 0.05 s, 0.5 s apart: more than the 1 s timeout in
   -- all, but each attempt is well within it.
   local n = 0
@@ -478,6 +494,7 @@ function TestRetries:test_each_attempt_has_its_own_timeout()
 end
 
 function TestRetries:test_retries_with_task_with()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task(function() n = n + 1 if n < 2 then raise("x") end return n end)
   local fut = t:with({ retries = 1 }):submit()
@@ -560,6 +577,7 @@ function TestTimeouts:test_yielding_run_is_stopped_at_its_next_yield()
 end
 
 function TestTimeouts:test_run_parked_on_a_future_is_stopped()
+  h.shared_memory("a task keeps a Future in the test's variables")
   local slow = mf.task(function() mf.sleep(h.LONG) return 1 end)
   local slow_fut
   local t = mf.task({ timeout = 0.05 }, function()
@@ -613,6 +631,7 @@ function TestTimeouts:test_timeout_counts_from_start_not_from_wait_for()
 end
 
 function TestTimeouts:test_what_it_started_is_cancelled()
+  h.shared_memory("a task keeps a Future in the test's variables")
   local child_finished = false
   local child_fut
   local child = mf.task(function() mf.sleep(0.15) child_finished = true end)
@@ -838,6 +857,7 @@ local function min_of(xs)
 end
 
 function TestFairness:test_spinning_run_does_not_freeze_a_sleeper()
+  h.shared_memory("runs see each other's progress through the test's variables")
   -- The sleeper ticked 5 times while the spinner computed: the spinner was
   -- parked and timers fired in between.
   local saw_all, seen, changes = ticker_beside_spinner(5)
@@ -847,6 +867,7 @@ function TestFairness:test_spinning_run_does_not_freeze_a_sleeper()
 end
 
 function TestFairness:test_two_spinners_share_the_loop()
+  h.shared_memory("runs see each other's progress through the test's variables")
   -- Two runs computing without yielding: each sees the other make progress
   -- while it has not finished itself -- neither waits for the other to
   -- finish.  Each stops once it saw the other progress twice, or once the
@@ -877,6 +898,7 @@ end
 local LONG_SLICE, SHORT_ENOUGH = 0.3, 0.2
 
 function TestFairness:test_configure_slice_changes_the_slice()
+  h.shared_memory("runs see each other's progress through the test's variables")
   local ok, err = pcall(function()
     mf.configure({ slice = LONG_SLICE })
     local stretches = slices(1)
@@ -892,6 +914,7 @@ function TestFairness:test_configure_slice_changes_the_slice()
 end
 
 function TestFairness:test_configure_bad_values_are_usage_errors()
+  h.shared_memory("runs see each other's progress through the test's variables")
   for _, bad in ipairs({ 0, -0.01, "fast", true, {}, 0 / 0 }) do
     local ok, err = pcall(mf.configure, { slice = bad })
     if ok then mf.configure({ slice = 0.01 }) end
@@ -990,6 +1013,7 @@ end
 local SLEEP = 1
 
 function TestCancellation:test_sleeping_run_runs_its_hooks_and_cancels_children()
+  h.shared_memory("a task keeps a Future in the test's variables")
   local log = {}
   local child_fut
   local asleep_at
@@ -1024,6 +1048,7 @@ function TestCancellation:test_sleeping_run_runs_its_hooks_and_cancels_children(
 end
 
 function TestCancellation:test_result_returns_after_cancellation_hooks()
+  h.shared_memory("a task records into the test's variables")
   local done, started = false, false
   local t = mf.task({ on_cancellation = { function() mf.sleep(0.03) done = true end } },
     function() started = true mf.sleep(h.LONG) end)
@@ -1035,6 +1060,7 @@ function TestCancellation:test_result_returns_after_cancellation_hooks()
 end
 
 function TestCancellation:test_computing_run_is_stopped_and_runs_its_hooks()
+  h.shared_memory("a task records into the test's variables")
   local flags = {}
   local t = mf.task({ on_cancellation = { function() flags.hook = true end } }, function()
     flags.started = true
@@ -1054,6 +1080,7 @@ function TestCancellation:test_computing_run_is_stopped_and_runs_its_hooks()
 end
 
 function TestCancellation:test_computing_run_without_hooks_is_stopped()
+  h.shared_memory("a task records into the test's variables")
   local started, finished = false, false
   local t = mf.task(function() started = true never_yield() finished = true end)
   local fut = t:submit()
@@ -1066,6 +1093,7 @@ function TestCancellation:test_computing_run_without_hooks_is_stopped()
 end
 
 function TestCancellation:test_run_cancelling_itself()
+  h.shared_memory("a task keeps a Future in the test's variables")
   local flags = {}
   local child_fut
   local fut
@@ -1107,6 +1135,7 @@ function TestCancellation:test_run_awaiting_a_retry()
 end
 
 function TestCancellation:test_cancelled_run_is_not_retried()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local n = 0
   local t = mf.task({ retries = 3 }, function() n = n + 1 mf.sleep(h.LONG) end)
   local fut = t:submit()
@@ -1119,6 +1148,7 @@ function TestCancellation:test_cancelled_run_is_not_retried()
 end
 
 function TestCancellation:test_cancelling_a_flow_cancels_its_tree_and_runs_hooks()
+  h.shared_memory("a task records into the test's variables")
   local log = {}
   local futs = {}
   local leaves = 0
@@ -1189,6 +1219,7 @@ function TestHooks:test_on_running_every_attempt_on_failure_once()
 end
 
 function TestHooks:test_on_completion_once_after_retries()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local completion, failure = {}, 0
   local n = 0
   local t = mf.task({
@@ -1220,6 +1251,7 @@ function TestHooks:test_hooks_run_in_order_inside_the_run()
 end
 
 function TestHooks:test_hooks_may_wait_and_finish_before_result()
+  h.shared_memory("a task records into the test's variables")
   local log = {}
   local helper = mf.task(function(x) mf.sleep(0.01) return x end)
   local t = mf.task({
@@ -1265,7 +1297,7 @@ function TestHooks:test_raising_failure_hook_leaves_state_and_error()
   local fut = t:submit()
   local ok, err = pcall(fut.result, fut)
   lu.assertFalse(ok)
-  lu.assertTrue(rawequal(err, e), "the hook's error replaced the run's")
+  h.assert_same(err, e, "the hook's error replaced the run's")
   lu.assertEquals(fut:state().name, "Failed")
   lu.assertTrue(ran)
 end
@@ -1339,6 +1371,7 @@ end
 TestRunNames = {}
 
 function TestRunNames:test_template_from_parameter_names()
+  h.shared_memory("a task records into the test's variables")
   local seen
   local fetch = mf.task({ task_run_name = "fetch-{url}" }, function(url)
     seen = mf.context().name
@@ -1386,6 +1419,7 @@ function TestRunNames:test_function_of_the_arguments()
 end
 
 function TestRunNames:test_evaluated_once_per_run_not_per_attempt()
+  h.shared_memory("a task counts its attempts in the test's variables")
   local calls = 0
   local names_seen = {}
   local n = 0

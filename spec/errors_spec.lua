@@ -67,6 +67,7 @@ function TestErrors:test_cancelled_is_typed()
 end
 
 function TestErrors:test_deadlock_is_typed()
+  h.shared_memory("a task holds a Future of the test")
   local me
   local t = mf.task(function()
     local ok, err = pcall(me.result, me)
@@ -92,12 +93,13 @@ function TestErrors:test_table_error_is_the_same_table()
   local e = { code = 42 }
   local t = mf.task(function() error(e) end)
   local fut = t:submit()
-  lu.assertTrue(rawequal(failure(fut.result, fut), e), "result()")
-  lu.assertTrue(rawequal(failure(t), e), "t()")
-  lu.assertTrue(rawequal(fut:result(nil, false), e), "raise_on_failure false")
+  h.assert_same(failure(fut.result, fut), e, "result()")
+  h.assert_same(failure(t), e, "t()")
+  h.assert_same(fut:result(nil, false), e, "raise_on_failure false")
 end
 
 function TestErrors:test_table_error_with_metatable_keeps_it()
+  h.shared_memory("an error whose metatable is the test's own travels as its text")
   local mt = { __tostring = function(self) return "custom " .. self.code end }
   local e = setmetatable({ code = 1 }, mt)
   local t = mf.task(function() error(e) end)
@@ -135,10 +137,10 @@ function TestErrors:test_error_reaches_futurelist_result_unchanged()
     return x
   end)
   local list = t:map({ 1, 2, 3 })
-  lu.assertTrue(rawequal(failure(list.result, list), e))
+  h.assert_same(failure(list.result, list), e)
   local values = list:result(nil, false)
   lu.assertEquals(values[1], 1)
-  lu.assertTrue(rawequal(values[2], e))
+  h.assert_same(values[2], e)
   lu.assertEquals(values[3], 3)
 end
 
@@ -147,7 +149,7 @@ function TestErrors:test_error_from_a_nested_run_passes_through_unchanged()
   local inner = mf.task(function() error(e) end)
   local outer = mf.task(function() return inner() end)
   local fut = outer:submit()
-  lu.assertTrue(rawequal(failure(fut.result, fut), e))
+  h.assert_same(failure(fut.result, fut), e)
 end
 
 function TestErrors:test_failed_state_keeps_run_name_and_traceback()
@@ -167,6 +169,7 @@ end
 TestDeadlock = {}
 
 function TestDeadlock:test_run_waiting_on_itself_via_context()
+  h.shared_memory("a task holds a Future of the test")
   local runs = {}
   local t = mf.task(function()
     local me = runs[mf.context().id]
@@ -187,6 +190,7 @@ function TestDeadlock:test_run_waiting_on_itself_via_context()
 end
 
 function TestDeadlock:test_run_waiting_on_itself_via_future_passed_in()
+  h.shared_memory("a task holds a Future of the test")
   local t = mf.task(function(box)
     local ok, err = pcall(box.me.result, box.me)
     return ok, err
@@ -200,6 +204,7 @@ function TestDeadlock:test_run_waiting_on_itself_via_future_passed_in()
 end
 
 function TestDeadlock:test_uncaught_deadlock_fails_the_run()
+  h.shared_memory("a task holds a Future of the test")
   local me
   local t = mf.task(function() return me:result() end)
   me = t:submit()
@@ -209,6 +214,7 @@ function TestDeadlock:test_uncaught_deadlock_fails_the_run()
 end
 
 function TestDeadlock:test_two_runs_waiting_on_each_other()
+  h.shared_memory("a task holds a Future of the test")
   local fa, fb
   local a = mf.task(function()
     local ok, v = pcall(fb.result, fb)
@@ -231,6 +237,7 @@ function TestDeadlock:test_two_runs_waiting_on_each_other()
 end
 
 function TestDeadlock:test_transitive_cycle_of_three()
+  h.shared_memory("a task holds a Future of the test")
   local fa, fb, fc
   local function waiter(delay, target)
     return mf.task(function()
@@ -253,6 +260,7 @@ function TestDeadlock:test_transitive_cycle_of_three()
 end
 
 function TestDeadlock:test_waiting_on_a_run_that_waits_on_it_through_an_input()
+  h.shared_memory("a task holds a Future of the test")
   local fa, fdown
   local after = mf.task(function(x) return x end)
   local a = mf.task(function()
@@ -269,6 +277,7 @@ function TestDeadlock:test_waiting_on_a_run_that_waits_on_it_through_an_input()
 end
 
 function TestDeadlock:test_run_waiting_on_the_flow_that_contains_it()
+  h.shared_memory("a task holds a Future of the test")
   local ff
   local inner = mf.task(function()
     local ok, err = pcall(ff.result, ff)
@@ -297,6 +306,7 @@ function TestDeadlock:test_flow_waiting_on_itself()
 end
 
 function TestDeadlock:test_run_in_a_subflow_waiting_on_the_outer_flow()
+  h.shared_memory("a task holds a Future of the test")
   local ff
   local inner = mf.task(function()
     local ok, err = pcall(ff.result, ff)
@@ -328,6 +338,7 @@ function TestDeadlock:test_input_that_is_a_flow_containing_the_new_run()
 end
 
 function TestDeadlock:test_input_flow_submitted_from_a_task_inside_it()
+  h.shared_memory("a task holds a Future of the test")
   local ff
   local t = mf.task(function(x) return x end)
   local submitter = mf.task(function()
@@ -349,6 +360,7 @@ function TestDeadlock:test_input_flow_outside_it_is_no_deadlock()
 end
 
 function TestDeadlock:test_cycle_through_two_flows_never_hangs()
+  h.shared_memory("a task holds a Future of the test")
   local ff, gg, fu
   local kinds = {}
   local function record(who, fut)
@@ -369,6 +381,7 @@ function TestDeadlock:test_cycle_through_two_flows_never_hangs()
 end
 
 function TestDeadlock:test_cycle_through_a_wait_for_any_never_hangs()
+  h.shared_memory("a task holds a Future of the test")
   local fa, fb, fc
   local kinds = {}
   local function record(who, fn)
@@ -395,6 +408,7 @@ function TestDeadlock:test_cycle_through_a_wait_for_any_never_hangs()
 end
 
 function TestDeadlock:test_wait_on_a_wait_for_any_that_can_still_finish_is_no_deadlock()
+  h.shared_memory("a task holds a Future of the test")
   -- a waits for the first of b and c; b waits on a; c finishes on its own,
   -- so a finishes, so b's wait finishes: nothing is deadlocked.
   local fa, fb, fc
@@ -416,6 +430,7 @@ function TestDeadlock:test_wait_on_a_wait_for_any_that_can_still_finish_is_no_de
 end
 
 function TestDeadlock:test_wait_with_timeout_on_itself_is_never_a_deadlock()
+  h.shared_memory("a task holds a Future of the test")
   local me
   local t = mf.task(function()
     local r = {}
@@ -434,6 +449,7 @@ function TestDeadlock:test_wait_with_timeout_on_itself_is_never_a_deadlock()
 end
 
 function TestDeadlock:test_mutual_waits_with_timeouts_are_never_deadlocks()
+  h.shared_memory("a task holds a Future of the test")
   local fa, fb
   local a = mf.task(function() return fb:wait(0.03) end)
   local b = mf.task(function()
@@ -481,6 +497,7 @@ local function sleep_past(t)
 end
 
 function TestCancel:test_cancel_sleeping_run()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local after_sleep = false
   local asleep_at
   local t = mf.task(function()
@@ -526,6 +543,7 @@ function TestCancel:test_cancel_completed_run_returns_false()
 end
 
 function TestCancel:test_cancelling_a_flow_cancels_its_tree()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local futs = {}
   local continued = 0
   local asleep, first_asleep = 0, nil

@@ -54,6 +54,40 @@ local M = { mf = mf, lu = lu }
 M.PATIENCE = tonumber(os.getenv("MF_TEST_PATIENCE")) or 10
 M.LONG = 3 * M.PATIENCE
 
+-- MF_RUNNER=threads|processes: the spec runs again with every task on that
+-- runner (ctest does it for the specs of the shared suite).  Tests that
+-- need what only the coroutine runner gives (a task changing the test's
+-- own variables: shared memory) call h.shared_memory() first.
+M.runner = os.getenv("MF_RUNNER")
+if M.runner and M.runner ~= "coroutines" then
+  mf.configure { task_runner = mf.runners[M.runner] { workers = 2 } }
+  -- Its workers start now, before the first test times anything (no wait
+  -- here: require cannot yield in the program's main run).
+  mf.task(function(x) return x end):map({ 1, 2 })
+end
+M.copying = M.runner ~= nil and M.runner ~= "coroutines"
+
+-- Skips the test on a runner that copies, saying why: what it needs only
+-- the coroutine runner gives (a task changing the test's variables, a task
+-- holding one of the test's Futures, the identity of a table).
+function M.shared_memory(why)
+  if M.copying then
+    lu.skip("needs shared memory (" .. (why or "a task changes the test's variables")
+      .. "): not on the " .. M.runner .. " runner")
+  end
+end
+
+-- The value a run got or gave back is the test's own: the same value
+-- with the coroutine runner; an equal copy (the same fields and
+-- metatable) with a runner that copies (api.md, "Running work").
+function M.assert_same(actual, expected, msg)
+  if not M.copying or type(expected) ~= "table" then
+    return lu.assertIs(actual, expected, msg)
+  end
+  lu.assertEquals(actual, expected, msg)
+  lu.assertIs(getmetatable(actual), getmetatable(expected), msg)
+end
+
 -- Asserts that fn(...) raises a moonflow error of that kind; returns it.
 function M.raises_kind(kind, fn, ...)
   local ok, err = pcall(fn, ...)
@@ -131,8 +165,10 @@ end
 
 -- }======
 
+-- Runs the spec's tests; the script's arguments pick some
+-- (`build/moonflow spec/x_spec.lua TestClass.test_name`, or a -p pattern).
 function M.run()
-  local status = lu.LuaUnit.run("--verbose")
+  local status = lu.LuaUnit.run("--verbose", table.unpack(arg or {}))
   collectgarbage()
   if status ~= 0 then error(string.format("%d spec(s) failed", status), 0) end
 end

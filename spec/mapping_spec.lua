@@ -59,6 +59,7 @@ function TestMapping:test_futurelist_and_array_mapped_together()
 end
 
 function TestMapping:test_futurelist_streams_each_run_after_its_own_upstream()
+  h.shared_memory("a task records its calls in the test's table")
   -- The a runs finish 2, 3, 1, and each is released only by the start of
   -- the b run before it: a3 waits until b2 started, a1 until b3 did.  So
   -- the chain ends only if each b run starts after its own a run, while the
@@ -103,6 +104,7 @@ function TestMapping:test_futurelist_run_i_depends_on_future_i_alone()
 end
 
 function TestMapping:test_record_keys_table_is_usage_error()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local err = h.raises_kind("UsageError", t.map, t, { a = 1, b = 2 })
   lu.assertStrContains(err.message, "unmapped")
@@ -114,6 +116,7 @@ function TestMapping:test_record_keys_table_is_usage_error()
 end
 
 function TestMapping:test_record_keys_table_unmapped_is_broadcast()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local rec = { a = 1, b = 2 }
   lu.assertEquals(#t:map({ 1, 2, 3 }, mf.unmapped(rec)):result(), 3)
@@ -124,6 +127,7 @@ function TestMapping:test_record_keys_table_unmapped_is_broadcast()
 end
 
 function TestMapping:test_table_with_metatable_is_broadcast_as_is()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local obj = setmetatable({ 10, 20, 30, 40, 50 }, { __index = {} })
   local list = t:map({ 1, 2 }, obj)
@@ -152,6 +156,7 @@ function TestMapping:test_single_future_is_waited_for_and_its_result_mapped()
 end
 
 function TestMapping:test_single_future_inside_a_run_parks_the_caller()
+  h.shared_memory("a task sets the test's variables")
   -- The future is done only after the ticker ticked 3 times: the caller of
   -- map must have parked for that.
   local ticks = 0
@@ -176,6 +181,7 @@ function TestMapping:test_single_future_inside_a_run_parks_the_caller()
 end
 
 function TestMapping:test_single_future_with_non_array_result_is_usage_error()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local number = mf.task(function() return 42 end)
   local record = mf.task(function() return { a = 1 } end)
@@ -188,6 +194,7 @@ function TestMapping:test_single_future_with_non_array_result_is_usage_error()
 end
 
 function TestMapping:test_single_future_failed_upstream_is_upstream_failed()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local bad = mf.task(function() error("no list", 0) end)
   local fut = bad:submit()
@@ -199,6 +206,7 @@ function TestMapping:test_single_future_failed_upstream_is_upstream_failed()
 end
 
 function TestMapping:test_unmapped_future_passes_the_same_future_to_every_run()
+  h.shared_memory("a task records its calls in the test's table")
   local made = 0
   local produce = mf.task(function()
     made = made + 1
@@ -224,6 +232,7 @@ end
 -- {====== Broadcast arguments ======
 
 function TestMapping:test_scalars_functions_and_nil_are_broadcast()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local fn = function() end
   t:map({ 1, 2, 3 }, 5, "s", true, nil, fn):wait()
@@ -242,6 +251,7 @@ function TestMapping:test_scalars_functions_and_nil_are_broadcast()
 end
 
 function TestMapping:test_unmapped_table_is_broadcast_without_length_check()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local short = { "x", "y" }
   lu.assertEquals(t:map({ 1, 2, 3 }, mf.unmapped(short)):result(),
@@ -253,6 +263,7 @@ function TestMapping:test_unmapped_table_is_broadcast_without_length_check()
 end
 
 function TestMapping:test_unmapped_table_holding_futures_is_resolved_for_every_run()
+  h.shared_memory("a task records its calls in the test's table")
   local seven = mf.task(function() return 7 end)
   local t, calls = recorder()
   local fut = seven:submit()
@@ -266,6 +277,7 @@ function TestMapping:test_unmapped_table_holding_futures_is_resolved_for_every_r
 end
 
 function TestMapping:test_broadcast_table_is_searched_once_per_map_call()
+  h.shared_memory("a runner that copies sends a broadcast table to each run: its cost is per run")
   -- Searched once per run, big would be walked 1000 times.  What one walk
   -- costs is measured here, by a Lua loop over it (the engine's search
   -- costs about as much): the map with big must cost less than 50 walks
@@ -300,6 +312,7 @@ end
 -- {====== Lengths ======
 
 function TestMapping:test_length_mismatch_raised_before_any_run_starts()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local err = h.raises_kind("MappingLengthMismatch", t.map, t, { 1, 2, 3 },
     { 1, 2 })
@@ -310,6 +323,7 @@ function TestMapping:test_length_mismatch_raised_before_any_run_starts()
 end
 
 function TestMapping:test_length_mismatch_with_futurelist()
+  h.shared_memory("a task records its calls in the test's table")
   local a = mf.task(function(x) return x end)
   local t, calls = recorder()
   local up = a:map({ 1, 2 })
@@ -321,6 +335,7 @@ function TestMapping:test_length_mismatch_with_futurelist()
 end
 
 function TestMapping:test_length_mismatch_with_single_future()
+  h.shared_memory("a task records its calls in the test's table")
   local produce = mf.task(function() return { 1, 2, 3, 4 } end)
   local t, calls = recorder()
   local fut = produce:submit()
@@ -330,6 +345,7 @@ function TestMapping:test_length_mismatch_with_single_future()
 end
 
 function TestMapping:test_missing_iterable()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   h.raises_kind("MappingMissingIterable", t.map, t)
   h.raises_kind("MappingMissingIterable", t.map, t, 1, "x", true)
@@ -340,6 +356,7 @@ function TestMapping:test_missing_iterable()
 end
 
 function TestMapping:test_empty_array_gives_empty_futurelist()
+  h.shared_memory("a task records its calls in the test's table")
   local t, calls = recorder()
   local list = t:map({})
   lu.assertEquals(#list, 0)

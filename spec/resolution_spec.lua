@@ -90,6 +90,7 @@ function TestResolution:test_futures_as_table_keys()
 end
 
 function TestResolution:test_resolved_before_the_run_starts()
+  h.shared_memory("a task holds a Future of the test")
   local up_done_at_start
   local up = value:submit(0.04, "v")
   local down = mf.task(function(v)
@@ -101,6 +102,7 @@ function TestResolution:test_resolved_before_the_run_starts()
 end
 
 function TestResolution:test_waiting_for_inputs_blocks_nothing()
+  h.shared_memory("a task sets the test's variables")
   local order = {}
   -- up is released by the ticker: down can only run after the ticker did.
   local gate = h.gate()
@@ -133,6 +135,7 @@ function TestResolution:test_table_holding_futures_is_copied_not_changed()
 end
 
 function TestResolution:test_table_without_futures_is_the_same_table()
+  h.shared_memory("the identity of the table a task gets and changes")
   local arg = { 1, 2, { 3 } }
   local t = mf.task(function(tbl) tbl.touched = true return tbl end)
   local got = t:submit(arg):result()
@@ -145,10 +148,11 @@ function TestResolution:test_plain_subtable_without_futures_kept_inside_a_copy()
   local plain = { 1, 2 }
   local got = echo:submit({ a, plain }):result()[1]
   lu.assertEquals(got[1], "A")
-  lu.assertIs(got[2], plain)
+  h.assert_same(got[2], plain)
 end
 
 function TestResolution:test_tables_with_a_metatable_are_not_searched()
+  h.shared_memory("a task holds a Future of the test")
   local up = value:submit(0.1, "late")
   local arg = setmetatable({ f = up, inner = { up } }, {})
   local saw_done
@@ -165,6 +169,7 @@ function TestResolution:test_tables_with_a_metatable_are_not_searched()
 end
 
 function TestResolution:test_metatable_table_nested_in_a_plain_table()
+  h.shared_memory("a table with a metatable of the test's own is not copied")
   local up = value:submit(0.1, "late")
   local a = value:submit(0, "A")
   local opaque = setmetatable({ up }, {})
@@ -177,6 +182,7 @@ function TestResolution:test_metatable_table_nested_in_a_plain_table()
 end
 
 function TestResolution:test_quote_passes_a_table_unsearched()
+  h.shared_memory("a task holds a Future of the test")
   local up = value:submit(0.1, "late")
   local tbl = { up, k = { up } }
   local saw_done
@@ -193,6 +199,7 @@ function TestResolution:test_quote_passes_a_table_unsearched()
 end
 
 function TestResolution:test_quote_inside_a_plain_table()
+  h.shared_memory("a task gets a Future of the test, quoted")
   local up = value:submit(0.1, "late")
   local a = value:submit(0, "A")
   local quoted = { up }
@@ -208,7 +215,7 @@ function TestResolution:test_quote_of_a_table_without_futures()
   local tbl = { 1, 2 }
   local got = echo:submit(mf.quote(tbl)):result()
   lu.assertEquals(got.n, 1)
-  lu.assertIs(got[1], tbl)
+  h.assert_same(got[1], tbl)
 end
 
 -- }======
@@ -325,7 +332,7 @@ function TestAllowFailure:test_downstream_receives_the_error_value()
   local down = mf.task(function(v, other) return v, other end)
   local fut = down:submit(mf.allow_failure(up), "other")
   local v, other = fut:result()
-  lu.assertIs(v, e)
+  h.assert_same(v, e)
   lu.assertEquals(other, "other")
   lu.assertEquals(fut:state().type, "COMPLETED")
 end
@@ -348,11 +355,12 @@ function TestAllowFailure:test_inside_a_plain_table()
   local up = fail:submit(e)
   local ok_up = value:submit(0, 2)
   local got = echo:submit({ a = mf.allow_failure(up), b = ok_up }):result()[1]
-  lu.assertIs(got.a, e)
+  h.assert_same(got.a, e)
   lu.assertEquals(got.b, 2)
 end
 
 function TestAllowFailure:test_waits_for_the_upstream()
+  h.shared_memory("a task holds a Future of the test")
   local up = fail:submit("late", 0.04)
   local saw_done
   local t = mf.task(function(v) saw_done = up:done() return v end)
@@ -367,6 +375,7 @@ end
 TestWaitFor = {}
 
 function TestWaitFor:test_waits_without_taking_values()
+  h.shared_memory("a task holds a Future of the test")
   local a, b = value:submit(0.03, "A"), value:submit(0.01, "B")
   local done_at_start
   local t = mf.task(function(...)
@@ -394,6 +403,7 @@ function TestWaitFor:test_failed_wait_for_makes_not_ready()
 end
 
 function TestWaitFor:test_with_map()
+  h.shared_memory("a task holds a Future of the test")
   local gate = value:submit(0.03, "gate")
   local starts = {}
   local t = mf.task(function(x) starts[#starts + 1] = gate:done() return x * 2 end)
@@ -403,6 +413,7 @@ function TestWaitFor:test_with_map()
 end
 
 function TestWaitFor:test_with_keeps_the_task_unchanged()
+  h.shared_memory("a task holds a Future of the test")
   local gate = h.gate() -- slow ends once the test opens it (it never does)
   local slow = mf.task(function() gate:wait() return 1 end):submit()
   local t = mf.task(function() return slow:done() end)
@@ -441,8 +452,8 @@ function TestReturnState:test_failed_run_gives_its_state_without_raising()
   lu.assertTrue(st:is_final())
   local rok, err = pcall(st.result, st)
   lu.assertFalse(rok)
-  lu.assertIs(err, e)
-  lu.assertIs(st:result(false), e)
+  h.assert_same(err, e)
+  h.assert_same(st:result(false), e)
 end
 
 function TestReturnState:test_not_ready_state()

@@ -52,6 +52,7 @@ function TestStates:test_pending_state()
 end
 
 function TestStates:test_running_state()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local gate = h.gate() -- the run ends once the test opens it
   local started = false
   local t = mf.task({ name = "sleeper" }, function() started = true gate:wait() return 1 end)
@@ -71,6 +72,7 @@ function TestStates:test_running_state()
 end
 
 function TestStates:test_completed_state()
+  h.shared_memory("a task sets the test's variables")
   local ctx
   local t = mf.task({ name = "answer" }, function()
     ctx = mf.context()
@@ -142,7 +144,7 @@ function TestStates:test_failed_state_with_table_error_keeps_name_and_traceback(
   lu.assertIsString(state.message)
   local ok, err = pcall(state.result, state)
   lu.assertFalse(ok)
-  lu.assertTrue(rawequal(err, e))
+  h.assert_same(err, e)
 end
 
 function TestStates:test_state_timestamps_are_seconds()
@@ -230,6 +232,7 @@ function TestStates:test_history_pending_running_completed()
 end
 
 function TestStates:test_history_grows_as_the_run_goes()
+  h.shared_memory("a task sets the test's variables (or waits on its gate)")
   local gate = h.gate() -- the run ends once the test opens it
   local started = false
   local t = mf.task(function() started = true gate:wait() end)
@@ -311,6 +314,7 @@ function TestStates:test_state_of_a_run_that_passed_an_error_on_keeps_the_full_d
 end
 
 function TestStates:test_state_of_a_deep_chain_keeps_the_nearest_runs_and_the_origin()
+  h.shared_memory("the runs a task starts inside a worker are numbered by the worker")
   -- 50 runs each re-raising the error of the one it called: the State
   -- shows the three nearest and the one that raised it first, not all.
   local rec

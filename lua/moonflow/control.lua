@@ -25,14 +25,21 @@ function M.run_hooks(hooks, task, fut, state, kind)
   end
 end
 
+-- Names given to functions that stand for another (a Task that came
+-- from another Lua state: moonflow.runners).
+local given_names = setmetatable({}, { __mode = "k" })
+function M.set_parameter_names(fn, names) given_names[fn] = names end
+
 -- The parameter names of fn, for "{param}" templates.
 local function parameter_names(fn)
+  if given_names[fn] then return given_names[fn] end
   local names = {}
   for i = 1, debug.getinfo(fn, "u").nparams do
     names[i] = debug.getlocal(fn, i)
   end
   return names
 end
+M.parameter_names = parameter_names
 
 local function run_name(template, fn, ...)
   if type(template) == "function" then
@@ -52,20 +59,29 @@ local function run_name(template, fn, ...)
   end))
 end
 
+-- Names the current run from its arguments, by the template.
+function M.name_run(template, fn, ...)
+  local name = run_name(template, fn, ...)
+  if name:find("\0", 1, true) then -- the engine keeps C strings
+    error(core.error("UsageError",
+      "task_run_name gave a name with a NUL byte"), 0)
+  end
+  core.rename(core.current(), name)
+end
+
+-- The bodies named_body made: { template, fn } (a runner that copies
+-- names the run itself, then sends fn alone).
+M.named_bodies = setmetatable({}, { __mode = "k" })
+
 -- The body of a task with task_run_name: the run is named once, by its
 -- first attempt, from its (resolved) arguments; fn is the user's function.
 function M.named_body(body, template, fn)
-  return function(...)
-    if core.attempt() == 1 then
-      local name = run_name(template, fn, ...)
-      if name:find("\0", 1, true) then -- the engine keeps C strings
-        error(core.error("UsageError",
-          "task_run_name gave a name with a NUL byte"), 0)
-      end
-      core.rename(core.current(), name)
-    end
+  local named = function(...)
+    if core.attempt() == 1 then M.name_run(template, fn, ...) end
     return body(...)
   end
+  M.named_bodies[named] = { template = template, fn = fn }
+  return named
 end
 
 return M

@@ -6,6 +6,7 @@ local core = require "moonflow.core"
 local flow_body = require("moonflow.flow").body
 local control = require "moonflow.control"
 local log = require "moonflow.log"
+local runners = require "moonflow.runners"
 
 -- What the engine calls into Lua for: the hooks of a run, and print inside
 -- a run whose task has log_prints (set for the step, never outside it).
@@ -25,7 +26,6 @@ M.run = core.run
 M.quote = core.quote
 M.unmapped = core.unmapped
 M.allow_failure = core.allow_failure
-M.configure = core.configure
 M.limit = core.limit
 M.rate_limit = core.rate_limit
 M.limits = core.limits
@@ -76,6 +76,9 @@ local function is_list_of(t, what)
 end
 
 local function is_string(v) return type(v) == "string" end
+local function is_runner(v)
+  if not runners.is_runner(v) then return "a Runner (mf.runners.*)" end
+end
 -- wait_for: futures, FutureLists, or either through allow_failure.
 local function is_future(v)
   return core.is_future(v) or core.is_future_list(v) or core.is_allowed(v)
@@ -154,6 +157,7 @@ local task_options = options {
   wait_for = is_list_of(is_future, "futures (or FutureLists)"),
   return_state = is_type("boolean"),
   task_run_name = name_template,
+  runner = is_runner,
   -- Results kept and reused (bindings/cache.c, lua/moonflow/cache.lua).
   cache_key = is_type("function"),
   cache_expiration = positive,
@@ -162,12 +166,11 @@ local task_options = options {
   persist_result = is_type("boolean"),
 }
 
-local flow_options = options { on_crashed = hook_list }
+local flow_options = options { on_crashed = hook_list, task_runner = is_runner }
 
 -- Options of api.md whose behaviour is not built yet: refusing them is
 -- better than accepting them and doing nothing.
 local later_options = {
-  task_runner = true,
 }
 
 -- Prefect's names for options that moonflow names otherwise.
@@ -292,6 +295,40 @@ function M.task(a, b) return new_task(split_args("task", a, b)) end
 core.set_cache_keyer(require("moonflow.cache").keyer(
   function(task) return user_functions[task] end, log.warning))
 function M.flow(a, b) return new_flow(split_args("flow", a, b)) end
+
+-- {====== Task runners (moonflow.runners) ======
+
+M.runners = { coroutines = runners.coroutines, threads = runners.threads,
+  processes = runners.processes, redis = runners.redis }
+
+-- What a Task that travels to a worker takes along.
+runners.init {
+  task_info = function(task)
+    local fn, name, opts, is_flow = core.task_info(task)
+    return user_functions[task] or fn, name, opts, is_flow
+  end,
+  new_task = new_task,
+  new_flow = new_flow,
+}
+
+-- mf.configure{ task_runner = runner, slice = s, preempt = b }: the
+-- runner of runs that neither their task nor an enclosing flow chose.
+function M.configure(opts)
+  if type(opts) == "table" and opts.task_runner ~= nil then
+    if not runners.is_runner(opts.task_runner) then
+      usage("configure option 'task_runner' must be a Runner (mf.runners.*), got %s",
+        type(opts.task_runner))
+    end
+    local rest = copy(opts)
+    rest.task_runner = nil
+    core.configure(rest)
+    core.set_default_runner(opts.task_runner)
+    return
+  end
+  return core.configure(opts)
+end
+
+-- }======
 
 -- The per-call options a flow's :with also takes.
 local per_call_options = { wait_for = task_options.wait_for,
