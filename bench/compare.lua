@@ -57,8 +57,11 @@ end
 -- 1 ms at a time and keeps its longest gap between wake-ups (minus the
 -- 1 ms).  First the ticker beside a run that only sleeps (the machine's own
 -- noise), then beside a run that calls map(n) and waits for the results.
+-- The last figure is the longest gap while map itself was making its runs
+-- (from its call to its return: the gaps inside, and the parts of the gaps
+-- across its ends), apart from the wait for the results that follows.
 -- The slice is set to its default explicitly, so the figure it is compared
--- with is known.  Prints: slice_s quiet_stall_s map_stall_s
+-- with is known.  Prints: slice_s quiet_stall_s map_stall_s making_stall_s
 local function stall_probe(n)
   package.cpath = (os.getenv("MF_MODULE_DIR") or "build") .. "/?.so;" .. package.cpath
   local mf = require "moonflow"
@@ -67,15 +70,13 @@ local function stall_probe(n)
   local double = mf.task({ name = "double" }, function(x) return x * 2 end)
   local xs = {}
   for i = 1, n do xs[i] = i end
-  local function longest_gap_beside(work)
-    local done, longest = false, 0
+  local function gaps_beside(work)
+    local done, ticks = false, {}
     local ticker = mf.task({ name = "ticker" }, function()
-      local last = mf.now()
+      ticks[1] = mf.now()
       while not done do
         mf.sleep(0.001)
-        local t = mf.now()
-        if t - last > longest then longest = t - last end
-        last = t
+        ticks[#ticks + 1] = mf.now()
       end
     end):submit()
     local worker = mf.task({ name = "worker" }, function()
@@ -85,15 +86,28 @@ local function stall_probe(n)
     end):submit()
     worker:result()
     ticker:result()
-    return longest - 0.001
+    return ticks
   end
-  local quiet = longest_gap_beside(function() mf.sleep(0.3) end)
-  local busy = longest_gap_beside(function()
+  -- The longest gap between ticks, cut to the window from..to.
+  local function longest(ticks, from, to)
+    local worst = 0
+    for i = 2, #ticks do
+      local a, b = math.max(ticks[i - 1], from), math.min(ticks[i], to)
+      if b - a > worst then worst = b - a end
+    end
+    return math.max(worst - 0.001, 0)
+  end
+  local quiet = longest(gaps_beside(function() mf.sleep(0.3) end), -math.huge, math.huge)
+  local made_from, made_to
+  local ticks = gaps_beside(function()
+    made_from = mf.now()
     local list = double:map(xs)
+    made_to = mf.now()
     list:wait()
     assert(#list == n)
   end)
-  print(string.format("%.6f %.6f %.6f", slice, quiet, busy))
+  print(string.format("%.6f %.6f %.6f %.6f", slice, quiet, longest(ticks, -math.huge, math.huge),
+    longest(ticks, made_from, made_to)))
 end
 
 if arg and arg[1] == "--memory" then
@@ -589,8 +603,9 @@ local function main()
     .. "time; its longest gap beyond the 1 ms; its own process):", STALL_N))
   for _, k in ipairs(MOONFLOW) do
     local x = m.stall[k]
-    print(x[1] and string.format("- %s: %s ms (beside a run that only sleeps: %s ms; slice %s ms)",
-        runner_of(k).label, num(x[3] * 1e3), num(x[2] * 1e3), num(x[1] * 1e3))
+    print(x[1] and string.format("- %s: %s ms (while map made its runs: %s ms; beside a run "
+        .. "that only sleeps: %s ms; slice %s ms)", runner_of(k).label, num(x[3] * 1e3),
+        x[4] and num(x[4] * 1e3) or "?", num(x[2] * 1e3), num(x[1] * 1e3))
       or ("- " .. runner_of(k).label .. ": not measured (" .. x.why .. ")"))
   end
 

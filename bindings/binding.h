@@ -307,6 +307,19 @@ MFL_INTERNAL void mfl_step_ended(mfl_state *S, lua_State *co);
 MFL_INTERNAL void mfl_preempt_start(mfl_state *S);
 MFL_INTERNAL void mfl_preempt_stop(mfl_state *S);
 MFL_INTERNAL void mfl_preempt_configure(mfl_state *S);
+/* A C call that computes long inside a run (map) yields between chunks:
+ * mfl_slice_run gives the run L is the coroutine of, where it can yield to
+ * the scheduler (else NULL: outside a run, a callback, a coroutine of the
+ * user's, a C call that cannot yield, preemption off); mfl_slice_over says
+ * whether the run, computing since `since` (mfl_slice_clock), used up its
+ * slice or passed its deadline; mfl_yield_slice yields (parked for the
+ * slice, stopped past the deadline), k continuing. */
+MFL_INTERNAL mf_run *mfl_slice_run(lua_State *L, mfl_state *S);
+MFL_INTERNAL uint64_t mfl_slice_clock(void);
+MFL_INTERNAL int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run,
+                                uint64_t since);
+MFL_INTERNAL int mfl_yield_slice(lua_State *L, mfl_state *S, mf_run *run,
+                                 lua_KContext ctx, lua_KFunction k);
 /* Puts back the allocator the hook made fail to stop a run. */
 MFL_INTERNAL void mfl_restore_alloc(mfl_state *S, lua_State *L);
 /* Resumes a coroutine of the user's inside a step, tracking it so its time

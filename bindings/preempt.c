@@ -402,6 +402,47 @@ static void on_signal(int sig, siginfo_t *info, void *context) {
 
 /* }====== */
 
+/* {====== Slices of C calls ======
+ *
+ * The hook acts only between VM instructions, so a C call that computes
+ * long (map making its runs) holds the loop until it returns.  Such a call
+ * asks, between chunks of its work, whether its run should give the loop
+ * a turn, and then yields as the hook would, with a continuation. */
+
+mf_run *mfl_slice_run(lua_State *L, mfl_state *S) {
+  if (!S->watch) /* preemption off: computing runs keep the loop */
+    return NULL;
+  mf_run *run = mfl_current_run(L, S);
+  return run && lua_isyieldable(L) ? run : NULL;
+}
+
+uint64_t mfl_slice_clock(void) { return now_ns(); }
+
+int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run, uint64_t since) {
+  mfl_watch *w = S->watch;
+  if (!w)
+    return 0;
+  if (mf_run_timed_out(run))
+    return 1;
+  uint64_t now = now_ns(), slice = atomic_load(&w->slice_ns);
+  if (now - since >= slice)
+    return 1;
+  /* The watchdog saw this step compute for half a slice (it set the hook):
+   * its estimate of the step's start counts what ran before the call. */
+  return S->tick_hooked && S->hooked_co == L &&
+         now - atomic_load(&w->seen_at) >= slice;
+}
+
+int mfl_yield_slice(lua_State *L, mfl_state *S, mf_run *run, lua_KContext ctx,
+                    lua_KFunction k) {
+  mfl_run *lr = mf_run_body(run);
+  lr->yield = mf_run_timed_out(run) ? MFL_YIELD_STOPPED : MFL_YIELD_PREEMPTED;
+  mf_engine_end_pass(S->engine); /* let timers and I/O have their turn */
+  return lua_yieldk(L, 0, ctx, k);
+}
+
+/* }====== */
+
 /* {====== coroutine.resume and coroutine.wrap ====== */
 
 static void check_not_parked_run(lua_State *L, mfl_state *S, int idx) {

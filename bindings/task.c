@@ -415,17 +415,108 @@ static int wait_future_args(lua_State *L, int top) {
   return mfl_wait(L, pending, n, MF_WAIT_ALL, -1, top, map_k);
 }
 
+/*
+ * Making the runs.  Inside a run, map yields between chunks of runs when
+ * its slice is used up, as a Lua loop is preempted: the loop turns (timers,
+ * I/O, other runs, the runs made so far) while a long map is made.  What
+ * it needs across those yields lives on the caller's stack: the arguments,
+ * the collectors, the job (a userdata) and the FutureList being filled.
+ * Each run is made and submitted whole between two yields, so a caller
+ * cancelled while parked leaves only whole runs: its children, cancelled
+ * with it.
+ */
+
+#define MAP_CHUNK 64 /* runs made between two looks at the clock */
+
+typedef struct map_job {
+  map_plan plan;
+  lua_Integer next; /* the element of the next run to make */
+  int list;         /* stack index of the FutureList */
+} map_job;
+
+/* Makes the run of element r and submits it; pushes its Future. */
+static void make_mapped_run(lua_State *L, mfl_state *S, const map_plan *p,
+                            lua_Integer r, const mfl_hot *hot,
+                            const char *name) {
+  int base = lua_gettop(L) + 1;
+  for (int i = 0; i < p->nargs; i++) {
+    if (p->kinds[i] == ARG_BROADCAST)
+      lua_pushvalue(L, p->first + i);
+    else
+      lua_rawgeti(L, p->first + i, r);
+  }
+  mfl_future *f = create_run(L, S, 1, base, p->nargs, hot, name);
+  mfl_run *lr = mf_run_body(f->run);
+  for (int i = 0; i < p->nargs; i++) {
+    if (p->kinds[i] == ARG_ARRAY || p->kinds[i] == ARG_LIST) {
+      note_resolve(L, lr, base + i, mfl_scan_arg(L, base + i, f->run));
+    } else if (p->collectors[i]) {
+      mfl_add_collected(L, p->collectors[i], f->run);
+      lr->needs_resolve = lr->resolve_tables = 1;
+    }
+  }
+  submit_run(L, f, 1);
+  lua_replace(L, base); /* the Future, where the arguments began */
+  lua_settop(L, base);
+}
+
+/* Every run is made: the FutureList, or (return_state) their States. */
+static int map_made(lua_State *L, map_job *job) {
+  mfl_task_full *t = lua_touserdata(L, 1);
+  int list = job->list;
+  lua_Integer length = job->plan.length;
+  lua_settop(L, list);
+  if (!(t->call_flags & MFL_TASK_RETURN_STATE))
+    return 1;
+  /* return_state: wait for every run, then give their States. */
+  mf_run **runs =
+      lua_newuserdatauv(L, (size_t)(length ? length : 1) * sizeof *runs, 0);
+  for (lua_Integer r = 1; r <= length; r++) {
+    lua_rawgeti(L, list, r);
+    runs[r - 1] = mfl_to_future(L, -1)->run;
+    mf_run_mark_handled(runs[r - 1]); /* the caller takes the States */
+    lua_pop(L, 1);
+  }
+  return mfl_wait(L, runs, (size_t)length, MF_WAIT_ALL, -1, list, states_k);
+}
+
+/* Makes the job's runs from job->next on; ctx is the job's index.  Called
+ * directly (status LUA_OK) and as the continuation after a slice's yield. */
+static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; /* a slice's yield carries no outcome */
+  int job_idx = (int)ctx;
+  map_job *job = lua_touserdata(L, job_idx);
+  mfl_state *S = mfl_state_get(L);
+  mf_run *self = mfl_slice_run(L, S); /* NULL: this call cannot yield */
+  uint64_t since = self ? mfl_slice_clock() : 0;
+  lua_settop(L, job->list);
+  luaL_checkstack(L, job->plan.nargs + 8, "too many arguments to map");
+  mfl_hot hot;
+  mfl_push_hot(L, S, &hot);
+  lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
+  const char *name = lua_tostring(L, -1); /* anchored by the task */
+  while (job->next <= job->plan.length) {
+    lua_Integer r = job->next++;
+    make_mapped_run(L, S, &job->plan, r, &hot, name);
+    lua_rawseti(L, job->list, r);
+    if (self && job->next <= job->plan.length && r % MAP_CHUNK == 0 &&
+        mfl_slice_over(S, L, self, since)) {
+      lua_settop(L, job->list);
+      return mfl_yield_slice(L, S, self, ctx, make_runs_k);
+    }
+  }
+  return map_made(L, job);
+}
+
 static int map_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_wait_outcome(L, status);
   int top = (int)ctx;
   lua_settop(L, top);
-  mfl_state *S = mfl_state_get(L);
-  mfl_task_full *t = lua_touserdata(L, 1);
   map_plan plan = {.first = 2, .nargs = top - 1};
   int waited = wait_future_args(L, top);
   if (waited >= 0)
     return waited;
-  plan_map(L, &plan);
+  plan_map(L, &plan); /* every check, before any run is made */
   for (int i = 0; i < plan.nargs; i++) {
     if (plan.kinds[i] != ARG_BROADCAST)
       continue;
@@ -434,51 +525,15 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     else
       lua_pop(L, 1);
   }
+  map_job *job = lua_newuserdatauv(L, sizeof *job, 0);
+  int job_idx = lua_gettop(L);
+  job->plan = plan;
+  job->next = 1;
   lua_createtable(L, (int)plan.length, 0);
-  int list = lua_gettop(L);
+  job->list = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
-  lua_setmetatable(L, list);
-  luaL_checkstack(L, plan.nargs + 8, "too many arguments to map");
-  mfl_hot hot;
-  mfl_push_hot(L, S, &hot);
-  lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
-  const char *name = lua_tostring(L, -1); /* anchored by the task */
-  for (lua_Integer r = 1; r <= plan.length; r++) {
-    int base = lua_gettop(L) + 1;
-    for (int i = 0; i < plan.nargs; i++) {
-      if (plan.kinds[i] == ARG_BROADCAST)
-        lua_pushvalue(L, plan.first + i);
-      else
-        lua_rawgeti(L, plan.first + i, r);
-    }
-    mfl_future *f = create_run(L, S, 1, base, plan.nargs, &hot, name);
-    mfl_run *lr = mf_run_body(f->run);
-    for (int i = 0; i < plan.nargs; i++) {
-      if (plan.kinds[i] == ARG_ARRAY || plan.kinds[i] == ARG_LIST) {
-        note_resolve(L, lr, base + i, mfl_scan_arg(L, base + i, f->run));
-      } else if (plan.collectors[i]) {
-        mfl_add_collected(L, plan.collectors[i], f->run);
-        lr->needs_resolve = lr->resolve_tables = 1;
-      }
-    }
-    submit_run(L, f, 1);
-    lua_rawseti(L, list, r);
-    lua_settop(L, base - 1);
-  }
-  lua_settop(L, list);
-  if (!(t->call_flags & MFL_TASK_RETURN_STATE))
-    return 1;
-  /* return_state: wait for every run, then give their States. */
-  mf_run **runs = lua_newuserdatauv(
-      L, (size_t)(plan.length ? plan.length : 1) * sizeof *runs, 0);
-  for (lua_Integer r = 1; r <= plan.length; r++) {
-    lua_rawgeti(L, list, r);
-    runs[r - 1] = mfl_to_future(L, -1)->run;
-    mf_run_mark_handled(runs[r - 1]); /* the caller takes the States */
-    lua_pop(L, 1);
-  }
-  return mfl_wait(L, runs, (size_t)plan.length, MF_WAIT_ALL, -1, list,
-                  states_k);
+  lua_setmetatable(L, job->list);
+  return make_runs_k(L, LUA_OK, job_idx);
 }
 
 /* t:map(...) -> FutureList */

@@ -1,0 +1,230 @@
+-- map inside a run makes its runs in chunks (issue 11): when the caller's
+-- time slice is used up it yields to the loop between two runs, so other
+-- runs, timers and the runs already made go on while a long map is made.
+-- Outside a run (and where the caller cannot yield) map makes every run in
+-- one call, as before.  Everything here is asserted with counters and
+-- events: which things happened between map's start and its return.
+package.path = "spec/?.lua;" .. package.path
+local h = require "helper"
+local mf, lu = h.mf, h.lu
+local core = require "moonflow.core"
+
+local DEFAULT_SLICE = 0.01
+
+-- A run that counts its turns (mf.sleep(0): one turn per loop pass it gets)
+-- until stopped.
+local function ticker()
+  local tk = { ticks = 0, stop = false }
+  tk.future = mf.task({ name = "ticker" }, function()
+    while not tk.stop do
+      mf.sleep(0)
+      tk.ticks = tk.ticks + 1
+    end
+  end):submit()
+  h.eventually(function() return tk.ticks > 0 end, "the ticker to tick")
+  return tk
+end
+
+local function range(n)
+  local xs = {}
+  for i = 1, n do xs[i] = i end
+  return xs
+end
+
+-- Runs fn(...) inside a run (the spec's main chunk is one only under the
+-- program) and returns what it returns.
+local function in_run(fn, ...)
+  return mf.task({ name = "caller" }, fn)(...)
+end
+
+TestMapSlices = {}
+
+function TestMapSlices:tearDown()
+  mf.configure { slice = DEFAULT_SLICE, preempt = true }
+end
+
+function TestMapSlices:test_loop_turns_while_a_big_map_is_made()
+  -- 200,000 runs take many default slices to make on any machine.
+  local n = 200000
+  local started = 0
+  local t = mf.task({ name = "double" }, function(x)
+    started = started + 1
+    return x * 2
+  end)
+  local tk = ticker()
+  local xs = range(n)
+  local ticks_during, started_during, list = in_run(function()
+    local ticks0 = tk.ticks
+    local l = t:map(xs)
+    return tk.ticks - ticks0, started, l
+  end)
+  tk.stop = true
+  lu.assertTrue(ticks_during > 0, "the ticker never ran while map was made")
+  lu.assertTrue(started_during > 0, "no mapped run started before map returned")
+  -- The same FutureList: every future, in order.
+  lu.assertEquals(#list, n)
+  local results = list:result()
+  lu.assertEquals(results.n, n)
+  for i = 1, n do
+    if results[i] ~= 2 * i then lu.fail(("result %d is %s"):format(i, tostring(results[i]))) end
+  end
+  tk.future:wait()
+end
+
+function TestMapSlices:test_chunks_keep_every_argument_kind_in_order()
+  -- A tiny slice: the caller yields between most chunks of 64 runs.
+  mf.configure { slice = 0.0001 }
+  local n = 5000
+  local tk = ticker()
+  local up = mf.task({ name = "up" }, function(x) return x + 1 end)
+  local seven = mf.task({ name = "seven" }, function() return 7 end)
+  local add = mf.task({ name = "add" }, function(a, b, c, d, e)
+    return a + b + c + d + e
+  end)
+  local xs = range(n)
+  local ticks_during, list, ups = in_run(function()
+    local u = up:map(xs)           -- a FutureList argument
+    local s = seven:submit()       -- a future broadcast to every run
+    local ticks0 = tk.ticks
+    local l = add:map(u, xs, mf.unmapped(s), 10, mf.quote(xs))
+    return tk.ticks - ticks0, l, u
+  end)
+  tk.stop = true
+  lu.assertTrue(ticks_during > 0, "map never yielded with a 0.1 ms slice")
+  lu.assertEquals(#list, n)
+  for i = 1, n, 499 do
+    lu.assertEquals(list[i]:result(), (i + 1) + i + 7 + 10 + i)
+  end
+  lu.assertEquals(list[n]:result(), (n + 1) + n + 7 + 10 + n)
+  lu.assertTrue(ups:wait())
+  tk.future:wait()
+end
+
+function TestMapSlices:test_return_state_after_chunks()
+  -- With return_state map waits for its runs anyway; what shows the chunks
+  -- is that the first run started while map was still making the others:
+  -- the runs not final then (the caller and those made) are fewer than n.
+  mf.configure { slice = 0.0001 }
+  local n = 3000
+  local first_live
+  local t = mf.task({ name = "st", return_state = true }, function(x)
+    first_live = first_live or core.live()
+    return x
+  end)
+  local live0 = core.live()
+  local states = in_run(function() return t:map(range(n)) end)
+  lu.assertTrue(first_live < live0 + 1 + n,
+    "the first mapped run started only after every run was made")
+  lu.assertEquals(#states, n)
+  for i = 1, n, 250 do
+    lu.assertEquals(states[i].name, "Completed")
+    lu.assertEquals(states[i]:result(), i)
+  end
+end
+
+function TestMapSlices:test_cancelling_the_caller_mid_map()
+  mf.configure { slice = 0.0001 }
+  local n = 200000
+  local live0 = core.live()
+  local started, returned = 0, false
+  local t = mf.task({ name = "mapped" }, function()
+    started = started + 1
+    mf.sleep(h.LONG) -- still going when the caller is cancelled
+  end)
+  local caller = mf.task({ name = "caller" }, function()
+    local l = t:map(range(n))
+    returned = true
+    return l
+  end):submit()
+  -- A mapped run started: map yielded with runs made and more to make.
+  h.eventually(function() return started > 0 end, "a mapped run to start")
+  lu.assertFalse(returned)
+  lu.assertTrue(caller:cancel())
+  local state = caller:wait() and caller:state()
+  lu.assertEquals(state.name, "Cancelled")
+  lu.assertFalse(returned, "map went on after its caller was cancelled")
+  -- The runs made were the caller's children: cancelled with it; none is
+  -- left going (the live count is back where it was).
+  h.eventually(function() return core.live() == live0 end,
+    "every run made before the cancel to be final")
+  lu.assertTrue(started < n)
+  collectgarbage()
+  collectgarbage()
+end
+
+function TestMapSlices:test_caller_past_its_timeout_is_stopped_mid_map()
+  -- No machine makes a million runs within the caller's 20 ms timeout: the
+  -- caller is stopped at a chunk's end, with part of the runs made.
+  local n = 1000000
+  local live0 = core.live()
+  local returned = false
+  local t = mf.task({ name = "mapped" }, function(x)
+    if x == "probe" then return mf.context().name end
+    mf.sleep(h.LONG)
+  end)
+  local xs = range(n)
+  local mapper = mf.task({ name = "mapper", timeout = 0.02 }, function()
+    t:map(xs)
+    returned = true
+  end):submit()
+  mapper:wait()
+  lu.assertEquals(mapper:state().name, "TimedOut")
+  lu.assertFalse(returned)
+  h.eventually(function() return core.live() == live0 end,
+    "every run the mapper made to be final")
+  -- The task's next run is numbered after the runs map made.
+  local name = t:submit("probe"):result()
+  local made = tonumber(name:match("^mapped%-(%d+)$")) - 1
+  lu.assertTrue(made < n, "map made all its runs after its caller's deadline")
+end
+
+function TestMapSlices:test_map_in_a_coroutine_of_the_users_does_not_yield()
+  -- Inside coroutine.wrap in a run, a yield would go to the wrap's caller:
+  -- map must make every run in one call there.
+  mf.configure { slice = 0.0001 }
+  local n = 5000
+  local tk = ticker()
+  local t = mf.task({ name = "id" }, function(x) return x end)
+  local ticks_during, list = in_run(function()
+    local ticks0 = tk.ticks
+    local l = coroutine.wrap(function() return t:map(range(n)) end)()
+    return tk.ticks - ticks0, l
+  end)
+  tk.stop = true
+  lu.assertEquals(ticks_during, 0)
+  lu.assertEquals(#list, n)
+  lu.assertEquals(list[n]:result(), n)
+  tk.future:wait()
+end
+
+function TestMapSlices:test_no_yield_with_preemption_off()
+  mf.configure { slice = 0.0001, preempt = false }
+  local n = 5000
+  local tk = ticker()
+  local t = mf.task({ name = "id" }, function(x) return x end)
+  local ticks_during, list = in_run(function()
+    local ticks0 = tk.ticks
+    local l = t:map(range(n))
+    return tk.ticks - ticks0, l
+  end)
+  tk.stop = true
+  lu.assertEquals(ticks_during, 0)
+  lu.assertEquals(#list, n)
+  tk.future:wait()
+end
+
+function TestMapSlices:test_top_level_map_is_one_call()
+  if h.in_program then return end -- the main chunk is a run there
+  mf.configure { slice = 0.0001 }
+  local tk = ticker()
+  local t = mf.task({ name = "id" }, function(x) return x end)
+  local ticks0 = tk.ticks
+  local list = t:map(range(5000))
+  lu.assertEquals(tk.ticks, ticks0)
+  lu.assertEquals(#list, 5000)
+  tk.stop = true
+  lu.assertTrue(list:wait())
+  tk.future:wait()
+end
+
+h.run()
