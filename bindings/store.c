@@ -135,10 +135,10 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
     goto failed;
   if (writable) {
     /* Only now, the file known to be ours (or new): the first writes. */
-    /* Fewer checkpoints; a page cache of 2 MB: the writer appends to the
-     * same few pages (the tables' and indexes' ends) batch after batch,
-     * and a bigger cache only kept the pages it wrote (SQLite's default,
-     * or 16 MB, held ~60 bytes per recorded run until it was full). */
+    /* Fewer checkpoints; a page cache of 2 MB (about SQLite's default):
+     * the writer appends to the same few pages (the tables' and indexes'
+     * ends) batch after batch, and a bigger cache only kept pages already
+     * written (16 MB held ~60 bytes per recorded run until it was full). */
     if (sqlite3_exec(
             db,
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
