@@ -617,7 +617,7 @@ static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
 /* A new run's row: INSERT_COLUMNS values from base + 1, in the order of
  * the INSERT's columns (the id is SQLite's next rowid: see insert_runs). */
 #define INSERT_COLUMNS 18
-#define INSERT_ROWS 32 /* rows per INSERT: one statement, its cursors once */
+#define INSERT_ROWS 128 /* rows per INSERT: one statement, its cursors once */
 
 static const char *run_name(const wrun *r) {
   return r->more && r->more->name ? r->more->name : r->fields;
