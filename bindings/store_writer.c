@@ -268,11 +268,11 @@ struct mfl_store {
   wrun *touched_first, *touched_last;
   log_line *logs;
   size_t log_count, log_cap;
-  sqlite3_stmt *insert_run, *insert_many, *update_run, *insert_log,
-      *insert_result, *delete_results, *max_row, *rename_run;
+  sqlite3_stmt *insert_run, *insert_many, *insert_plain, *update_run,
+      *insert_log, *insert_result, *delete_results, *max_row, *rename_run;
   sqlite3_int64 last_row; /* the highest run id, in a batch */
   intern_table *interned;
-  bound *insert_many_bound, *insert_run_bound;
+  bound *insert_many_bound, *insert_plain_bound, *insert_run_bound;
 };
 
 /* A fold with room for fields_len bytes of fields; zeroed but for them. */
@@ -617,7 +617,8 @@ static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
 /* A new run's row: INSERT_COLUMNS values from base + 1, in the order of
  * the INSERT's columns (the id is SQLite's next rowid: see insert_runs). */
 #define INSERT_COLUMNS 18
-#define INSERT_ROWS 128 /* rows per INSERT: one statement, its cursors once */
+#define PLAIN_COLUMNS 15 /* without history, message, traceback */
+#define INSERT_ROWS 128  /* rows per INSERT: one statement, its cursors once */
 
 static const char *run_name(const wrun *r) {
   return r->more && r->more->name ? r->more->name : r->fields;
@@ -639,13 +640,21 @@ static void bind_new_run(mfl_store *st, binder *x, int base, wrun *r) {
   put_time(x, base + 10, r->created);
 }
 
-/* The state part (8 values from base + 1): of an insert or an update. */
-static void bind_state(binder *x, int base, wrun *r) {
+/* Whether the history, message and traceback are NULL. */
+static int plain_run(const wrun *r) {
+  return r->plain && (!r->more || (!r->more->message && !r->more->traceback));
+}
+
+/* The state part (8 values from base + 1, 5 when !full: the history,
+ * message and traceback left out): of an insert or an update. */
+static void bind_state(binder *x, int base, wrun *r, int full) {
   put_int(x, base + 1, r->type);
   put_int(x, base + 2, r->name);
   put_time(x, base + 3, r->started);
   put_time(x, base + 4, r->ended);
   put_int(x, base + 5, r->attempts);
+  if (!full)
+    return;
   wrun_more *m = r->more;
   if (r->plain || !m || !m->history)
     put_null(x, base + 6);
@@ -675,10 +684,17 @@ static void assign_row(mfl_store *st, wrun *r) {
  * one. */
 static int insert_runs(mfl_store *st, wrun **runs, int n) {
   if (n == INSERT_ROWS) {
-    binder x = {st->insert_many, st->insert_many_bound};
+    /* Most runs end plain: a statement without the columns they leave
+     * NULL does less per row. */
+    int plain = 1;
+    for (int i = 0; plain && i < n; i++)
+      plain = plain_run(runs[i]);
+    binder x = {plain ? st->insert_plain : st->insert_many,
+                plain ? st->insert_plain_bound : st->insert_many_bound};
+    int columns = plain ? PLAIN_COLUMNS : INSERT_COLUMNS;
     for (int i = 0; i < n; i++) {
-      bind_new_run(st, &x, i * INSERT_COLUMNS, runs[i]);
-      bind_state(&x, i * INSERT_COLUMNS + 10, runs[i]);
+      bind_new_run(st, &x, i * columns, runs[i]);
+      bind_state(&x, i * columns + 10, runs[i], !plain);
     }
     if (step_reset(st, x.s, "cannot record runs") != 0)
       return -1;
@@ -686,7 +702,7 @@ static int insert_runs(mfl_store *st, wrun **runs, int n) {
     binder x = {st->insert_run, st->insert_run_bound};
     for (int i = 0; i < n; i++) {
       bind_new_run(st, &x, 0, runs[i]);
-      bind_state(&x, 10, runs[i]);
+      bind_state(&x, 10, runs[i], 1);
       if (step_reset(st, x.s, "cannot record a run") != 0)
         return -1;
     }
@@ -700,7 +716,7 @@ static int insert_runs(mfl_store *st, wrun **runs, int n) {
 
 static int update_run(mfl_store *st, wrun *r) {
   binder x = {st->update_run, NULL};
-  bind_state(&x, 0, r);
+  bind_state(&x, 0, r, 1);
   sqlite3_bind_int64(st->update_run, 9, r->rowid);
   return step_reset(st, st->update_run, "cannot record a run");
 }
@@ -1113,21 +1129,32 @@ static void track(mfl_store *st, int open) {
   " created, state_type, state_name, started, ended, attempts, history,"       \
   " message, traceback"
 #define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#define PLAIN_RUN_COLUMNS                                                      \
+  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
+  " created, state_type, state_name, started, ended, attempts"
+#define PLAIN_RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 static int prepare(mfl_store *st, char *err, size_t errlen) {
   /* INSERT_ROWS rows of RUN_VALUES. */
   char many[64 + sizeof RUN_COLUMNS + INSERT_ROWS * (sizeof RUN_VALUES + 1)];
+  char plain[sizeof many];
   int n =
       snprintf(many, sizeof many, "INSERT INTO runs(" RUN_COLUMNS ") VALUES ");
-  for (int i = 0; i < INSERT_ROWS; i++)
+  int m = snprintf(plain, sizeof plain,
+                   "INSERT INTO runs(" PLAIN_RUN_COLUMNS ") VALUES ");
+  for (int i = 0; i < INSERT_ROWS; i++) {
     n += snprintf(many + n, sizeof many - (size_t)n, "%s" RUN_VALUES,
                   i ? "," : "");
+    m += snprintf(plain + m, sizeof plain - (size_t)m, "%s" PLAIN_RUN_VALUES,
+                  i ? "," : "");
+  }
   struct {
     const char *sql;
     sqlite3_stmt **stmt;
   } all[] = {
       {"INSERT INTO runs(" RUN_COLUMNS ") VALUES " RUN_VALUES, &st->insert_run},
       {many, &st->insert_many},
+      {plain, &st->insert_plain},
       {"UPDATE runs SET state_type = ?1, state_name = ?2, started = ?3,"
        " ended = ?4, attempts = ?5, history = ?6, message = ?7,"
        " traceback = ?8 WHERE id = ?9",
@@ -1153,6 +1180,7 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
 static void finalize_all(mfl_store *st) {
   sqlite3_finalize(st->insert_run);
   sqlite3_finalize(st->insert_many);
+  sqlite3_finalize(st->insert_plain);
   sqlite3_finalize(st->update_run);
   sqlite3_finalize(st->insert_log);
   sqlite3_finalize(st->insert_result);
@@ -1179,9 +1207,11 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   st->interned = calloc(1, sizeof *st->interned);
   st->insert_many_bound =
       calloc(INSERT_ROWS * INSERT_COLUMNS, sizeof *st->insert_many_bound);
+  st->insert_plain_bound =
+      calloc(INSERT_ROWS * PLAIN_COLUMNS, sizeof *st->insert_plain_bound);
   st->insert_run_bound = calloc(INSERT_COLUMNS, sizeof *st->insert_run_bound);
   if (!st->path || !st->ring || !st->interned || !st->insert_many_bound ||
-      !st->insert_run_bound) {
+      !st->insert_plain_bound || !st->insert_run_bound) {
     snprintf(err, errlen, "out of memory");
     goto failed;
   }
@@ -1210,6 +1240,7 @@ failed:
   sqlite3_close(st->reader);
   free(st->interned);
   free(st->insert_many_bound);
+  free(st->insert_plain_bound);
   free(st->insert_run_bound);
   free(st->ring);
   free(st->path);
@@ -1247,6 +1278,7 @@ void mfl_store_close(mfl_store *st) {
   intern_free(st->interned);
   free(st->interned);
   free(st->insert_many_bound);
+  free(st->insert_plain_bound);
   free(st->insert_run_bound);
   free(st->logs);
   finalize_all(st);
