@@ -38,7 +38,9 @@
 /* Events the ring holds: a power of 2.  MOONFLOW_STORE_RING sets another
  * (64 to 2^20), which the tests use to fill it. */
 #define RING_SIZE 32768
-#define BATCH_MAX 65536 /* events folded into one transaction at most */
+#define BATCH_MAX 65536   /* events folded into one transaction at most */
+#define BATCH_GATHER 4096 /* fewer events: a nap (GATHER_NAPS at most) */
+#define GATHER_NAPS 4
 #define INLINE_TEXT 88
 
 typedef enum ev_kind {
@@ -238,6 +240,13 @@ static void intern_free(intern_table *t) {
 
 typedef struct bound bound; /* see Binding */
 
+/* Runs are inserted BLOCK_ROWS[i] rows per statement (one statement, its
+ * cursors opened once), the rest one by one: the writer's batches are as
+ * big as what the loop made while it committed the last one. */
+#define BLOCK_SIZES 3
+static const int BLOCK_ROWS[BLOCK_SIZES] = {128, 32, 8};
+#define INSERT_ROWS 128 /* the biggest */
+
 /* }====== */
 
 struct mfl_store {
@@ -268,11 +277,15 @@ struct mfl_store {
   wrun *touched_first, *touched_last;
   log_line *logs;
   size_t log_count, log_cap;
-  sqlite3_stmt *insert_run, *insert_many, *insert_plain, *update_run,
-      *insert_log, *insert_result, *delete_results, *max_row, *rename_run;
+  sqlite3_stmt *insert_run, *update_run, *insert_log, *insert_result,
+      *delete_results, *max_row, *rename_run;
   sqlite3_int64 last_row; /* the highest run id, in a batch */
   intern_table *interned;
-  bound *insert_many_bound, *insert_plain_bound, *insert_run_bound;
+  bound *insert_run_bound;
+  struct block_insert {
+    sqlite3_stmt *stmt;
+    bound *bound;
+  } blocks[BLOCK_SIZES][2]; /* [size][plain] */
 };
 
 /* A fold with room for fields_len bytes of fields; zeroed but for them. */
@@ -618,7 +631,6 @@ static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
  * the INSERT's columns (the id is SQLite's next rowid: see insert_runs). */
 #define INSERT_COLUMNS 18
 #define PLAIN_COLUMNS 15 /* without history, message, traceback */
-#define INSERT_ROWS 128  /* rows per INSERT: one statement, its cursors once */
 
 static const char *run_name(const wrun *r) {
   return r->more && r->more->name ? r->more->name : r->fields;
@@ -680,32 +692,38 @@ static void assign_row(mfl_store *st, wrun *r) {
   r->rowid = ++st->last_row;
 }
 
-/* Inserts n new runs: INSERT_ROWS at once with insert_many, else one by
- * one. */
+/* Inserts n rows in one statement of blocks[size]. */
+static int insert_block(mfl_store *st, wrun **runs, int n, int size) {
+  /* Most runs end plain: a statement without the columns they leave NULL
+   * does less per row. */
+  int plain = 1;
+  for (int i = 0; plain && i < n; i++)
+    plain = plain_run(runs[i]);
+  binder x = {st->blocks[size][plain].stmt, st->blocks[size][plain].bound};
+  int columns = plain ? PLAIN_COLUMNS : INSERT_COLUMNS;
+  for (int i = 0; i < n; i++) {
+    bind_new_run(st, &x, i * columns, runs[i]);
+    bind_state(&x, i * columns + 10, runs[i], !plain);
+  }
+  return step_reset(st, x.s, "cannot record runs");
+}
+
+/* Inserts n new runs: in blocks as big as they fill, the rest one by one;
+ * checks that SQLite gave them the ids assign_row did. */
 static int insert_runs(mfl_store *st, wrun **runs, int n) {
-  if (n == INSERT_ROWS) {
-    /* Most runs end plain: a statement without the columns they leave
-     * NULL does less per row. */
-    int plain = 1;
-    for (int i = 0; plain && i < n; i++)
-      plain = plain_run(runs[i]);
-    binder x = {plain ? st->insert_plain : st->insert_many,
-                plain ? st->insert_plain_bound : st->insert_many_bound};
-    int columns = plain ? PLAIN_COLUMNS : INSERT_COLUMNS;
-    for (int i = 0; i < n; i++) {
-      bind_new_run(st, &x, i * columns, runs[i]);
-      bind_state(&x, i * columns + 10, runs[i], !plain);
-    }
-    if (step_reset(st, x.s, "cannot record runs") != 0)
-      return -1;
-  } else {
-    binder x = {st->insert_run, st->insert_run_bound};
-    for (int i = 0; i < n; i++) {
-      bind_new_run(st, &x, 0, runs[i]);
-      bind_state(&x, 10, runs[i], 1);
-      if (step_reset(st, x.s, "cannot record a run") != 0)
+  int done = 0;
+  for (int size = 0; size < BLOCK_SIZES; size++)
+    while (n - done >= BLOCK_ROWS[size]) {
+      if (insert_block(st, runs + done, BLOCK_ROWS[size], size) != 0)
         return -1;
+      done += BLOCK_ROWS[size];
     }
+  binder x = {st->insert_run, st->insert_run_bound};
+  for (; done < n; done++) {
+    bind_new_run(st, &x, 0, runs[done]);
+    bind_state(&x, 10, runs[done], 1);
+    if (step_reset(st, x.s, "cannot record a run") != 0)
+      return -1;
   }
   if (n && sqlite3_last_insert_rowid(st->db) != runs[n - 1]->rowid) {
     writer_error(st, "run ids out of step");
@@ -925,6 +943,16 @@ static void writer_main(void *arg) {
       atomic_store(&st->urgent, 0);
       continue;
     }
+    /* While the loop adds events, a few more naps gather a fuller batch:
+     * each commit has a cost of its own and rewrites the tables' last
+     * pages, and a batch of a few runs misses the block INSERTs. */
+    for (int nap = 0;
+         nap < GATHER_NAPS && head - tail < BATCH_GATHER &&
+         !atomic_load(&st->urgent) && !atomic_load(&st->producer_waiting);
+         nap++) {
+      uv_sleep(1);
+      head = atomic_load(&st->head);
+    }
     if (head - tail > BATCH_MAX)
       head = tail + BATCH_MAX;
     uint64_t flush = 0;
@@ -1134,27 +1162,26 @@ static void track(mfl_store *st, int open) {
   " created, state_type, state_name, started, ended, attempts"
 #define PLAIN_RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
+/* The INSERT of rows rows of the full or the plain columns (malloc'd). */
+static char *block_sql(int rows, int plain) {
+  const char *columns = plain ? PLAIN_RUN_COLUMNS : RUN_COLUMNS;
+  const char *values = plain ? PLAIN_RUN_VALUES : RUN_VALUES;
+  size_t size = 64 + strlen(columns) + (size_t)rows * (strlen(values) + 1);
+  char *sql = malloc(size);
+  if (!sql)
+    return NULL;
+  int n = snprintf(sql, size, "INSERT INTO runs(%s) VALUES ", columns);
+  for (int i = 0; i < rows; i++)
+    n += snprintf(sql + n, size - (size_t)n, "%s%s", i ? "," : "", values);
+  return sql;
+}
+
 static int prepare(mfl_store *st, char *err, size_t errlen) {
-  /* INSERT_ROWS rows of RUN_VALUES. */
-  char many[64 + sizeof RUN_COLUMNS + INSERT_ROWS * (sizeof RUN_VALUES + 1)];
-  char plain[sizeof many];
-  int n =
-      snprintf(many, sizeof many, "INSERT INTO runs(" RUN_COLUMNS ") VALUES ");
-  int m = snprintf(plain, sizeof plain,
-                   "INSERT INTO runs(" PLAIN_RUN_COLUMNS ") VALUES ");
-  for (int i = 0; i < INSERT_ROWS; i++) {
-    n += snprintf(many + n, sizeof many - (size_t)n, "%s" RUN_VALUES,
-                  i ? "," : "");
-    m += snprintf(plain + m, sizeof plain - (size_t)m, "%s" PLAIN_RUN_VALUES,
-                  i ? "," : "");
-  }
   struct {
     const char *sql;
     sqlite3_stmt **stmt;
   } all[] = {
       {"INSERT INTO runs(" RUN_COLUMNS ") VALUES " RUN_VALUES, &st->insert_run},
-      {many, &st->insert_many},
-      {plain, &st->insert_plain},
       {"UPDATE runs SET state_type = ?1, state_name = ?2, started = ?3,"
        " ended = ?4, attempts = ?5, history = ?6, message = ?7,"
        " traceback = ?8 WHERE id = ?9",
@@ -1174,13 +1201,34 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
       snprintf(err, errlen, "cannot prepare: %s", sqlite3_errmsg(st->db));
       return -1;
     }
+  for (int size = 0; size < BLOCK_SIZES; size++)
+    for (int plain = 0; plain < 2; plain++) {
+      struct block_insert *b = &st->blocks[size][plain];
+      int rows = BLOCK_ROWS[size];
+      b->bound = calloc((size_t)rows * (plain ? PLAIN_COLUMNS : INSERT_COLUMNS),
+                        sizeof *b->bound);
+      char *sql = block_sql(rows, plain);
+      int rc = sql && b->bound ? sqlite3_prepare_v3(st->db, sql, -1,
+                                                    SQLITE_PREPARE_PERSISTENT,
+                                                    &b->stmt, NULL)
+                               : SQLITE_NOMEM;
+      free(sql);
+      if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot prepare: %s",
+                 rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->db));
+        return -1;
+      }
+    }
   return 0;
 }
 
 static void finalize_all(mfl_store *st) {
   sqlite3_finalize(st->insert_run);
-  sqlite3_finalize(st->insert_many);
-  sqlite3_finalize(st->insert_plain);
+  for (int size = 0; size < BLOCK_SIZES; size++)
+    for (int plain = 0; plain < 2; plain++) {
+      sqlite3_finalize(st->blocks[size][plain].stmt);
+      free(st->blocks[size][plain].bound);
+    }
   sqlite3_finalize(st->update_run);
   sqlite3_finalize(st->insert_log);
   sqlite3_finalize(st->insert_result);
@@ -1205,13 +1253,8 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
     st->ring_size = (size_t)asked;
   st->ring = calloc(st->ring_size, sizeof *st->ring);
   st->interned = calloc(1, sizeof *st->interned);
-  st->insert_many_bound =
-      calloc(INSERT_ROWS * INSERT_COLUMNS, sizeof *st->insert_many_bound);
-  st->insert_plain_bound =
-      calloc(INSERT_ROWS * PLAIN_COLUMNS, sizeof *st->insert_plain_bound);
   st->insert_run_bound = calloc(INSERT_COLUMNS, sizeof *st->insert_run_bound);
-  if (!st->path || !st->ring || !st->interned || !st->insert_many_bound ||
-      !st->insert_plain_bound || !st->insert_run_bound) {
+  if (!st->path || !st->ring || !st->interned || !st->insert_run_bound) {
     snprintf(err, errlen, "out of memory");
     goto failed;
   }
@@ -1239,8 +1282,6 @@ failed:
   finalize_all(st);
   sqlite3_close(st->reader);
   free(st->interned);
-  free(st->insert_many_bound);
-  free(st->insert_plain_bound);
   free(st->insert_run_bound);
   free(st->ring);
   free(st->path);
@@ -1277,8 +1318,6 @@ void mfl_store_close(mfl_store *st) {
   free(st->runs.slots);
   intern_free(st->interned);
   free(st->interned);
-  free(st->insert_many_bound);
-  free(st->insert_plain_bound);
   free(st->insert_run_bound);
   free(st->logs);
   finalize_all(st);
