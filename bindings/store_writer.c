@@ -17,7 +17,9 @@
  * (Pending at created, Running at started, the final state at ended).
  *
  * Policy when the ring is full: the loop thread waits for room (counted in
- * waits); nothing is dropped.  After an SQLite error the writer reports it
+ * waits); nothing is dropped.  The writer frees a batch's slots once it
+ * has folded them, before it commits: the loop fills the ring again while
+ * SQLite writes.  After an SQLite error the writer reports it
  * once on stderr, rolls back, and from then on drains the ring discarding
  * events, so the loop never waits on a store that stopped.
  */
@@ -36,7 +38,9 @@
 /* Events the ring holds: a power of 2.  MOONFLOW_STORE_RING sets another
  * (64 to 2^20), which the tests use to fill it. */
 #define RING_SIZE 32768
-#define BATCH_MAX 65536 /* events folded into one transaction at most */
+#define BATCH_MAX 65536   /* events folded into one transaction at most */
+#define BATCH_GATHER 4096 /* fewer events: a nap (GATHER_NAPS at most) */
+#define GATHER_NAPS 4
 #define INLINE_TEXT 88
 
 typedef enum ev_kind {
@@ -65,21 +69,33 @@ typedef struct event {
 
 #define HISTORY_ENTRY 9
 
+/* What few runs have, kept apart so that a run waiting to start (a map
+ * submits all its runs before the first starts) is small. */
+typedef struct wrun_more {
+  char *name; /* renamed (task_run_name): replaces the one in fields */
+  char *message, *traceback;
+  unsigned char *history; /* every state, once the times do not tell them */
+  size_t history_len, history_cap;
+  mfl_store_result result;
+} wrun_more;
+
 typedef struct wrun {
   uint64_t id;
   sqlite3_int64 rowid, parent_row, flow_row; /* 0: none (yet) */
-  struct wrun *parent;                       /* until inserted */
+  struct wrun *parent; /* until inserted; held (see holds) */
   struct wrun *next_touched;
-  unsigned char is_flow, type, name, final, touched, renamed;
-  int attempts;
   double created, started, ended;
-  char *fields; /* name\0task\0tags\0params\0: inline or malloc'd */
-  char *message, *traceback;
-  unsigned char *history; /* inline or malloc'd */
-  size_t history_len, history_cap;
-  mfl_store_result result;
-  unsigned char history_inline[4 * HISTORY_ENTRY];
-  char fields_inline[INLINE_TEXT];
+  const char *shared; /* task\0tags\0: interned, or in fields */
+  wrun_more *more;    /* NULL: none */
+  int attempts;
+  int holds; /* children not inserted yet that point here */
+  /* plain: the states so far are Pending, [Running], [final], which
+   * created, started and ended tell (the history column is NULL);
+   * states: how many, while plain.  gone: out of the map, freed when no
+   * child holds it. */
+  unsigned char is_flow, type, name, final, touched, renamed, plain, states,
+      gone;
+  char fields[]; /* name\0params\0, then task\0tags\0 when not interned */
 } wrun;
 
 typedef struct log_line {
@@ -95,8 +111,15 @@ typedef struct run_map {
   size_t cap, count;
 } run_map;
 
+/* The engine numbers runs in order: eight consecutive ids share a cache
+ * line of the table and the groups of eight are scattered, so the runs of
+ * a burst are found with one miss per eight (hashing every id apart made
+ * each lookup a miss: most of the fold's time), and clusters stay short
+ * (the id alone as the hash made a burst one cluster, and linear probing's
+ * removals walk a cluster to its end). */
 static size_t hash_id(uint64_t id, size_t cap) {
-  return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 17) & (cap - 1);
+  uint64_t group = (id >> 3) * 0x9e3779b97f4a7c15ull;
+  return (size_t)((group >> 17) << 3 | (id & 7)) & (cap - 1);
 }
 
 static wrun *map_get(run_map *m, uint64_t id) {
@@ -161,25 +184,75 @@ static void result_free(mfl_store_result *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Frees what the fold owns (not the fold: it lives in a slab). */
-static void wrun_clear(wrun *r) {
-  if (r->fields != r->fields_inline)
-    free(r->fields);
-  free(r->message);
-  free(r->traceback);
-  if (r->history != r->history_inline)
-    free(r->history);
-  result_free(&r->result);
+static void more_free(wrun_more *m) {
+  if (!m)
+    return;
+  free(m->name);
+  free(m->message);
+  free(m->traceback);
+  free(m->history);
+  result_free(&m->result);
+  free(m);
 }
 
-/* Folds are allocated by the slab and kept for reuse until the store
- * closes: a map holds as many folds as it has runs waiting to start, and
- * one malloc each grew and shrank the writer's heap at every burst. */
-#define SLAB_RUNS 256
-typedef struct slab {
-  struct slab *next;
-  wrun runs[SLAB_RUNS];
-} slab;
+/* Task and tags, the same for every run of a task: kept once, until the
+ * store closes (at most INTERN_MAX of them; past that, each run keeps its
+ * own copy). */
+#define INTERN_MAX 1024
+typedef struct interned {
+  uint32_t hash, len;
+  char *text;
+} interned;
+typedef struct intern_table {
+  interned slots[2 * INTERN_MAX]; /* open addressing, half full at most */
+  size_t count;
+  const interned *last; /* a map repeats the same task */
+} intern_table;
+
+static uint32_t hash_text(const char *s, size_t len) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)s[i]) * 16777619u;
+  return h;
+}
+
+/* The kept copy of len bytes at s, or NULL when the table is full. */
+static const char *intern(intern_table *t, const char *s, size_t len) {
+  if (t->last && t->last->len == len && memcmp(t->last->text, s, len) == 0)
+    return t->last->text;
+  uint32_t h = hash_text(s, len);
+  size_t mask = 2 * INTERN_MAX - 1, i = h & mask;
+  for (; t->slots[i].text; i = (i + 1) & mask)
+    if (t->slots[i].hash == h && t->slots[i].len == len &&
+        memcmp(t->slots[i].text, s, len) == 0) {
+      t->last = &t->slots[i];
+      return t->slots[i].text;
+    }
+  if (t->count == INTERN_MAX)
+    return NULL;
+  char *copy = malloc(len);
+  if (!copy)
+    return NULL;
+  memcpy(copy, s, len);
+  t->slots[i] = (interned){.hash = h, .len = (uint32_t)len, .text = copy};
+  t->count++;
+  t->last = &t->slots[i];
+  return copy;
+}
+
+static void intern_free(intern_table *t) {
+  for (size_t i = 0; i < 2 * INTERN_MAX; i++)
+    free(t->slots[i].text);
+}
+
+typedef struct bound bound; /* see Binding */
+
+/* Runs are inserted BLOCK_ROWS[i] rows per statement (one statement, its
+ * cursors opened once), the rest one by one: the writer's batches are as
+ * big as what the loop made while it committed the last one. */
+#define BLOCK_SIZES 3
+static const int BLOCK_ROWS[BLOCK_SIZES] = {128, 32, 8};
+#define INSERT_ROWS 128 /* the biggest */
 
 /* }====== */
 
@@ -211,38 +284,53 @@ struct mfl_store {
   wrun *touched_first, *touched_last;
   log_line *logs;
   size_t log_count, log_cap;
-  sqlite3_stmt *insert_run, *insert_many, *update_run, *insert_log,
-      *insert_result, *delete_results, *max_row, *rename_run;
+  sqlite3_stmt *insert_run, *update_run, *insert_log, *insert_result,
+      *delete_results, *max_row, *rename_run;
   sqlite3_int64 last_row; /* the highest run id, in a batch */
-  wrun *spare;            /* folds to reuse, linked through next_touched */
-  slab *slabs;
+  intern_table *interned;
+  bound *insert_run_bound;
+  struct block_insert {
+    sqlite3_stmt *stmt;
+    bound *bound;
+  } blocks[BLOCK_SIZES][2]; /* [size][plain] */
 };
 
-/* A zeroed fold. */
-static wrun *wrun_new(mfl_store *st) {
-  if (!st->spare) {
-    slab *s = malloc(sizeof *s);
-    if (!s)
-      return NULL;
-    s->next = st->slabs;
-    st->slabs = s;
-    for (int i = 0; i < SLAB_RUNS; i++) {
-      s->runs[i].next_touched = st->spare;
-      st->spare = &s->runs[i];
-    }
+/* A fold with room for fields_len bytes of fields; zeroed but for them. */
+static wrun *wrun_new(size_t fields_len) {
+  wrun *r = malloc(sizeof *r + fields_len);
+  if (r) {
+    memset(r, 0, sizeof *r);
+    r->plain = 1;
   }
-  wrun *r = st->spare;
-  st->spare = r->next_touched;
-  memset(r, 0, offsetof(wrun, history_inline));
-  r->history = r->history_inline;
-  r->history_cap = sizeof r->history_inline;
   return r;
 }
 
-static void wrun_release(mfl_store *st, wrun *r) {
-  wrun_clear(r);
-  r->next_touched = st->spare;
-  st->spare = r;
+static void wrun_free(wrun *r) {
+  more_free(r->more);
+  free(r);
+}
+
+/* A child inserted, or gone: its parent may go too. */
+static void wrun_unhold(wrun *p) {
+  if (--p->holds == 0 && p->gone)
+    wrun_free(p);
+}
+
+/* Out of the map (final and written, or the store closing). */
+static void wrun_release(wrun *r) {
+  if (r->parent) {
+    wrun_unhold(r->parent);
+    r->parent = NULL;
+  }
+  r->gone = 1;
+  if (!r->holds)
+    wrun_free(r);
+}
+
+static wrun_more *more_of(wrun *r) {
+  if (!r->more)
+    r->more = calloc(1, sizeof *r->more);
+  return r->more;
 }
 
 /* {====== The writer thread ====== */
@@ -274,48 +362,101 @@ static void touch(mfl_store *st, wrun *r) {
   st->touched_last = r;
 }
 
-static void history_add(wrun *r, const event *e) {
-  if (r->history_len + HISTORY_ENTRY > r->history_cap) {
-    size_t cap = r->history_cap * 2;
-    unsigned char *h = r->history == r->history_inline
-                           ? malloc(cap)
-                           : realloc(r->history, cap);
-    if (!h)
-      return;
-    if (r->history == r->history_inline)
-      memcpy(h, r->history_inline, r->history_len);
-    r->history = h;
-    r->history_cap = cap;
+static int final_state(int type, int name) {
+  return type >= MF_COMPLETED || name == MF_NAME_NOT_READY;
+}
+
+/* Whether state number n (from 0) keeps the history plain. */
+static int plain_next(unsigned n, const event *e) {
+  unsigned code = (unsigned)(e->type << 4 | e->name);
+  switch (n) {
+  case 0:
+    return code == (MF_PENDING << 4 | MF_NAME_PENDING);
+  case 1:
+    return code == (MF_RUNNING << 4 | MF_NAME_RUNNING);
+  case 2:
+    return final_state(e->type, e->name);
+  default:
+    return 0;
   }
-  unsigned char *p = r->history + r->history_len;
-  p[0] = (unsigned char)(e->type << 4 | e->name);
-  memcpy(p + 1, &e->time, sizeof e->time); /* little-endian hosts */
-  r->history_len += HISTORY_ENTRY;
+}
+
+static int history_put(wrun_more *m, unsigned code, double time) {
+  if (m->history_len + HISTORY_ENTRY > m->history_cap) {
+    size_t cap = m->history_cap ? m->history_cap * 2 : 4 * HISTORY_ENTRY;
+    unsigned char *h = realloc(m->history, cap);
+    if (!h)
+      return -1;
+    m->history = h;
+    m->history_cap = cap;
+  }
+  unsigned char *p = m->history + m->history_len;
+  p[0] = (unsigned char)code;
+  memcpy(p + 1, &time, sizeof time); /* little-endian hosts */
+  m->history_len += HISTORY_ENTRY;
+  return 0;
+}
+
+/* Before e's time fields are folded in (started is the first Running's). */
+static void history_add(wrun *r, const event *e) {
+  if (r->plain) {
+    if (plain_next(r->states, e)) {
+      r->states++;
+      return;
+    }
+    /* No longer plain: the blob, from what the times said so far. */
+    r->plain = 0;
+    wrun_more *m = more_of(r);
+    if (!m)
+      return;
+    if (r->states >= 1)
+      history_put(m, MF_PENDING << 4 | MF_NAME_PENDING, r->created);
+    if (r->states >= 2)
+      history_put(m, MF_RUNNING << 4 | MF_NAME_RUNNING, r->started);
+  }
+  if (r->more)
+    history_put(r->more, (unsigned)(e->type << 4 | e->name), e->time);
 }
 
 static char *dup_text(const char *s) { return s && *s ? strdup(s) : NULL; }
 
 static void fold_submit(mfl_store *st, event *e) {
-  wrun *r = wrun_new(st);
+  /* e->text: name\0task\0tags\0params\0 */
+  const char *name = "?", *shared = "\0", *params = "";
+  size_t name_len = 2, shared_len = 2, params_len = 1;
+  if (e->text) {
+    name = e->text;
+    name_len = strlen(name) + 1;
+    shared = name + name_len;
+    size_t task_len = strlen(shared) + 1;
+    shared_len = task_len + strlen(shared + task_len) + 1;
+    params = shared + shared_len;
+    params_len = strlen(params) + 1;
+  }
+  const char *kept = intern(st->interned, shared, shared_len);
+  wrun *r = wrun_new(name_len + params_len + (kept ? 0 : shared_len));
   if (!r)
     return;
+  memcpy(r->fields, name, name_len);
+  memcpy(r->fields + name_len, params, params_len);
+  if (!kept) {
+    memcpy(r->fields + name_len + params_len, shared, shared_len);
+    kept = r->fields + name_len + params_len;
+  }
+  r->shared = kept;
   r->id = e->id;
   r->is_flow = e->is_flow;
   r->created = e->time;
   r->type = e->type;
   r->name = e->name;
-  r->parent = e->parent ? map_get(&st->runs, e->parent) : NULL;
-  if (e->text) {
-    r->fields = e->text_len <= sizeof r->fields_inline ? r->fields_inline
-                                                       : malloc(e->text_len);
-    if (r->fields)
-      memcpy(r->fields, e->text, e->text_len);
-  }
   history_add(r, e);
   if (map_put(&st->runs, r) != 0) {
-    wrun_release(st, r);
+    wrun_free(r);
     return;
   }
+  r->parent = e->parent ? map_get(&st->runs, e->parent) : NULL;
+  if (r->parent)
+    r->parent->holds++;
   touch(st, r);
 }
 
@@ -325,26 +466,32 @@ static void fold_state(mfl_store *st, event *e) {
     result_free(&e->result);
     return;
   }
+  history_add(r, e);
   r->type = e->type;
   r->name = e->name;
   if (e->attempt > r->attempts)
     r->attempts = e->attempt;
   if (e->type == MF_RUNNING && r->started == 0)
     r->started = e->time;
-  history_add(r, e);
   const char *message = e->text;
   const char *traceback = e->text ? e->text + strlen(e->text) + 1 : NULL;
-  int final = e->type >= MF_COMPLETED || e->name == MF_NAME_NOT_READY;
-  if (final) {
+  if (final_state(e->type, e->name)) {
     r->final = 1;
     r->ended = e->time;
-    free(r->message);
-    free(r->traceback);
-    r->message = dup_text(message);
-    r->traceback = traceback ? dup_text(traceback) : NULL;
-    result_free(&r->result);
-    r->result = e->result;
-    memset(&e->result, 0, sizeof e->result);
+    if ((message && *message) || (traceback && *traceback) || e->result.value ||
+        r->more) {
+      wrun_more *m = more_of(r);
+      if (m) {
+        free(m->message);
+        free(m->traceback);
+        m->message = dup_text(message);
+        m->traceback = traceback ? dup_text(traceback) : NULL;
+        result_free(&m->result);
+        m->result = e->result;
+        memset(&e->result, 0, sizeof e->result);
+      }
+    }
+    result_free(&e->result); /* not kept (out of memory) */
   } else if (message && *message) {
     /* The message of a failed attempt that is retried: a log line. */
     if (st->log_count == st->log_cap) {
@@ -371,21 +518,14 @@ done:
  * the row is updated with its next write. */
 static void fold_rename(mfl_store *st, event *e) {
   wrun *r = map_get(&st->runs, e->id);
-  if (!r || !r->fields || !e->text)
+  if (!r || !e->text)
     return;
-  size_t old_len = strlen(r->fields) + 1, new_len = strlen(e->text) + 1;
-  const char *p = r->fields + old_len; /* task, tags, parameters */
-  for (int i = 0; i < 3; i++)
-    p += strlen(p) + 1;
-  size_t tail = (size_t)(p - (r->fields + old_len));
-  char *fields = malloc(new_len + tail);
-  if (!fields)
+  wrun_more *m = more_of(r);
+  char *name = m ? strdup(e->text) : NULL;
+  if (!name)
     return;
-  memcpy(fields, e->text, new_len);
-  memcpy(fields + new_len, r->fields + old_len, tail);
-  if (r->fields != r->fields_inline)
-    free(r->fields);
-  r->fields = fields;
+  free(m->name);
+  m->name = name;
   r->renamed = 1;
   touch(st, r);
 }
@@ -409,19 +549,80 @@ static void fold_log(mfl_store *st, event *e) {
     touch(st, r); /* kept until the lines are written */
 }
 
-static void bind_text_or_null(sqlite3_stmt *s, int i, const char *text) {
-  if (text && *text)
-    sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC);
-  else
-    sqlite3_bind_null(s, i);
+/* {====== Binding ====== */
+
+/* What a parameter of a statement was last bound to: a bind that would
+ * bind the same again is skipped (most columns of a map's runs are the
+ * same run after run).  Text and blobs are bound SQLITE_STATIC, so SQLite
+ * reads them at the next step: the same pointer and length bind the same,
+ * whatever the bytes there are now. */
+enum { B_UNSET, B_NULL, B_INT, B_REAL, B_TEXT, B_BLOB };
+struct bound {
+  sqlite3_int64 v;
+  const void *p;
+  int n, kind;
+};
+
+typedef struct binder {
+  sqlite3_stmt *s;
+  bound *b; /* one per parameter; NULL: bind every time */
+} binder;
+
+static int same(binder *x, int i, int kind, sqlite3_int64 v, const void *p,
+                int n) {
+  if (!x->b)
+    return 0;
+  bound *b = &x->b[i - 1];
+  if (b->kind == kind && b->v == v && b->p == p && b->n == n)
+    return 1;
+  *b = (bound){.v = v, .p = p, .n = n, .kind = kind};
+  return 0;
 }
 
-static void bind_time(sqlite3_stmt *s, int i, double t) {
-  if (t > 0)
-    sqlite3_bind_double(s, i, t);
-  else
-    sqlite3_bind_null(s, i);
+static void put_null(binder *x, int i) {
+  if (!same(x, i, B_NULL, 0, NULL, 0))
+    sqlite3_bind_null(x->s, i);
 }
+
+static void put_int(binder *x, int i, sqlite3_int64 v) {
+  if (!same(x, i, B_INT, v, NULL, 0))
+    sqlite3_bind_int64(x->s, i, v);
+}
+
+static void put_int_or_null(binder *x, int i, sqlite3_int64 v) {
+  if (v)
+    put_int(x, i, v);
+  else
+    put_null(x, i);
+}
+
+/* A time: NULL when not known (0). */
+static void put_time(binder *x, int i, double t) {
+  sqlite3_int64 bits;
+  memcpy(&bits, &t, sizeof bits);
+  if (!(t > 0))
+    put_null(x, i);
+  else if (!same(x, i, B_REAL, bits, NULL, 0))
+    sqlite3_bind_double(x->s, i, t);
+}
+
+/* Text: NULL when NULL or empty. */
+static void put_text(binder *x, int i, const char *text) {
+  if (!text || !*text) {
+    put_null(x, i);
+    return;
+  }
+  int n = (int)strlen(text);
+  if (!same(x, i, B_TEXT, 0, text, n))
+    sqlite3_bind_text(x->s, i, text, n, SQLITE_STATIC);
+}
+
+static void put_blob(binder *x, int i, const void *p, size_t len) {
+  if (!same(x, i, B_BLOB, 0, p, (int)len))
+    sqlite3_bind_blob(x->s, i, p, (int)len, SQLITE_STATIC);
+}
+
+/* }====== */
 
 static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
   int rc = sqlite3_step(s);
@@ -433,115 +634,133 @@ static int step_reset(mfl_store *st, sqlite3_stmt *s, const char *what) {
   return 0;
 }
 
-/* Whether the history is Pending, [Running], [final]: what created,
- * started, ended and the state say. */
-static int plain_history(const wrun *r) {
-  const unsigned char *h = r->history;
-  size_t n = r->history_len / HISTORY_ENTRY;
-  if (n == 0 || n > 3 || h[0] != (MF_PENDING << 4 | MF_NAME_PENDING))
-    return 0;
-  if (n >= 2 && h[HISTORY_ENTRY] != (MF_RUNNING << 4 | MF_NAME_RUNNING))
-    return 0;
-  return n < 3 || r->final;
+/* A new run's row: INSERT_COLUMNS values from base + 1, in the order of
+ * the INSERT's columns (the id is SQLite's next rowid: see insert_runs). */
+#define INSERT_COLUMNS 18
+#define PLAIN_COLUMNS 15 /* without history, message, traceback */
+
+static const char *run_name(const wrun *r) {
+  return r->more && r->more->name ? r->more->name : r->fields;
 }
 
-/* A new run's row: 19 values from base + 1, in the order of the INSERT's
- * columns. */
-#define INSERT_COLUMNS 19
-#define INSERT_ROWS 32 /* rows per INSERT: one statement, its cursors once */
-
-static void bind_new_run(mfl_store *st, sqlite3_stmt *s, int base, wrun *r) {
-  const char *f[4] = {"?", NULL, NULL, NULL};
-  const char *p = r->fields;
-  for (int i = 0; p && i < 4; i++, p += strlen(p) + 1)
-    f[i] = p;
-  sqlite3_bind_int64(s, base + 1, r->rowid);
-  sqlite3_bind_int64(s, base + 2, st->process_row);
-  sqlite3_bind_int64(s, base + 3, (sqlite3_int64)r->id);
-  if (r->parent_row)
-    sqlite3_bind_int64(s, base + 4, r->parent_row);
-  else
-    sqlite3_bind_null(s, base + 4);
-  if (r->flow_row)
-    sqlite3_bind_int64(s, base + 5, r->flow_row);
-  else
-    sqlite3_bind_null(s, base + 5);
-  sqlite3_bind_int(s, base + 6, r->is_flow);
-  sqlite3_bind_text(s, base + 7, f[0], -1, SQLITE_STATIC);
-  bind_text_or_null(s, base + 8, f[1]);
-  bind_text_or_null(s, base + 9, f[2]);
-  bind_text_or_null(s, base + 10, f[3]);
-  bind_time(s, base + 11, r->created);
+static void bind_new_run(mfl_store *st, binder *x, int base, wrun *r) {
+  const char *params = r->fields + strlen(r->fields) + 1;
+  const char *task = r->shared, *tags = task + strlen(task) + 1;
+  put_int(x, base + 1, st->process_row);
+  put_int(x, base + 2, (sqlite3_int64)r->id);
+  put_int_or_null(x, base + 3, r->parent_row);
+  put_int_or_null(x, base + 4, r->flow_row);
+  put_int(x, base + 5, r->is_flow);
+  const char *name = run_name(r);
+  put_text(x, base + 6, *name ? name : "?");
+  put_text(x, base + 7, task);
+  put_text(x, base + 8, tags);
+  put_text(x, base + 9, params);
+  put_time(x, base + 10, r->created);
 }
 
-/* The state part (8 values from base + 1): of an insert or an update. */
-static void bind_state(sqlite3_stmt *s, int base, wrun *r) {
-  sqlite3_bind_int(s, base + 1, r->type);
-  sqlite3_bind_int(s, base + 2, r->name);
-  bind_time(s, base + 3, r->started);
-  bind_time(s, base + 4, r->ended);
-  sqlite3_bind_int(s, base + 5, r->attempts);
-  if (plain_history(r))
-    sqlite3_bind_null(s, base + 6);
+/* Whether the history, message and traceback are NULL. */
+static int plain_run(const wrun *r) {
+  return r->plain && (!r->more || (!r->more->message && !r->more->traceback));
+}
+
+/* The state part (8 values from base + 1, 5 when !full: the history,
+ * message and traceback left out): of an insert or an update. */
+static void bind_state(binder *x, int base, wrun *r, int full) {
+  put_int(x, base + 1, r->type);
+  put_int(x, base + 2, r->name);
+  put_time(x, base + 3, r->started);
+  put_time(x, base + 4, r->ended);
+  put_int(x, base + 5, r->attempts);
+  if (!full)
+    return;
+  wrun_more *m = r->more;
+  if (r->plain || !m || !m->history)
+    put_null(x, base + 6);
   else
-    sqlite3_bind_blob(s, base + 6, r->history, (int)r->history_len,
-                      SQLITE_STATIC);
-  bind_text_or_null(s, base + 7, r->message);
-  bind_text_or_null(s, base + 8, r->traceback);
+    put_blob(x, base + 6, m->history, m->history_len);
+  put_text(x, base + 7, m ? m->message : NULL);
+  put_text(x, base + 8, m ? m->traceback : NULL);
 }
 
 /* Gives a new run its row id: the writer holds the write lock for the
- * whole batch (BEGIN IMMEDIATE), so ids from max(id) + 1 are its own. */
+ * whole batch (BEGIN IMMEDIATE) and inserts the rows in this order, so
+ * SQLite's next rowid (max(id) + 1) is the one given here; insert_runs
+ * checks it.  (An INSERT that names the id looks it up first: a seek per
+ * run.) */
 static void assign_row(mfl_store *st, wrun *r) {
-  if (r->parent) {
-    r->parent_row = r->parent->rowid;
-    r->flow_row = r->parent->is_flow ? r->parent->rowid : r->parent->flow_row;
+  wrun *p = r->parent;
+  if (p) {
+    r->parent_row = p->rowid;
+    r->flow_row = p->is_flow ? p->rowid : p->flow_row;
     r->parent = NULL;
+    wrun_unhold(p);
   }
   r->rowid = ++st->last_row;
 }
 
-/* Inserts n new runs: INSERT_ROWS at once with insert_many, else one by
- * one. */
-static int insert_runs(mfl_store *st, wrun **runs, int n) {
-  if (n == INSERT_ROWS) {
-    sqlite3_stmt *s = st->insert_many;
-    for (int i = 0; i < n; i++) {
-      bind_new_run(st, s, i * INSERT_COLUMNS, runs[i]);
-      bind_state(s, i * INSERT_COLUMNS + 11, runs[i]);
-    }
-    return step_reset(st, s, "cannot record runs");
-  }
+/* Inserts n rows in one statement of blocks[size]. */
+static int insert_block(mfl_store *st, wrun **runs, int n, int size) {
+  /* Most runs end plain: a statement without the columns they leave NULL
+   * does less per row. */
+  int plain = 1;
+  for (int i = 0; plain && i < n; i++)
+    plain = plain_run(runs[i]);
+  binder x = {st->blocks[size][plain].stmt, st->blocks[size][plain].bound};
+  int columns = plain ? PLAIN_COLUMNS : INSERT_COLUMNS;
   for (int i = 0; i < n; i++) {
-    bind_new_run(st, st->insert_run, 0, runs[i]);
-    bind_state(st->insert_run, 11, runs[i]);
-    if (step_reset(st, st->insert_run, "cannot record a run") != 0)
+    bind_new_run(st, &x, i * columns, runs[i]);
+    bind_state(&x, i * columns + 10, runs[i], !plain);
+  }
+  return step_reset(st, x.s, "cannot record runs");
+}
+
+/* Inserts n new runs: in blocks as big as they fill, the rest one by one;
+ * checks that SQLite gave them the ids assign_row did. */
+static int insert_runs(mfl_store *st, wrun **runs, int n) {
+  int done = 0;
+  for (int size = 0; size < BLOCK_SIZES; size++)
+    while (n - done >= BLOCK_ROWS[size]) {
+      if (insert_block(st, runs + done, BLOCK_ROWS[size], size) != 0)
+        return -1;
+      done += BLOCK_ROWS[size];
+    }
+  binder x = {st->insert_run, st->insert_run_bound};
+  for (; done < n; done++) {
+    bind_new_run(st, &x, 0, runs[done]);
+    bind_state(&x, 10, runs[done], 1);
+    if (step_reset(st, x.s, "cannot record a run") != 0)
       return -1;
+  }
+  if (n && sqlite3_last_insert_rowid(st->db) != runs[n - 1]->rowid) {
+    writer_error(st, "run ids out of step");
+    return -1;
   }
   return 0;
 }
 
 static int update_run(mfl_store *st, wrun *r) {
-  bind_state(st->update_run, 0, r);
+  binder x = {st->update_run, NULL};
+  bind_state(&x, 0, r, 1);
   sqlite3_bind_int64(st->update_run, 9, r->rowid);
   return step_reset(st, st->update_run, "cannot record a run");
 }
 
 static int write_result(mfl_store *st, wrun *r) {
-  sqlite3_stmt *s;
-  if (r->result.key) {
-    s = st->delete_results;
-    sqlite3_bind_text(s, 1, r->result.key, -1, SQLITE_STATIC);
+  const mfl_store_result *res = &r->more->result;
+  if (res->key) {
+    sqlite3_stmt *s = st->delete_results;
+    sqlite3_bind_text(s, 1, res->key, -1, SQLITE_STATIC);
     if (step_reset(st, s, "cannot record a result") != 0)
       return -1;
   }
-  s = st->insert_result;
-  sqlite3_bind_int64(s, 1, r->rowid);
-  bind_text_or_null(s, 2, r->result.key);
-  bind_time(s, 3, r->ended);
-  bind_time(s, 4, r->result.expires);
-  sqlite3_bind_blob(s, 5, r->result.value, (int)r->result.len, SQLITE_STATIC);
-  return step_reset(st, s, "cannot record a result");
+  binder x = {st->insert_result, NULL};
+  sqlite3_bind_int64(x.s, 1, r->rowid);
+  put_text(&x, 2, res->key);
+  put_time(&x, 3, r->ended);
+  put_time(&x, 4, res->expires);
+  put_blob(&x, 5, res->value, res->len);
+  return step_reset(st, x.s, "cannot record a result");
 }
 
 /* Writes one run: a new row (queued in rows, flushed by INSERT_ROWS),
@@ -558,13 +777,14 @@ static int write_run(mfl_store *st, wrun *r, wrun **rows, int *nrows) {
   } else {
     ok = update_run(st, r) == 0;
     if (ok && r->renamed) {
-      sqlite3_bind_text(st->rename_run, 1, r->fields, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st->rename_run, 1, run_name(r), -1, SQLITE_STATIC);
       sqlite3_bind_int64(st->rename_run, 2, r->rowid);
       ok = step_reset(st, st->rename_run, "cannot record a run") == 0;
     }
   }
   r->renamed = 0;
-  if (ok && r->final && r->result.value && r->type == MF_COMPLETED)
+  if (ok && r->final && r->more && r->more->result.value &&
+      r->type == MF_COMPLETED)
     ok = write_result(st, r) == 0;
   return ok ? 0 : -1;
 }
@@ -644,7 +864,7 @@ static void commit_batch(mfl_store *st, int all) {
     r->touched = 0;
     if (r->final) {
       map_remove(&st->runs, r->id);
-      wrun_release(st, r);
+      wrun_release(r);
     }
     r = next;
   }
@@ -693,6 +913,14 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
       stop = 1;
     event_release(e);
   }
+  /* Everything the events said is in the folds now: their slots are free
+   * before the commit, so the loop thread goes on while SQLite writes. */
+  atomic_store(&st->tail, head);
+  if (atomic_load(&st->producer_waiting)) {
+    uv_mutex_lock(&st->lock);
+    uv_cond_broadcast(&st->room);
+    uv_mutex_unlock(&st->lock);
+  }
   if (live || st->touched_first || st->log_count)
     commit_batch(st, stop || *flush); /* after a failure: frees the folds */
   atomic_fetch_add(&st->events, head - tail);
@@ -722,11 +950,20 @@ static void writer_main(void *arg) {
       atomic_store(&st->urgent, 0);
       continue;
     }
+    /* While the loop adds events, a few more naps gather a fuller batch:
+     * each commit has a cost of its own and rewrites the tables' last
+     * pages, and a batch of a few runs misses the block INSERTs. */
+    for (int nap = 0;
+         nap < GATHER_NAPS && head - tail < BATCH_GATHER &&
+         !atomic_load(&st->urgent) && !atomic_load(&st->producer_waiting);
+         nap++) {
+      uv_sleep(1);
+      head = atomic_load(&st->head);
+    }
     if (head - tail > BATCH_MAX)
       head = tail + BATCH_MAX;
     uint64_t flush = 0;
     int stop = drain(st, tail, head, &flush);
-    atomic_store(&st->tail, head);
     if (atomic_load(&st->producer_waiting) || flush) {
       uv_mutex_lock(&st->lock);
       if (flush)
@@ -923,25 +1160,35 @@ static void track(mfl_store *st, int open) {
 }
 
 #define RUN_COLUMNS                                                            \
-  "id, process, local_id, parent, flow, kind, name, task, tags, parameters,"   \
+  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
   " created, state_type, state_name, started, ended, attempts, history,"       \
   " message, traceback"
-#define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#define PLAIN_RUN_COLUMNS                                                      \
+  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
+  " created, state_type, state_name, started, ended, attempts"
+#define PLAIN_RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+/* The INSERT of rows rows of the full or the plain columns (malloc'd). */
+static char *block_sql(int rows, int plain) {
+  const char *columns = plain ? PLAIN_RUN_COLUMNS : RUN_COLUMNS;
+  const char *values = plain ? PLAIN_RUN_VALUES : RUN_VALUES;
+  size_t size = 64 + strlen(columns) + (size_t)rows * (strlen(values) + 1);
+  char *sql = malloc(size);
+  if (!sql)
+    return NULL;
+  int n = snprintf(sql, size, "INSERT INTO runs(%s) VALUES ", columns);
+  for (int i = 0; i < rows; i++)
+    n += snprintf(sql + n, size - (size_t)n, "%s%s", i ? "," : "", values);
+  return sql;
+}
 
 static int prepare(mfl_store *st, char *err, size_t errlen) {
-  /* INSERT_ROWS rows of RUN_VALUES. */
-  char many[64 + sizeof RUN_COLUMNS + INSERT_ROWS * (sizeof RUN_VALUES + 1)];
-  int n =
-      snprintf(many, sizeof many, "INSERT INTO runs(" RUN_COLUMNS ") VALUES ");
-  for (int i = 0; i < INSERT_ROWS; i++)
-    n += snprintf(many + n, sizeof many - (size_t)n, "%s" RUN_VALUES,
-                  i ? "," : "");
   struct {
     const char *sql;
     sqlite3_stmt **stmt;
   } all[] = {
       {"INSERT INTO runs(" RUN_COLUMNS ") VALUES " RUN_VALUES, &st->insert_run},
-      {many, &st->insert_many},
       {"UPDATE runs SET state_type = ?1, state_name = ?2, started = ?3,"
        " ended = ?4, attempts = ?5, history = ?6, message = ?7,"
        " traceback = ?8 WHERE id = ?9",
@@ -961,12 +1208,34 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
       snprintf(err, errlen, "cannot prepare: %s", sqlite3_errmsg(st->db));
       return -1;
     }
+  for (int size = 0; size < BLOCK_SIZES; size++)
+    for (int plain = 0; plain < 2; plain++) {
+      struct block_insert *b = &st->blocks[size][plain];
+      int rows = BLOCK_ROWS[size];
+      b->bound = calloc((size_t)rows * (plain ? PLAIN_COLUMNS : INSERT_COLUMNS),
+                        sizeof *b->bound);
+      char *sql = block_sql(rows, plain);
+      int rc = sql && b->bound ? sqlite3_prepare_v3(st->db, sql, -1,
+                                                    SQLITE_PREPARE_PERSISTENT,
+                                                    &b->stmt, NULL)
+                               : SQLITE_NOMEM;
+      free(sql);
+      if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot prepare: %s",
+                 rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->db));
+        return -1;
+      }
+    }
   return 0;
 }
 
 static void finalize_all(mfl_store *st) {
   sqlite3_finalize(st->insert_run);
-  sqlite3_finalize(st->insert_many);
+  for (int size = 0; size < BLOCK_SIZES; size++)
+    for (int plain = 0; plain < 2; plain++) {
+      sqlite3_finalize(st->blocks[size][plain].stmt);
+      free(st->blocks[size][plain].bound);
+    }
   sqlite3_finalize(st->update_run);
   sqlite3_finalize(st->insert_log);
   sqlite3_finalize(st->insert_result);
@@ -990,7 +1259,9 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   if (asked >= 64 && asked <= (1 << 20) && (asked & (asked - 1)) == 0)
     st->ring_size = (size_t)asked;
   st->ring = calloc(st->ring_size, sizeof *st->ring);
-  if (!st->path || !st->ring) {
+  st->interned = calloc(1, sizeof *st->interned);
+  st->insert_run_bound = calloc(INSERT_COLUMNS, sizeof *st->insert_run_bound);
+  if (!st->path || !st->ring || !st->interned || !st->insert_run_bound) {
     snprintf(err, errlen, "out of memory");
     goto failed;
   }
@@ -1017,6 +1288,8 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
 failed:
   finalize_all(st);
   sqlite3_close(st->reader);
+  free(st->interned);
+  free(st->insert_run_bound);
   free(st->ring);
   free(st->path);
   free(st);
@@ -1040,15 +1313,19 @@ void mfl_store_close(mfl_store *st) {
              (long long)st->process_row);
     sqlite3_exec(st->db, sql, NULL, NULL, NULL);
   }
+  /* The children first: a parent held by one goes with it. */
+  for (size_t i = 0; i < st->runs.cap; i++)
+    if (st->runs.slots[i] && st->runs.slots[i]->parent) {
+      wrun_unhold(st->runs.slots[i]->parent);
+      st->runs.slots[i]->parent = NULL;
+    }
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i])
-      wrun_clear(st->runs.slots[i]);
+      wrun_release(st->runs.slots[i]);
   free(st->runs.slots);
-  while (st->slabs) {
-    slab *next = st->slabs->next;
-    free(st->slabs);
-    st->slabs = next;
-  }
+  intern_free(st->interned);
+  free(st->interned);
+  free(st->insert_run_bound);
   free(st->logs);
   finalize_all(st);
   sqlite3_close(st->reader);

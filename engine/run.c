@@ -2,9 +2,7 @@
  * run.c -- the run record: creation, references and engine holds, names,
  * queries, states and history, done callbacks.  Its life is in life.c.
  */
-#include <inttypes.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,15 +128,40 @@ int mf_run_set_custom_name(mf_run *run, const char *name) {
   return 0;
 }
 
+/* Appends n bytes of s at buf[at], truncated to size - 1 and terminated,
+ * as snprintf would. */
+static void name_put(char *buf, size_t size, size_t at, const char *s,
+                     size_t n) {
+  if (at + 1 >= size || !size) {
+    if (size && at < size)
+      buf[at] = 0;
+    return;
+  }
+  if (n > size - 1 - at)
+    n = size - 1 - at;
+  memcpy(buf + at, s, n);
+  buf[at + n] = 0;
+}
+
+/* "prefix-number" without snprintf: the run store names every run it
+ * records, and printf's machinery was most of what that cost. */
 size_t mf_run_name(const mf_run *run, char *buf, size_t size) {
-  int n;
+  const char *text = run->custom_name   ? run->custom_name
+                     : run->name_prefix ? run->name_prefix
+                                        : "run";
+  size_t len = strlen(text);
+  name_put(buf, size, 0, text, len);
   if (run->custom_name)
-    n = snprintf(buf, size, "%s", run->custom_name);
-  else if (run->name_prefix)
-    n = snprintf(buf, size, "%s-%" PRIu64, run->name_prefix, run->number);
-  else
-    n = snprintf(buf, size, "run-%" PRIu64, run->id);
-  return n < 0 ? 0 : (size_t)n;
+    return len;
+  char digits[24];
+  int n = (int)sizeof digits;
+  uint64_t v = run->name_prefix ? run->number : run->id;
+  do
+    digits[--n] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  digits[--n] = '-';
+  name_put(buf, size, len, digits + n, sizeof digits - (size_t)n);
+  return len + sizeof digits - (size_t)n;
 }
 
 uint64_t mf_run_id(const mf_run *run) { return run->id; }
