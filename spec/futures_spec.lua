@@ -897,9 +897,10 @@ function TestAsCompleted:test_a_future_list()
 end
 
 function TestAsCompleted:test_timeout_raises_with_the_count()
-  -- The timeout (0.5 s) leaves the fast run (0.01 s) time to finish even
-  -- on a loop that starts it late.
+  -- The fast run is over before the call (a loaded machine may start it
+  -- late); the two held ones never finish.
   local fast = sleep_then:submit(0.01)
+  fast:wait()
   local s1, s2 = held(), held()
   local got = {}
   local t0 = mf.now()
