@@ -165,6 +165,37 @@ end
 
 -- }======
 
+-- {====== Files and commands ======
+-- For the specs that run the program or other processes.
+
+-- The output of a shell command.
+function M.capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local s = p:read("a")
+  p:close()
+  return s
+end
+
+-- A file's whole content, or nil when it cannot be opened.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- s as one word of a POSIX shell command.
+function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- }======
+
 -- Runs the spec's tests; the script's arguments pick some
 -- (`build/moonflow spec/x_spec.lua TestClass.test_name`, or a -p pattern).
 function M.run()

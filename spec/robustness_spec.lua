@@ -8,28 +8,13 @@ local mf, lu = h.mf, h.lu
 
 -- {====== Subprocesses ======
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local s = p:read("a")
-  p:close()
-  return s
-end
+local capture = h.capture
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read_file(path) return h.read_file(path) or "" end
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write_file = h.write_file
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local quote = h.shell_quote
 
 local CWD = capture("pwd"):gsub("\n$", "")
 local function absolute(path) return path:sub(1, 1) == "/" and path or CWD .. "/" .. path end

@@ -11,28 +11,13 @@ local core = require "moonflow.core"
 
 -- {====== Helpers ======
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local s = p:read("a")
-  p:close()
-  return s
-end
+local capture = h.capture
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = h.read_file
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write_file = h.write_file
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local quote = h.shell_quote
 
 -- Stock lua5.4 and the program as subprocesses.  Under the sanitizers,
 -- stock lua5.4 needs their runtime preloaded to load the instrumented

@@ -8,12 +8,7 @@ local h = require "helper"
 local mf, lu = h.mf, h.lu
 local core = require "moonflow.core"
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local s = p:read("a")
-  p:close()
-  return s
-end
+local capture = h.capture
 
 local DIR = capture("unset LD_PRELOAD; mktemp -d /tmp/mf-store.XXXXXX"):gsub("\n$", "")
 local counter = 0
@@ -22,19 +17,9 @@ local function temp_path(name)
   return string.format("%s/%d-%s", DIR, counter, name or "store.db")
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = h.read_file
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write_file = h.write_file
 
 -- A fresh store for one test; returns its path and a reader of it.
 local function fresh_store()
