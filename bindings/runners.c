@@ -281,7 +281,9 @@ static int l_runner_new(lua_State *L) {
 /* runner.kind, runner.workers, and test hooks. */
 static int runner_index(lua_State *L) {
   runner_box *b = check_runner(L, 1);
-  const char *key = luaL_checkstring(L, 2);
+  /* any other key (a table, nil, a number left as it is) indexes nothing:
+   * nil, not luaL_checkstring's untyped error */
+  const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
   if (strcmp(key, "kind") == 0) {
     lua_pushstring(L, b->r ? b->r->t->kind : "coroutines");
     return 1;
