@@ -1202,6 +1202,14 @@ end)
 -- Defines a task or flow as the action mf.task/mf.flow does (case setup).
 A.define = define
 
+-- For the modules of more actions (actions_runners.lua, actions_io.lua).
+A.lib = {
+  def = def, call = call, add_future = add_future, add_list = add_list,
+  add_error = add_error, add_state = add_state, keep = keep, same = same,
+  pick_task = pick_task, pick_future = pick_future,
+  methods = function() return M end,
+}
+
 -- {====== Picking ======
 
 local enabled, total_weight

@@ -18,7 +18,8 @@
 --   --cases N       stop after N cases
 --   --case K        run case K alone (replay: --seed N --case K)
 --   --only G,G      only the actions of these groups (module, task, flow,
---                   future, list, state, limits, context, oracle)
+--                   future, list, state, limits, context, oracle, runners,
+--                   promise, cache, io)
 --   --without H,H   without these hazards (see HAZARDS below)
 --   --keep-going    do not stop at the first case with a violation
 --   --abandon MODE  end the process in the middle of the last case, runs
@@ -40,9 +41,11 @@ local Rng = require "rng"
 local check = require "check"
 local V = require "values"
 local A = require "actions"
+local R = require "actions_runners"
+local I = require "actions_io"
 
 local GROUPS = { "module", "task", "flow", "future", "list", "state", "limits",
-  "context", "oracle" }
+  "context", "oracle", "runners", "promise", "cache", "io" }
 
 -- Hostile things that may be switched off (--without), to look past a
 -- defect already found.
@@ -133,8 +136,27 @@ end
 local function hazard(name) return not opts.without[name] end
 local function group_on(name) return opts.only == nil or opts.only[name] == true end
 
+-- The directory the io actions may touch (made here, removed at the end;
+-- run_fuzz.sh gives FUZZ_TMPDIR, a directory it removes itself, so that
+-- a process ended in the middle leaves nothing behind).
+local tmpdir
+do
+  local base = os.getenv("FUZZ_TMPDIR") or os.getenv("TMPDIR") or "/tmp"
+  local name = string.format("%s/mf-api-fuzz-%d-%d", base, opts.seed, math.random(1, 1e9))
+  if not name:find("[^%w/._-]") and os.execute("mkdir -p '" .. name .. "'") then
+    tmpdir = name
+  end
+end
+local function remove_tmpdir()
+  if tmpdir then os.execute("rm -rf '" .. tmpdir .. "'") end
+end
+
 V.init { mf = mf, act = A.act, hazard = hazard }
 A.init { mf = mf, hazard = hazard, groups = group_on }
+R.init({ mf = mf, hazard = hazard }, A.lib, A)
+R.define()
+I.init({ mf = mf, hazard = hazard, tmpdir = tmpdir }, A.lib, A)
+I.define()
 math.randomseed(opts.seed) -- moonflow's retry jitter
 A.setup_methods()
 A.trace = opts.trace
@@ -225,7 +247,9 @@ local function finish(case)
       check.violation("add_done_callback", "callback called without its future")
     end
   end
-  if case.configured then pcall(mf.configure, { slice = 0.01 }) end
+  if case.configured then
+    pcall(mf.configure, { slice = 0.01, task_runner = mf.runners.coroutines() })
+  end
 end
 
 local function run_case(k, abandon)
@@ -303,12 +327,14 @@ for k = first, last do
   end
   if case then
     summary(cases, failed_cases)
+    remove_tmpdir()
     abandon(case, opts.abandon)
     return
   end
   if over then break end
 end
 summary(cases, failed_cases)
+remove_tmpdir()
 if #failed_cases > 0 then
   error(string.format("api_fuzz: violations in case(s) %s (seed %d)",
     table.concat(failed_cases, ","), opts.seed), 0)
