@@ -106,8 +106,9 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
   if (t->call_flags & MFL_TASK_TAGS)
     set_tags(L, task_idx, run);
-  if (t->call_flags & MFL_TASK_RUNNER_FLOW)
-    mf_run_set_data(run, (void *)&mfl_key_runner_flow);
+  /* (a flag, not mf_run_data: that says the run is this state's, which
+   * the store's observer goes by) */
+  lr->runner_flow = (t->call_flags & MFL_TASK_RUNNER_FLOW) != 0;
   lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
   if (S->store)
     mfl_store_before_submit(L, S, run, task_idx, first, nargs);
