@@ -31,6 +31,11 @@ local unpack = table.unpack
 -- (no upvalues: every name it uses is a global or a local of its own)
 local function REMOTE(how, ...)
   local mf = require "moonflow"
+  -- (the default runner is read when an attempt starts: a run submitted
+  -- while it was a worker pool may start here, where os.exit ends the
+  -- fuzzer and a configure changes every later run)
+  local in_worker = require("moonflow.core").is_worker()
+  if not in_worker and (how == "exit" or how == "configure") then return how end
   if how == "echo" then return ...
   elseif how == "raise" then error({ fuzz_remote = "raise", (...) }, 0)
   elseif how == "raise_string" then error("fuzz-remote: raised", 0)
@@ -279,10 +284,14 @@ function R.define()
     if not runner then return end
     local ok = call("mf.configure", mf.configure, { task_runner = runner })
     case.configured = true
+    local ok2, err = true, nil
     if ok then
-      for _ = 1, rng:int(1, 2) do pinned(rng, case, where, runner, "default") end
+      ok2, err = pcall(function()
+        for _ = 1, rng:int(1, 2) do pinned(rng, case, where, runner, "default") end
+      end)
     end
     call("mf.configure", mf.configure, { task_runner = mf.runners.coroutines() })
+    if not ok2 then error(err, 0) end -- (a Cancelled or TimedOut passed on)
   end)
 
   -- A runner only its task holds, dropped and collected while its runs go.
@@ -344,7 +353,7 @@ function R.define()
     -- Every promise is settled soon, whatever else happens (a run of its
     -- own, which nothing cancels): a wait in the main chunk may have a
     -- timeout of 1e9 s.
-    local ok1, backup = call("mf.task", mf.task, function()
+    local ok1, backup = call("mf.task", mf.task, { runner = mf.runners.coroutines() }, function()
       mf.sleep(0.02)
       pcall(resolve, "fuzz-promise-backup")
     end)

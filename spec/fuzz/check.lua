@@ -66,7 +66,9 @@ function M.is_own(v)
   -- what a worker's run raised that could not be copied comes back as its
   -- text (README.md, "Values are copied"): REMOTE's coroutines and files
   if t == "string" and (v:match("^thread: 0x%x+$") or v:match("^file %(0x%x+%)$")
-      or v == "(error object: table)") then
+      or v == "(error object: table)"
+      -- reject(nil): the promise fails with this text (io_promise.c)
+      or v:match("^promise .* was rejected$")) then
     return true
   end
   if t == "function" and debug.getinfo(v, "S").source:find("actions_runners.lua", 1, true) then

@@ -68,7 +68,16 @@ local function valid(rng, case, key, hazard)
   elseif key == "wait_for" then return futures(rng, case)
   elseif key == "return_state" then return rng:chance(0.3)
   elseif key == "runner" or key == "task_runner" then return V.runner(rng, case)
-  elseif key == "cache_key" then return V.fn(rng, case, "cache_key")
+  elseif key == "cache_key" then
+    -- (a plain callback on the main thread: a yield in it is Lua's "attempt
+    -- to yield from outside a coroutine", the fuzzer's own error, which
+    -- fails the run and reaches result() later, from another call)
+    local fn = V.fn(rng, case, "cache_key")
+    return function(...)
+      local r = table.pack(pcall(fn, ...))
+      if not r[1] then error(check.own(r[2]), 0) end
+      return table.unpack(r, 2, r.n)
+    end
   elseif key == "cache_expiration" then
     return rng:pick { 1e-9, 0.001, 1, 3600, 1e300, math.huge, 2 ^ 63 }
   elseif key == "refresh_cache" or key == "cache" or key == "persist_result" then
@@ -145,8 +154,9 @@ function O.make(rng, case, what, hazard)
     verdict, why = "invalid", "unknown option " .. check.repr(key)
   end
   if rng:chance(0.03) then
+    -- (may replace a value chosen above, valid or not)
     opts[rng:pick(UNSUPPORTED)] = V.any(rng, case, 2)
-    if verdict == "valid" then verdict = "unsure" end
+    verdict = "unsure"
   end
   if hazard("hostile_mt") and rng:chance(0.05) then
     setmetatable(opts, V.hostile_mt(rng, case, 1))
