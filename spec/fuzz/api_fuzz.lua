@@ -196,12 +196,8 @@ end
 
 -- Every run of the case ends: waited for, then cancelled; each one's state
 -- read (so that none is left unhandled); then what must hold afterwards.
-local function finish(case)
-  -- No more actions from finalizers: a run they started now would never be
-  -- read, and the program would rightly report its failure as unhandled.
-  case.budget = 0
-  local futs = case.futures
-  if #futs == 0 then futs = { case.echo:submit() } end -- (mf.wait({}, t) sleeps t)
+local function settle(futs)
+  if #futs == 0 then futs = { futs.echo:submit() } end -- (mf.wait({}, t) sleeps t)
   local ok, err = pcall(mf.wait, futs, 5)
   if not ok and not check.is_typed(err) then
     check.violation("cleanup", "mf.wait raised %s", check.repr(err))
@@ -233,6 +229,21 @@ local function finish(case)
       tostring(f.name), ok4 and tostring(st.name) or "?")
   end
   for _, f in ipairs(futs) do pcall(f.state, f) end
+end
+
+local function finish(case)
+  -- No more actions from finalizers: a run they started now would never be
+  -- read, and the program would rightly report its failure as unhandled.
+  case.budget = 0
+  -- Actions under way inside runs when the budget ran out may start more
+  -- runs while the cleanup waits: those are waited for and read too.
+  local from = 1
+  repeat
+    local futs = { echo = case.echo }
+    for i = from, #case.futures do futs[#futs + 1] = case.futures[i] end
+    from = #case.futures + 1
+    settle(futs)
+  until from > #case.futures
   -- Done callbacks run from the loop: give them their turn.
   for _ = 1, 3 do pcall(mf.sleep, 0) end
   for _, rec in ipairs(case.callbacks) do
