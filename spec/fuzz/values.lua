@@ -110,6 +110,12 @@ end
 -- it may cause is recognised.
 function V.yield(...)
   check.yields = check.yields + 1
+  if not coroutine.isyieldable() then
+    -- Lua's error is then the fuzzer's own, also when it fails a run and
+    -- reaches result() later, from another call (a cache_key, a callback)
+    check.own("attempt to yield across a C-call boundary")
+    check.own("attempt to yield from outside a coroutine")
+  end
   return coroutine.yield(...)
 end
 
