@@ -115,6 +115,7 @@ typedef struct mfl_run {
   unsigned char log_prints;    /* print goes to the log during its steps */
   unsigned char noted;         /* passed on errors of others (origin.c) */
   unsigned char cached;        /* its task caches or persists results */
+  unsigned char runner_flow;   /* a flow with a task_runner (runners.c) */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
   void *remote; /* the job a remote attempt is parked on (runners.c) */
@@ -402,7 +403,6 @@ MFL_INTERNAL void mfl_open_task(lua_State *L);
 
 /* runners.c: task runners that copy (runners.h has the rest). */
 /* mf_run_data of a flow run whose flow has a task_runner. */
-MFL_INTERNAL extern const char mfl_key_runner_flow;
 /* At an attempt's start, with the task's function on top: when the run
  * executes on a runner that copies, replaces it by the remote attempt and
  * its first two arguments (the runner, the function); returns how many

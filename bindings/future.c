@@ -317,11 +317,22 @@ static const char *describe_value(lua_State *L, int idx) {
   return lua_pushfstring(L, "<Future %s>", name);
 }
 
+/* Set while a Future's value is described: a Future met inside it (a
+ * table error holding Futures, each failed with such a table...) is named,
+ * not described again -- nothing else bounds the depth across Futures, and
+ * a value holding its Futures several times grew as (count)^depth.  Per
+ * thread: worker threads describe their own Futures. */
+static _Thread_local int describing;
+
 static int future_tostring(lua_State *L) {
   mf_run *run = check_run(L, 1);
   char name[256];
   mf_run_name(run, name, sizeof name);
   const char *state = mf_state_name_string(mf_run_state_name(run));
+  if (describing) {
+    lua_pushfstring(L, "<Future %s %s>", name, state);
+    return 1;
+  }
   if (mf_run_state_type(run) == MF_COMPLETED) {
     mfl_run *lr = mf_run_body(run);
     if (lr->nresults == 0) {
@@ -331,14 +342,18 @@ static int future_tostring(lua_State *L) {
     lua_getiuservalue(L, 1, MFL_UV_RESULT);
     if (lr->nresults == -1)
       lua_rawgeti(L, -1, 1);
+    describing = 1; /* (describing never raises, but out of memory) */
     const char *value = describe_value(L, -1);
+    describing = 0;
     lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
     return 1;
   }
   if (mf_run_is_final(run) && mf_run_state_type(run) != MF_CANCELLED &&
       mf_run_state_name(run) != MF_NAME_NOT_READY) {
     lua_getiuservalue(L, 1, MFL_UV_RESULT);
+    describing = 1;
     const char *value = mfl_describe_error(L, -1);
+    describing = 0;
     lua_pushfstring(L, "<Future %s %s: %s>", name, state, value);
     return 1;
   }

@@ -15,7 +15,9 @@
 static int settle(lua_State *L, int failed) {
   mfl_future *f = lua_touserdata(L, lua_upvalueindex(1));
   mf_run *run = f->run;
-  if (mf_run_is_final(run) || !mf_lua_engine(L)) {
+  /* no run: the Future's __gc ran (by hand, or at the state's close from a
+   * finalizer that still holds resolve), which it does only once settled */
+  if (!run || mf_run_is_final(run) || !mf_lua_engine(L)) {
     lua_pushboolean(L, 0);
     return 1;
   }

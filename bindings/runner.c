@@ -436,10 +436,23 @@ static int prepare_step(lua_State *L) {
 /* The common attempt needs no protection: with one argument or none, and
  * no table to resolve, nothing it does can raise but running out of
  * memory, which the whole step shares.  Packed arguments may be too many
- * for a stack; a resolved table may not take a key (NaN). */
-static int simple_attempt(const mfl_run *lr) {
+ * for a stack; a resolved table may not take a key (NaN); a Future whose
+ * __gc ran (by hand) raises UsageError when resolved, and so may what a
+ * wrapper holds: one argument to resolve is simple only as a live Future
+ * (the chain's case). */
+static int simple_attempt(lua_State *L, const mfl_run *lr, int box) {
   /* (a cache lookup calls the user's cache_key and may end the attempt) */
-  return lr->nargs >= 0 && !lr->resolve_tables && !lr->cached;
+  if (lr->nargs < 0 || lr->resolve_tables || lr->cached)
+    return 0;
+  if (!lr->needs_resolve)
+    return 1;
+  lua_getiuservalue(L, box, MFL_UV_ARGS);
+  mfl_future *f =
+      lua_type(L, -1) == LUA_TUSERDATA && mfl_is_kind(L, -1, &mfl_key_future_mt)
+          ? lua_touserdata(L, -1)
+          : NULL;
+  lua_pop(L, 1);
+  return f && f->run;
 }
 
 /* Starts the step's coroutine: returns the arguments pushed onto it, or
@@ -452,7 +465,7 @@ static int begin_step(lua_State *L, mf_run *run, mfl_run *lr, int box,
                 lr->kind == MFL_FLOW ? "flow run" : "task run");
   lr->co = take_spare(L, S);
   lr->co_in_box = 0;
-  if (reason == MF_STEP_START && simple_attempt(lr))
+  if (reason == MF_STEP_START && simple_attempt(L, lr, box))
     return push_attempt(L, run, lr, box, lr->co);
   lua_pushcfunction(L, prepare_step);
   lua_pushlightuserdata(L, run);

@@ -18,7 +18,6 @@
 #include "runners.h"
 
 static const char key_default, key_attempt, key_fn_cache;
-const char mfl_key_runner_flow; /* mf_run_data of flows with a task_runner */
 
 /* The Runner userdata: the coroutine runner has no C side. */
 typedef struct runner_box {
@@ -281,7 +280,9 @@ static int l_runner_new(lua_State *L) {
 /* runner.kind, runner.workers, and test hooks. */
 static int runner_index(lua_State *L) {
   runner_box *b = check_runner(L, 1);
-  const char *key = luaL_checkstring(L, 2);
+  /* any other key (a table, nil, a number left as it is) indexes nothing:
+   * nil, not luaL_checkstring's untyped error */
+  const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
   if (strcmp(key, "kind") == 0) {
     lua_pushstring(L, b->r ? b->r->t->kind : "coroutines");
     return 1;
@@ -629,8 +630,9 @@ static void push_runner_of(lua_State *L, mf_run *run, int box) {
     return;
   }
   lua_pop(L, 1);
+  mfl_state *S = ((mfl_run *)mf_run_body(run))->S;
   for (mf_run *p = mf_run_parent(run); p; p = mf_run_parent(p)) {
-    if (mf_run_data(p) != &mfl_key_runner_flow)
+    if (mf_run_data(p) != S || !((mfl_run *)mf_run_body(p))->runner_flow)
       continue; /* not a Lua flow with a task_runner */
     mfl_push_future_of(L, p);
     lua_getiuservalue(L, -1, MFL_UV_TASK);

@@ -106,8 +106,9 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
   lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
   if (t->call_flags & MFL_TASK_TAGS)
     set_tags(L, task_idx, run);
-  if (t->call_flags & MFL_TASK_RUNNER_FLOW)
-    mf_run_set_data(run, (void *)&mfl_key_runner_flow);
+  /* (a flag, not mf_run_data: that says the run is this state's, which
+   * the store's observer goes by) */
+  lr->runner_flow = (t->call_flags & MFL_TASK_RUNNER_FLOW) != 0;
   lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
   if (S->store)
     mfl_store_before_submit(L, S, run, task_idx, first, nargs);
@@ -432,7 +433,29 @@ typedef struct map_job {
   map_plan plan;
   lua_Integer next; /* the element of the next run to make */
   int list;         /* stack index of the FutureList */
+  int made;         /* every run made: the FutureList goes to the caller */
 } map_job;
+
+static const char key_map_job_mt;
+
+/* __close of a map's job (a to-be-closed slot of the call): a map that
+ * raises while it makes its runs (an element that is a collected Future,
+ * an input that is a flow containing the new run) returns no FutureList,
+ * so the runs it made before are cancelled -- else nobody could wait for
+ * them, stop them or read their failures.  Its user value is the list. */
+static int map_job_close(lua_State *L) {
+  map_job *job = lua_touserdata(L, 1);
+  if (!job || job->made || lua_isnoneornil(L, 2))
+    return 0;
+  lua_getiuservalue(L, 1, 1);
+  for (lua_Integer r = 1; lua_rawgeti(L, -1, r) == LUA_TUSERDATA; r++) {
+    mfl_future *f = lua_touserdata(L, -1);
+    if (f->run)
+      mf_run_cancel(f->run);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
 
 /* Makes the run of element r and submits it; pushes its Future. */
 static void make_mapped_run(lua_State *L, mfl_state *S, const map_plan *p,
@@ -464,6 +487,7 @@ static void make_mapped_run(lua_State *L, mfl_state *S, const map_plan *p,
 static int map_made(lua_State *L, map_job *job) {
   mfl_task_full *t = lua_touserdata(L, 1);
   int list = job->list;
+  job->made = 1;
   lua_Integer length = job->plan.length;
   lua_settop(L, list);
   if (!(t->call_flags & MFL_TASK_RETURN_STATE))
@@ -525,14 +549,27 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     else
       lua_pop(L, 1);
   }
-  map_job *job = lua_newuserdatauv(L, sizeof *job, 0);
+  map_job *job = lua_newuserdatauv(L, sizeof *job, 1);
   int job_idx = lua_gettop(L);
   job->plan = plan;
   job->next = 1;
+  job->made = 0;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key_map_job_mt) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, map_job_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_map_job_mt);
+  }
+  lua_setmetatable(L, job_idx);
   lua_createtable(L, (int)plan.length, 0);
   job->list = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
   lua_setmetatable(L, job->list);
+  lua_pushvalue(L, job->list);
+  lua_setiuservalue(L, job_idx, 1);
+  lua_toclose(L, job_idx);
   return make_runs_k(L, LUA_OK, job_idx);
 }
 

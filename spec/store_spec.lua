@@ -172,6 +172,21 @@ function TestStoreHistory:test_memory_store_and_off()
   h.raises_kind("UsageError", mf.configure, { store = 12 })
 end
 
+-- A flow with a task_runner is a run like any other (it was once marked
+-- through mf_run_data, which the store goes by: never recorded).
+function TestStoreHistory:test_a_flow_with_a_task_runner_is_recorded()
+  local path = fresh_store()
+  local double = mf.task({ name = "double" }, function(x) return 2 * x end)
+  local fl = mf.flow({ name = "pooled", task_runner = mf.runners.threads { workers = 1 } },
+    function(x) return double(x) end)
+  lu.assertEquals(fl(21), 42)
+  local rows = query(path, "SELECT name, state_type FROM runs ORDER BY id")
+  lu.assertEquals(#rows, 2)
+  lu.assertEquals(rows[1].name, "pooled-1")
+  lu.assertEquals(rows[1].state_type, COMPLETED)
+  lu.assertEquals(rows[2].name, "double-1")
+end
+
 -- }======
 
 -- {====== The file at the store's path ======

@@ -18,7 +18,8 @@
 --   --cases N       stop after N cases
 --   --case K        run case K alone (replay: --seed N --case K)
 --   --only G,G      only the actions of these groups (module, task, flow,
---                   future, list, state, limits, context, oracle)
+--                   future, list, state, limits, context, oracle, runners,
+--                   promise, cache, io)
 --   --without H,H   without these hazards (see HAZARDS below)
 --   --keep-going    do not stop at the first case with a violation
 --   --abandon MODE  end the process in the middle of the last case, runs
@@ -40,9 +41,11 @@ local Rng = require "rng"
 local check = require "check"
 local V = require "values"
 local A = require "actions"
+local R = require "actions_runners"
+local I = require "actions_io"
 
 local GROUPS = { "module", "task", "flow", "future", "list", "state", "limits",
-  "context", "oracle" }
+  "context", "oracle", "runners", "promise", "cache", "io" }
 
 -- Hostile things that may be switched off (--without), to look past a
 -- defect already found.
@@ -133,8 +136,27 @@ end
 local function hazard(name) return not opts.without[name] end
 local function group_on(name) return opts.only == nil or opts.only[name] == true end
 
+-- The directory the io actions may touch (made here, removed at the end;
+-- run_fuzz.sh gives FUZZ_TMPDIR, a directory it removes itself, so that
+-- a process ended in the middle leaves nothing behind).
+local tmpdir
+do
+  local base = os.getenv("FUZZ_TMPDIR") or os.getenv("TMPDIR") or "/tmp"
+  local name = string.format("%s/mf-api-fuzz-%d-%d", base, opts.seed, math.random(1, 1e9))
+  if not name:find("[^%w/._-]") and os.execute("mkdir -p '" .. name .. "'") then
+    tmpdir = name
+  end
+end
+local function remove_tmpdir()
+  if tmpdir then os.execute("rm -rf '" .. tmpdir .. "'") end
+end
+
 V.init { mf = mf, act = A.act, hazard = hazard }
 A.init { mf = mf, hazard = hazard, groups = group_on }
+R.init({ mf = mf, hazard = hazard }, A.lib, A)
+R.define()
+I.init({ mf = mf, hazard = hazard, tmpdir = tmpdir }, A.lib, A)
+I.define()
 math.randomseed(opts.seed) -- moonflow's retry jitter
 A.setup_methods()
 A.trace = opts.trace
@@ -174,12 +196,8 @@ end
 
 -- Every run of the case ends: waited for, then cancelled; each one's state
 -- read (so that none is left unhandled); then what must hold afterwards.
-local function finish(case)
-  -- No more actions from finalizers: a run they started now would never be
-  -- read, and the program would rightly report its failure as unhandled.
-  case.budget = 0
-  local futs = case.futures
-  if #futs == 0 then futs = { case.echo:submit() } end -- (mf.wait({}, t) sleeps t)
+local function settle(futs)
+  if #futs == 0 then futs = { futs.echo:submit() } end -- (mf.wait({}, t) sleeps t)
   local ok, err = pcall(mf.wait, futs, 5)
   if not ok and not check.is_typed(err) then
     check.violation("cleanup", "mf.wait raised %s", check.repr(err))
@@ -211,6 +229,21 @@ local function finish(case)
       tostring(f.name), ok4 and tostring(st.name) or "?")
   end
   for _, f in ipairs(futs) do pcall(f.state, f) end
+end
+
+local function finish(case)
+  -- No more actions from finalizers: a run they started now would never be
+  -- read, and the program would rightly report its failure as unhandled.
+  case.budget = 0
+  -- Actions under way inside runs when the budget ran out may start more
+  -- runs while the cleanup waits: those are waited for and read too.
+  local from = 1
+  repeat
+    local futs = { echo = case.echo }
+    for i = from, #case.futures do futs[#futs + 1] = case.futures[i] end
+    from = #case.futures + 1
+    settle(futs)
+  until from > #case.futures
   -- Done callbacks run from the loop: give them their turn.
   for _ = 1, 3 do pcall(mf.sleep, 0) end
   for _, rec in ipairs(case.callbacks) do
@@ -225,7 +258,9 @@ local function finish(case)
       check.violation("add_done_callback", "callback called without its future")
     end
   end
-  if case.configured then pcall(mf.configure, { slice = 0.01 }) end
+  if case.configured then
+    pcall(mf.configure, { slice = 0.01, task_runner = mf.runners.coroutines() })
+  end
 end
 
 local function run_case(k, abandon)
@@ -303,12 +338,14 @@ for k = first, last do
   end
   if case then
     summary(cases, failed_cases)
+    remove_tmpdir()
     abandon(case, opts.abandon)
     return
   end
   if over then break end
 end
 summary(cases, failed_cases)
+remove_tmpdir()
 if #failed_cases > 0 then
   error(string.format("api_fuzz: violations in case(s) %s (seed %d)",
     table.concat(failed_cases, ","), opts.seed), 0)

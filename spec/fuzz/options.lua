@@ -12,7 +12,8 @@ local O = {}
 local COMMON = { "name", "retries", "retry_delay", "retry_jitter",
   "retry_condition", "timeout", "log_prints", "on_running", "on_completion",
   "on_failure", "on_cancellation" }
-local TASK_ONLY = { "tags", "task_run_name", "wait_for", "return_state" }
+local TASK_ONLY = { "tags", "task_run_name", "wait_for", "return_state", "runner",
+  "cache_key", "cache_expiration", "refresh_cache", "cache", "persist_result" }
 local PER_CALL = { wait_for = true, return_state = true }
 local UNSUPPORTED = { "cache_key", "cache_expiration", "refresh_cache",
   "task_runner", "cache", "persist_result", "runner" }
@@ -66,6 +67,21 @@ local function valid(rng, case, key, hazard)
       string.rep("r", 300), "{" }
   elseif key == "wait_for" then return futures(rng, case)
   elseif key == "return_state" then return rng:chance(0.3)
+  elseif key == "runner" or key == "task_runner" then return V.runner(rng, case)
+  elseif key == "cache_key" then
+    -- (a plain callback on the main thread: a yield in it is Lua's "attempt
+    -- to yield from outside a coroutine", the fuzzer's own error, which
+    -- fails the run and reaches result() later, from another call)
+    local fn = V.fn(rng, case, "cache_key")
+    return function(...)
+      local r = table.pack(pcall(fn, ...))
+      if not r[1] then error(check.own(r[2]), 0) end
+      return table.unpack(r, 2, r.n)
+    end
+  elseif key == "cache_expiration" then
+    return rng:pick { 1e-9, 0.001, 1, 3600, 1e300, math.huge, 2 ^ 63 }
+  elseif key == "refresh_cache" or key == "cache" or key == "persist_result" then
+    return rng:chance(0.5)
   end
 end
 
@@ -86,6 +102,12 @@ local function invalid(rng, case, key)
   elseif key == "task_run_name" then return rng:pick { 1, {}, true }
   elseif key == "wait_for" then return rng:pick { "abc", { 1 }, 5, { "x" }, true }
   elseif key == "return_state" then return rng:pick { "yes", 1, {} }
+  elseif key == "runner" or key == "task_runner" then
+    return rng:pick { "threads", {}, 1, true, print }
+  elseif key == "cache_key" then return rng:pick(NOT_FUNCTION)
+  elseif key == "cache_expiration" then return rng:pick { 0, -1, 0 / 0, "1", {}, -math.huge, true }
+  elseif key == "refresh_cache" or key == "cache" or key == "persist_result" then
+    return rng:pick { 1, "true", {} }
   end
 end
 
@@ -95,13 +117,16 @@ function O.make(rng, case, what, hazard)
   local keys = {}
   for _, k in ipairs(COMMON) do keys[#keys + 1] = k end
   for _, k in ipairs(TASK_ONLY) do keys[#keys + 1] = k end
-  if what:match("^flow") then keys[#keys + 1] = "on_crashed" end
+  if what:match("^flow") then
+    keys[#keys + 1] = "on_crashed"
+    keys[#keys + 1] = "task_runner"
+  end
   local is_flow = what:match("^flow") ~= nil
   local p = rng:pick { 0.05, 0.15, 0.3 }
   for _, key in ipairs(keys) do
     if rng:chance(p) then
       local bad = rng:chance(0.15)
-      local allowed = not is_flow or key == "on_crashed"
+      local allowed = not is_flow or key == "on_crashed" or key == "task_runner"
       if is_flow and not allowed then
         for _, k in ipairs(COMMON) do if k == key then allowed = true end end
         if what == "flow_with" and PER_CALL[key] then allowed = true end
@@ -129,8 +154,9 @@ function O.make(rng, case, what, hazard)
     verdict, why = "invalid", "unknown option " .. check.repr(key)
   end
   if rng:chance(0.03) then
+    -- (may replace a value chosen above, valid or not)
     opts[rng:pick(UNSUPPORTED)] = V.any(rng, case, 2)
-    if verdict == "valid" then verdict = "unsure" end
+    verdict = "unsure"
   end
   if hazard("hostile_mt") and rng:chance(0.05) then
     setmetatable(opts, V.hostile_mt(rng, case, 1))

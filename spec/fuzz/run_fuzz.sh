@@ -48,6 +48,10 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/run_fuzz.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 out=$tmp/out err=$tmp/err
+# where the fuzzer's file actions go (removed with $tmp, also after a
+# batch that ended in the middle)
+FUZZ_TMPDIR=$tmp
+export FUZZ_TMPDIR
 
 start=$(date +%s)
 batches=0 failures=0 calls=0 cases=0

@@ -110,6 +110,12 @@ end
 -- it may cause is recognised.
 function V.yield(...)
   check.yields = check.yields + 1
+  if not coroutine.isyieldable() then
+    -- Lua's error is then the fuzzer's own, also when it fails a run and
+    -- reaches result() later, from another call (a cache_key, a callback)
+    check.own("attempt to yield across a C-call boundary")
+    check.own("attempt to yield from outside a coroutine")
+  end
   return coroutine.yield(...)
 end
 
@@ -142,13 +148,21 @@ function V.future(rng, case) return from(case.futures, rng) end
 function V.list(rng, case) return from(case.lists, rng) end
 function V.task(rng, case) return from(case.tasks, rng) end
 
+-- A runner: one of the case's (threads or processes), or the default.
+function V.runner(rng, case)
+  if case.runners and #case.runners > 0 and rng:chance(0.7) then
+    return from(case.runners, rng)
+  end
+  return env.mf.runners.coroutines()
+end
+
 -- An object: one of the case's moonflow objects, or someone else's.
 function V.object(rng, case, depth)
   local choice = rng:weighted {
     { 30, "future" }, { 10, "list" }, { 10, "task" }, { 6, "state" },
     { 5, "error" }, { 6, "wrapper" }, { 3, "coroutine" }, { 2, "stdout" },
     { hazard("mf_as_value") and 2 or 0, "mf" }, { 4, "function" }, { hazard("forge") and 3 or 0, "forged" },
-    { 2, "run_coroutine" },
+    { 2, "run_coroutine" }, { 1, "runner" },
   }
   if choice == "future" then return V.future(rng, case)
   elseif choice == "list" then return V.list(rng, case)
@@ -163,6 +177,7 @@ function V.object(rng, case, depth)
   elseif choice == "stdout" then return io.stdout
   elseif choice == "mf" then return env.mf
   elseif choice == "function" then return V.fn(rng, case)
+  elseif choice == "runner" then return V.runner(rng, case)
   elseif choice == "forged" then
     local keys = forged_key(case)
     if #keys == 0 then return nil end
