@@ -104,24 +104,24 @@ typedef struct mfl_run {
   int nargs;     /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
   int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
   unsigned char kind;
-  unsigned char needs_resolve; /* arguments hold futures or wrappers */
+  unsigned char needs_resolve;  /* arguments hold futures or wrappers */
   unsigned char resolve_tables; /* ... inside tables (resolving may raise) */
-  unsigned char keep_args;     /* retries: the arguments serve every attempt */
-  unsigned char box_alive;     /* the Future userdata exists */
-  unsigned char has_outcome;   /* a flow chose its final state */
-  unsigned char yield;         /* mfl_yield: why co yielded last */
-  unsigned char co_in_box;     /* co is anchored in MFL_UV_CO */
-  unsigned char quiet;         /* no lifecycle log lines */
-  unsigned char log_prints;    /* print goes to the log during its steps */
-  unsigned char noted;         /* passed on errors of others (origin.c) */
-  unsigned char cached;        /* its task caches or persists results */
-  unsigned char runner_flow;   /* a flow with a task_runner (runners.c) */
+  unsigned char keep_args;      /* retries: the arguments serve every attempt */
+  unsigned char box_alive;      /* the Future userdata exists */
+  unsigned char has_outcome;    /* a flow chose its final state */
+  unsigned char yield;          /* mfl_yield: why co yielded last */
+  unsigned char co_in_box;      /* co is anchored in MFL_UV_CO */
+  unsigned char quiet;          /* no lifecycle log lines */
+  unsigned char log_prints;     /* print goes to the log during its steps */
+  unsigned char noted;          /* passed on errors of others (origin.c) */
+  unsigned char cached;         /* its task caches or persists results */
+  unsigned char runner_flow;    /* a flow with a task_runner (runners.c) */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
   void *remote; /* the job a remote attempt is parked on (runners.c) */
   struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
                              its body is abandoned */
-  struct mfl_note *note; /* store or cache: what its final state carries */
+  struct mfl_note *note;  /* store or cache: what its final state carries */
 } mfl_run;
 
 typedef struct mfl_future {

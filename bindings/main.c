@@ -36,7 +36,7 @@ typedef struct options {
   int quiet;
   int first_arg; /* argv index of the script's first argument */
   int script_index;
-  int worker; /* --worker: a task runner's worker process (internal) */
+  int worker;          /* --worker: a task runner's worker process (internal) */
   const char *command; /* runs, show, logs: reading the run store */
 } options;
 

@@ -139,11 +139,10 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
      * the writer appends to the same few pages (the tables' and indexes'
      * ends) batch after batch, and a bigger cache only kept pages already
      * written (16 MB held ~60 bytes per recorded run until it was full). */
-    if (sqlite3_exec(
-            db,
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-            " PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=4000",
-            NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                     " PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=4000",
+                     NULL, NULL, NULL) != SQLITE_OK) {
       fail(db, err, errlen, "cannot set up the store");
       goto failed;
     }
