@@ -554,6 +554,7 @@ void mfl_open_io_conn(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, conn_tostring);
     lua_setfield(L, -2, "__tostring");
+    mfl_protect_mt(L);
   }
   lua_pop(L, 1);
   mfl_pushcfunction(L, l_conn_attach);

@@ -668,6 +668,7 @@ void mfl_open_io_exec(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, guard_close);
     lua_setfield(L, -2, "__gc");
+    mfl_protect_mt(L);
   }
   lua_pop(L, 1);
   mfl_pushcfunction(L, l_exec);

@@ -859,6 +859,7 @@ void mfl_open_io_fs(lua_State *L) {
     lua_pushcfunction(L, lines_close_method);
     lua_setfield(L, -2, "close");
     lua_setfield(L, -2, "__index");
+    mfl_protect_mt(L);
   }
   lua_pop(L, 1);
   mfl_setfuncs(L, fs_functions);

@@ -544,6 +544,7 @@ void mfl_open_io_tcp(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, server_tostring);
     lua_setfield(L, -2, "__tostring");
+    mfl_protect_mt(L);
   }
   lua_pop(L, 1);
   mfl_setfuncs(L, tcp_functions);

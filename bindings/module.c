@@ -44,14 +44,15 @@ void mfl_pushcfunction(lua_State *L, lua_CFunction fn) {
   lua_pushcclosure(L, fn, 1);
 }
 
+void mfl_protect_mt(lua_State *L) {
+  lua_getfield(L, -1, "__name");
+  lua_setfield(L, -2, "__metatable");
+}
+
 void mfl_register_mt(lua_State *L, const char *key) {
-  /* getmetatable(v) gives the type's name: the metatable (with the key the
-   * bindings check) cannot be read to forge one of these objects, nor
-   * changed.  Errors are the exception: their metatable is mf.Error. */
-  if (key != &mfl_key_error_mt) {
-    lua_getfield(L, -1, "__name");
-    lua_setfield(L, -2, "__metatable");
-  }
+  /* Errors are the exception: their metatable is mf.Error. */
+  if (key != &mfl_key_error_mt)
+    mfl_protect_mt(L);
   lua_pushlightuserdata(L, (void *)key);
   lua_rawseti(L, -2, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);

@@ -732,8 +732,7 @@ void mfl_open_runners(lua_State *L) {
   luaL_setfuncs(L, runner_methods, 0);
   lua_pushcclosure(L, runner_index, 1);
   lua_setfield(L, -2, "__index");
-  lua_pushliteral(L, "moonflow.Runner");
-  lua_setfield(L, -2, "__metatable");
+  mfl_protect_mt(L);
   lua_pop(L, 1);
   mfl_setfuncs(L, runner_functions);
   mflr_open_msg(L);

@@ -279,6 +279,7 @@ void mflr_open_msg(lua_State *L) {
   luaL_newmetatable(L, "moonflow.Buffer");
   lua_pushcfunction(L, buffer_gc);
   lua_setfield(L, -2, "__gc");
+  mfl_protect_mt(L);
   lua_pop(L, 1);
   mfl_setfuncs(L, msg_functions);
 }

@@ -120,6 +120,7 @@ void mfl_open_store_reader(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, reader_close);
     lua_setfield(L, -2, "__gc");
+    mfl_protect_mt(L);
   }
   lua_pop(L, 1);
   mfl_pushcfunction(L, l_store_reader);

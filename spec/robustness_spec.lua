@@ -550,6 +550,22 @@ function TestFuzzerFinds:test_metatables_cannot_be_read_or_replaced()
   list:wait()
 end
 
+function TestFuzzerFinds:test_io_and_runner_metatables_cannot_be_read()
+  local server = mf.tcp.listen("127.0.0.1", 0, function(conn) conn:close() end)
+  local conn = mf.tcp.connect("127.0.0.1", server.port)
+  local path = os.tmpname()
+  h.write_file(path, "a\n")
+  local _, _, _, lines = mf.fs.lines(path) -- the file: the loop's closing value
+  lu.assertEquals(getmetatable(server), "moonflow.Server")
+  lu.assertEquals(getmetatable(conn), "moonflow.Connection")
+  lu.assertEquals(getmetatable(lines), "moonflow.lines")
+  lu.assertEquals(getmetatable(mf.runners.coroutines()), "moonflow.Runner")
+  lines:close()
+  conn:close()
+  server:close()
+  os.remove(path)
+end
+
 function TestFuzzerFinds:test_flow_returning_a_changed_future_list()
   local t = mf.task(function() error("no", 0) end)
   local fl = mf.flow(function()
