@@ -36,7 +36,7 @@ static void add_input(lua_State *L, scan_target *t, int idx, int allow) {
 static int scan(lua_State *L, int idx, scan_target *t, int depth);
 
 static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
-  if (mfl_is_kind(L, idx, &mfl_key_list_mt)) {
+  if (mfl_list_expand(L, idx)) {
     lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, idx, i);
@@ -51,8 +51,7 @@ static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
     int inner = lua_gettop(L);
     if (mfl_to_future(L, inner)) {
       add_input(L, t, inner, 1);
-    } else if (lua_type(L, inner) == LUA_TTABLE &&
-               mfl_is_kind(L, inner, &mfl_key_list_mt)) {
+    } else if (mfl_list_expand(L, inner)) {
       lua_Integer n = (lua_Integer)lua_rawlen(L, inner);
       for (lua_Integer i = 1; i <= n; i++) { /* each allowed to fail */
         lua_rawgeti(L, inner, i);
@@ -250,7 +249,7 @@ static void resolve(lua_State *L, int memo, int depth) {
   if (!lua_getmetatable(L, top))
     return resolve_table(L, memo, depth);
   lua_pop(L, 1);
-  if (mfl_is_kind(L, top, &mfl_key_list_mt)) {
+  if (mfl_list_expand(L, top)) {
     /* A FutureList stands for the array of its runs' first results. */
     lua_Integer n = (lua_Integer)lua_rawlen(L, top);
     lua_createtable(L, (int)n, 1);

@@ -100,6 +100,7 @@ typedef enum mfl_yield {
 typedef struct mfl_run {
   mfl_state *S;
   int pin;       /* ref in the pins table while held, else LUA_NOREF */
+  int group_index; /* in its map's group (group.c): its index there */
   lua_State *co; /* the coroutine while the body runs, else NULL */
   int nargs;     /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
   int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
@@ -116,12 +117,17 @@ typedef struct mfl_run {
   unsigned char noted;          /* passed on errors of others (origin.c) */
   unsigned char cached;         /* its task caches or persists results */
   unsigned char runner_flow;    /* a flow with a task_runner (runners.c) */
+  unsigned char group_held;     /* held: its group is pinned for it */
+  unsigned char group_result;   /* its result is in its group's slot */
   mf_state_type outcome_type;
   mf_state_name outcome_name;
   void *remote; /* the job a remote attempt is parked on (runners.c) */
   struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
                              its body is abandoned */
   struct mfl_note *note;  /* store or cache: what its final state carries */
+  /* A run of a map made without its Future (group.c): its values are in
+   * the group until the Future is made; NULL once it is. */
+  struct mfl_group *group;
 } mfl_run;
 
 typedef struct mfl_future {
@@ -156,6 +162,10 @@ MFL_INTERNAL int mfl_pin(lua_State *L, mfl_state *S, int pins_idx);
 MFL_INTERNAL void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx, int slot);
 MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
 MFL_INTERNAL void mfl_push_future_of(lua_State *L, mf_run *run);
+/* Whether the run's Future can be pushed (mfl_push_future_of): it is
+ * held, pinned or in its pinned group. */
+#define mfl_run_reachable(lr)                                                 \
+  ((lr)->pin != LUA_NOREF || ((lr)->group && (lr)->group_held))
 MFL_INTERNAL mfl_future *mfl_to_future(lua_State *L, int idx);
 MFL_INTERNAL mfl_future *mfl_check_future(lua_State *L, int idx);
 MFL_INTERNAL mf_run *mfl_current_run(lua_State *L, mfl_state *S);
@@ -165,6 +175,8 @@ typedef struct mfl_hot {
   int future_mt, pins;
 } mfl_hot;
 MFL_INTERNAL void mfl_push_hot(lua_State *L, mfl_state *S, mfl_hot *hot);
+/* Makes a run of a task without a Future, for a map's group. */
+MFL_INTERNAL mf_run *mfl_new_grouped_run(lua_State *L, mfl_state *S);
 MFL_INTERNAL mfl_future *mfl_new_future(lua_State *L, mfl_state *S,
                                         mfl_kind kind, int task_idx,
                                         const mfl_hot *hot);
@@ -250,6 +262,50 @@ MFL_INTERNAL int mfl_push_results(lua_State *L, int idx, int raise,
  * (without counting as handling it). */
 MFL_INTERNAL void mfl_push_error_value(lua_State *L, int idx);
 MFL_INTERNAL void mfl_open_future(lua_State *L);
+
+/* The failed run of runs[0..n) that finished first (fail-fast), as an
+ * index from 1, or 0. */
+MFL_INTERNAL size_t mfl_first_failure(mf_run *const *runs, size_t n);
+
+/* group.c: the runs of a map made without a Future each, until one is
+ * asked for. */
+typedef struct mfl_group mfl_group;
+/* Pushes a group for length runs of the task at task_idx, then its
+ * FutureList (empty, lazy). */
+MFL_INTERNAL void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
+                                     lua_Integer length);
+/* The new run (made, not yet submitted) joins the group at gidx as its
+ * next run, with the value at arg_idx as its one argument; the group takes
+ * the run's reference and is pinned while the engine holds it. */
+MFL_INTERNAL void mfl_group_adopt(lua_State *L, int gidx, mf_run *run,
+                                  int arg_idx);
+/* Takes back the last run adopted (its submit failed): released. */
+MFL_INTERNAL void mfl_group_drop_last(lua_State *L, int gidx);
+/* Cancels every run of the group at gidx. */
+MFL_INTERNAL void mfl_group_cancel(lua_State *L, int gidx);
+/* Makes the Future of a grouped run and pushes it (nil when nothing holds
+ * the run any more); the run is an ordinary one from then on. */
+MFL_INTERNAL void mfl_group_push_future(lua_State *L, mfl_run *lr);
+/* The engine stopped holding a grouped run. */
+MFL_INTERNAL void mfl_group_release(lua_State *L, mfl_run *lr);
+/* Pushes the slots of a grouped run's group, then the function and the
+ * argument of its attempt; returns the count of arguments. */
+MFL_INTERNAL int mfl_group_push_attempt(lua_State *L, mfl_run *lr);
+/* Pops the value on top into the slots at that index: the grouped run's
+ * result. */
+MFL_INTERNAL void mfl_group_store_result(lua_State *L, int slots,
+                                         mfl_run *lr);
+/* Whether the value at idx is a FutureList; a lazy one has every Future
+ * made, so that it can be read raw.  Code that reads lists raw calls it. */
+MFL_INTERNAL int mfl_list_expand(lua_State *L, int idx);
+/* Whether the FutureList at 1 is lazy and holds exactly its runs (nothing
+ * written in it raw): then list:wait(timeout) and list:result(timeout,
+ * raise) are answered from its group by these two.  A lazy list that was
+ * changed raw is expanded. */
+MFL_INTERNAL int mfl_group_list_ready(lua_State *L);
+MFL_INTERNAL int mfl_group_list_wait(lua_State *L, double timeout);
+MFL_INTERNAL int mfl_group_list_result(lua_State *L, double timeout, int raise);
+MFL_INTERNAL void mfl_open_group(lua_State *L);
 
 /* origin.c: where an error was first raised. */
 /* The current run (or the top level) passes on the error at err, which

@@ -426,6 +426,8 @@ static void check_list_self(lua_State *L, const char *method) {
 static int list_wait(lua_State *L) {
   check_list_self(L, "wait");
   double timeout = method_timeout(L, "list", "wait");
+  if (mfl_group_list_ready(L)) /* a map's runs, Futures not made */
+    return mfl_group_list_wait(L, timeout);
   lua_settop(L, 2);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
@@ -434,8 +436,7 @@ static int list_wait(lua_State *L) {
   return mfl_wait(L, runs, n, MF_WAIT_ALL, timeout, 0, future_wait_k);
 }
 
-/* The failed run that finished first (fail-fast), or 0. */
-static size_t first_failure(mf_run **runs, size_t n) {
+size_t mfl_first_failure(mf_run *const *runs, size_t n) {
   size_t best = 0;
   double best_time = 0;
   for (size_t i = 0; i < n; i++) {
@@ -460,7 +461,7 @@ static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
   if (raise) {
-    size_t failed = first_failure(runs, n);
+    size_t failed = mfl_first_failure(runs, n);
     if (failed) {
       lua_rawgeti(L, 4, (lua_Integer)failed);
       return mfl_push_results(L, lua_gettop(L), 1, 1);
@@ -493,12 +494,14 @@ static int list_result(lua_State *L) {
   double timeout = method_timeout(L, "list", "result");
   lua_settop(L, 3);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
+  if (mfl_group_list_ready(L)) /* a map's runs, Futures not made */
+    return mfl_group_list_result(L, timeout, raise);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
   size_t pending = 0;
   for (size_t i = 0; i < n; i++)
     pending += !mf_run_is_final(runs[i]);
-  if (pending == 0 || (raise && first_failure(runs, n)))
+  if (pending == 0 || (raise && mfl_first_failure(runs, n)))
     return list_result_k(L, LUA_OK, (lua_KContext)n);
   return mfl_wait(L, runs, n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL, timeout,
                   (lua_KContext)n, list_result_k);

@@ -90,6 +90,10 @@ mfl_future *mfl_check_future(lua_State *L, int idx) {
 /* Pushes the Future userdata of a run the engine holds. */
 void mfl_push_future_of(lua_State *L, mf_run *run) {
   mfl_run *lr = mf_run_body(run);
+  if (lr->group) {
+    mfl_group_push_future(L, lr);
+    return;
+  }
   mfl_push_pins(L, lr->S);
   lua_rawgeti(L, -1, lr->pin);
   lua_remove(L, -2);
@@ -438,6 +442,7 @@ static int open_core(lua_State *L) {
   mfl_open_codec(L);
   mfl_open_state(L);
   mfl_open_future(L);
+  mfl_open_group(L);
   mfl_open_origin(L);
   mfl_open_wait(L);
   mfl_open_args(L);

@@ -519,11 +519,73 @@ static void swap_print(lua_State *L, mfl_state *S, int in) {
   lua_pop(L, 1);
 }
 
+/* The step's outcome, with the run's Future at box. */
+static void end_step(lua_State *L, mf_run *run, mfl_run *lr, int box,
+                     lua_State *co, int status, int nres) {
+  if (status == LUA_YIELD)
+    on_yield(L, run, lr, box, co, nres);
+  else if (status == LUA_OK)
+    on_return(L, run, lr, box, co, nres);
+  else
+    on_error(L, run, lr, box, co, status);
+  assert(lua_gettop(L) == box); /* each step leaves the stack balanced */
+}
+
+/* Whether the attempt of a run of a map's group can run without its
+ * Future: one argument, nothing to resolve or look up, on this thread. */
+static int simple_grouped(const mfl_run *lr, mf_step_reason reason) {
+  return reason == MF_STEP_START && !lr->needs_resolve && !lr->cached &&
+         !lr->log_prints && !lr->S->remote_runners;
+}
+
+/* The first attempt of a grouped run (group.c): when the body returns at
+ * most one value, the result goes to the group and no Future is made; any
+ * other end (an error, a park, a timeout) makes the Future and ends the
+ * step as usual. */
+static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
+  mfl_state *S = lr->S;
+  if (!lr->quiet)
+    mfl_log_run(S, lifecycle_level(lr), run, "task run started");
+  int nargs = mfl_group_push_attempt(L, lr);
+  int slots = lua_gettop(L) - nargs - 1;
+  lua_State *co = lr->co = take_spare(L, S);
+  lr->co_in_box = 0;
+  lua_xmove(L, co, nargs + 1);
+  int nres = 0;
+  lr->yield = MFL_YIELD_BARE;
+  mfl_step_began(S, co, mf_run_deadline(run));
+  int status = lua_resume(co, L, nargs, &nres);
+  mfl_step_ended(S, co);
+  if (status == LUA_OK && lr->group && nres <= 1 && !lr->has_outcome &&
+      !lr->note && !mf_run_timed_out(run)) {
+    if (nres == 0)
+      lua_pushnil(L);
+    else
+      lua_xmove(co, L, 1);
+    lr->nresults = nres;
+    mfl_group_store_result(L, slots, lr);
+    lua_pop(L, 1); /* the slots */
+    lua_settop(co, 0);
+    give_back(L, lr, 0, co);
+    mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+    log_outcome(L, run, lr, 0);
+    return;
+  }
+  lua_pop(L, 1);              /* the slots */
+  mfl_push_future_of(L, run); /* made now, unless the body made it */
+  end_step(L, run, lr, lua_gettop(L), co, status, nres);
+}
+
 static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
   lua_State *L = S->L;
   int top = lua_gettop(L);
+  if (lr->group && simple_grouped(lr, reason)) {
+    step_grouped(L, run, lr);
+    lua_settop(L, top);
+    return;
+  }
   mfl_push_future_of(L, run);
   int box = lua_gettop(L);
   int nargs = 0;
@@ -542,13 +604,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_step_ended(S, co);
   if (lr->log_prints)
     swap_print(L, S, 0);
-  if (status == LUA_YIELD)
-    on_yield(L, run, lr, box, co, nres);
-  else if (status == LUA_OK)
-    on_return(L, run, lr, box, co, nres);
-  else
-    on_error(L, run, lr, box, co, status);
-  assert(lua_gettop(L) == box); /* each step leaves the stack balanced */
+  end_step(L, run, lr, box, co, status, nres);
   lua_settop(L, top);
 }
 
@@ -565,7 +621,7 @@ static void op_abandon(mf_run *run) {
   if (lr->remote) /* parked on a worker's job (runners.c) */
     mfl_remote_abandon(lr);
   mfl_io_abandon(lr); /* the I/O it was parked on stops (C only) */
-  if (S->closed || S->closing || lr->pin == LUA_NOREF)
+  if (S->closed || S->closing || !mfl_run_reachable(lr))
     return;
   lua_State *L = S->L;
   int top = lua_gettop(L);
@@ -592,9 +648,15 @@ static void op_hold(mf_run *run, int held) {
   mfl_state *S = lr->S;
   /* Runs are pinned when their Future is made, so a hold that starts
    * finds the pin in place; only its end matters here. */
-  if (held || lr->pin == LUA_NOREF || !S->L)
+  if (held || !S->L)
     return;
   lua_State *L = S->L;
+  if (lr->group) {
+    mfl_group_release(L, lr);
+    return;
+  }
+  if (lr->pin == LUA_NOREF)
+    return;
   mfl_push_pins(L, S);
   mfl_unpin(L, S, lua_gettop(L), lr->pin);
   lr->pin = LUA_NOREF;
@@ -686,6 +748,19 @@ static void pace_collector(lua_State *L, mfl_state *S) {
   if (S->gc_pacing && ++S->runs_made % MFL_GC_EVERY == 0 &&
       lua_gc(L, LUA_GCISRUNNING))
     lua_gc(L, LUA_GCSTEP, MFL_GC_EVERY * MFL_RUN_C_BYTES / 1024);
+}
+
+mf_run *mfl_new_grouped_run(lua_State *L, mfl_state *S) {
+  pace_collector(L, S);
+  mf_run *run = mf_run_new(S->engine, &mfl_run_ops, sizeof(mfl_run));
+  if (!run)
+    luaL_error(L, "moonflow: out of memory");
+  mf_run_set_data(run, S);
+  mfl_run *lr = mf_run_body(run);
+  lr->S = S;
+  lr->kind = MFL_TASK;
+  lr->pin = LUA_NOREF;
+  return run;
 }
 
 /* Creates a run and its Future; the Future is pushed and pinned.  The task

@@ -66,16 +66,14 @@ static mfl_task_full *check_task(lua_State *L, int idx) {
 
 /* Makes a run of the task at task_idx with the nargs values from first as
  * its arguments, and pushes its Future. */
-static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
-                              int first, int nargs, const mfl_hot *hot,
-                              const char *name) {
+/* What every new run of the task at task_idx gets: its name, flags,
+ * policy, tags, and the store's note of its submit (arguments from first). */
+static void setup_run(lua_State *L, mfl_state *S, int task_idx, mf_run *run,
+                      int first, int nargs, const char *name) {
   mfl_task_full *t = lua_touserdata(L, task_idx);
-  mfl_future *f = mfl_new_future(L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK,
-                                 task_idx, hot);
-  int box = lua_gettop(L);
-  mf_run *run = f->run;
   mfl_run *lr = mf_run_body(run);
-  /* The name string is anchored by the task, which the Future anchors. */
+  /* The name string is anchored by the task, which the run's Future (or
+   * its map's group) anchors. */
   if (!name) {
     lua_getiuservalue(L, task_idx, MFL_TASK_UV_NAME);
     name = lua_tostring(L, -1);
@@ -88,6 +86,27 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
       luaL_error(L, "moonflow: out of memory");
     lr->keep_args = t->policy.retries > 0;
   }
+  lr->quiet = (t->call_flags & MFL_TASK_QUIET) != 0;
+  lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
+  if (t->call_flags & MFL_TASK_TAGS)
+    set_tags(L, task_idx, run);
+  /* (a flag, not mf_run_data: that says the run is this state's, which
+   * the store's observer goes by) */
+  lr->runner_flow = (t->call_flags & MFL_TASK_RUNNER_FLOW) != 0;
+  lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
+  if (S->store)
+    mfl_store_before_submit(L, S, run, task_idx, first, nargs);
+}
+
+static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
+                              int first, int nargs, const mfl_hot *hot,
+                              const char *name) {
+  mfl_task_full *t = lua_touserdata(L, task_idx);
+  mfl_future *f = mfl_new_future(L, S, t->base.is_flow ? MFL_FLOW : MFL_TASK,
+                                 task_idx, hot);
+  int box = lua_gettop(L);
+  mf_run *run = f->run;
+  mfl_run *lr = mf_run_body(run);
   if (nargs == 1) {
     lua_pushvalue(L, first);
     lua_setiuservalue(L, box, MFL_UV_ARGS);
@@ -102,16 +121,7 @@ static mfl_future *create_run(lua_State *L, mfl_state *S, int task_idx,
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   }
   lr->nargs = nargs > 1 ? -1 : nargs;
-  lr->quiet = (t->call_flags & MFL_TASK_QUIET) != 0;
-  lr->log_prints = (t->call_flags & MFL_TASK_LOG_PRINTS) != 0;
-  if (t->call_flags & MFL_TASK_TAGS)
-    set_tags(L, task_idx, run);
-  /* (a flag, not mf_run_data: that says the run is this state's, which
-   * the store's observer goes by) */
-  lr->runner_flow = (t->call_flags & MFL_TASK_RUNNER_FLOW) != 0;
-  lr->cached = (t->call_flags & MFL_TASK_CACHE) != 0;
-  if (S->store)
-    mfl_store_before_submit(L, S, run, task_idx, first, nargs);
+  setup_run(L, S, task_idx, run, first, nargs, name);
   return f;
 }
 
@@ -126,6 +136,8 @@ static void drop_run(lua_State *L, mfl_future *f) {
   }
 }
 
+static void raise_submit_error(lua_State *L, const char *name, int rc);
+
 /* Adds the task's wait_for inputs and hands the run to the engine. */
 static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
   mfl_task_full *t = lua_touserdata(L, task_idx);
@@ -134,6 +146,7 @@ static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
     /* Futures, FutureLists, allow_failure wrappers: as arguments are. */
     lua_getiuservalue(L, task_idx, MFL_TASK_UV_OPTS);
     lua_getfield(L, -1, "wait_for");
+    mfl_list_expand(L, -1); /* (a FutureList itself: read raw) */
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
@@ -148,6 +161,11 @@ static void submit_run(lua_State *L, mfl_future *f, int task_idx) {
   drop_run(L, f);
   char name[256];
   mf_run_name(run, name, sizeof name);
+  raise_submit_error(L, name, rc);
+}
+
+/* A submit of the run named name that failed with rc. */
+static void raise_submit_error(lua_State *L, const char *name, int rc) {
   if (rc == MF_EDEADLK)
     mfl_raise(L, "Deadlock",
               "run %s has an input that is a flow containing it: it could "
@@ -342,8 +360,7 @@ static void plan_map(lua_State *L, map_plan *p) {
     int idx = p->first + i, argno = i + 1;
     lua_Integer n = 0;
     p->collectors[i] = 0;
-    if (lua_type(L, idx) == LUA_TTABLE &&
-        mfl_is_kind(L, idx, &mfl_key_list_mt)) {
+    if (mfl_list_expand(L, idx)) { /* (read raw below) */
       p->kinds[i] = ARG_LIST;
       n = (lua_Integer)lua_rawlen(L, idx);
     } else if (mfl_to_future(L, idx)) {
@@ -433,6 +450,7 @@ typedef struct map_job {
   map_plan plan;
   lua_Integer next; /* the element of the next run to make */
   int list;         /* stack index of the FutureList */
+  int group;        /* stack index of its group (group.c), or 0 */
   int made;         /* every run made: the FutureList goes to the caller */
 } map_job;
 
@@ -447,6 +465,11 @@ static int map_job_close(lua_State *L) {
   map_job *job = lua_touserdata(L, 1);
   if (!job || job->made || lua_isnoneornil(L, 2))
     return 0;
+  if (job->group) { /* its user value 2 */
+    lua_getiuservalue(L, 1, 2);
+    mfl_group_cancel(L, lua_gettop(L));
+    return 0;
+  }
   lua_getiuservalue(L, 1, 1);
   for (lua_Integer r = 1; lua_rawgeti(L, -1, r) == LUA_TUSERDATA; r++) {
     mfl_future *f = lua_touserdata(L, -1);
@@ -481,6 +504,28 @@ static void make_mapped_run(lua_State *L, mfl_state *S, const map_plan *p,
   submit_run(L, f, 1);
   lua_replace(L, base); /* the Future, where the arguments began */
   lua_settop(L, base);
+}
+
+/* The same, for a map whose runs go in a group (group.c): the element of
+ * the one mapped argument is the run's argument. */
+static void make_grouped_run(lua_State *L, mfl_state *S, const map_plan *p,
+                             lua_Integer r, int group, const char *name) {
+  int arg = lua_gettop(L) + 1;
+  lua_rawgeti(L, p->first, r);
+  mf_run *run = mfl_new_grouped_run(L, S);
+  mfl_group_adopt(L, group, run, arg);
+  setup_run(L, S, 1, run, arg, 1, name);
+  if (p->kinds[0] == ARG_ARRAY)
+    note_resolve(L, mf_run_body(run), arg, mfl_scan_arg(L, arg, run));
+  int rc = mf_run_submit(run, NULL);
+  if (rc != 0) {
+    char who[256];
+    mf_run_name(run, who, sizeof who);
+    mfl_group_drop_last(L, group);
+    lua_settop(L, arg - 1);
+    raise_submit_error(L, who, rc);
+  }
+  lua_settop(L, arg - 1);
 }
 
 /* Every run is made: the FutureList, or (return_state) their States. */
@@ -521,8 +566,12 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   const char *name = lua_tostring(L, -1); /* anchored by the task */
   while (job->next <= job->plan.length) {
     lua_Integer r = job->next++;
-    make_mapped_run(L, S, &job->plan, r, &hot, name);
-    lua_rawseti(L, job->list, r);
+    if (job->group) {
+      make_grouped_run(L, S, &job->plan, r, job->group, name);
+    } else {
+      make_mapped_run(L, S, &job->plan, r, &hot, name);
+      lua_rawseti(L, job->list, r);
+    }
     if (self && job->next <= job->plan.length && r % MAP_CHUNK == 0 &&
         mfl_slice_over(S, L, self, since)) {
       lua_settop(L, job->list);
@@ -549,11 +598,12 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     else
       lua_pop(L, 1);
   }
-  map_job *job = lua_newuserdatauv(L, sizeof *job, 1);
+  map_job *job = lua_newuserdatauv(L, sizeof *job, 2);
   int job_idx = lua_gettop(L);
   job->plan = plan;
   job->next = 1;
   job->made = 0;
+  job->group = 0;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key_map_job_mt) == LUA_TNIL) {
     lua_pop(L, 1);
     lua_createtable(L, 0, 1);
@@ -563,10 +613,23 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &key_map_job_mt);
   }
   lua_setmetatable(L, job_idx);
-  lua_createtable(L, (int)plan.length, 0);
-  job->list = lua_gettop(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
-  lua_setmetatable(L, job->list);
+  mfl_task_full *t = lua_touserdata(L, 1);
+  if (plan.nargs == 1 &&
+      (plan.kinds[0] == ARG_ARRAY || plan.kinds[0] == ARG_QUOTED) &&
+      !t->base.is_flow &&
+      !(t->call_flags & (MFL_TASK_RETURN_STATE | MFL_TASK_WAIT_FOR))) {
+    /* The common map: its runs' Futures are made when asked for. */
+    mfl_group_push_new(L, mfl_state_get(L), 1, plan.length);
+    job->group = lua_gettop(L) - 1;
+    job->list = lua_gettop(L);
+    lua_pushvalue(L, job->group);
+    lua_setiuservalue(L, job_idx, 2);
+  } else {
+    lua_createtable(L, (int)plan.length, 0);
+    job->list = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
+    lua_setmetatable(L, job->list);
+  }
   lua_pushvalue(L, job->list);
   lua_setiuservalue(L, job_idx, 1);
   lua_toclose(L, job_idx);

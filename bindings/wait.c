@@ -27,7 +27,7 @@ double mfl_opt_timeout(lua_State *L, int idx) {
 /* Pushes the tag list of a run's task (a table), or nothing: returns 0. */
 static int push_tags(lua_State *L, mf_run *run) {
   mfl_run *lr = mf_run_body(run);
-  if (lr->pin == LUA_NOREF)
+  if (!mfl_run_reachable(lr))
     return 0;
   mfl_push_future_of(L, run);
   lua_getiuservalue(L, -1, MFL_UV_TASK);
@@ -252,6 +252,7 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
   if (lua_type(L, idx) != LUA_TTABLE)
     mfl_raise(L, "UsageError", "a list of futures expected, got %s",
               luaL_typename(L, idx));
+  mfl_list_expand(L, idx); /* read raw below */
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   if (n > (lua_Integer)(1 << 30))
     mfl_raise(L, "UsageError", "too many futures (%I)", n);

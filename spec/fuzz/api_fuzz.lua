@@ -237,6 +237,14 @@ local function finish(case)
   case.budget = 0
   -- Actions under way inside runs when the budget ran out may start more
   -- runs while the cleanup waits: those are waited for and read too.
+  -- The Futures of the lists (a map's list makes them as they are read;
+  -- add_list took only a few) are settled too.
+  for _, l in ipairs(case.lists) do
+    for i = 1, #l do
+      local f = l[i]
+      if check.is_future(f) then case.futures[#case.futures + 1] = f end
+    end
+  end
   local from = 1
   repeat
     local futs = { echo = case.echo }

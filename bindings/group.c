@@ -1,0 +1,506 @@
+/*
+ * group.c -- the runs of a map, made without a Future each.
+ *
+ * A map over one plain array (the common case: `t:map(xs)`) makes its runs
+ * in a group: a userdata holding a reference to each run, the task, its
+ * function, and two tables, the runs' arguments and their results.  A run's
+ * Future is made only when something asks for it: `list[i]`, an error to
+ * keep, a park, a hook, a retry, a runner that copies, a report.  Making it
+ * ("materializing") moves the run's values into the new Future, which the
+ * FutureList then holds at i; from then on the run is like any other.  A
+ * run that only starts, returns one value and completes never gets one: its
+ * attempt is taken from the group and its result put back there (runner.c),
+ * and `list:result()` reads the results from the group.  That spares each
+ * run of a map its userdata, its finalizer and its pin.
+ *
+ * The FutureList of a group is an empty table with a metatable of its own
+ * (a proxy): `#list`, `list[i]`, `ipairs` and `pairs` see every run, the
+ * Futures made are kept in the group.  Any write goes through __newindex
+ * (every key is absent), which expands the list: every Future made and put
+ * in it, its metatable the plain one, a table like any other from then on.
+ * Code that reads FutureLists raw expands them first (mfl_list_expand).
+ *
+ * While the engine holds a run whose Future is not made, the group is
+ * pinned (one slot for all its runs), so the values outlive the user's
+ * references, as a Future's do.
+ */
+#include "binding.h"
+
+struct mfl_group {
+  mfl_state *S;
+  lua_Integer n; /* runs made so far (each holds a reference here) */
+  int held;      /* runs the engine holds whose Futures are not made */
+  int pin;       /* the group's slot in the pins table while held > 0 */
+  int collected; /* __gc ran: the references are dropped */
+  mf_run *runs[];
+};
+
+/* The group's user values. */
+enum {
+  GROUP_UV_TASK = 1, /* the Task (anchors the runs' names and tags) */
+  GROUP_UV_FN,       /* its function */
+  GROUP_UV_SLOTS,    /* slot i: run i's argument, until it starts (or
+                        while it retries); then its result, when it
+                        completed without its Future (lr->group_result) */
+  GROUP_UV_LIST,     /* the FutureList */
+  GROUP_UV_FUTURES,  /* the Futures made, by index (made with the first) */
+  GROUP_NUV = GROUP_UV_FUTURES
+};
+
+/* The lazy list's metatable: 1 the FutureList mark, 2 the group. */
+enum { LIST_MT_MARK = 1, LIST_MT_GROUP };
+
+static const char key_group_mt, key_list_fields, key_next;
+
+/* {====== The group and its runs ====== */
+
+static int group_gc(lua_State *L) {
+  mfl_group *g = lua_touserdata(L, 1);
+  lua_Debug caller;
+  /* By hand (debug.getmetatable) while it serves held runs: refused. */
+  if (!g || g->collected || (g->held > 0 && lua_getstack(L, 1, &caller)))
+    return 0;
+  g->collected = 1;
+  for (lua_Integer i = 0; i < g->n; i++) {
+    mf_run *run = g->runs[i];
+    mfl_run *lr = mf_run_body(run);
+    if (lr->group == g) {
+      lr->group = NULL;
+      lr->group_held = 0;
+      /* The name points into the task this group anchors: a run that
+       * outlives it (a downstream run's reference) keeps a copy. */
+      if (!lr->S->closed && mf_run_refcount(run) > 1) {
+        char name[256];
+        mf_run_name(run, name, sizeof name);
+        mf_run_set_custom_name(run, name);
+      }
+    }
+    mf_run_unref(run);
+  }
+  g->n = 0;
+  return 0;
+}
+
+/* Pushes the group of the run (pinned, as the run is held), or nil when
+ * nothing holds it any more. */
+static void push_group(lua_State *L, const mfl_group *g) {
+  if (g->pin == LUA_NOREF) {
+    lua_pushnil(L);
+    return;
+  }
+  mfl_push_pins(L, g->S);
+  lua_rawgeti(L, -1, g->pin);
+  lua_remove(L, -2);
+}
+
+static void hold(lua_State *L, mfl_group *g, int gidx) {
+  if (g->held++ > 0)
+    return;
+  mfl_push_pins(L, g->S);
+  lua_pushvalue(L, gidx);
+  g->pin = mfl_pin(L, g->S, lua_gettop(L) - 1);
+  lua_pop(L, 1);
+}
+
+static void release(lua_State *L, mfl_group *g) {
+  if (--g->held > 0)
+    return;
+  mfl_push_pins(L, g->S);
+  mfl_unpin(L, g->S, lua_gettop(L), g->pin);
+  g->pin = LUA_NOREF;
+  lua_pop(L, 1);
+}
+
+void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
+                        lua_Integer length) {
+  task_idx = lua_absindex(L, task_idx);
+  size_t size = sizeof(mfl_group) + (size_t)(length ? length : 1) *
+                                        sizeof(mf_run *);
+  mfl_group *g = lua_newuserdatauv(L, size, GROUP_NUV);
+  g->S = S;
+  g->n = 0;
+  g->held = 0;
+  g->pin = LUA_NOREF;
+  g->collected = 0;
+  int gidx = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt);
+  lua_setmetatable(L, gidx);
+  lua_pushvalue(L, task_idx);
+  lua_setiuservalue(L, gidx, GROUP_UV_TASK);
+  lua_getiuservalue(L, task_idx, MFL_TASK_UV_FN);
+  lua_setiuservalue(L, gidx, GROUP_UV_FN);
+  lua_createtable(L, (int)length, 0);
+  lua_setiuservalue(L, gidx, GROUP_UV_SLOTS);
+
+  /* The FutureList, empty, with its own metatable. */
+  lua_newtable(L);
+  int list = lua_gettop(L);
+  lua_createtable(L, 2, 8);
+  lua_pushlightuserdata(L, (void *)&mfl_key_list_mt);
+  lua_rawseti(L, -2, LIST_MT_MARK);
+  lua_pushvalue(L, gidx);
+  lua_rawseti(L, -2, LIST_MT_GROUP);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_list_fields);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, list + 1);
+  }
+  lua_pop(L, 1);
+  lua_setmetatable(L, list);
+  lua_pushvalue(L, list);
+  lua_setiuservalue(L, gidx, GROUP_UV_LIST);
+}
+
+void mfl_group_adopt(lua_State *L, int gidx, mf_run *run, int arg_idx) {
+  mfl_group *g = lua_touserdata(L, gidx);
+  mfl_run *lr = mf_run_body(run);
+  arg_idx = lua_absindex(L, arg_idx);
+  g->runs[g->n++] = run; /* the reference mf_run_new gave */
+  lr->group = g;
+  lr->group_index = (int)g->n;
+  lr->group_held = 1;
+  lr->pin = LUA_NOREF;
+  lr->nargs = 1;
+  hold(L, g, gidx);
+  lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+  lua_pushvalue(L, arg_idx);
+  lua_rawseti(L, -2, g->n);
+  lua_pop(L, 1);
+}
+
+void mfl_group_drop_last(lua_State *L, int gidx) {
+  mfl_group *g = lua_touserdata(L, gidx);
+  mf_run *run = g->runs[--g->n];
+  mfl_run *lr = mf_run_body(run);
+  lr->group = NULL;
+  if (lr->group_held) {
+    lr->group_held = 0;
+    release(L, g);
+  }
+  lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, g->n + 1);
+  lua_pop(L, 1);
+  mf_run_unref(run);
+}
+
+void mfl_group_cancel(lua_State *L, int gidx) {
+  (void)L;
+  mfl_group *g = lua_touserdata(L, gidx);
+  for (lua_Integer i = 0; i < g->n; i++)
+    mf_run_cancel(g->runs[i]);
+}
+
+/* Makes the Future of run i of the group at gidx (its values move into it)
+ * and pushes it; or pushes the one made before. */
+static void materialize(lua_State *L, int gidx, lua_Integer i) {
+  mfl_group *g = lua_touserdata(L, gidx);
+  mf_run *run = g->runs[i - 1];
+  mfl_run *lr = mf_run_body(run);
+  luaL_checkstack(L, 6, NULL);
+  if (lr->group != g) { /* made before (the list may have changed since) */
+    lua_getiuservalue(L, gidx, GROUP_UV_FUTURES);
+    lua_rawgeti(L, -1, i);
+    lua_remove(L, -2);
+    return;
+  }
+  if (lua_getiuservalue(L, gidx, GROUP_UV_FUTURES) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, gidx, GROUP_UV_FUTURES);
+  }
+  int futures = lua_gettop(L);
+  mfl_future *f = lua_newuserdatauv(L, sizeof *f, MFL_NUV);
+  f->run = NULL;
+  int box = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  lua_setmetatable(L, box);
+  lua_getiuservalue(L, gidx, GROUP_UV_TASK);
+  lua_setiuservalue(L, box, MFL_UV_TASK);
+  lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+  lua_rawgeti(L, -1, i);
+  lua_setiuservalue(L, box, lr->group_result ? MFL_UV_RESULT : MFL_UV_ARGS);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, i);
+  lua_pop(L, 1);
+  lr->group_result = 0;
+  mf_run_ref(run);
+  f->run = run;
+  lr->box_alive = 1;
+  lr->group = NULL;
+  if (lr->group_held) { /* the Future takes the pin from the group */
+    lr->group_held = 0;
+    mfl_push_pins(L, g->S);
+    lua_pushvalue(L, box);
+    lr->pin = mfl_pin(L, g->S, lua_gettop(L) - 1);
+    lua_pop(L, 1);
+    release(L, g);
+  }
+  lua_pushvalue(L, box);
+  lua_rawseti(L, futures, i);
+  lua_remove(L, futures);
+}
+
+void mfl_group_push_future(lua_State *L, mfl_run *lr) {
+  mfl_group *g = lr->group;
+  push_group(L, g);
+  if (lua_isnil(L, -1))
+    return; /* nothing holds it: no Future to give, as for a dropped one */
+  int gidx = lua_gettop(L);
+  materialize(L, gidx, lr->group_index);
+  lua_remove(L, gidx);
+}
+
+void mfl_group_release(lua_State *L, mfl_run *lr) {
+  if (!lr->group_held)
+    return;
+  lr->group_held = 0;
+  release(L, lr->group);
+}
+
+int mfl_group_push_attempt(lua_State *L, mfl_run *lr) {
+  push_group(L, lr->group);
+  int gidx = lua_gettop(L);
+  lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+  lua_getiuservalue(L, gidx, GROUP_UV_FN);
+  lua_remove(L, gidx); /* slots fn */
+  lua_rawgeti(L, gidx, lr->group_index);
+  if (!lr->keep_args) {
+    lua_pushnil(L);
+    lua_rawseti(L, gidx, lr->group_index);
+  }
+  return 1;
+}
+
+void mfl_group_store_result(lua_State *L, int slots, mfl_run *lr) {
+  lua_rawseti(L, slots, lr->group_index);
+  lr->group_result = 1;
+}
+
+/* }====== */
+
+/* {====== The lazy FutureList ====== */
+
+/* The group of the lazy FutureList at idx, pushed; NULL (nothing pushed)
+ * for any other value. */
+static mfl_group *push_list_group(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+    return NULL;
+  int group = lua_rawgeti(L, -1, LIST_MT_GROUP) == LUA_TUSERDATA;
+  lua_rawgeti(L, -2, LIST_MT_MARK);
+  if (!group || lua_touserdata(L, -1) != &mfl_key_list_mt) {
+    lua_pop(L, 3);
+    return NULL;
+  }
+  lua_pop(L, 1);
+  lua_remove(L, -2);
+  return lua_touserdata(L, -1);
+}
+
+int mfl_list_expand(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  mfl_group *g = push_list_group(L, idx);
+  if (!g)
+    return lua_type(L, idx) == LUA_TTABLE &&
+           mfl_is_kind(L, idx, &mfl_key_list_mt);
+  int gidx = lua_gettop(L);
+  lua_getiuservalue(L, gidx, GROUP_UV_LIST);
+  int same = lua_rawequal(L, -1, idx);
+  lua_pop(L, 1);
+  if (same) /* (a list's own group; a copied metatable cannot be had) */
+    for (lua_Integer i = 1; i <= g->n; i++) {
+      /* (a value the user put there raw stays: the list is the user's) */
+      if (lua_rawgeti(L, idx, i) == LUA_TNIL) {
+        materialize(L, gidx, i);
+        lua_rawseti(L, idx, i);
+      }
+      lua_pop(L, 1);
+    }
+  lua_pop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
+  lua_setmetatable(L, idx);
+  return 1;
+}
+
+/* __index(list, k): run k's Future, made now; or a FutureList method. */
+static int list_index(lua_State *L) {
+  if (lua_isinteger(L, 2)) {
+    lua_Integer i = lua_tointeger(L, 2);
+    mfl_group *g = push_list_group(L, 1);
+    if (g && i >= 1 && i <= g->n) {
+      materialize(L, lua_gettop(L), i);
+      return 1;
+    }
+    return 0;
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_list_mt);
+  lua_getfield(L, -1, "__index"); /* the methods */
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+static int list_len(lua_State *L) {
+  mfl_group *g = push_list_group(L, 1);
+  lua_pushinteger(L, g ? g->n : (lua_Integer)lua_rawlen(L, 1));
+  return 1;
+}
+
+/* Writing to a lazy list, or iterating it with pairs, makes it plain. */
+static int list_newindex(lua_State *L) {
+  mfl_list_expand(L, 1);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
+static int list_pairs(lua_State *L) {
+  mfl_list_expand(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int list_tostring(lua_State *L) {
+  mfl_group *g = push_list_group(L, 1);
+  lua_pushfstring(L, "<FutureList of %I>",
+                  g ? g->n : (lua_Integer)lua_rawlen(L, 1));
+  return 1;
+}
+
+/* A next that does not depend on the globals (pairs of a lazy list). */
+static int raw_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  return lua_next(L, 1) ? 2 : (lua_pushnil(L), 1);
+}
+
+/* }====== */
+
+/* {====== list:wait() and list:result() of a lazy list ====== */
+
+int mfl_group_list_ready(lua_State *L) {
+  if (!push_list_group(L, 1))
+    return 0;
+  lua_pop(L, 1);
+  /* Writes go through __newindex, which expands: a lazy list holds
+   * nothing, but what rawset put there. */
+  lua_pushnil(L);
+  if (!lua_next(L, 1))
+    return 1;
+  lua_pop(L, 2);
+  mfl_list_expand(L, 1);
+  return 0;
+}
+
+/* Stack of both: list timeout [raise] group */
+
+static int group_wait_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
+  return 1;
+}
+
+int mfl_group_list_wait(lua_State *L, double timeout) {
+  lua_settop(L, 2);
+  mfl_group *g = push_list_group(L, 1);
+  size_t pending = 0;
+  for (lua_Integer i = 0; i < g->n; i++)
+    pending += !mf_run_is_final(g->runs[i]);
+  if (pending == 0)
+    return group_wait_k(L, LUA_OK, 0);
+  return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
+                  group_wait_k);
+}
+
+static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  mfl_group *g = lua_touserdata(L, 4);
+  size_t n = (size_t)g->n;
+  int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
+  int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
+  if (raise) {
+    size_t failed = mfl_first_failure(g->runs, n);
+    if (failed) {
+      materialize(L, 4, (lua_Integer)failed);
+      return mfl_push_results(L, lua_gettop(L), 1, 1);
+    }
+  }
+  if (timed_out) {
+    size_t unfinished = 0;
+    for (size_t i = 0; i < n; i++)
+      unfinished += !mf_run_is_final(g->runs[i]);
+    if (unfinished > 0)
+      return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
+                       (lua_Integer)unfinished, (lua_Integer)n);
+  }
+  lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
+  int results = lua_gettop(L);
+  lua_createtable(L, (int)n, 1);
+  int out = lua_gettop(L);
+  for (size_t i = 1; i <= n; i++) {
+    mf_run *run = g->runs[i - 1];
+    mfl_run *lr = mf_run_body(run);
+    if (lr->group == g && lr->group_result &&
+        mf_run_state_type(run) == MF_COMPLETED) {
+      mf_run_mark_handled(run);
+      if (lr->nresults != 0)
+        lua_rawgeti(L, results, (lua_Integer)i);
+      else
+        lua_pushnil(L);
+    } else {
+      materialize(L, 4, (lua_Integer)i);
+      mfl_push_results(L, lua_gettop(L), 0, 1);
+      lua_remove(L, -2);
+    }
+    lua_rawseti(L, out, (lua_Integer)i);
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_setfield(L, out, "n");
+  return 1;
+}
+
+int mfl_group_list_result(lua_State *L, double timeout, int raise) {
+  lua_settop(L, 3);
+  mfl_group *g = push_list_group(L, 1);
+  size_t n = (size_t)g->n, pending = 0;
+  for (size_t i = 0; i < n; i++)
+    pending += !mf_run_is_final(g->runs[i]);
+  if (pending == 0 || (raise && mfl_first_failure(g->runs, n)))
+    return group_result_k(L, LUA_OK, 0);
+  return mfl_wait(L, g->runs, n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL,
+                  timeout, 0, group_result_k);
+}
+
+/* }====== */
+
+static const luaL_Reg list_fields[] = {{"__index", list_index},
+                                       {"__len", list_len},
+                                       {"__newindex", list_newindex},
+                                       {"__pairs", list_pairs},
+                                       {"__tostring", list_tostring},
+                                       {NULL, NULL}};
+
+void mfl_open_group(lua_State *L) {
+  lua_createtable(L, 0, 3); /* the group's metatable */
+  lua_pushcfunction(L, group_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "moonflow.MapGroup");
+  lua_setfield(L, -2, "__name");
+  mfl_protect_mt(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_group_mt);
+  lua_pushcfunction(L, raw_next);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_next);
+  /* What a lazy list's metatable gets, besides its mark and group. */
+  lua_createtable(L, 0, 7);
+  luaL_setfuncs(L, list_fields, 0);
+  lua_pushliteral(L, "moonflow.FutureList");
+  lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "moonflow.FutureList");
+  lua_setfield(L, -2, "__metatable");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_list_fields);
+}
