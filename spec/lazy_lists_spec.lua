@@ -1,0 +1,182 @@
+-- The FutureList of a map over one array makes its runs' Futures only when
+-- they are asked for (bindings/group.c, issue 11): a run that returns one
+-- value completes without one, and list:result() reads the results from the
+-- map's group.  Everything a FutureList promises (api.md: #list, list[i],
+-- ipairs, wait, result) holds as for a list of Futures made up front; a
+-- write makes it a plain table of Futures; raw reads see only what was
+-- written (the documented difference).
+package.path = "spec/?.lua;" .. package.path
+local h = require "helper"
+local mf, lu = h.mf, h.lu
+local core = require "moonflow.core"
+
+local double = mf.task({ name = "double" }, function(x) return x * 2 end)
+local napper = mf.task({ name = "napper" }, function(x)
+  mf.sleep(0.001)
+  return x
+end)
+local picky = mf.task({ name = "picky" }, function(x)
+  if x == 3 then error({ kind = "BadRow", message = "bad row", row = x }) end
+  return x
+end)
+
+local function range(n)
+  local xs = {}
+  for i = 1, n do xs[i] = i end
+  return xs
+end
+
+TestLazyLists = {}
+
+function TestLazyLists:test_results_without_reading_a_future()
+  local list = double:map(range(1000))
+  lu.assertEquals(#list, 1000)
+  local r = list:result()
+  lu.assertEquals(r.n, 1000)
+  for i = 1, 1000 do lu.assertEquals(r[i], 2 * i) end
+  -- Asked afterwards, each Future knows its run and its result.
+  local f = list[500]
+  lu.assertTrue(core.is_future(f))
+  lu.assertEquals(f:result(), 1000)
+  lu.assertEquals(f:state().type, "COMPLETED")
+  lu.assertStrContains(f.name, "double-")
+end
+
+function TestLazyLists:test_a_future_is_made_once()
+  local list = double:map({ 1, 2, 3 })
+  local a = list[2]
+  lu.assertTrue(rawequal(a, list[2]), "list[i] is the same Future each time")
+  list:wait()
+  lu.assertTrue(rawequal(a, list[2]))
+  lu.assertEquals(a:result(), 4)
+  lu.assertNil(list[0])
+  lu.assertNil(list[4])
+end
+
+function TestLazyLists:test_ipairs_pairs_and_length_see_every_run()
+  local list = double:map({ 5, 6, 7 })
+  local seen = {}
+  for i, f in ipairs(list) do seen[i] = f:result() end
+  lu.assertEquals(seen, { 10, 12, 14 })
+  local count = 0
+  for k, f in pairs(list) do
+    count = count + 1
+    lu.assertTrue(rawequal(f, list[k]))
+  end
+  lu.assertEquals(count, 3)
+  lu.assertEquals(tostring(double:map({ 1, 2 })), "<FutureList of 2>")
+  lu.assertEquals(getmetatable(list), "moonflow.FutureList", "protected")
+end
+
+-- The documented difference: until something writes to it, the list is a
+-- proxy, and raw reads find nothing in it.
+function TestLazyLists:test_raw_reads_see_what_was_written()
+  local list = double:map({ 1, 2, 3 })
+  lu.assertEquals(rawlen(list), 0)
+  lu.assertNil(next(list))
+  local first = list[1]
+  list[4] = "mine" -- a write: the list becomes a plain table of Futures
+  lu.assertEquals(rawlen(list), 4)
+  lu.assertTrue(rawequal(rawget(list, 1), first))
+  lu.assertEquals(rawget(list, 4), "mine")
+  list[4] = nil
+  lu.assertEquals(#list, 3)
+  lu.assertEquals(list:result(), { 2, 4, 6, n = 3 })
+end
+
+function TestLazyLists:test_a_list_changed_while_waited_gives_what_it_held()
+  local list = napper:map({ 1, 2, 3 })
+  list[1]:add_done_callback(function()
+    for i = #list, 1, -1 do list[i] = nil end
+  end)
+  local r = list:result()
+  lu.assertEquals({ r.n, r[1], r[2], r[3] }, { 3, 1, 2, 3 })
+  lu.assertEquals(#list, 0)
+end
+
+function TestLazyLists:test_failures_fail_fast_or_stand_at_their_index()
+  local list = picky:map({ 1, 2, 3, 4 })
+  local err = h.raises_kind("BadRow", list.result, list)
+  lu.assertEquals(err.row, 3)
+  local r = list:result(nil, false)
+  lu.assertEquals({ r[1], r[2], r[4], r.n }, { 1, 2, 4, 4 })
+  lu.assertEquals(r[3].kind, "BadRow")
+  lu.assertEquals(list[3]:state().type, "FAILED")
+  lu.assertEquals(list[4]:state().type, "COMPLETED")
+end
+
+function TestLazyLists:test_runs_that_park_and_return_many()
+  local many = mf.task({ name = "many" }, function(x) return x, x + 1 end)
+  local none = mf.task({ name = "none" }, function() end)
+  lu.assertEquals(napper:map(range(50)):result(), (function()
+    local t = range(50); t.n = 50; return t
+  end)())
+  local list = many:map({ 1, 2 })
+  lu.assertEquals(list:result(), { 1, 2, n = 2 })
+  lu.assertEquals({ list[2]:result() }, { 2, 3 }, "its Future gives them all")
+  local nothing = none:map({ 1, 2 })
+  lu.assertEquals(nothing:result(), { n = 2 })
+  lu.assertNil(nothing[1]:result())
+end
+
+function TestLazyLists:test_a_lazy_list_as_an_input()
+  local doubled = double:map({ 1, 2, 3 })
+  lu.assertEquals(double:map(doubled):result(), { 4, 8, 12, n = 3 })
+  local sum = mf.task({ name = "sum" }, function(values)
+    local s = 0
+    for _, v in ipairs(values) do s = s + v end
+    return s
+  end)
+  lu.assertEquals(sum:submit(double:map({ 1, 2, 3 })):result(), 12)
+  local done, not_done = mf.wait(double:map({ 1, 2 }))
+  lu.assertEquals({ #done, #not_done }, { 2, 0 })
+  local got = {}
+  local list = double:map({ 1, 2, 3 })
+  for f in mf.as_completed(list) do got[#got + 1] = f:result() end
+  table.sort(got)
+  lu.assertEquals(got, { 2, 4, 6 })
+  local after = mf.task({ name = "after" }, function() return "after" end)
+  local waited = double:map({ 1, 2 })
+  lu.assertEquals(after:with({ wait_for = waited }):submit():result(), "after")
+  lu.assertEquals(waited[1]:state().type, "COMPLETED")
+  local kinds = mf.task({ name = "kinds" }, function(values)
+    local k = {}
+    for i, v in ipairs(values) do k[i] = type(v) == "table" and v.kind or v end
+    return k
+  end)
+  lu.assertEquals(kinds:submit(mf.allow_failure(picky:map({ 1, 3 }))):result(),
+    { 1, "BadRow" }, "each run allowed to fail: the error value stands in")
+end
+
+function TestLazyLists:test_cancelled_before_they_start()
+  local slow = mf.task({ name = "slow" }, function(x)
+    mf.sleep(10)
+    return x
+  end)
+  local list = slow:map({ 1, 2, 3 })
+  for i = 1, #list do list[i]:cancel() end
+  local r = list:result(nil, false)
+  lu.assertEquals(r.n, 3)
+  for i = 1, 3 do lu.assertEquals(list[i]:state().type, "CANCELLED") end
+end
+
+-- A map's runs outlive a dropped list while they run, and are released
+-- with it afterwards.
+function TestLazyLists:test_a_dropped_list_still_runs_and_is_collected()
+  h.shared_memory("the task counts runs in a variable of the test")
+  local ran = 0
+  local counter = mf.task({ name = "counter" }, function() ran = ran + 1 end)
+  local weak = setmetatable({}, { __mode = "v" })
+  do
+    weak[1] = counter:map(range(100))
+  end
+  collectgarbage()
+  collectgarbage()
+  h.eventually(function() return ran == 100 end, "every run of the dropped list")
+  h.eventually(function()
+    collectgarbage()
+    return weak[1] == nil
+  end, "the list to be collected")
+end
+
+h.run()
