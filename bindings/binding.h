@@ -277,8 +277,10 @@ MFL_INTERNAL void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
 /* The new run (made, not yet submitted) joins the group at gidx as its
  * next run, with the value at arg_idx as its one argument; the group takes
  * the run's reference and is pinned while the engine holds it. */
-MFL_INTERNAL void mfl_group_adopt(lua_State *L, int gidx, mf_run *run,
-                                  int arg_idx);
+MFL_INTERNAL void mfl_group_adopt(lua_State *L, int gidx, int slots,
+                                  mf_run *run, int arg_idx);
+/* Pushes the group's slots table, which mfl_group_adopt takes. */
+MFL_INTERNAL void mfl_group_push_slots(lua_State *L, int gidx);
 /* Takes back the last run adopted (its submit failed): released. */
 MFL_INTERNAL void mfl_group_drop_last(lua_State *L, int gidx);
 /* Cancels every run of the group at gidx. */
@@ -289,7 +291,8 @@ MFL_INTERNAL void mfl_group_push_future(lua_State *L, mfl_run *lr);
 /* The engine stopped holding a grouped run. */
 MFL_INTERNAL void mfl_group_release(lua_State *L, mfl_run *lr);
 /* Pushes the slots of a grouped run's group, then the function and the
- * argument of its attempt; returns the count of arguments. */
+ * argument of its attempt; returns the count of arguments.  (It leaves two
+ * values below the slots.) */
 MFL_INTERNAL int mfl_group_push_attempt(lua_State *L, mfl_run *lr);
 /* Pops the value on top into the slots at that index: the grouped run's
  * result. */

@@ -153,10 +153,14 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   lua_setiuservalue(L, gidx, GROUP_UV_LIST);
 }
 
-void mfl_group_adopt(lua_State *L, int gidx, mf_run *run, int arg_idx) {
+void mfl_group_push_slots(lua_State *L, int gidx) {
+  lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+}
+
+void mfl_group_adopt(lua_State *L, int gidx, int slots, mf_run *run,
+                     int arg_idx) {
   mfl_group *g = lua_touserdata(L, gidx);
   mfl_run *lr = mf_run_body(run);
-  arg_idx = lua_absindex(L, arg_idx);
   g->runs[g->n++] = run; /* the reference mf_run_new gave */
   lr->group = g;
   lr->group_index = (int)g->n;
@@ -164,10 +168,8 @@ void mfl_group_adopt(lua_State *L, int gidx, mf_run *run, int arg_idx) {
   lr->pin = LUA_NOREF;
   lr->nargs = 1;
   hold(L, g, gidx);
-  lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
   lua_pushvalue(L, arg_idx);
-  lua_rawseti(L, -2, g->n);
-  lua_pop(L, 1);
+  lua_rawseti(L, slots, g->n);
 }
 
 void mfl_group_drop_last(lua_State *L, int gidx) {
@@ -222,7 +224,12 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   lua_setiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
   lua_rawgeti(L, -1, i);
-  lua_setiuservalue(L, box, lr->group_result ? MFL_UV_RESULT : MFL_UV_ARGS);
+  if (lr->group_result)
+    lua_setiuservalue(L, box, MFL_UV_RESULT);
+  else if (lr->nargs != 0)
+    lua_setiuservalue(L, box, MFL_UV_ARGS);
+  else
+    lua_pop(L, 1); /* an attempt took it, and no other will */
   lua_pushnil(L);
   lua_rawseti(L, -2, i);
   lua_pop(L, 1);
@@ -262,16 +269,18 @@ void mfl_group_release(lua_State *L, mfl_run *lr) {
 }
 
 int mfl_group_push_attempt(lua_State *L, mfl_run *lr) {
-  push_group(L, lr->group);
+  /* (the pins and the group stay below: the caller's settop takes them) */
+  mfl_push_pins(L, lr->S);
+  lua_rawgeti(L, -1, lr->group->pin); /* held: the group is pinned */
   int gidx = lua_gettop(L);
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
   lua_getiuservalue(L, gidx, GROUP_UV_FN);
-  lua_remove(L, gidx); /* slots fn */
-  lua_rawgeti(L, gidx, lr->group_index);
-  if (!lr->keep_args) {
-    lua_pushnil(L);
-    lua_rawseti(L, gidx, lr->group_index);
-  }
+  /* The argument stays in its slot (the result takes its place); unless
+   * retries need it again, the run has none from now on (what makes its
+   * Future leaves it out). */
+  lua_rawgeti(L, gidx + 1, lr->group_index);
+  if (!lr->keep_args)
+    lr->nargs = 0;
   return 1;
 }
 

@@ -546,6 +546,7 @@ static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
   mfl_state *S = lr->S;
   if (!lr->quiet)
     mfl_log_run(S, lifecycle_level(lr), run, "task run started");
+  int base = lua_gettop(L);
   int nargs = mfl_group_push_attempt(L, lr);
   int slots = lua_gettop(L) - nargs - 1;
   lua_State *co = lr->co = take_spare(L, S);
@@ -564,14 +565,14 @@ static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
       lua_xmove(co, L, 1);
     lr->nresults = nres;
     mfl_group_store_result(L, slots, lr);
-    lua_pop(L, 1); /* the slots */
+    lua_settop(L, base);
     lua_settop(co, 0);
     give_back(L, lr, 0, co);
     mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
     log_outcome(L, run, lr, 0);
     return;
   }
-  lua_pop(L, 1);              /* the slots */
+  lua_settop(L, base);
   mfl_push_future_of(L, run); /* made now, unless the body made it */
   end_step(L, run, lr, lua_gettop(L), co, status, nres);
 }
@@ -581,7 +582,7 @@ static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_state *S = lr->S;
   lua_State *L = S->L;
   int top = lua_gettop(L);
-  if (lr->group && simple_grouped(lr, reason)) {
+  if (lr->group && lr->group_held && simple_grouped(lr, reason)) {
     step_grouped(L, run, lr);
     lua_settop(L, top);
     return;

@@ -509,11 +509,12 @@ static void make_mapped_run(lua_State *L, mfl_state *S, const map_plan *p,
 /* The same, for a map whose runs go in a group (group.c): the element of
  * the one mapped argument is the run's argument. */
 static void make_grouped_run(lua_State *L, mfl_state *S, const map_plan *p,
-                             lua_Integer r, int group, const char *name) {
+                             lua_Integer r, int group, int slots,
+                             const char *name) {
   int arg = lua_gettop(L) + 1;
   lua_rawgeti(L, p->first, r);
   mf_run *run = mfl_new_grouped_run(L, S);
-  mfl_group_adopt(L, group, run, arg);
+  mfl_group_adopt(L, group, slots, run, arg);
   setup_run(L, S, 1, run, arg, 1, name);
   if (p->kinds[0] == ARG_ARRAY)
     note_resolve(L, mf_run_body(run), arg, mfl_scan_arg(L, arg, run));
@@ -564,10 +565,15 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_push_hot(L, S, &hot);
   lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
   const char *name = lua_tostring(L, -1); /* anchored by the task */
+  int slots = 0;
+  if (job->group) {
+    mfl_group_push_slots(L, job->group);
+    slots = lua_gettop(L);
+  }
   while (job->next <= job->plan.length) {
     lua_Integer r = job->next++;
     if (job->group) {
-      make_grouped_run(L, S, &job->plan, r, job->group, name);
+      make_grouped_run(L, S, &job->plan, r, job->group, slots, name);
     } else {
       make_mapped_run(L, S, &job->plan, r, &hot, name);
       lua_rawseti(L, job->list, r);
