@@ -426,36 +426,40 @@ int mfl_group_list_wait(lua_State *L, double timeout) {
                   group_wait_k);
 }
 
+/* One pass over the runs (a million of them do not fit in the cache):
+ * each completed run's result goes in place; the failure that finished
+ * first and the runs not final are noted on the way. */
 static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   mfl_group *g = lua_touserdata(L, 4);
   size_t n = (size_t)g->n;
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
-  if (raise) {
-    size_t failed = mfl_first_failure(g->runs, n);
-    if (failed) {
-      materialize(L, 4, (lua_Integer)failed);
-      return mfl_push_results(L, lua_gettop(L), 1, 1);
-    }
-  }
-  if (timed_out) {
-    size_t unfinished = 0;
-    for (size_t i = 0; i < n; i++)
-      unfinished += !mf_run_is_final(g->runs[i]);
-    if (unfinished > 0)
-      return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
-                       (lua_Integer)unfinished, (lua_Integer)n);
-  }
   lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
   int results = lua_gettop(L);
   lua_createtable(L, (int)n, 1);
   int out = lua_gettop(L);
+  size_t failed = 0, unfinished = 0;
+  double failed_at = 0;
   for (size_t i = 1; i <= n; i++) {
     mf_run *run = g->runs[i - 1];
     mfl_run *lr = mf_run_body(run);
-    if (lr->group == g && lr->group_result &&
-        mf_run_state_type(run) == MF_COMPLETED) {
+    if (!mf_run_is_final(run)) {
+      unfinished++;
+      continue;
+    }
+    if (mf_run_state_type(run) != MF_COMPLETED) {
+      const mf_state *history;
+      size_t len = mf_run_history(run, &history);
+      double at = history[len - 1].timestamp;
+      if (failed == 0 || at < failed_at) {
+        failed = i;
+        failed_at = at;
+      }
+      if (raise)
+        continue;
+    }
+    if (lr->group == g && lr->group_result) {
       mf_run_mark_handled(run);
       if (lr->nresults != 0)
         lua_rawgeti(L, results, (lua_Integer)i);
@@ -468,6 +472,13 @@ static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
     }
     lua_rawseti(L, out, (lua_Integer)i);
   }
+  if (raise && failed) {
+    materialize(L, 4, (lua_Integer)failed);
+    return mfl_push_results(L, lua_gettop(L), 1, 1);
+  }
+  if (timed_out && unfinished > 0)
+    return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
+                     (lua_Integer)unfinished, (lua_Integer)n);
   lua_pushinteger(L, (lua_Integer)n);
   lua_setfield(L, out, "n");
   return 1;
@@ -477,9 +488,15 @@ int mfl_group_list_result(lua_State *L, double timeout, int raise) {
   lua_settop(L, 3);
   mfl_group *g = push_list_group(L, 1);
   size_t n = (size_t)g->n, pending = 0;
-  for (size_t i = 0; i < n; i++)
-    pending += !mf_run_is_final(g->runs[i]);
-  if (pending == 0 || (raise && mfl_first_failure(g->runs, n)))
+  int failure = 0;
+  for (size_t i = 0; i < n && !failure; i++) {
+    mf_run *run = g->runs[i];
+    if (!mf_run_is_final(run))
+      pending++;
+    else
+      failure = raise && mf_run_state_type(run) != MF_COMPLETED;
+  }
+  if (pending == 0 || failure)
     return group_result_k(L, LUA_OK, 0);
   return mfl_wait(L, g->runs, n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL,
                   timeout, 0, group_result_k);
