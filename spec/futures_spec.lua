@@ -872,7 +872,9 @@ end
 
 function TestAsCompleted:test_yields_failed_runs_too()
   local bad = fail:submit("x", 0.01)
-  local good = sleep_then:submit(0.03)
+  -- (good starts once bad is final: the order is not left to two sleeps,
+  -- which a busy machine or two workers' timers may swap)
+  local good = sleep_then:with({ wait_for = { mf.allow_failure(bad) } }):submit(0)
   local got = collect(mf.as_completed({ good, bad }))
   lu.assertEquals(#got, 2)
   lu.assertIs(got[1], bad)
