@@ -125,6 +125,8 @@ struct mf_run {
   unsigned visit_epoch;
   unsigned body_size;
   unsigned park_ticket; /* counts external parks (mf_run_park) */
+  unsigned live_children; /* (here, where it fills what the pointers'
+                             alignment would leave empty) */
   mf_state *history;
   mf_state history_inline[MF_HISTORY_INLINE];
 
@@ -135,7 +137,6 @@ struct mf_run {
   mf_run *parent;
   mf_run *first_child;
   mf_run *prev_sibling, *next_sibling;
-  size_t live_children;
 
   mf_waiter *waiter;     /* inputs or the body's park; NULL until needed */
   mf_wait_node *waiters; /* nodes of waiters on this run */
