@@ -99,35 +99,35 @@ typedef enum mfl_yield {
 /* The body of a run created from Lua. */
 typedef struct mfl_run {
   mfl_state *S;
-  int pin;       /* ref in the pins table while held, else LUA_NOREF */
-  int group_index; /* in its map's group (group.c): its index there */
   lua_State *co; /* the coroutine while the body runs, else NULL */
-  int nargs;     /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
-  int nresults;  /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
-  unsigned char kind;
-  unsigned char needs_resolve;  /* arguments hold futures or wrappers */
-  unsigned char resolve_tables; /* ... inside tables (resolving may raise) */
-  unsigned char keep_args;      /* retries: the arguments serve every attempt */
-  unsigned char box_alive;      /* the Future userdata exists */
-  unsigned char has_outcome;    /* a flow chose its final state */
-  unsigned char yield;          /* mfl_yield: why co yielded last */
-  unsigned char co_in_box;      /* co is anchored in MFL_UV_CO */
-  unsigned char quiet;          /* no lifecycle log lines */
-  unsigned char log_prints;     /* print goes to the log during its steps */
-  unsigned char noted;          /* passed on errors of others (origin.c) */
-  unsigned char cached;         /* its task caches or persists results */
-  unsigned char runner_flow;    /* a flow with a task_runner (runners.c) */
-  unsigned char group_held;     /* held: its group is pinned for it */
-  unsigned char group_result;   /* its result is in its group's slot */
-  mf_state_type outcome_type;
-  mf_state_name outcome_name;
-  void *remote; /* the job a remote attempt is parked on (runners.c) */
+  void *remote;  /* the job a remote attempt is parked on (runners.c) */
   struct mfl_io_wait *io; /* the I/O it is parked on (io.c): stopped when
                              its body is abandoned */
   struct mfl_note *note;  /* store or cache: what its final state carries */
   /* A run of a map made without its Future (group.c): its values are in
    * the group until the Future is made; NULL once it is. */
   struct mfl_group *group;
+  int pin;         /* ref in the pins table while held, else LUA_NOREF */
+  int group_index; /* in its map's group (group.c): its index there */
+  /* (small fields last, packed: the record is one malloc chunk per run) */
+  signed char nargs;    /* arguments in MFL_UV_ARGS: 0, 1, or packed (-1) */
+  signed char nresults; /* results in MFL_UV_RESULT: 0, 1, or packed (-1) */
+  unsigned char kind;
+  unsigned char needs_resolve;  /* arguments hold futures or wrappers */
+  unsigned char resolve_tables; /* ... inside tables (resolving may raise) */
+  unsigned char has_outcome;    /* a flow chose its final state */
+  unsigned char yield;          /* mfl_yield: why co yielded last */
+  unsigned char co_in_box;      /* co is anchored in MFL_UV_CO */
+  unsigned char outcome_type;   /* mf_state_type (has_outcome) */
+  unsigned char outcome_name;   /* mf_state_name (has_outcome) */
+  unsigned keep_args : 1;       /* retries: the arguments serve every attempt */
+  unsigned quiet : 1;           /* no lifecycle log lines */
+  unsigned log_prints : 1;      /* print goes to the log during its steps */
+  unsigned noted : 1;           /* passed on errors of others (origin.c) */
+  unsigned cached : 1;          /* its task caches or persists results */
+  unsigned runner_flow : 1;     /* a flow with a task_runner (runners.c) */
+  unsigned group_held : 1;      /* held: its group is pinned for it */
+  unsigned group_result : 1;    /* its result is in its group's slot */
 } mfl_run;
 
 typedef struct mfl_future {
@@ -164,7 +164,7 @@ MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
 MFL_INTERNAL void mfl_push_future_of(lua_State *L, mf_run *run);
 /* Whether the run's Future can be pushed (mfl_push_future_of): it is
  * held, pinned or in its pinned group. */
-#define mfl_run_reachable(lr)                                                 \
+#define mfl_run_reachable(lr)                                                  \
   ((lr)->pin != LUA_NOREF || ((lr)->group && (lr)->group_held))
 MFL_INTERNAL mfl_future *mfl_to_future(lua_State *L, int idx);
 MFL_INTERNAL mfl_future *mfl_check_future(lua_State *L, int idx);
@@ -296,8 +296,7 @@ MFL_INTERNAL void mfl_group_release(lua_State *L, mfl_run *lr);
 MFL_INTERNAL int mfl_group_push_attempt(lua_State *L, mfl_run *lr);
 /* Pops the value on top into the slots at that index: the grouped run's
  * result. */
-MFL_INTERNAL void mfl_group_store_result(lua_State *L, int slots,
-                                         mfl_run *lr);
+MFL_INTERNAL void mfl_group_store_result(lua_State *L, int slots, mfl_run *lr);
 /* Whether the value at idx is a FutureList; a lazy one has every Future
  * made, so that it can be read raw.  Code that reads lists raw calls it. */
 MFL_INTERNAL int mfl_list_expand(lua_State *L, int idx);

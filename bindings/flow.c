@@ -83,8 +83,8 @@ static int l_set_outcome(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mf_run *run = need_run(L, S, "set_outcome");
   mfl_run *lr = mf_run_body(run);
-  lr->outcome_type = type_from_string(L, 1);
-  lr->outcome_name = name_from_string(L, 2);
+  lr->outcome_type = (unsigned char)type_from_string(L, 1);
+  lr->outcome_name = (unsigned char)name_from_string(L, 2);
   lr->has_outcome = 1;
   if (lua_isnoneornil(L, 3) && lua_isnoneornil(L, 4))
     return 0;

@@ -396,7 +396,6 @@ static int future_gc(lua_State *L) {
   if (lr->pin != LUA_NOREF && lua_getstack(L, 1, &caller))
     return 0;
   f->run = NULL;
-  lr->box_alive = 0;
   /* Even after the engine closed: its memory lasts until its last run is
    * released, here.  The run may outlive this userdata (a downstream
    * run's reference): keep its name, which points into the task this

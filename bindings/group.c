@@ -114,8 +114,8 @@ static void release(lua_State *L, mfl_group *g) {
 void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
                         lua_Integer length) {
   task_idx = lua_absindex(L, task_idx);
-  size_t size = sizeof(mfl_group) + (size_t)(length ? length : 1) *
-                                        sizeof(mf_run *);
+  size_t size =
+      sizeof(mfl_group) + (size_t)(length ? length : 1) * sizeof(mf_run *);
   mfl_group *g = lua_newuserdatauv(L, size, GROUP_NUV);
   g->S = S;
   g->n = 0;
@@ -236,7 +236,6 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   lr->group_result = 0;
   mf_run_ref(run);
   f->run = run;
-  lr->box_alive = 1;
   lr->group = NULL;
   if (lr->group_held) { /* the Future takes the pin from the group */
     lr->group_held = 0;
@@ -504,12 +503,10 @@ int mfl_group_list_result(lua_State *L, double timeout, int raise) {
 
 /* }====== */
 
-static const luaL_Reg list_fields[] = {{"__index", list_index},
-                                       {"__len", list_len},
-                                       {"__newindex", list_newindex},
-                                       {"__pairs", list_pairs},
-                                       {"__tostring", list_tostring},
-                                       {NULL, NULL}};
+static const luaL_Reg list_fields[] = {
+    {"__index", list_index},       {"__len", list_len},
+    {"__newindex", list_newindex}, {"__pairs", list_pairs},
+    {"__tostring", list_tostring}, {NULL, NULL}};
 
 void mfl_open_group(lua_State *L) {
   lua_createtable(L, 0, 3); /* the group's metatable */

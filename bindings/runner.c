@@ -324,8 +324,10 @@ static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
     mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
     return;
   }
-  mf_state_type type = lr->has_outcome ? lr->outcome_type : MF_COMPLETED;
-  mf_state_name name = lr->has_outcome ? lr->outcome_name : MF_NAME_COMPLETED;
+  mf_state_type type =
+      lr->has_outcome ? (mf_state_type)lr->outcome_type : MF_COMPLETED;
+  mf_state_name name =
+      lr->has_outcome ? (mf_state_name)lr->outcome_name : MF_NAME_COMPLETED;
   if (mf_run_timed_out(run)) {
     /* It returned after its deadline (it caught its TimedOut). */
     lua_settop(co, 0);
@@ -381,8 +383,8 @@ static void on_error(lua_State *L, mf_run *run, mfl_run *lr, int box,
   if (mf_run_timed_out(run)) {
     name = MF_NAME_TIMED_OUT;
   } else if (lr->has_outcome) {
-    type = lr->outcome_type;
-    name = lr->outcome_name;
+    type = (mf_state_type)lr->outcome_type;
+    name = (mf_state_name)lr->outcome_name;
   } else if (status == LUA_ERRMEM) {
     type = MF_CRASHED;
     name = MF_NAME_CRASHED;
@@ -788,7 +790,6 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   mfl_run *lr = mf_run_body(run);
   lr->S = S;
   lr->kind = (unsigned char)kind;
-  lr->box_alive = 1;
   if (task_idx) {
     lua_pushvalue(L, task_idx);
     lua_setiuservalue(L, -2, MFL_UV_TASK);

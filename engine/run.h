@@ -124,7 +124,7 @@ struct mf_run {
   unsigned short history_len, history_cap;
   unsigned visit_epoch;
   unsigned body_size;
-  unsigned park_ticket; /* counts external parks (mf_run_park) */
+  unsigned park_ticket;   /* counts external parks (mf_run_park) */
   unsigned live_children; /* (here, where it fills what the pointers'
                              alignment would leave empty) */
   mf_state *history;
