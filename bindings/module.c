@@ -93,14 +93,16 @@ static int is_kind_slow(lua_State *L, const char *key, kind_seen *seen,
   const void *mt = lua_topointer(L, -1);
   int same = lua_rawgeti(L, -1, 1) == LUA_TLIGHTUSERDATA &&
              lua_touserdata(L, -1) == key;
-  lua_pop(L, 1);
-  if (same && lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE &&
-      lua_topointer(L, -1) == mt) {
-    seen->key = key;
-    seen->mt = mt;
-    seen->gen = gen;
-  }
   lua_pop(L, 2);
+  if (same) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+    if (lua_topointer(L, -1) == mt) {
+      seen->key = key;
+      seen->mt = mt;
+      seen->gen = gen;
+    }
+    lua_pop(L, 1);
+  }
   return same;
 }
 
