@@ -17,7 +17,9 @@ typedef struct scan_target {
   mf_run *run;
   int collector; /* stack index, or 0 */
   int collected;
-  int seen; /* stack index of the table of searched tables, or 0 */
+  int seen; /* stack slot of the table of searched tables (nil until made) */
+  int seen_made;
+  int root; /* stack index of the first plain table, 0 before, -1 after */
 } scan_target;
 
 static void add_input(lua_State *L, scan_target *t, int idx, int allow) {
@@ -83,31 +85,50 @@ static int scan_table(lua_State *L, int idx, scan_target *t, int depth) {
                      "a table through mf.quote: it is then not searched)",
                      MFL_MAX_DEPTH);
   luaL_checkstack(L, 8, "argument tables nest too deep");
-  if (!t->seen) {
-    lua_newtable(L);
-    t->seen = lua_gettop(L);
-    /* The seen table stays on the stack until the outermost scan ends. */
-  }
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, t->seen) != LUA_TNIL) {
-    int found = lua_toboolean(L, -1);
+  /* The first plain table (a group of futures, most often) holds no other:
+   * the table of searched tables is made when one is met inside it, with
+   * the first marked as being searched. */
+  int is_root = t->root == 0;
+  if (is_root) {
+    t->root = idx;
+  } else {
+    if (!t->seen_made) {
+      lua_newtable(L);
+      lua_replace(L, t->seen);
+      t->seen_made = 1;
+      if (t->root > 0) {
+        lua_pushvalue(L, t->root);
+        lua_pushboolean(L, 0);
+        lua_rawset(L, t->seen);
+      }
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, t->seen) != LUA_TNIL) {
+      int found = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      return found;
+    }
     lua_pop(L, 1);
-    return found;
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 0);
+    lua_rawset(L, t->seen);
   }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_pushboolean(L, 0);
-  lua_rawset(L, t->seen);
   int found = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    found |= scan(L, lua_gettop(L), t, depth + 1);     /* the value */
-    found |= scan(L, lua_gettop(L) - 1, t, depth + 1); /* the key */
+    found |= scan(L, lua_gettop(L), t, depth + 1); /* the value */
+    int key_type = lua_type(L, -2);
+    if (key_type == LUA_TTABLE || key_type == LUA_TUSERDATA)
+      found |= scan(L, lua_gettop(L) - 1, t, depth + 1); /* the key */
     lua_pop(L, 1);
   }
-  lua_pushvalue(L, idx);
-  lua_pushboolean(L, found);
-  lua_rawset(L, t->seen);
+  if (is_root)
+    t->root = -1; /* its slot may be reused: never marked later */
+  if (t->seen_made) {
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, found);
+    lua_rawset(L, t->seen);
+  }
   return found;
 }
 
@@ -139,9 +160,11 @@ int mfl_scan_arg(lua_State *L, int idx, mf_run *run) {
       luaL_error(L, "moonflow: out of memory");
     return f != NULL;
   }
+  idx = lua_absindex(L, idx);
   int top = lua_gettop(L);
-  scan_target t = {run, 0, 0, 0};
-  int found = scan(L, lua_absindex(L, idx), &t, 0);
+  lua_pushnil(L); /* the slot of the table of searched tables */
+  scan_target t = {run, 0, 0, top + 1, 0, 0};
+  int found = scan(L, idx, &t, 0);
   lua_settop(L, top);
   return found;
 }
@@ -152,7 +175,8 @@ int mfl_scan_collect(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   lua_newtable(L);
   int top = lua_gettop(L);
-  scan_target t = {NULL, top, 0, 0};
+  lua_pushnil(L); /* the slot of the table of searched tables */
+  scan_target t = {NULL, top, 0, top + 1, 0, 0};
   int found = scan(L, idx, &t, 0);
   lua_settop(L, top);
   return found;
@@ -173,71 +197,101 @@ void mfl_add_collected(lua_State *L, int idx, mf_run *run) {
 
 /* {====== Resolution ====== */
 
-static void resolve(lua_State *L, int memo, int depth);
+/* Where a resolution keeps its memo (tables to their replacements, for
+ * cycles and sharing): a stack slot, nil until a plain table is met inside
+ * the first one (root), which is then marked as being resolved. */
+typedef struct resolving {
+  int memo;
+  int root; /* stack slot of the first plain table, 0 before, -1 after */
+} resolving;
+
+static void resolve(lua_State *L, resolving *r, int depth);
+
+/* Resolves the key and value on top (key value -> key' value'). */
+static void resolve_pair(lua_State *L, resolving *r, int depth) {
+  resolve(L, r, depth);
+  int key_type = lua_type(L, -2);
+  if (key_type == LUA_TTABLE || key_type == LUA_TUSERDATA) {
+    lua_insert(L, -2);
+    resolve(L, r, depth);
+    lua_insert(L, -2);
+  }
+}
 
 /* Replaces the plain table on top by a copy with resolved keys and values,
- * if any of them changes; memo maps tables to their replacements (cycles,
- * sharing).  Never raises: deeper than the scan allowed (a table changed
- * after submit), or with no stack left, it is left as it is. */
-static void resolve_table(lua_State *L, int memo, int depth) {
+ * if any of them changes.  Never raises but out of memory: deeper than the
+ * scan allowed (a table changed after submit), or with no stack left, it
+ * is left as it is. */
+static void resolve_table(lua_State *L, resolving *r, int depth) {
   int t = lua_gettop(L);
   if (depth > MFL_MAX_DEPTH || !lua_checkstack(L, 8))
     return;
-  if (lua_isnil(L, memo)) {
-    lua_newtable(L);
-    lua_replace(L, memo);
+  int is_root = r->root == 0;
+  if (is_root) {
+    r->root = t;
+  } else {
+    if (lua_isnil(L, r->memo)) {
+      lua_newtable(L);
+      lua_replace(L, r->memo);
+      if (r->root > 0) {
+        lua_pushvalue(L, r->root);
+        lua_pushvalue(L, r->root);
+        lua_rawset(L, r->memo);
+      }
+    }
+    lua_pushvalue(L, t);
+    if (lua_rawget(L, r->memo) != LUA_TNIL) {
+      lua_replace(L, t);
+      return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, t);
+    lua_pushvalue(L, t);
+    lua_rawset(L, r->memo); /* provisional: a cycle sees the original */
   }
-  lua_pushvalue(L, t);
-  if (lua_rawget(L, memo) != LUA_TNIL) {
-    lua_replace(L, t);
-    return;
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, t);
-  lua_pushvalue(L, t);
-  lua_rawset(L, memo); /* provisional: a cycle sees the original */
   /* First pass: does anything change?  Second pass (only then): copy. */
   int changed = 0;
   lua_pushnil(L);
   while (!changed && lua_next(L, t)) { /* key value */
-    lua_pushvalue(L, -1);
-    resolve(L, memo, depth + 1);
-    changed = !lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    lua_pushvalue(L, -1);
-    resolve(L, memo, depth + 1);
-    changed = changed || !lua_rawequal(L, -1, -2);
-    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2); /* key value key value */
+    resolve_pair(L, r, depth + 1);
+    changed = !lua_rawequal(L, -1, -3) || !lua_rawequal(L, -2, -4);
+    lua_pop(L, 3);
   }
   lua_settop(L, t);
-  if (!changed)
-    return;
-  lua_newtable(L);
-  int copy = t + 1;
-  lua_pushnil(L);
-  while (lua_next(L, t)) { /* key value */
-    resolve(L, memo, depth + 1);
-    lua_pushvalue(L, -2);
-    resolve(L, memo, depth + 1); /* key value' key' */
-    lua_insert(L, -2);
-    if (!lua_isnil(L, -2))
-      lua_rawset(L, copy); /* key */
-    else
-      lua_pop(L, 2);
+  if (changed) {
+    lua_createtable(L, (int)lua_rawlen(L, t), 0);
+    int copy = t + 1;
+    lua_pushnil(L);
+    while (lua_next(L, t)) { /* key value */
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2); /* key key value */
+      resolve_pair(L, r, depth + 1);
+      if (!lua_isnil(L, -2))
+        lua_rawset(L, copy); /* key */
+      else
+        lua_pop(L, 2);
+    }
+    if (!lua_isnil(L, r->memo)) {
+      lua_pushvalue(L, t);
+      lua_pushvalue(L, copy);
+      lua_rawset(L, r->memo);
+    }
+    lua_replace(L, t);
   }
-  lua_pushvalue(L, t);
-  lua_pushvalue(L, copy);
-  lua_rawset(L, memo);
-  lua_replace(L, t);
+  if (is_root)
+    r->root = -1; /* its slot is reused: never marked later */
   lua_settop(L, t);
 }
 
-static void resolve(lua_State *L, int memo, int depth) {
+static void resolve(lua_State *L, resolving *r, int depth) {
   int top = lua_gettop(L);
+  mfl_future *f;
   switch (lua_type(L, top)) {
   case LUA_TUSERDATA:
-    if (mfl_to_future(L, top)) {
-      mfl_push_results(L, top, 0, 1);
+    if ((f = mfl_to_future(L, top)) != NULL) {
+      mfl_push_results_of(L, top, f, 0, 1);
       lua_replace(L, top);
     }
     return;
@@ -247,7 +301,7 @@ static void resolve(lua_State *L, int memo, int depth) {
     return;
   }
   if (!lua_getmetatable(L, top))
-    return resolve_table(L, memo, depth);
+    return resolve_table(L, r, depth);
   lua_pop(L, 1);
   if (mfl_list_expand(L, top)) {
     /* A FutureList stands for the array of its runs' first results. */
@@ -255,8 +309,8 @@ static void resolve(lua_State *L, int memo, int depth) {
     lua_createtable(L, (int)n, 1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, top, i);
-      if (mfl_to_future(L, -1)) {
-        mfl_push_results(L, lua_gettop(L), 0, 1);
+      if ((f = mfl_to_future(L, -1)) != NULL) {
+        mfl_push_results_of(L, lua_gettop(L), f, 0, 1);
         lua_remove(L, -2);
       }
       lua_rawseti(L, -2, i);
@@ -270,26 +324,28 @@ static void resolve(lua_State *L, int memo, int depth) {
   } else if (mfl_is_kind(L, top, &mfl_key_allow_mt) ||
              mfl_is_kind(L, top, &mfl_key_unmapped_mt)) {
     lua_rawgeti(L, top, 1);
-    resolve(L, memo, depth + 1);
+    resolve(L, r, depth + 1);
     lua_replace(L, top);
   }
 }
 
 void mfl_resolve_value(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  mfl_future *f =
-      lua_type(L, idx) == LUA_TUSERDATA ? mfl_to_future(L, idx) : NULL;
-  if (f && mf_run_state_type(f->run) == MF_COMPLETED) {
-    mfl_push_results(L, idx, 0, 1); /* the chain's case: no memo */
+  int type = lua_type(L, idx);
+  mfl_future *f = type == LUA_TUSERDATA ? mfl_to_future(L, idx) : NULL;
+  if (f) {
+    mfl_push_results_of(L, idx, f, 0, 1); /* the chain's case: no memo */
     lua_replace(L, idx);
     return;
   }
-  lua_pushnil(L); /* the memo, made by the first plain table met */
-  int memo = lua_gettop(L);
+  if (type != LUA_TTABLE)
+    return;
+  lua_pushnil(L); /* the memo, made when a second plain table is met */
+  resolving r = {lua_gettop(L), 0};
   lua_pushvalue(L, idx);
-  resolve(L, memo, 0);
+  resolve(L, &r, 0);
   lua_replace(L, idx);
-  lua_settop(L, memo - 1);
+  lua_settop(L, r.memo - 1);
 }
 
 /* core.resolve(value) -> value with its final futures replaced by results

@@ -258,6 +258,9 @@ MFL_INTERNAL int mfl_luv_running(lua_State *L, mfl_state *S);
  * pushes it, when raise is 0). */
 MFL_INTERNAL int mfl_push_results(lua_State *L, int idx, int raise,
                                   int first_only);
+/* The same for f, the Future at idx its caller has checked. */
+MFL_INTERNAL int mfl_push_results_of(lua_State *L, int idx, mfl_future *f,
+                                     int raise, int first_only);
 /* Pushes the error value of the final run at idx that did not complete
  * (without counting as handling it). */
 MFL_INTERNAL void mfl_push_error_value(lua_State *L, int idx);

@@ -88,7 +88,13 @@ void mfl_push_error_value(lua_State *L, int idx) {
 }
 
 int mfl_push_results(lua_State *L, int idx, int raise, int first_only) {
-  mf_run *run = mfl_check_future(L, idx)->run;
+  return mfl_push_results_of(L, idx, mfl_check_future(L, idx), raise,
+                             first_only);
+}
+
+int mfl_push_results_of(lua_State *L, int idx, mfl_future *f, int raise,
+                        int first_only) {
+  mf_run *run = f->run;
   mfl_run *lr = mf_run_body(run);
   mf_run_mark_handled(run);
   if (mf_run_state_type(run) != MF_COMPLETED) {

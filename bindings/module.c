@@ -5,6 +5,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,31 @@ void mfl_protect_mt(lua_State *L) {
   lua_setfield(L, -2, "__metatable");
 }
 
+/* {------ Kinds ------
+ * A moonflow metatable holds its key at [1] and is registered under it.
+ * mfl_is_kind is on every hot path (each Future argument, each submit), so
+ * each thread remembers, per key, the registered metatable it last found:
+ * the check is then one pointer comparison.  A remembered pointer is only
+ * ever a registered metatable, which is freed only after its state closes
+ * or another is registered under its key; both bump the generation, which
+ * forgets every remembered pointer (of every thread) before that memory
+ * could hold another table. */
+
+#define KIND_SLOTS 16
+
+typedef struct kind_seen {
+  const char *key;
+  const void *mt;
+  unsigned gen;
+} kind_seen;
+
+static atomic_uint kind_generation = 1;
+static _Thread_local kind_seen kinds_seen[KIND_SLOTS];
+
+static void forget_kinds(void) {
+  atomic_fetch_add_explicit(&kind_generation, 1, memory_order_acq_rel);
+}
+
 void mfl_register_mt(lua_State *L, const char *key) {
   /* Errors are the exception: their metatable is mf.Error. */
   if (key != &mfl_key_error_mt)
@@ -56,16 +83,43 @@ void mfl_register_mt(lua_State *L, const char *key) {
   lua_pushlightuserdata(L, (void *)key);
   lua_rawseti(L, -2, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  forget_kinds();
+}
+
+/* The metatable on top is not the one remembered for key: the check by
+ * its [1]; remembered if it is the registered one. */
+static int is_kind_slow(lua_State *L, const char *key, kind_seen *seen,
+                        unsigned gen) {
+  const void *mt = lua_topointer(L, -1);
+  int same = lua_rawgeti(L, -1, 1) == LUA_TLIGHTUSERDATA &&
+             lua_touserdata(L, -1) == key;
+  lua_pop(L, 2);
+  if (same) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+    if (lua_topointer(L, -1) == mt) {
+      seen->key = key;
+      seen->mt = mt;
+      seen->gen = gen;
+    }
+    lua_pop(L, 1);
+  }
+  return same;
 }
 
 int mfl_is_kind(lua_State *L, int idx, const char *key) {
   if (!lua_getmetatable(L, idx))
     return 0;
-  int same = lua_rawgeti(L, -1, 1) == LUA_TLIGHTUSERDATA &&
-             lua_touserdata(L, -1) == key;
-  lua_pop(L, 2);
-  return same;
+  unsigned gen = atomic_load_explicit(&kind_generation, memory_order_acquire);
+  kind_seen *seen = &kinds_seen[(uintptr_t)key % KIND_SLOTS];
+  if (seen->mt == lua_topointer(L, -1) && seen->key == key &&
+      seen->gen == gen) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return is_kind_slow(L, key, seen, gen);
 }
+
+/* }------ */
 
 mfl_future *mfl_to_future(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TUSERDATA ||
@@ -314,6 +368,7 @@ static void on_engine_close(mf_engine *engine, void *data) {
 
 static int state_gc(lua_State *L) {
   mfl_state *S = lua_touserdata(L, 1);
+  forget_kinds(); /* its metatables are freed next */
   if (!S || !S->engine || S->closed) {
     if (S) {
       S->observing = 0; /* the host closed the engine: nothing to remove */

@@ -785,15 +785,17 @@ static int task_tostring(lua_State *L) {
   return 1;
 }
 
+/* The methods first: t:submit(...) is the hot path (core.Task has no
+ * "name": that is the task's own). */
 static int task_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL)
+    return 1;
   const char *key = lua_tostring(L, 2);
   if (key && strcmp(key, "name") == 0) {
     check_task(L, 1);
     lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
-    return 1;
   }
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(2));
   return 1;
 }
 

@@ -22,7 +22,8 @@ void mf__waiter_init(mf_waiter *w, mf_engine *e, mf_run *owner) {
 
 int mf__waiter_add(mf_waiter *w, mf_run *target, int allow_fail) {
   if (w->count == w->capacity) {
-    size_t cap = w->capacity * 2;
+    /* (from the inline node straight to 4: a fan-in has a few inputs) */
+    size_t cap = w->capacity == 1 ? 4 : w->capacity * 2;
     mf_wait_node *nodes;
     if (w->nodes == &w->inline_node) {
       nodes = malloc(cap * sizeof *nodes);
@@ -285,10 +286,23 @@ int mf__deadlock_in_cycle(mf_engine *e, mf_run *run) {
   return 0;
 }
 
+/* The search reaches a run only through a wait on it or on one of its
+ * ancestors (a flow waits for its tree), or from the target itself: with
+ * none of those (a top-level chain, a DAG's root), there is no cycle, and
+ * no graph to walk. */
+static int reachable(const mf_run *waiter_run, const mf_run *target) {
+  for (const mf_run *p = waiter_run; p; p = p->parent)
+    if (p == target || p->waiters)
+      return 1;
+  return 0;
+}
+
 static int search(mf_engine *e, mf_run *waiter_run, mf_run *target,
                   int every_wait) {
   if (target == waiter_run)
     return 1;
+  if (!reachable(waiter_run, target))
+    return 0;
   run_stack stack = {0};
   unsigned epoch = ++e->epoch;
   int found = 0;

@@ -134,6 +134,58 @@ function TestResolution:test_table_holding_futures_is_copied_not_changed()
   lu.assertEquals(arg.n, 1)
 end
 
+function TestResolution:test_cycle_back_to_the_argument_table()
+  h.shared_memory("a cycle inside the argument is seen as the caller's table")
+  local a = value:submit(0.01, "A")
+  local arg = { f = a }
+  arg.self = arg
+  arg.inner = { back = arg, g = a }
+  local got = echo:submit(arg):result()[1]
+  lu.assertNotIs(got, arg)
+  lu.assertEquals(got.f, "A")
+  lu.assertEquals(got.inner.g, "A")
+  -- The copy is made once the table is done: a cycle sees the original.
+  lu.assertIs(got.self, arg)
+  lu.assertIs(got.inner.back, arg)
+  lu.assertIs(arg.f, a)
+end
+
+function TestResolution:test_future_reached_only_through_a_cycle_is_waited_for()
+  h.shared_memory("the copy leads back to the caller's table, holding the Future")
+  local a = value:submit(0.02, "A")
+  local arg = { inner = {} }
+  arg.inner.back = arg
+  arg.inner.f = a
+  local got = echo:submit(arg):result()[1]
+  lu.assertTrue(a:done(), "the run started before its input")
+  lu.assertEquals(got.inner.f, "A")
+end
+
+function TestResolution:test_shared_subtable_is_copied_once()
+  local a = value:submit(0.01, "A")
+  local shared = { a }
+  local got = echo:submit({ x = shared, y = shared, { shared } }):result()[1]
+  lu.assertIs(got.x, got.y)
+  lu.assertIs(got[1][1], got.x)
+  lu.assertEquals(got.x, { "A" })
+end
+
+function TestResolution:test_futures_as_keys_are_resolved()
+  local k = value:submit(0.01, "key")
+  local v = value:submit(0.01, "value")
+  local got = echo:submit({ [k] = v, [{ k }] = 1 }):result()[1]
+  lu.assertEquals(got.key, "value")
+  local n = 0
+  for key, val in pairs(got) do
+    n = n + 1
+    if type(key) == "table" then
+      lu.assertEquals(key, { "key" })
+      lu.assertEquals(val, 1)
+    end
+  end
+  lu.assertEquals(n, 2)
+end
+
 function TestResolution:test_table_without_futures_is_the_same_table()
   h.shared_memory("the identity of the table a task gets and changes")
   local arg = { 1, 2, { 3 } }
