@@ -55,7 +55,11 @@ static const char key_group_mt, key_list_fields, key_next;
 /* {====== The group and its runs ====== */
 
 static int group_gc(lua_State *L) {
-  mfl_group *g = lua_touserdata(L, 1);
+  /* Only a group's own metatable calls it; by hand (debug), anything. */
+  int ours = lua_getmetatable(L, 1) &&
+             lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt) &&
+             lua_rawequal(L, -1, -2);
+  mfl_group *g = ours ? lua_touserdata(L, 1) : NULL;
   lua_Debug caller;
   /* By hand (debug.getmetatable) while it serves held runs: refused. */
   if (!g || g->collected || (g->held > 0 && lua_getstack(L, 1, &caller)))
@@ -335,8 +339,11 @@ int mfl_list_expand(lua_State *L, int idx) {
 
 /* __index(list, k): run k's Future, made now; or a FutureList method. */
 static int list_index(lua_State *L) {
-  if (lua_isinteger(L, 2)) {
-    lua_Integer i = lua_tointeger(L, 2);
+  int integral = 0;
+  lua_Integer i = lua_type(L, 2) == LUA_TNUMBER
+                      ? lua_tointegerx(L, 2, &integral)
+                      : 0; /* (2.0 is the key 2, as in any table) */
+  if (integral) {
     mfl_group *g = push_list_group(L, 1);
     if (g && i >= 1 && i <= g->n) {
       materialize(L, lua_gettop(L), i);

@@ -46,6 +46,8 @@ function TestLazyLists:test_a_future_is_made_once()
   local list = double:map({ 1, 2, 3 })
   local a = list[2]
   lu.assertTrue(rawequal(a, list[2]), "list[i] is the same Future each time")
+  lu.assertTrue(rawequal(a, list[2.0]), "2.0 is the key 2, as in any table")
+  lu.assertNil(list["2"])
   list:wait()
   lu.assertTrue(rawequal(a, list[2]))
   lu.assertEquals(a:result(), 4)
