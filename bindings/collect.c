@@ -52,6 +52,19 @@ int mfl_collect_yield(lua_State *L, mfl_collect *c, lua_KContext ctx,
 static int take(lua_State *L, mfl_collect *c, int job, int *ret) {
   int snap = job - 2, seen = job + 1, copy = job + 2;
   mfl_run_holder *held = lua_touserdata(L, job - 1);
+  if (c->dedupe && lua_isnil(L, seen)) {
+    /* Made here, not at the call (which has the copy to make): sized at
+     * once, so that no insertion rehashes a big table. */
+    lua_createtable(L, (int)c->length, 0);
+    lua_replace(L, snap);
+    lua_createtable(L, 0, (int)c->length);
+    lua_replace(L, seen);
+    if (c->self && c->length > LOOK_EVERY &&
+        mfl_slice_over(mfl_state_get(L), L, c->self, c->since)) {
+      *ret = mfl_collect_yield(L, c, job, step_k);
+      return 1;
+    }
+  }
   while (c->next <= c->length) {
     lua_Integer i = c->next++;
     lua_rawgeti(L, c->dedupe ? copy : snap, i);
@@ -133,7 +146,8 @@ static int step_k(lua_State *L, int status, lua_KContext ctx) {
   int job = (int)ctx;
   mfl_collect *c = lua_touserdata(L, job);
   lua_settop(L, job + 3);
-  mfl_collect_enter(L, c); /* a step starts: its slice too */
+  if (status != LUA_OK)
+    mfl_collect_enter(L, c); /* resumed: a step starts, its slice too */
   if (c->phase == WAITING) {
     c->reason = mfl_wait_outcome(L, status);
     c->waited = 1;
@@ -160,9 +174,9 @@ int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
   if (n > (lua_Integer)(1 << 30))
     return mfl_raise(L, "UsageError", "too many futures (%I)", n);
   luaL_checkstack(L, 12, "collecting futures");
-  /* The copy, at the call: one pass of plain copies (about a tenth of
-   * what checking and referencing each run costs). */
-  lua_createtable(L, (int)n, 0); /* the snapshot */
+  /* The copy, at the call: one pass of plain copies, under half of what
+   * checking and referencing each run costs; the rest goes in slices. */
+  lua_createtable(L, dedupe ? 0 : (int)n, 0); /* the snapshot */
   mfl_run_holder *held = mfl_new_run_holder(L, (size_t)n);
   mfl_collect *c = lua_newuserdatauv(L, sizeof *c, 0);
   int job = lua_gettop(L);
@@ -178,13 +192,13 @@ int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
   c->deadline = -1;
   if (timeout >= 0)
     c->deadline = mf_engine_now(mfl_state_get(L)->engine) + timeout;
+  mfl_collect_enter(L, c);
   int into = job - 2;
+  lua_pushnil(L); /* seen (dedupe: made when the taking starts) */
   if (dedupe) {
-    lua_createtable(L, 0, (int)n); /* seen: sized now, never rehashed */
     lua_createtable(L, (int)n, 0);
     into = job + 2;
   } else {
-    lua_pushnil(L);
     lua_pushnil(L);
   }
   lua_pushnil(L); /* the pending runs, once taken */
@@ -192,5 +206,8 @@ int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
     lua_rawgeti(L, idx, i);
     lua_rawseti(L, into, i);
   }
+  if (c->self && n > LOOK_EVERY &&
+      mfl_slice_over(mfl_state_get(L), L, c->self, c->since))
+    return mfl_collect_yield(L, c, job, step_k);
   return step_k(L, LUA_OK, job);
 }
