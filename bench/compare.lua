@@ -59,9 +59,12 @@ end
 -- noise), then beside a run that calls map(n) and waits for the results.
 -- The last figure is the longest gap while map itself was making its runs
 -- (from its call to its return: the gaps inside, and the parts of the gaps
--- across its ends), apart from the wait for the results that follows.
+-- across its ends), apart from the wait for the results that follows; the
+-- fifth, the same for that wait (list:wait(): the snapshot of the list,
+-- the wait for the runs still going).
 -- The slice is set to its default explicitly, so the figure it is compared
--- with is known.  Prints: slice_s quiet_stall_s map_stall_s making_stall_s
+-- with is known.
+-- Prints: slice_s quiet_stall_s map_stall_s making_stall_s collecting_stall_s
 local function stall_probe(n)
   package.cpath = (os.getenv("MF_MODULE_DIR") or "build") .. "/?.so;" .. package.cpath
   local mf = require "moonflow"
@@ -98,16 +101,18 @@ local function stall_probe(n)
     return math.max(worst - 0.001, 0)
   end
   local quiet = longest(gaps_beside(function() mf.sleep(0.3) end), -math.huge, math.huge)
-  local made_from, made_to
+  local made_from, made_to, waited_to
   local ticks = gaps_beside(function()
     made_from = mf.now()
     local list = double:map(xs)
     made_to = mf.now()
     list:wait()
+    waited_to = mf.now()
     assert(#list == n)
   end)
-  print(string.format("%.6f %.6f %.6f %.6f", slice, quiet, longest(ticks, -math.huge, math.huge),
-    longest(ticks, made_from, made_to)))
+  print(string.format("%.6f %.6f %.6f %.6f %.6f", slice, quiet,
+    longest(ticks, -math.huge, math.huge), longest(ticks, made_from, made_to),
+    longest(ticks, made_to, waited_to)))
 end
 
 if arg and arg[1] == "--memory" then
@@ -603,9 +608,10 @@ local function main()
     .. "time; its longest gap beyond the 1 ms; its own process):", STALL_N))
   for _, k in ipairs(MOONFLOW) do
     local x = m.stall[k]
-    print(x[1] and string.format("- %s: %s ms (while map made its runs: %s ms; beside a run "
-        .. "that only sleeps: %s ms; slice %s ms)", runner_of(k).label, num(x[3] * 1e3),
-        x[4] and num(x[4] * 1e3) or "?", num(x[2] * 1e3), num(x[1] * 1e3))
+    print(x[1] and string.format("- %s: %s ms (while map made its runs: %s ms; while "
+        .. "list:wait() collected: %s ms; beside a run that only sleeps: %s ms; slice %s ms)",
+        runner_of(k).label, num(x[3] * 1e3), x[4] and num(x[4] * 1e3) or "?",
+        x[5] and num(x[5] * 1e3) or "?", num(x[2] * 1e3), num(x[1] * 1e3))
       or ("- " .. runner_of(k).label .. ": not measured (" .. x.why .. ")"))
   end
 

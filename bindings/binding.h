@@ -246,6 +246,48 @@ MFL_INTERNAL size_t mfl_snapshot(lua_State *L, int idx, int dedupe,
                                  mf_run ***runs);
 /* The runs of the snapshot userdata at idx (in a continuation). */
 MFL_INTERNAL mf_run **mfl_snapshot_runs(lua_State *L, int idx);
+/* The holder of runs' references: pushes a userdata with room for n runs,
+ * of which the first count are released when it is collected. */
+typedef struct mfl_run_holder {
+  size_t count;
+  mf_run *runs[];
+} mfl_run_holder;
+MFL_INTERNAL mfl_run_holder *mfl_new_run_holder(lua_State *L, size_t n);
+
+/* collect.c: waiting on a list of Futures inside a run, in slices (only
+ * where mfl_slice_run gives a run).  mfl_collect_list snapshots the list at idx
+ * (as mfl_snapshot), waits for its runs per mode and timeout, yielding when
+ * the run's slice is used up, then calls fin(L, LUA_OK, ctx): ctx is the
+ * job's stack index (an mfl_collect; the snapshot is at ctx - 2, the slots
+ * above ctx are fin's).  fin reads the outcome from the job, and slices its
+ * own loops with mfl_collect_over/mfl_collect_yield (continuing in fin, so
+ * it must resume from its own fields: step, at, acc). */
+typedef struct mfl_collect {
+  lua_KFunction fin;
+  mf_run **runs;      /* the snapshot's runs (count of them) */
+  mf_run **pending;   /* runs to wait for, npending of them */
+  lua_Integer length; /* elements of the list */
+  lua_Integer next;   /* the next element to take */
+  size_t count, cursor, npending;
+  double deadline; /* on mf_engine_now's clock; < 0: none */
+  mf_wait_mode mode;
+  int phase, dedupe;
+  int waited;            /* a wait happened */
+  mf_wake_reason reason; /* how the last wait ended (DONE when none) */
+  mf_run *self;          /* the run, and when its step began */
+  uint64_t since;
+  int step; /* the finisher's: where it is */
+  size_t at;
+  lua_Integer acc, acc2;
+  double best_time;
+} mfl_collect;
+MFL_INTERNAL int mfl_collect_list(lua_State *L, int idx, int dedupe,
+                                  mf_wait_mode mode, double timeout,
+                                  lua_KFunction fin);
+MFL_INTERNAL void mfl_collect_enter(lua_State *L, mfl_collect *c);
+MFL_INTERNAL int mfl_collect_over(lua_State *L, mfl_collect *c, size_t i);
+MFL_INTERNAL int mfl_collect_yield(lua_State *L, mfl_collect *c,
+                                   lua_KContext ctx, lua_KFunction k);
 MFL_INTERNAL void mfl_open_wait(lua_State *L);
 
 /* luv.c */

@@ -428,12 +428,23 @@ static void check_list_self(lua_State *L, const char *method) {
               method, method, luaL_typename(L, 1));
 }
 
+/* Inside a run the list's runs are collected in slices (collect.c); the
+ * finishers below read the job at ctx (the snapshot at ctx - 2). */
+static int list_wait_sliced_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
+  return 1;
+}
+
 static int list_wait(lua_State *L) {
   check_list_self(L, "wait");
   double timeout = method_timeout(L, "list", "wait");
   if (mfl_group_list_ready(L)) /* a map's runs, Futures not made */
     return mfl_group_list_wait(L, timeout);
   lua_settop(L, 2);
+  if (mfl_slice_run(L, mfl_state_get(L)))
+    return mfl_collect_list(L, 1, 0, MF_WAIT_ALL, timeout, list_wait_sliced_k);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
   if (n == 0)
@@ -494,6 +505,69 @@ static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* list_result_k in slices.  Stack: list timeout raise snapshot holder
+ * job (at ctx) [results]; c->step: 0 the first failure, 1 the unfinished
+ * count, 2 the results. */
+static int list_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
+  int job = (int)ctx;
+  mfl_collect *c = lua_touserdata(L, job);
+  if (status != LUA_OK)
+    mfl_collect_enter(L, c);
+  int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
+  if (c->step == 0) {
+    for (; raise && c->at < c->count;) {
+      size_t i = c->at++;
+      mf_run *run = c->runs[i];
+      if (mf_run_is_final(run) && mf_run_state_type(run) != MF_COMPLETED) {
+        const mf_state *history;
+        size_t len = mf_run_history(run, &history);
+        double t = history[len - 1].timestamp;
+        if (c->acc == 0 || t < c->best_time) {
+          c->acc = (lua_Integer)i + 1;
+          c->best_time = t;
+        }
+      }
+      if (c->at < c->count && mfl_collect_over(L, c, c->at))
+        return mfl_collect_yield(L, c, ctx, list_result_sliced_k);
+    }
+    if (c->acc) {
+      lua_settop(L, job);
+      lua_rawgeti(L, job - 2, c->acc);
+      return mfl_push_results(L, lua_gettop(L), 1, 1);
+    }
+    c->step = 1;
+    c->at = 0;
+  }
+  if (c->step == 1) {
+    for (; c->reason == MF_WAKE_TIMEOUT && c->at < c->count;) {
+      c->acc2 += !mf_run_is_final(c->runs[c->at++]);
+      if (c->at < c->count && mfl_collect_over(L, c, c->at))
+        return mfl_collect_yield(L, c, ctx, list_result_sliced_k);
+    }
+    if (c->acc2 > 0)
+      return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished", c->acc2,
+                       (lua_Integer)c->count);
+    c->step = 2;
+    c->at = 0;
+    lua_settop(L, job);
+    lua_createtable(L, (int)c->count, 1);
+  }
+  int out = job + 1;
+  lua_settop(L, out);
+  while (c->at < c->count) {
+    lua_Integer i = (lua_Integer)++c->at;
+    lua_rawgeti(L, job - 2, i);
+    mfl_push_results(L, out + 1, 0, 1);
+    lua_rawseti(L, out, i);
+    lua_settop(L, out);
+    if (c->at < c->count && mfl_collect_over(L, c, c->at))
+      return mfl_collect_yield(L, c, ctx, list_result_sliced_k);
+  }
+  lua_pushinteger(L, (lua_Integer)c->count);
+  lua_setfield(L, out, "n");
+  return 1;
+}
+
 static int list_result(lua_State *L) {
   check_list_self(L, "result");
   double timeout = method_timeout(L, "list", "result");
@@ -501,6 +575,9 @@ static int list_result(lua_State *L) {
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   if (mfl_group_list_ready(L)) /* a map's runs, Futures not made */
     return mfl_group_list_result(L, timeout, raise);
+  if (mfl_slice_run(L, mfl_state_get(L)))
+    return mfl_collect_list(L, 1, 0, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL,
+                            timeout, list_result_sliced_k);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
   size_t pending = 0;

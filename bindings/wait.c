@@ -227,15 +227,10 @@ mf_wake_reason mfl_wait_outcome(lua_State *L, int status) {
 /* The runs of a snapshot, each referenced until the collector takes the
  * snapshot: a continuation reads them after the wait, and a Future's hold
  * alone may go before (its __gc called by hand through the debug library). */
-typedef struct run_snapshot {
-  size_t count;
-  mf_run *runs[];
-} run_snapshot;
-
 static const char snapshot_key;
 
 static int snapshot_gc(lua_State *L) {
-  run_snapshot *s = lua_touserdata(L, 1);
+  mfl_run_holder *s = lua_touserdata(L, 1);
   for (size_t i = 0; i < s->count; i++)
     mf_run_unref(s->runs[i]);
   s->count = 0;
@@ -243,8 +238,17 @@ static int snapshot_gc(lua_State *L) {
 }
 
 mf_run **mfl_snapshot_runs(lua_State *L, int idx) {
-  run_snapshot *held = lua_touserdata(L, idx);
+  mfl_run_holder *held = lua_touserdata(L, idx);
   return held->runs;
+}
+
+mfl_run_holder *mfl_new_run_holder(lua_State *L, size_t n) {
+  mfl_run_holder *held = lua_newuserdatauv(
+      L, sizeof *held + (n ? n : 1) * sizeof held->runs[0], 0);
+  held->count = 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &snapshot_key);
+  lua_setmetatable(L, -2);
+  return held;
 }
 
 size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
@@ -258,11 +262,7 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
     mfl_raise(L, "UsageError", "too many futures (%I)", n);
   lua_createtable(L, (int)n, 0); /* the snapshot */
   int snap = lua_gettop(L);
-  run_snapshot *held = lua_newuserdatauv(
-      L, sizeof *held + (size_t)(n ? n : 1) * sizeof held->runs[0], 0);
-  held->count = 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &snapshot_key);
-  lua_setmetatable(L, -2);
+  mfl_run_holder *held = mfl_new_run_holder(L, (size_t)n);
   mf_run **runs = held->runs;
   if (dedupe)
     lua_createtable(L, 0, (int)n); /* seen */
@@ -319,10 +319,41 @@ static int wait_all_k(lua_State *L, int status, lua_KContext ctx) {
   return 2;
 }
 
+/* The same inside a run, in slices: the job at ctx, the snapshot at
+ * ctx - 2; done and not_done are built above the job. */
+static int wait_all_sliced_k(lua_State *L, int status, lua_KContext ctx) {
+  int job = (int)ctx;
+  mfl_collect *c = lua_touserdata(L, job);
+  if (status != LUA_OK)
+    mfl_collect_enter(L, c);
+  if (c->step == 0) {
+    lua_settop(L, job);
+    lua_newtable(L); /* done */
+    lua_newtable(L); /* not_done */
+    c->step = 1;
+    c->at = 0;
+    c->acc = c->acc2 = 0;
+  }
+  lua_settop(L, job + 2);
+  while (c->at < c->count) {
+    size_t i = c->at++;
+    lua_rawgeti(L, job - 2, (lua_Integer)i + 1);
+    if (mf_run_is_final(c->runs[i]))
+      lua_rawseti(L, job + 1, ++c->acc);
+    else
+      lua_rawseti(L, job + 2, ++c->acc2);
+    if (c->at < c->count && mfl_collect_over(L, c, c->at))
+      return mfl_collect_yield(L, c, ctx, wait_all_sliced_k);
+  }
+  return 2;
+}
+
 /* core.wait(futures, timeout) -> done, not_done */
 static int l_wait(lua_State *L) {
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
+  if (mfl_slice_run(L, mfl_state_get(L)))
+    return mfl_collect_list(L, 1, 1, MF_WAIT_ALL, timeout, wait_all_sliced_k);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 1, &runs);
   if (n == 0)
@@ -339,9 +370,18 @@ static int wait_any_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* core.wait_any(futures, timeout) -> true when one is final, false on
  * timeout.  An empty list returns true at once. */
+static int wait_any_sliced_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
+  return 1;
+}
+
 static int l_wait_any(lua_State *L) {
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
+  if (mfl_slice_run(L, mfl_state_get(L)))
+    return mfl_collect_list(L, 1, 1, MF_WAIT_ANY, timeout, wait_any_sliced_k);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 1, &runs);
   for (size_t i = 0; i < n; i++)

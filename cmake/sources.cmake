@@ -5,7 +5,7 @@ set(MF_ENGINE_SOURCES
   engine/engine.c engine/life.c engine/limits.c engine/park.c engine/run.c
   engine/sched.c engine/timers.c engine/tree.c engine/wait.c)
 set(MF_BINDING_SOURCES
-  bindings/args.c bindings/codec.c bindings/codec_decode.c
+  bindings/args.c bindings/codec.c bindings/collect.c bindings/codec_decode.c
   bindings/codec_encode.c bindings/codec_fn.c
   bindings/control.c bindings/embed.c bindings/errors.c
   bindings/cache.c bindings/flow.c bindings/future.c bindings/group.c bindings/io.c
