@@ -284,6 +284,11 @@ typedef struct mfl_collect {
 MFL_INTERNAL int mfl_collect_list(lua_State *L, int idx, int dedupe,
                                   mf_wait_mode mode, double timeout,
                                   lua_KFunction fin);
+/* The same for runs[0..n) that the value at anchor keeps alive (put in
+ * the snapshot's slot): nothing is copied or referenced. */
+MFL_INTERNAL int mfl_collect_runs(lua_State *L, int anchor, mf_run **runs,
+                                  size_t n, mf_wait_mode mode, double timeout,
+                                  lua_KFunction fin);
 MFL_INTERNAL void mfl_collect_enter(lua_State *L, mfl_collect *c);
 MFL_INTERNAL int mfl_collect_over(lua_State *L, mfl_collect *c, size_t i);
 MFL_INTERNAL int mfl_collect_yield(lua_State *L, mfl_collect *c,

@@ -170,6 +170,7 @@ int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
   if (lua_type(L, idx) != LUA_TTABLE)
     return mfl_raise(L, "UsageError", "a list of futures expected, got %s",
                      luaL_typename(L, idx));
+  mfl_list_expand(L, idx); /* read raw below */
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   if (n > (lua_Integer)(1 << 30))
     return mfl_raise(L, "UsageError", "too many futures (%I)", n);
@@ -209,5 +210,35 @@ int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
   if (c->self && n > LOOK_EVERY &&
       mfl_slice_over(mfl_state_get(L), L, c->self, c->since))
     return mfl_collect_yield(L, c, job, step_k);
+  return step_k(L, LUA_OK, job);
+}
+
+int mfl_collect_runs(lua_State *L, int anchor, mf_run **runs, size_t n,
+                     mf_wait_mode mode, double timeout, lua_KFunction fin) {
+  anchor = lua_absindex(L, anchor);
+  luaL_checkstack(L, 12, "collecting futures");
+  lua_pushvalue(L, anchor); /* in the snapshot's slot: it holds the runs */
+  mfl_new_run_holder(L, 0);
+  mfl_collect *c = lua_newuserdatauv(L, sizeof *c, 0);
+  int job = lua_gettop(L);
+  memset(c, 0, sizeof *c);
+  c->fin = fin;
+  c->runs = runs;
+  c->count = n;
+  c->length = (lua_Integer)n;
+  c->next = (lua_Integer)n + 1; /* nothing to take */
+  c->mode = mode;
+  c->reason = MF_WAKE_DONE;
+  c->phase = SCANNING;
+  c->deadline = -1;
+  if (timeout >= 0)
+    c->deadline = mf_engine_now(mfl_state_get(L)->engine) + timeout;
+  mfl_collect_enter(L, c);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  size_t room = n ? n : 1;
+  if (mode == MF_WAIT_ALL && room > WAIT_CHUNK)
+    room = WAIT_CHUNK;
+  c->pending = lua_newuserdatauv(L, room * sizeof *c->pending, 0);
   return step_k(L, LUA_OK, job);
 }

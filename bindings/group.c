@@ -420,9 +420,19 @@ static int group_wait_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+static int group_wait_sliced_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
+  return 1;
+}
+
 int mfl_group_list_wait(lua_State *L, double timeout) {
   lua_settop(L, 2);
   mfl_group *g = push_list_group(L, 1);
+  if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
+    return mfl_collect_runs(L, 3, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout,
+                            group_wait_sliced_k);
   size_t pending = 0;
   for (lua_Integer i = 0; i < g->n; i++)
     pending += !mf_run_is_final(g->runs[i]);
@@ -432,62 +442,114 @@ int mfl_group_list_wait(lua_State *L, double timeout) {
                   group_wait_k);
 }
 
-/* One pass over the runs (a million of them do not fit in the cache):
- * each completed run's result goes in place; the failure that finished
- * first and the runs not final are noted on the way. */
+/* What list:result() has seen of the runs so far. */
+typedef struct seen_runs {
+  size_t failed;     /* the failure that finished first (index), or 0 */
+  double failed_at;  /* when it finished */
+  size_t unfinished; /* runs not final */
+} seen_runs;
+
+/* Puts run i's result at out[i] (in raise mode, not a failure's error):
+ * the group's slot for a run that completed without its Future, else what
+ * its Future gives; notes the failures and the unfinished. */
+static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
+                       int raise, seen_runs *seen) {
+  mfl_group *g = lua_touserdata(L, gidx);
+  mf_run *run = g->runs[i - 1];
+  mfl_run *lr = mf_run_body(run);
+  if (!mf_run_is_final(run)) {
+    seen->unfinished++;
+    return;
+  }
+  if (mf_run_state_type(run) != MF_COMPLETED) {
+    const mf_state *history;
+    size_t len = mf_run_history(run, &history);
+    double at = history[len - 1].timestamp;
+    if (seen->failed == 0 || at < seen->failed_at) {
+      seen->failed = i;
+      seen->failed_at = at;
+    }
+    if (raise)
+      return;
+  }
+  if (lr->group == g && lr->group_result) {
+    mf_run_mark_handled(run);
+    if (lr->nresults != 0)
+      lua_rawgeti(L, slots, (lua_Integer)i);
+    else
+      lua_pushnil(L);
+  } else {
+    materialize(L, gidx, (lua_Integer)i);
+    mfl_push_results(L, lua_gettop(L), 0, 1);
+    lua_remove(L, -2);
+  }
+  lua_rawseti(L, out, (lua_Integer)i);
+}
+
+/* The end of list:result(): the first failure raised (raise mode), a
+ * Timeout, or the results (out, left on top). */
+static int end_result(lua_State *L, int gidx, int out, size_t n, int raise,
+                      int timed_out, const seen_runs *seen) {
+  if (raise && seen->failed) {
+    materialize(L, gidx, (lua_Integer)seen->failed);
+    return mfl_push_results(L, lua_gettop(L), 1, 1);
+  }
+  if (timed_out && seen->unfinished > 0)
+    return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
+                     (lua_Integer)seen->unfinished, (lua_Integer)n);
+  lua_settop(L, out);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_setfield(L, out, "n");
+  return 1;
+}
+
+/* Stack: list timeout raise group.  One pass over the runs (a million of
+ * them do not fit in the cache). */
 static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   mfl_group *g = lua_touserdata(L, 4);
   size_t n = (size_t)g->n;
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
+  lua_settop(L, 4);
   lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
-  int results = lua_gettop(L);
   lua_createtable(L, (int)n, 1);
-  int out = lua_gettop(L);
-  size_t failed = 0, unfinished = 0;
-  double failed_at = 0;
-  for (size_t i = 1; i <= n; i++) {
-    mf_run *run = g->runs[i - 1];
-    mfl_run *lr = mf_run_body(run);
-    if (!mf_run_is_final(run)) {
-      unfinished++;
-      continue;
-    }
-    if (mf_run_state_type(run) != MF_COMPLETED) {
-      const mf_state *history;
-      size_t len = mf_run_history(run, &history);
-      double at = history[len - 1].timestamp;
-      if (failed == 0 || at < failed_at) {
-        failed = i;
-        failed_at = at;
-      }
-      if (raise)
-        continue;
-    }
-    if (lr->group == g && lr->group_result) {
-      mf_run_mark_handled(run);
-      if (lr->nresults != 0)
-        lua_rawgeti(L, results, (lua_Integer)i);
-      else
-        lua_pushnil(L);
-    } else {
-      materialize(L, 4, (lua_Integer)i);
-      mfl_push_results(L, lua_gettop(L), 0, 1);
-      lua_remove(L, -2);
-    }
-    lua_rawseti(L, out, (lua_Integer)i);
+  seen_runs seen = {0, 0, 0};
+  for (size_t i = 1; i <= n; i++)
+    put_result(L, 4, 5, 6, i, raise, &seen);
+  return end_result(L, 4, 6, n, raise, timed_out, &seen);
+}
+
+/* The same inside a run, in slices (collect.c's job at ctx; the group at
+ * 4): step 0 sets up, step 1 goes through the runs from c->at. */
+static int group_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
+  int job = (int)ctx;
+  mfl_collect *c = lua_touserdata(L, job);
+  if (status != LUA_OK)
+    mfl_collect_enter(L, c);
+  int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
+  int slots = job + 1, out = job + 2;
+  if (c->step == 0) {
+    lua_settop(L, job);
+    lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
+    lua_createtable(L, (int)c->count, 1);
+    c->step = 1;
+    c->at = 0;
+    c->acc = 0;
+    c->acc2 = 0;
   }
-  if (raise && failed) {
-    materialize(L, 4, (lua_Integer)failed);
-    return mfl_push_results(L, lua_gettop(L), 1, 1);
+  seen_runs seen = {(size_t)c->acc, c->best_time, (size_t)c->acc2};
+  while (c->at < c->count) {
+    put_result(L, 4, slots, out, ++c->at, raise, &seen);
+    if (c->at < c->count && mfl_collect_over(L, c, c->at)) {
+      c->acc = (lua_Integer)seen.failed;
+      c->best_time = seen.failed_at;
+      c->acc2 = (lua_Integer)seen.unfinished;
+      return mfl_collect_yield(L, c, ctx, group_result_sliced_k);
+    }
   }
-  if (timed_out && unfinished > 0)
-    return mfl_raise(L, "Timeout", "%I (of %I) futures unfinished",
-                     (lua_Integer)unfinished, (lua_Integer)n);
-  lua_pushinteger(L, (lua_Integer)n);
-  lua_setfield(L, out, "n");
-  return 1;
+  return end_result(L, 4, out, c->count, raise, c->reason == MF_WAKE_TIMEOUT,
+                    &seen);
 }
 
 int mfl_group_list_result(lua_State *L, double timeout, int raise) {
@@ -502,10 +564,13 @@ int mfl_group_list_result(lua_State *L, double timeout, int raise) {
     else
       failure = raise && mf_run_state_type(run) != MF_COMPLETED;
   }
+  mf_wait_mode mode = raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL;
+  if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
+    return mfl_collect_runs(L, 4, g->runs, n, mode, timeout,
+                            group_result_sliced_k);
   if (pending == 0 || failure)
     return group_result_k(L, LUA_OK, 0);
-  return mfl_wait(L, g->runs, n, raise ? MF_WAIT_ALL_FAST : MF_WAIT_ALL,
-                  timeout, 0, group_result_k);
+  return mfl_wait(L, g->runs, n, mode, timeout, 0, group_result_k);
 }
 
 /* }====== */
