@@ -193,7 +193,6 @@ void mfl_group_drop_last(lua_State *L, int gidx) {
 }
 
 void mfl_group_cancel(lua_State *L, int gidx) {
-  (void)L;
   mfl_group *g = lua_touserdata(L, gidx);
   for (lua_Integer i = 0; i < g->n; i++)
     mf_run_cancel(g->runs[i]);
