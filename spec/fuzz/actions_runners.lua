@@ -353,11 +353,18 @@ function R.define()
     -- Every promise is settled soon, whatever else happens (a run of its
     -- own, which nothing cancels): a wait in the main chunk may have a
     -- timeout of 1e9 s.
+    -- (made inside a flow, the backup is the flow's child, which the
+    -- flow's end may cancel, started or not: its done callback settles
+    -- the promise whatever way it ends; seed 1796154948 case 65 hung)
     local ok1, backup = call("mf.task", mf.task, { runner = mf.runners.coroutines() }, function()
       mf.sleep(0.02)
       pcall(resolve, "fuzz-promise-backup")
     end)
-    if not ok1 or not call("Task:submit", backup[1].submit, backup[1]) then
+    local ok2, made = false, nil
+    if ok1 then ok2, made = call("Task:submit", backup[1].submit, backup[1]) end
+    if not ok2 or not pcall(made[1].add_done_callback, made[1], function()
+      pcall(resolve, "fuzz-promise-backup")
+    end) then
       resolve("fuzz-promise-backup")
     end
     local how = rng:pick { "now", "now", "later", "callback", "run", "cancel", "later" }
