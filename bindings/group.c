@@ -307,6 +307,17 @@ static mfl_group *push_list_group(lua_State *L, int idx) {
     return NULL;
   }
   lua_pop(L, 1);
+  /* A group's own metatable (a table dressed up as a list with debug's
+   * help must not pass any userdata off as a group). */
+  int top = lua_gettop(L); /* mt group */
+  int ours = lua_getmetatable(L, -1) &&
+             lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt) == LUA_TTABLE &&
+             lua_rawequal(L, -1, -2);
+  lua_settop(L, top);
+  if (!ours) {
+    lua_pop(L, 2);
+    return NULL;
+  }
   lua_remove(L, -2);
   return lua_touserdata(L, -1);
 }

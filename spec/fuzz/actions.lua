@@ -80,17 +80,16 @@ end
 -- The length of a list of futures: a FutureList's by #, which it answers
 -- (a map's list makes its Futures only when they are read: raw, it may be
 -- empty); any other table's raw (its metatable may be hostile).
-local function list_len(l)
-  if check.is_list(l) then return #l end
-  return rawlen(l)
-end
+local list_len = check.list_len
 
 local function add_list(case, list, where)
   if not check.is_list(list) then return end
   case.lists[#case.lists + 1] = list
   -- A few of its Futures, read through the list (which makes them): the
   -- rest are left unmade, for the lists' own paths.
-  for i = 1, math.min(list_len(list), 3) do add_future(case, list[i], where) end
+  for i = 1, math.min(list_len(list), 3) do
+    add_future(case, check.list_get(list, i), where)
+  end
 end
 
 local function add_state(case, st)
@@ -230,9 +229,8 @@ local function live(f)
 end
 local function live_list(l)
   if l == nil then return nil end
-  local is_list = check.is_list(l)
   for i = 1, list_len(l) do
-    local f = is_list and l[i] or rawget(l, i)
+    local f = check.list_get(l, i)
     if check.is_future(f) and not live(f) then return nil end
   end
   return l
@@ -455,7 +453,11 @@ local function define(rng, case, what)
   if form == "opts" then a, b = opts, fn
   elseif form == "fn" then a, b = fn, nil; verdict = "valid"; opts = nil
   elseif form == "swapped" then a, b = fn, opts; verdict, why = "invalid", "(fn, opts)"
-  else a, b = V.any(rng, case, 2), V.any(rng, case, 2); verdict = "unsure"
+  else
+    a, b = V.any(rng, case, 2), V.any(rng, case, 2); verdict = "unsure"
+    -- (what the task was made with, not the options drawn above: a task
+    -- made of these is checked against them; seed 1796154959 case 30)
+    opts = type(a) == "table" and a or nil
   end
   if type(fn) ~= "function" and verdict == "valid" then
     verdict, why = "invalid", "a " .. type(fn) .. " as the function"
@@ -745,7 +747,11 @@ def("list", "FutureList:result", 5, function(rng, case, where)
   local timeout = list_timeout(rng, l, where)
   -- The list as called with: a done callback may change it during the wait,
   -- and the results are those of the futures it held at the call.
-  local len = check.is_list(l) and #l
+  -- (not when timeout or raise may run metamethods: the call reads them
+  -- before its snapshot, and what they run may change the list first)
+  local plain = type(timeout) ~= "table" and type(timeout) ~= "userdata"
+    and type(raise) ~= "table" and type(raise) ~= "userdata"
+  local len = plain and check.is_list(l) and list_len(l)
   local ok, r = call("FutureList:result", function() return M.FutureList.result(l, timeout, raise) end)
   if not ok then return add_error(case, r) end
   local res = r[1]

@@ -240,8 +240,8 @@ local function finish(case)
   -- The Futures of the lists (a map's list makes them as they are read;
   -- add_list took only a few) are settled too.
   for _, l in ipairs(case.lists) do
-    for i = 1, #l do
-      local f = l[i]
+    for i = 1, check.list_len(l) do
+      local f = check.list_get(l, i)
       if check.is_future(f) then case.futures[#case.futures + 1] = f end
     end
   end

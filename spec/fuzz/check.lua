@@ -187,6 +187,25 @@ end
 function M.is_list(v)
   return type(v) == "table" and mt_name(v) == "moonflow.FutureList"
 end
+
+-- A map's FutureList makes its Futures when they are read: raw, it may be
+-- empty, and only its own (C) __len and __index give its runs.  Any other
+-- table, a forged list among them, is read raw (its metamethods may be
+-- hostile).
+local function lazy_list(v)
+  local mt = type(v) == "table" and debug.getmetatable(v)
+  local len = type(mt) == "table" and rawget(mt, "__len")
+  return type(len) == "function" and debug.getinfo(len, "S").what == "C"
+    and M.is_list(v)
+end
+function M.list_len(v)
+  if lazy_list(v) then return #v end
+  return rawlen(v)
+end
+function M.list_get(v, i)
+  if lazy_list(v) then return v[i] end
+  return rawget(v, i)
+end
 function M.is_task(v)
   return type(v) == "userdata" and mt_name(v) == "moonflow.Task"
 end
