@@ -238,6 +238,9 @@ MFL_INTERNAL double mfl_opt_timeout(lua_State *L, int idx);
  * MF_WAKE_DONE when status says no wait happened); raises Deadlock when
  * the engine found the wait could never end. */
 MFL_INTERNAL mf_wake_reason mfl_wait_outcome(lua_State *L, int status);
+/* A continuation that gives true when the wait ended with its runs final
+ * (false: timed out). */
+MFL_INTERNAL int mfl_wait_done_k(lua_State *L, int status, lua_KContext ctx);
 /* Pushes a snapshot (a table of the Futures) of the array at idx and a
  * userdata holding a reference to each of their runs (released when it is
  * collected); *runs points at them.  Returns the count.  Raises on a
@@ -290,6 +293,8 @@ MFL_INTERNAL int mfl_collect_runs(lua_State *L, int anchor, mf_run **runs,
                                   size_t n, mf_wait_mode mode, double timeout,
                                   lua_KFunction fin);
 MFL_INTERNAL void mfl_collect_enter(lua_State *L, mfl_collect *c);
+/* A finisher that gives true when every run waited for ended in time. */
+MFL_INTERNAL int mfl_collect_done_k(lua_State *L, int status, lua_KContext ctx);
 MFL_INTERNAL int mfl_collect_over(lua_State *L, mfl_collect *c, size_t i);
 MFL_INTERNAL int mfl_collect_yield(lua_State *L, mfl_collect *c,
                                    lua_KContext ctx, lua_KFunction k);
@@ -316,6 +321,10 @@ MFL_INTERNAL void mfl_open_future(lua_State *L);
 /* The failed run of runs[0..n) that finished first (fail-fast), as an
  * index from 1, or 0. */
 MFL_INTERNAL size_t mfl_first_failure(mf_run *const *runs, size_t n);
+/* One step of that search: the run, at that index, becomes *best when it
+ * failed (final, not completed) before *best_at (or *best is 0). */
+MFL_INTERNAL void mfl_note_failure(mf_run *run, size_t index, size_t *best,
+                                   double *best_at);
 
 /* group.c: the runs of a map made without a Future each, until one is
  * asked for. */

@@ -46,6 +46,30 @@ int mfl_collect_yield(lua_State *L, mfl_collect *c, lua_KContext ctx,
   return mfl_yield_slice(L, mfl_state_get(L), c->self, ctx, k);
 }
 
+/* Pushes the room for the runs a wait is given (c->pending). */
+static void push_pending(lua_State *L, mfl_collect *c) {
+  size_t room = c->count ? c->count : 1;
+  if (c->mode == MF_WAIT_ALL && room > WAIT_CHUNK)
+    room = WAIT_CHUNK;
+  c->pending = lua_newuserdatauv(L, room * sizeof *c->pending, 0);
+}
+
+/* Pushes a new job (what every continuation gets as ctx). */
+static mfl_collect *push_job(lua_State *L, lua_KFunction fin, mf_wait_mode mode,
+                             double timeout, int phase) {
+  mfl_collect *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  c->fin = fin;
+  c->mode = mode;
+  c->reason = MF_WAKE_DONE;
+  c->phase = phase;
+  c->deadline = -1;
+  if (timeout >= 0)
+    c->deadline = mf_engine_now(mfl_state_get(L)->engine) + timeout;
+  mfl_collect_enter(L, c);
+  return c;
+}
+
 /* Takes the list's elements into the snapshot, checking each is a Future
  * and referencing its run.  Returns 1 when it yielded (the return value
  * of the yield in *ret). */
@@ -99,10 +123,7 @@ static int take(lua_State *L, mfl_collect *c, int job, int *ret) {
   lua_replace(L, seen);
   lua_pushnil(L);
   lua_replace(L, copy);
-  size_t room = c->count ? c->count : 1;
-  if (c->mode == MF_WAIT_ALL && room > WAIT_CHUNK)
-    room = WAIT_CHUNK;
-  c->pending = lua_newuserdatauv(L, room * sizeof *c->pending, 0);
+  push_pending(L, c);
   lua_replace(L, job + 3);
   c->phase = SCANNING;
   return 0;
@@ -164,6 +185,13 @@ static int step_k(lua_State *L, int status, lua_KContext ctx) {
   return scan(L, c, job);
 }
 
+int mfl_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
+  return 1;
+}
+
 int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
                      double timeout, lua_KFunction fin) {
   idx = lua_absindex(L, idx);
@@ -179,21 +207,12 @@ int mfl_collect_list(lua_State *L, int idx, int dedupe, mf_wait_mode mode,
    * checking and referencing each run costs; the rest goes in slices. */
   lua_createtable(L, dedupe ? 0 : (int)n, 0); /* the snapshot */
   mfl_run_holder *held = mfl_new_run_holder(L, (size_t)n);
-  mfl_collect *c = lua_newuserdatauv(L, sizeof *c, 0);
+  mfl_collect *c = push_job(L, fin, mode, timeout, TAKING);
   int job = lua_gettop(L);
-  memset(c, 0, sizeof *c);
-  c->fin = fin;
   c->runs = held->runs;
   c->length = n;
   c->next = 1;
   c->dedupe = dedupe;
-  c->mode = mode;
-  c->reason = MF_WAKE_DONE;
-  c->phase = TAKING;
-  c->deadline = -1;
-  if (timeout >= 0)
-    c->deadline = mf_engine_now(mfl_state_get(L)->engine) + timeout;
-  mfl_collect_enter(L, c);
   int into = job - 2;
   lua_pushnil(L); /* seen (dedupe: made when the taking starts) */
   if (dedupe) {
@@ -219,26 +238,14 @@ int mfl_collect_runs(lua_State *L, int anchor, mf_run **runs, size_t n,
   luaL_checkstack(L, 12, "collecting futures");
   lua_pushvalue(L, anchor); /* in the snapshot's slot: it holds the runs */
   mfl_new_run_holder(L, 0);
-  mfl_collect *c = lua_newuserdatauv(L, sizeof *c, 0);
+  mfl_collect *c = push_job(L, fin, mode, timeout, SCANNING);
   int job = lua_gettop(L);
-  memset(c, 0, sizeof *c);
-  c->fin = fin;
   c->runs = runs;
   c->count = n;
   c->length = (lua_Integer)n;
   c->next = (lua_Integer)n + 1; /* nothing to take */
-  c->mode = mode;
-  c->reason = MF_WAKE_DONE;
-  c->phase = SCANNING;
-  c->deadline = -1;
-  if (timeout >= 0)
-    c->deadline = mf_engine_now(mfl_state_get(L)->engine) + timeout;
-  mfl_collect_enter(L, c);
   lua_pushnil(L);
   lua_pushnil(L);
-  size_t room = n ? n : 1;
-  if (mode == MF_WAIT_ALL && room > WAIT_CHUNK)
-    room = WAIT_CHUNK;
-  c->pending = lua_newuserdatauv(L, room * sizeof *c->pending, 0);
+  push_pending(L, c);
   return step_k(L, LUA_OK, job);
 }

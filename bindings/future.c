@@ -169,12 +169,6 @@ static double method_timeout(lua_State *L, const char *self,
   return mfl_opt_timeout(L, 2);
 }
 
-static int future_wait_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)ctx;
-  lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
-  return 1;
-}
-
 static int future_wait(lua_State *L) {
   mf_run *run = check_self(L, "wait");
   double timeout = method_timeout(L, "fut", "wait");
@@ -183,7 +177,7 @@ static int future_wait(lua_State *L) {
     return 1;
   }
   lua_settop(L, 2);
-  return mfl_wait(L, &run, 1, MF_WAIT_ALL, timeout, 0, future_wait_k);
+  return mfl_wait(L, &run, 1, MF_WAIT_ALL, timeout, 0, mfl_wait_done_k);
 }
 
 static int future_result_k(lua_State *L, int status, lua_KContext ctx) {
@@ -430,13 +424,6 @@ static void check_list_self(lua_State *L, const char *method) {
 
 /* Inside a run the list's runs are collected in slices (collect.c); the
  * finishers below read the job at ctx (the snapshot at ctx - 2). */
-static int list_wait_sliced_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mfl_collect *c = lua_touserdata(L, (int)ctx);
-  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
-  return 1;
-}
-
 static int list_wait(lua_State *L) {
   check_list_self(L, "wait");
   double timeout = method_timeout(L, "list", "wait");
@@ -444,29 +431,32 @@ static int list_wait(lua_State *L) {
     return mfl_group_list_wait(L, timeout);
   lua_settop(L, 2);
   if (mfl_slice_run(L, mfl_state_get(L)))
-    return mfl_collect_list(L, 1, 0, MF_WAIT_ALL, timeout, list_wait_sliced_k);
+    return mfl_collect_list(L, 1, 0, MF_WAIT_ALL, timeout, mfl_collect_done_k);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 0, &runs);
   if (n == 0)
-    return future_wait_k(L, LUA_OK, 0);
-  return mfl_wait(L, runs, n, MF_WAIT_ALL, timeout, 0, future_wait_k);
+    return mfl_wait_done_k(L, LUA_OK, 0);
+  return mfl_wait(L, runs, n, MF_WAIT_ALL, timeout, 0, mfl_wait_done_k);
+}
+
+void mfl_note_failure(mf_run *run, size_t index, size_t *best,
+                      double *best_at) {
+  if (!mf_run_is_final(run) || mf_run_state_type(run) == MF_COMPLETED)
+    return;
+  const mf_state *history;
+  size_t len = mf_run_history(run, &history);
+  double at = history[len - 1].timestamp;
+  if (*best == 0 || at < *best_at) {
+    *best = index;
+    *best_at = at;
+  }
 }
 
 size_t mfl_first_failure(mf_run *const *runs, size_t n) {
   size_t best = 0;
-  double best_time = 0;
-  for (size_t i = 0; i < n; i++) {
-    mf_run *run = runs[i];
-    if (!mf_run_is_final(run) || mf_run_state_type(run) == MF_COMPLETED)
-      continue;
-    const mf_state *history;
-    size_t len = mf_run_history(run, &history);
-    double t = history[len - 1].timestamp;
-    if (best == 0 || t < best_time) {
-      best = i + 1;
-      best_time = t;
-    }
-  }
+  double best_at = 0;
+  for (size_t i = 0; i < n; i++)
+    mfl_note_failure(runs[i], i + 1, &best, &best_at);
   return best;
 }
 
@@ -516,17 +506,9 @@ static int list_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   if (c->step == 0) {
     for (; raise && c->at < c->count;) {
-      size_t i = c->at++;
-      mf_run *run = c->runs[i];
-      if (mf_run_is_final(run) && mf_run_state_type(run) != MF_COMPLETED) {
-        const mf_state *history;
-        size_t len = mf_run_history(run, &history);
-        double t = history[len - 1].timestamp;
-        if (c->acc == 0 || t < c->best_time) {
-          c->acc = (lua_Integer)i + 1;
-          c->best_time = t;
-        }
-      }
+      size_t i = c->at++, failed = (size_t)c->acc;
+      mfl_note_failure(c->runs[i], i + 1, &failed, &c->best_time);
+      c->acc = (lua_Integer)failed;
       if (c->at < c->count && mfl_collect_over(L, c, c->at))
         return mfl_collect_yield(L, c, ctx, list_result_sliced_k);
     }

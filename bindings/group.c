@@ -424,32 +424,19 @@ int mfl_group_list_ready(lua_State *L) {
 
 /* Stack of both: list timeout [raise] group */
 
-static int group_wait_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)ctx;
-  lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
-  return 1;
-}
-
-static int group_wait_sliced_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mfl_collect *c = lua_touserdata(L, (int)ctx);
-  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
-  return 1;
-}
-
 int mfl_group_list_wait(lua_State *L, double timeout) {
   lua_settop(L, 2);
   mfl_group *g = push_list_group(L, 1);
   if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
     return mfl_collect_runs(L, 3, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout,
-                            group_wait_sliced_k);
+                            mfl_collect_done_k);
   size_t pending = 0;
   for (lua_Integer i = 0; i < g->n; i++)
     pending += !mf_run_is_final(g->runs[i]);
   if (pending == 0)
-    return group_wait_k(L, LUA_OK, 0);
+    return mfl_wait_done_k(L, LUA_OK, 0);
   return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
-                  group_wait_k);
+                  mfl_wait_done_k);
 }
 
 /* What list:result() has seen of the runs so far. */
@@ -472,13 +459,7 @@ static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
     return;
   }
   if (mf_run_state_type(run) != MF_COMPLETED) {
-    const mf_state *history;
-    size_t len = mf_run_history(run, &history);
-    double at = history[len - 1].timestamp;
-    if (seen->failed == 0 || at < seen->failed_at) {
-      seen->failed = i;
-      seen->failed_at = at;
-    }
+    mfl_note_failure(run, i, &seen->failed, &seen->failed_at);
     if (raise)
       return;
   }

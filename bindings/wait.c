@@ -362,7 +362,7 @@ static int l_wait(lua_State *L) {
                   wait_all_k);
 }
 
-static int wait_any_k(lua_State *L, int status, lua_KContext ctx) {
+int mfl_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   lua_pushboolean(L, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
   return 1;
@@ -370,26 +370,19 @@ static int wait_any_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* core.wait_any(futures, timeout) -> true when one is final, false on
  * timeout.  An empty list returns true at once. */
-static int wait_any_sliced_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mfl_collect *c = lua_touserdata(L, (int)ctx);
-  lua_pushboolean(L, c->reason == MF_WAKE_DONE);
-  return 1;
-}
-
 static int l_wait_any(lua_State *L) {
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
   if (mfl_slice_run(L, mfl_state_get(L)))
-    return mfl_collect_list(L, 1, 1, MF_WAIT_ANY, timeout, wait_any_sliced_k);
+    return mfl_collect_list(L, 1, 1, MF_WAIT_ANY, timeout, mfl_collect_done_k);
   mf_run **runs;
   size_t n = mfl_snapshot(L, 1, 1, &runs);
   for (size_t i = 0; i < n; i++)
     if (mf_run_is_final(runs[i]))
-      return wait_any_k(L, LUA_OK, 0);
+      return mfl_wait_done_k(L, LUA_OK, 0);
   if (n == 0)
-    return wait_any_k(L, LUA_OK, 0);
-  return mfl_wait(L, runs, n, MF_WAIT_ANY, timeout, 0, wait_any_k);
+    return mfl_wait_done_k(L, LUA_OK, 0);
+  return mfl_wait(L, runs, n, MF_WAIT_ANY, timeout, 0, mfl_wait_done_k);
 }
 
 void mfl_open_wait(lua_State *L) {
