@@ -31,15 +31,7 @@ local function ticker()
   return tk
 end
 
-local function range(n)
-  local xs = {}
-  for i = 1, n do xs[i] = i end
-  return xs
-end
-
-local function in_run(fn, ...)
-  return mf.task({ name = "caller" }, fn)(...)
-end
+local range, in_run = h.range, h.in_run
 
 local double = mf.task({ name = "double" }, function(x) return x * 2 end)
 

@@ -101,6 +101,19 @@ end
 -- True when the spec runs under the moonflow program (main chunk is a run).
 M.in_program = mf.context() ~= nil
 
+-- The array 1..n, to map over.
+function M.range(n)
+  local xs = {}
+  for i = 1, n do xs[i] = i end
+  return xs
+end
+
+-- Runs fn(...) inside a run (a spec's main chunk is one only under the
+-- program) and returns what it returns.
+function M.in_run(fn, ...)
+  return mf.task({ name = "caller" }, fn)(...)
+end
+
 -- {====== Events instead of clocks ======
 
 function M.eventually(pred, what, patience)

@@ -20,11 +20,7 @@ local picky = mf.task({ name = "picky" }, function(x)
   return x
 end)
 
-local function range(n)
-  local xs = {}
-  for i = 1, n do xs[i] = i end
-  return xs
-end
+local range = h.range
 
 TestLazyLists = {}
 

@@ -57,11 +57,7 @@ local function limit_info(tag)
   return info
 end
 
-local function range(n)
-  local xs = {}
-  for i = 1, n do xs[i] = i end
-  return xs
-end
+local range = h.range
 
 -- }======
 

@@ -25,17 +25,7 @@ local function ticker()
   return tk
 end
 
-local function range(n)
-  local xs = {}
-  for i = 1, n do xs[i] = i end
-  return xs
-end
-
--- Runs fn(...) inside a run (the spec's main chunk is one only under the
--- program) and returns what it returns.
-local function in_run(fn, ...)
-  return mf.task({ name = "caller" }, fn)(...)
-end
+local range, in_run = h.range, h.in_run
 
 TestMapSlices = {}
 
