@@ -363,6 +363,9 @@ MFL_INTERNAL int mfl_list_expand(lua_State *L, int idx);
  * written in it raw): then list:wait(timeout) and list:result(timeout,
  * raise) are answered from its group by these two.  A lazy list that was
  * changed raw is expanded. */
+/* How many runs of the lazy list at idx gave their records back (0 for
+ * any other value): for the specs and benches. */
+MFL_INTERNAL lua_Integer mfl_list_retired(lua_State *L, int idx);
 MFL_INTERNAL int mfl_group_list_ready(lua_State *L);
 MFL_INTERNAL int mfl_group_list_wait(lua_State *L, double timeout);
 MFL_INTERNAL int mfl_group_list_result(lua_State *L, double timeout, int raise);

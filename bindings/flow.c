@@ -123,11 +123,19 @@ static int l_mark_handled(lua_State *L) {
 }
 
 /* core.heap_in_use() -> bytes malloc has handed out and not taken back
- * (the Lua heap included, as Lua allocates through realloc): for the
- * memory figures of bench/. */
+ * (the Lua heap included, as Lua allocates through realloc), the blocks it
+ * maps on their own (the big arrays) too: for the memory figures of
+ * bench/. */
 static int l_heap_in_use(lua_State *L) {
   struct mallinfo2 info = mallinfo2();
-  lua_pushinteger(L, (lua_Integer)info.uordblks);
+  lua_pushinteger(L, (lua_Integer)(info.uordblks + info.hblkhd));
+  return 1;
+}
+
+/* core.retired_runs(list) -> how many runs of a map's lazy list keep only
+ * their summary (group.c). */
+static int l_retired_runs(lua_State *L) {
+  lua_pushinteger(L, mfl_list_retired(L, 1));
   return 1;
 }
 
@@ -210,6 +218,7 @@ static const luaL_Reg flow_functions[] = {
     {"rename", l_rename},
     {"release_children", l_release_children},
     {"heap_in_use", l_heap_in_use},
+    {"retired_runs", l_retired_runs},
     {NULL, NULL}};
 
 void mfl_open_flow(lua_State *L) { mfl_setfuncs(L, flow_functions); }

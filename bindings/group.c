@@ -23,15 +23,32 @@
  * While the engine holds a run whose Future is not made, the group is
  * pinned (one slot for all its runs), so the values outlive the user's
  * references, as a Future's do.
+ *
+ * A run that completed that way, once nothing but the group refers to it,
+ * gives its record back ("retires"): the group keeps its summary (48 bytes,
+ * mf_run_summarize) and puts its placeholder, a final Completed run, in its
+ * place in runs[], so that waits and collections see a completed run.  Its
+ * Future, if asked for later, gets a record made again from the summary.
+ * Runs retire in order, a sweep behind the runs that end (the run that ends
+ * is still in its step: it retires at a later sweep).
  */
+#include <stdlib.h>
+
 #include "binding.h"
 
 struct mfl_group {
   mfl_state *S;
-  lua_Integer n; /* runs made so far (each holds a reference here) */
-  int held;      /* runs the engine holds whose Futures are not made */
-  int pin;       /* the group's slot in the pins table while held > 0 */
-  int collected; /* __gc ran: the references are dropped */
+  lua_Integer n;      /* runs made so far (each holds a reference here) */
+  int held;           /* runs the engine holds whose Futures are not made */
+  int pin;            /* the group's slot in the pins table while held > 0 */
+  int collected;      /* __gc ran: the references are dropped */
+  lua_Integer length; /* runs it has room for */
+  lua_Integer swept;  /* runs before this one are retired or never will */
+  mf_run *retired;    /* the placeholder of retired runs (one reference) */
+  mf_run_summary *summaries; /* by index, for the retired */
+  unsigned char *no_results; /* bit i: retired run i returned nothing */
+  mfl_run model;             /* the body of the first that retired */
+  unsigned model_flags;      /* and its flags (mf_run_flags) */
   mf_run *runs[];
 };
 
@@ -67,6 +84,8 @@ static int group_gc(lua_State *L) {
   g->collected = 1;
   for (lua_Integer i = 0; i < g->n; i++) {
     mf_run *run = g->runs[i];
+    if (run == g->retired)
+      continue;
     mfl_run *lr = mf_run_body(run);
     if (lr->group == g) {
       lr->group = NULL;
@@ -82,6 +101,13 @@ static int group_gc(lua_State *L) {
     mf_run_unref(run);
   }
   g->n = 0;
+  if (g->retired)
+    mf_run_unref(g->retired);
+  g->retired = NULL;
+  free(g->summaries);
+  g->summaries = NULL;
+  free(g->no_results);
+  g->no_results = NULL;
   return 0;
 }
 
@@ -126,6 +152,11 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   g->held = 0;
   g->pin = LUA_NOREF;
   g->collected = 0;
+  g->length = length;
+  g->swept = 0;
+  g->retired = NULL;
+  g->summaries = NULL;
+  g->no_results = NULL;
   int gidx = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt);
   lua_setmetatable(L, gidx);
@@ -195,16 +226,130 @@ void mfl_group_drop_last(lua_State *L, int gidx) {
 void mfl_group_cancel(lua_State *L, int gidx) {
   mfl_group *g = lua_touserdata(L, gidx);
   for (lua_Integer i = 0; i < g->n; i++)
-    mf_run_cancel(g->runs[i]);
+    if (g->runs[i] != g->retired)
+      mf_run_cancel(g->runs[i]);
 }
+
+/* {------ Retiring finished runs ------ */
+
+/* A body for a record of the group's, made again or the placeholder. */
+static void init_body(mfl_group *g, mf_run *run) {
+  mf_run_set_data(run, g->S); /* a run of this state's */
+  mfl_run *lr = mf_run_body(run);
+  lr->S = g->S;
+  lr->kind = MFL_TASK;
+  lr->pin = LUA_NOREF;
+}
+
+/* Room for the summaries and the placeholder; 0 when there is none (the
+ * runs then keep their records). */
+static int retire_room(mfl_group *g, mf_run *first) {
+  if (g->retired)
+    return 1;
+  static const mf_run_summary nothing;
+  g->summaries = malloc((size_t)g->length * sizeof *g->summaries);
+  g->no_results = calloc(((size_t)g->length + 7) / 8, 1);
+  g->retired = mf_run_from_summary(g->S->engine, &mfl_run_ops, sizeof(mfl_run),
+                                   0, &nothing);
+  if (!g->summaries || !g->no_results || !g->retired) {
+    free(g->summaries);
+    free(g->no_results);
+    if (g->retired)
+      mf_run_unref(g->retired);
+    g->summaries = NULL;
+    g->no_results = NULL;
+    g->retired = NULL;
+    return 0;
+  }
+  init_body(g, g->retired);
+  g->model = *(mfl_run *)mf_run_body(first);
+  g->model_flags = mf_run_flags(first);
+  return 1;
+}
+
+/* Retires run i (from 0) if it completed without its Future and nothing
+ * else refers to it. */
+static void retire(mfl_group *g, lua_Integer i) {
+  mf_run *run = g->runs[i];
+  mfl_run *lr = mf_run_body(run);
+  if (lr->group != g || !lr->group_result || lr->group_held || lr->note ||
+      lr->co || lr->io || lr->remote || lr->has_outcome || lr->noted ||
+      lr->pin != LUA_NOREF || !retire_room(g, run) ||
+      !mf_run_summarize(run, &g->summaries[i]))
+    return;
+  if (lr->nresults == 0)
+    g->no_results[i / 8] |= (unsigned char)(1u << (i % 8));
+  g->runs[i] = g->retired;
+  mf_run_unref(run); /* the group's, its last */
+}
+
+/* Retires the runs that ended before run `upto` (from 0; that one may
+ * still be in its step), stopping at the first that has not ended. */
+static void sweep(mfl_group *g, lua_Integer upto) {
+  if (g->S->closing || g->S->closed || !g->S->engine)
+    return;
+  for (; g->swept < upto; g->swept++) {
+    mf_run *run = g->runs[g->swept];
+    if (run == g->retired ||
+        ((mfl_run *)mf_run_body(run))->group != g) /* its Future has it */
+      continue;
+    if (!mf_run_is_final(run))
+      return;
+    retire(g, g->swept);
+  }
+}
+
+/* Retires every run that can: after a wait on the whole list (whose
+ * references kept them while it lasted). */
+static void sweep_all(mfl_group *g) {
+  if (g->S->closing || g->S->closed || !g->S->engine)
+    return;
+  for (lua_Integer i = 0; i < g->n; i++)
+    if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]))
+      retire(g, i);
+}
+
+/* The record of retired run i (from 1) made again, in runs[]. */
+static mf_run *revive(lua_State *L, mfl_group *g, lua_Integer i) {
+  mfl_state *S = g->S;
+  if (S->closed || !S->engine)
+    luaL_error(L, "moonflow: the state is closed");
+  mf_run *run = mf_run_from_summary(S->engine, &mfl_run_ops, sizeof(mfl_run),
+                                    g->model_flags, &g->summaries[i - 1]);
+  if (!run)
+    luaL_error(L, "moonflow: out of memory");
+  mfl_run *lr = mf_run_body(run);
+  *lr = g->model;
+  lr->co = NULL;
+  lr->remote = NULL;
+  lr->io = NULL;
+  lr->note = NULL;
+  lr->pin = LUA_NOREF;
+  lr->nargs = 0;
+  lr->yield = 0;
+  lr->co_in_box = 0;
+  lr->needs_resolve = lr->resolve_tables = 0;
+  lr->group = g;
+  lr->group_index = (int)i;
+  lr->group_held = 0;
+  lr->group_result = 1;
+  lr->nresults = (g->no_results[(i - 1) / 8] >> ((i - 1) % 8)) & 1 ? 0 : 1;
+  init_body(g, run);
+  g->runs[i - 1] = run; /* the reference it was made with */
+  return run;
+}
+
+/* }------ */
 
 /* Makes the Future of run i of the group at gidx (its values move into it)
  * and pushes it; or pushes the one made before. */
 static void materialize(lua_State *L, int gidx, lua_Integer i) {
   mfl_group *g = lua_touserdata(L, gidx);
-  mf_run *run = g->runs[i - 1];
-  mfl_run *lr = mf_run_body(run);
   luaL_checkstack(L, 6, NULL);
+  mf_run *run = g->runs[i - 1];
+  if (run == g->retired)
+    run = revive(L, g, i);
+  mfl_run *lr = mf_run_body(run);
   if (lr->group != g) { /* made before (the list may have changed since) */
     lua_getiuservalue(L, gidx, GROUP_UV_FUTURES);
     lua_rawgeti(L, -1, i);
@@ -267,7 +412,14 @@ void mfl_group_release(lua_State *L, mfl_run *lr) {
   if (!lr->group_held)
     return;
   lr->group_held = 0;
-  release(L, lr->group);
+  mfl_group *g = lr->group;
+  lua_Integer self = lr->group_index - 1;
+  sweep(g, self);
+  if (g->held == 1 && g->swept == self) /* the last: the rest ended */
+    for (lua_Integer i = self + 1; i < g->n; i++)
+      if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]))
+        retire(g, i);
+  release(L, g);
 }
 
 int mfl_group_push_attempt(lua_State *L, mfl_run *lr) {
@@ -347,6 +499,17 @@ int mfl_list_expand(lua_State *L, int idx) {
   return 1;
 }
 
+lua_Integer mfl_list_retired(lua_State *L, int idx) {
+  mfl_group *g = push_list_group(L, idx);
+  if (!g)
+    return 0;
+  lua_pop(L, 1);
+  lua_Integer count = 0;
+  for (lua_Integer i = 0; i < g->n; i++)
+    count += g->runs[i] == g->retired;
+  return count;
+}
+
 /* __index(list, k): run k's Future, made now; or a FutureList method. */
 static int list_index(lua_State *L) {
   int integral = 0;
@@ -424,19 +587,29 @@ int mfl_group_list_ready(lua_State *L) {
 
 /* Stack of both: list timeout [raise] group */
 
+static int group_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
+  sweep_all(lua_touserdata(L, 3));
+  return mfl_wait_done_k(L, status, ctx);
+}
+
+static int group_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
+  sweep_all(lua_touserdata(L, 3));
+  return mfl_collect_done_k(L, status, ctx);
+}
+
 int mfl_group_list_wait(lua_State *L, double timeout) {
   lua_settop(L, 2);
   mfl_group *g = push_list_group(L, 1);
   if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
     return mfl_collect_runs(L, 3, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout,
-                            mfl_collect_done_k);
+                            group_collect_done_k);
   size_t pending = 0;
   for (lua_Integer i = 0; i < g->n; i++)
     pending += !mf_run_is_final(g->runs[i]);
   if (pending == 0)
-    return mfl_wait_done_k(L, LUA_OK, 0);
+    return group_wait_done_k(L, LUA_OK, 0);
   return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
-                  mfl_wait_done_k);
+                  group_wait_done_k);
 }
 
 /* What list:result() has seen of the runs so far. */
@@ -453,6 +626,14 @@ static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
                        int raise, seen_runs *seen) {
   mfl_group *g = lua_touserdata(L, gidx);
   mf_run *run = g->runs[i - 1];
+  if (run == g->retired) {
+    if ((g->no_results[(i - 1) / 8] >> ((i - 1) % 8)) & 1)
+      lua_pushnil(L);
+    else
+      lua_rawgeti(L, slots, (lua_Integer)i);
+    lua_rawseti(L, out, (lua_Integer)i);
+    return;
+  }
   mfl_run *lr = mf_run_body(run);
   if (!mf_run_is_final(run)) {
     seen->unfinished++;
@@ -502,6 +683,7 @@ static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
   size_t n = (size_t)g->n;
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
+  sweep_all(g);
   lua_settop(L, 4);
   lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
   lua_createtable(L, (int)n, 1);
@@ -521,6 +703,7 @@ static int group_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int slots = job + 1, out = job + 2;
   if (c->step == 0) {
+    sweep_all(lua_touserdata(L, 4));
     lua_settop(L, job);
     lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
     lua_createtable(L, (int)c->count, 1);

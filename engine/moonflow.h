@@ -362,6 +362,35 @@ MF_API mf_run *mf_run_cause(const mf_run *run);
  * contract); 0 otherwise. */
 MF_API int mf_run_error_code(const mf_run *run);
 
+/* {====== Summaries: finished runs kept in 48 bytes ======
+ * A host that holds many finished runs (the runs of a big map whose results
+ * it keeps) can give a run's record back and keep its summary instead, then
+ * make the record again if it is asked for the run itself. */
+typedef struct mf_run_summary {
+  uint64_t id, number;     /* mf_run_id; the n of its name */
+  const char *name_prefix; /* as given to mf_run_set_name (not owned) */
+  double timestamps[3];    /* of its Pending, Running and Completed states */
+} mf_run_summary;
+
+/* Fills out and returns 1 when the run can be made again from a summary
+ * with nothing lost: it is final and completed at its first attempt
+ * (history Pending, Running, Completed), has no custom name, no policy,
+ * tags, limits, resources, done callbacks or cause, the engine holds it no
+ * more, and the caller's reference is its only one.  Returns 0 otherwise
+ * (out untouched).  The caller may then drop its reference. */
+MF_API int mf_run_summarize(const mf_run *run, mf_run_summary *out);
+
+/* A record made again from a summary: final, Completed, handled, with the
+ * summary's id, name and history, attempt 1, the flags given, no parent;
+ * one reference owned by the caller, a zeroed body of body_size bytes.  The
+ * engine's observer is not told (it saw these states once).  NULL when out
+ * of memory. */
+MF_API mf_run *mf_run_from_summary(mf_engine *engine, const mf_run_ops *ops,
+                                   size_t body_size, unsigned flags,
+                                   const mf_run_summary *summary);
+
+/* }====== */
+
 /*
  * The life of a run, which the engine owns: a run waits for its inputs, then
  * for the slots of its limits, then its attempts begin.  Each attempt is a

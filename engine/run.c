@@ -232,6 +232,65 @@ void mf__run_push_state(mf_run *run, mf_state_type type, mf_state_name name) {
 
 /* }====== */
 
+/* {====== Summaries ====== */
+
+static const struct {
+  mf_state_type type;
+  mf_state_name name;
+} summary_states[3] = {{MF_PENDING, MF_NAME_PENDING},
+                       {MF_RUNNING, MF_NAME_RUNNING},
+                       {MF_COMPLETED, MF_NAME_COMPLETED}};
+
+int mf_run_summarize(const mf_run *run, mf_run_summary *out) {
+  if (run->life != MF_LIFE_FINAL || run->refs != 1 || run->holds != 0 ||
+      run->attempt != 1 || run->history_len != 3 || run->custom_name ||
+      run->extra || run->cause || run->done_callbacks || run->waiters ||
+      (run->waiter && (run->waiter->active || run->waiter->count)) ||
+      run->error_code || run->in_unhandled)
+    return 0;
+  for (int i = 0; i < 3; i++)
+    if (run->history[i].type != summary_states[i].type ||
+        run->history[i].name != summary_states[i].name)
+      return 0;
+  out->id = run->id;
+  out->number = run->number;
+  out->name_prefix = run->name_prefix;
+  for (int i = 0; i < 3; i++)
+    out->timestamps[i] = run->history[i].timestamp;
+  return 1;
+}
+
+mf_run *mf_run_from_summary(mf_engine *engine, const mf_run_ops *ops,
+                            size_t body_size, unsigned flags,
+                            const mf_run_summary *summary) {
+  mf_run *run = mf__run_alloc(engine, body_size);
+  if (!run)
+    return NULL;
+  run->engine = engine;
+  run->ops = ops;
+  run->refs = 1;
+  run->id = summary->id;
+  run->number = summary->number;
+  run->name_prefix = summary->name_prefix;
+  run->flags = (unsigned char)flags;
+  run->history = run->history_inline;
+  run->history_cap = MF_HISTORY_INLINE;
+  run->history_len = 3;
+  for (int i = 0; i < 3; i++)
+    run->history[i] = (mf_state){summary_states[i].type, summary_states[i].name,
+                                 summary->timestamps[i]};
+  run->type = run->outcome_type = MF_COMPLETED;
+  run->name = run->outcome_name = MF_NAME_COMPLETED;
+  run->attempt = 1;
+  run->handled = 1;
+  run->body_started = 1;
+  run->outcome_decided = 1;
+  run->life = MF_LIFE_FINAL; /* born final: no transition to check */
+  return run;
+}
+
+/* }====== */
+
 /* {====== Done callbacks ====== */
 
 int mf_run_on_done(mf_run *run, mf_done_fn fn, void *data) {

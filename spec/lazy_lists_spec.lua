@@ -177,4 +177,81 @@ function TestLazyLists:test_a_dropped_list_still_runs_and_is_collected()
   end, "the list to be collected")
 end
 
+-- A run that completed without its Future gives its record back once
+-- nothing else refers to it (group.c: the group keeps a 48-byte summary);
+-- its Future, asked for afterwards, is made again from the summary and
+-- tells the same run: id, name, history, attempt, result.
+function TestLazyLists:test_finished_runs_give_their_records_back()
+  local none = mf.task({ name = "none" }, function() end)
+  local n = 200
+  local list = double:map(range(n))
+  local empty = none:map(range(3))
+  lu.assertEquals(list:result().n, n)
+  empty:wait()
+  if not h.copying then
+    -- (runners that copy values make every Future: nothing retires there)
+    lu.assertTrue(core.retired_runs(list) >= n - 1,
+      "all but the last run retired: " .. core.retired_runs(list))
+    lu.assertTrue(core.retired_runs(empty) >= 2)
+  end
+  local ids = {}
+  local base = tonumber(list[1].name:match("%-(%d+)$")) - 1
+  for i = 1, n do
+    local f = list[i]
+    lu.assertTrue(rawequal(f, list[i]), "made once")
+    lu.assertEquals(f:result(), 2 * i)
+    local s = f:state()
+    lu.assertEquals({ s.type, s.name, s.attempt }, { "COMPLETED", "Completed", 1 })
+    lu.assertEquals(s.run_name, "double-" .. base + i, "its own name")
+    lu.assertEquals(f.name, s.run_name)
+    local history = f:history()
+    lu.assertEquals(#history, 3)
+    lu.assertEquals({ history[1].type, history[2].type, history[3].type },
+      { "PENDING", "RUNNING", "COMPLETED" })
+    lu.assertTrue(history[1].timestamp <= history[2].timestamp
+      and history[2].timestamp <= history[3].timestamp)
+    lu.assertEquals(history[3].run_id, s.run_id)
+    lu.assertTrue(f:done())
+    lu.assertNil(ids[s.run_id], "ids stay distinct")
+    ids[s.run_id] = true
+  end
+  lu.assertEquals(core.retired_runs(list), 0, "every record made again")
+  lu.assertEquals(select("#", empty[1]:result()), 0, "it returned nothing")
+  lu.assertEquals(empty:result(), { n = 3 })
+  -- Callbacks added now run at once, as for any finished run.
+  local called
+  list[7]:add_done_callback(function(f) called = f:result() end)
+  h.eventually(function() return called == 14 end, "done callback")
+end
+
+-- Retired runs count as completed everywhere a list is read: waits,
+-- results, a list as an input, wait_for, as_completed.
+function TestLazyLists:test_retired_runs_read_as_completed()
+  local list = double:map(range(50))
+  list:wait()
+  lu.assertEquals(list:wait(), true)
+  lu.assertEquals(list:result()[50], 100)
+  local sum = mf.task({ name = "sum" }, function(values)
+    local s = 0
+    for _, v in ipairs(values) do s = s + v end
+    return s
+  end)
+  local again = double:map(range(20))
+  again:wait()
+  lu.assertEquals(sum:submit(again):result(), 420)
+  local third = double:map(range(10))
+  third:wait()
+  local seen = 0
+  for f in mf.as_completed(third) do seen = seen + f:result() end
+  lu.assertEquals(seen, 110)
+  -- Inside a run, collected in slices.
+  local inner = mf.flow({ name = "inner" }, function()
+    local l = double:map(range(100))
+    l:wait()
+    local r = l:result()
+    return r[1] + r[100]
+  end)
+  lu.assertEquals(inner(), 202)
+end
+
 h.run()

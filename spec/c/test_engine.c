@@ -310,4 +310,61 @@ TEST(observer) {
   mf_engine_close(e);
 }
 
+/* A finished run given back for its summary, and made again from it. */
+TEST(summary) {
+  mf_engine *e = new_engine();
+  mf_run *run = submit(e, &complete_ops, sizeof(value_body), 1);
+  mf_run_set_name(run, "double", 7);
+  mf_run_summary summary;
+  ASSERT(mf_run_summarize(run, &summary) == 0); /* not final yet */
+  mf_run *other = run;
+  mf_run_ref(other); /* a second reference: not yet either */
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(mf_run_summarize(run, &summary) == 0);
+  mf_run_unref(other);
+  const mf_state *history;
+  ASSERT(mf_run_history(run, &history) == 3);
+  mf_state was[3] = {history[0], history[1], history[2]};
+  uint64_t id = mf_run_id(run);
+  ASSERT(mf_run_summarize(run, &summary) == 1);
+  mf_run_unref(run);
+
+  mf_run *again = mf_run_from_summary(e, &complete_ops, sizeof(value_body),
+                                      MF_RUN_ROOT, &summary);
+  ASSERT(again != NULL);
+  ASSERT(mf_run_id(again) == id);
+  char name[32];
+  mf_run_name(again, name, sizeof name);
+  ASSERT_STR_EQ(name, "double-7");
+  ASSERT(mf_run_is_final(again));
+  ASSERT(mf_run_state_type(again) == MF_COMPLETED);
+  ASSERT(mf_run_state_name(again) == MF_NAME_COMPLETED);
+  ASSERT(mf_run_attempt(again) == 1);
+  ASSERT(mf_run_flags(again) == MF_RUN_ROOT);
+  ASSERT(mf_run_parent(again) == NULL);
+  ASSERT(((value_body *)mf_run_body(again))->value == 0); /* zeroed */
+  ASSERT(mf_run_history(again, &history) == 3);
+  for (int i = 0; i < 3; i++) {
+    ASSERT(history[i].type == was[i].type);
+    ASSERT(history[i].name == was[i].name);
+    ASSERT(history[i].timestamp == was[i].timestamp);
+  }
+  /* It behaves as a finished run: waits end at once, cancel changes
+   * nothing, and it can be summarized again. */
+  ASSERT(mf_engine_wait(e, &again, 1, MF_WAIT_ALL, -1) == 0);
+  mf_run_cancel(again);
+  ASSERT(mf_run_state_type(again) == MF_COMPLETED);
+  mf_run_summary twice;
+  ASSERT(mf_run_summarize(again, &twice) == 1);
+  ASSERT(twice.id == id && twice.number == 7);
+  mf_run_unref(again);
+
+  /* A failed run, or one that retried, keeps its record. */
+  mf_run *failed = submit(e, &fail_ops, sizeof(value_body), 0);
+  ASSERT(mf_engine_wait(e, &failed, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(mf_run_summarize(failed, &summary) == 0);
+  mf_run_unref(failed);
+  mf_engine_close(e);
+}
+
 TEST_MAIN("engine")
