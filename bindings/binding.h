@@ -69,6 +69,8 @@ typedef struct mfl_state {
   struct mfl_watch *watch;        /* registered with the watchdog, or NULL */
   lua_State *volatile running_co; /* the coroutine executing in a step */
   volatile int tick_hooked;       /* the hook is set on hooked_co */
+  unsigned long slice_step; /* mfl_slice_clock: the step it was asked in */
+  uint64_t slice_since;     /* and that step's first reading */
   lua_State *volatile hooked_co;
   int alloc_failing; /* the hook made the allocator fail (preempt.c) */
   lua_Alloc saved_alloc;
@@ -440,7 +442,7 @@ MFL_INTERNAL void mfl_preempt_configure(mfl_state *S);
  * slice or passed its deadline; mfl_yield_slice yields (parked for the
  * slice, stopped past the deadline), k continuing. */
 MFL_INTERNAL mf_run *mfl_slice_run(lua_State *L, mfl_state *S);
-MFL_INTERNAL uint64_t mfl_slice_clock(void);
+MFL_INTERNAL uint64_t mfl_slice_clock(mfl_state *S);
 MFL_INTERNAL int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run,
                                 uint64_t since);
 MFL_INTERNAL int mfl_yield_slice(lua_State *L, mfl_state *S, mf_run *run,

@@ -33,7 +33,7 @@ static int step_k(lua_State *L, int status, lua_KContext ctx);
 void mfl_collect_enter(lua_State *L, mfl_collect *c) {
   mfl_state *S = mfl_state_get(L);
   c->self = mfl_slice_run(L, S);
-  c->since = c->self ? mfl_slice_clock() : 0;
+  c->since = c->self ? mfl_slice_clock(S) : 0;
 }
 
 int mfl_collect_over(lua_State *L, mfl_collect *c, size_t i) {

@@ -69,6 +69,16 @@ enum { LIST_MT_MARK = 1, LIST_MT_GROUP };
 
 static const char key_group_mt, key_list_fields, key_next;
 
+/* Inside a run, tables for a long map grow as they fill rather than being
+ * made whole at once: making (and clearing) a table of a million slots
+ * takes longer than a time slice. */
+#define SLICED_PREALLOC 65536
+
+static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
+  return (int)(n > SLICED_PREALLOC && mfl_slice_run(L, S) ? SLICED_PREALLOC
+                                                          : n);
+}
+
 /* {====== The group and its runs ====== */
 
 static int group_gc(lua_State *L) {
@@ -164,7 +174,7 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   lua_setiuservalue(L, gidx, GROUP_UV_TASK);
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_FN);
   lua_setiuservalue(L, gidx, GROUP_UV_FN);
-  lua_createtable(L, (int)length, 0);
+  lua_createtable(L, prealloc(L, S, length), 0);
   lua_setiuservalue(L, gidx, GROUP_UV_SLOTS);
 
   /* The FutureList, empty, with its own metatable. */
@@ -299,14 +309,12 @@ static void sweep(mfl_group *g, lua_Integer upto) {
   }
 }
 
-/* Retires every run that can: after a wait on the whole list (whose
- * references kept them while it lasted). */
-static void sweep_all(mfl_group *g) {
-  if (g->S->closing || g->S->closed || !g->S->engine)
-    return;
-  for (lua_Integer i = 0; i < g->n; i++)
-    if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]))
-      retire(g, i);
+/* Retires run i (from 0) if it can: after a wait on the whole list, whose
+ * references kept every run while it lasted. */
+static void retire_after_wait(mfl_group *g, lua_Integer i) {
+  if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]) &&
+      !g->S->closing && !g->S->closed && g->S->engine)
+    retire(g, i);
 }
 
 /* The record of retired run i (from 1) made again, in runs[]. */
@@ -588,13 +596,28 @@ int mfl_group_list_ready(lua_State *L) {
 /* Stack of both: list timeout [raise] group */
 
 static int group_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
-  sweep_all(lua_touserdata(L, 3));
+  mfl_group *g = lua_touserdata(L, 3);
+  for (lua_Integer i = 0; i < g->n; i++)
+    retire_after_wait(g, i);
   return mfl_wait_done_k(L, status, ctx);
 }
 
+/* The same inside a run, in slices (collect.c's job at ctx). */
 static int group_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
-  sweep_all(lua_touserdata(L, 3));
-  return mfl_collect_done_k(L, status, ctx);
+  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  mfl_group *g = lua_touserdata(L, 3);
+  if (status != LUA_OK)
+    mfl_collect_enter(L, c);
+  if (c->step == 0) {
+    c->step = 1;
+    c->at = 0;
+  }
+  while (c->at < (size_t)g->n) {
+    retire_after_wait(g, (lua_Integer)c->at++);
+    if (c->at < (size_t)g->n && mfl_collect_over(L, c, c->at))
+      return mfl_collect_yield(L, c, ctx, group_collect_done_k);
+  }
+  return mfl_collect_done_k(L, LUA_OK, ctx);
 }
 
 int mfl_group_list_wait(lua_State *L, double timeout) {
@@ -625,6 +648,7 @@ typedef struct seen_runs {
 static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
                        int raise, seen_runs *seen) {
   mfl_group *g = lua_touserdata(L, gidx);
+  retire_after_wait(g, (lua_Integer)i - 1);
   mf_run *run = g->runs[i - 1];
   if (run == g->retired) {
     if ((g->no_results[(i - 1) / 8] >> ((i - 1) % 8)) & 1)
@@ -683,7 +707,6 @@ static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
   size_t n = (size_t)g->n;
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
-  sweep_all(g);
   lua_settop(L, 4);
   lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
   lua_createtable(L, (int)n, 1);
@@ -703,10 +726,9 @@ static int group_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int slots = job + 1, out = job + 2;
   if (c->step == 0) {
-    sweep_all(lua_touserdata(L, 4));
     lua_settop(L, job);
     lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
-    lua_createtable(L, (int)c->count, 1);
+    lua_createtable(L, prealloc(L, mfl_state_get(L), (lua_Integer)c->count), 1);
     c->step = 1;
     c->at = 0;
     c->acc = 0;

@@ -416,7 +416,26 @@ mf_run *mfl_slice_run(lua_State *L, mfl_state *S) {
   return run && lua_isyieldable(L) ? run : NULL;
 }
 
-uint64_t mfl_slice_clock(void) { return now_ns(); }
+/* Where the current step's slice began: the start of the scheduler pass
+ * it runs in (mf_engine_pass_started), so that the slicing calls a step
+ * makes one after the other (map's check, its making, a collection) share
+ * one slice, and share it with the runs the pass ran before. */
+uint64_t mfl_slice_clock(mfl_state *S) {
+  uint64_t now = now_ns();
+  mfl_watch *w = S->watch;
+  if (!w)
+    return now;
+  unsigned long step = atomic_load_explicit(&w->steps, memory_order_relaxed);
+  if (S->slice_step != step) {
+    S->slice_step = step;
+    S->slice_since = now;
+    /* (the pass began earlier: what it ran counts, on the same clock) */
+    double pass = S->engine ? mf_engine_pass_started(S->engine) : -1;
+    if (pass >= 0 && (uint64_t)(pass * 1e9) < now)
+      S->slice_since = (uint64_t)(pass * 1e9);
+  }
+  return S->slice_since;
+}
 
 int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run, uint64_t since) {
   mfl_watch *w = S->watch;

@@ -406,9 +406,10 @@ static void on_yield(lua_State *L, mf_run *run, mfl_run *lr, int box,
     mf_run_sleep(run, 0);
     return;
   case MFL_YIELD_PREEMPTED:
-    /* Behind what the loop's turn makes ready (timers, I/O). */
+    /* Behind the runs ready to start; what the loop's turn wakes (timers,
+     * I/O) comes first (mfl_yield_slice ended the pass). */
     anchor(L, lr, box, co);
-    mf_run_sleep(run, 1e-6);
+    mf_run_sleep(run, 0);
     return;
   case MFL_YIELD_STOPPED:
     /* It computed past its deadline: stopped for good, where it was. */

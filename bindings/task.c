@@ -349,9 +349,14 @@ static int unquote_array(lua_State *L, int idx) {
 typedef struct map_plan {
   int first, nargs;
   lua_Integer length;
+  int sliced; /* called by a run that can yield: long checks in slices */
   arg_kind kinds[MAP_MAX_ARGS];
   int collectors[MAP_MAX_ARGS]; /* broadcast args' collector index, or 0 */
+  unsigned char unchecked[MAP_MAX_ARGS]; /* arrays to check (check_k) */
 } map_plan;
+
+/* Arrays at least this long are checked in slices inside a run. */
+#define MAP_CHECK_SLICED 4096
 
 /* Classifies the arguments (after single futures were resolved). */
 static void plan_map(lua_State *L, map_plan *p) {
@@ -360,6 +365,7 @@ static void plan_map(lua_State *L, map_plan *p) {
     int idx = p->first + i, argno = i + 1;
     lua_Integer n = 0;
     p->collectors[i] = 0;
+    p->unchecked[i] = 0;
     if (mfl_list_expand(L, idx)) { /* (read raw below) */
       p->kinds[i] = ARG_LIST;
       n = (lua_Integer)lua_rawlen(L, idx);
@@ -368,7 +374,9 @@ static void plan_map(lua_State *L, map_plan *p) {
       i--; /* classify the array again */
       continue;
     } else if (lua_type(L, idx) == LUA_TTABLE && !has_metatable(L, idx)) {
-      if (!is_sequence(L, idx, &n))
+      n = (lua_Integer)lua_rawlen(L, idx);
+      p->unchecked[i] = p->sliced && n >= MAP_CHECK_SLICED;
+      if (!p->unchecked[i] && !is_sequence(L, idx, &n))
         raise_not_sequence(L, idx, argno);
       p->kinds[i] = ARG_ARRAY;
     } else if (unquote_array(L, idx)) {
@@ -402,6 +410,75 @@ static void plan_map(lua_State *L, map_plan *p) {
 }
 
 static int map_k(lua_State *L, int status, lua_KContext ctx);
+static int map_start(lua_State *L, const map_plan *checked);
+
+/* Checking long arrays inside a run, in slices (no run is made before
+ * every argument is checked): where each check is. */
+typedef struct map_check {
+  map_plan plan;
+  int arg;          /* the argument being checked */
+  lua_Integer key;  /* the last key seen (0: none yet) */
+  lua_Integer seen; /* keys 1..n seen so far */
+} map_check;
+
+#define MAP_CHECK_CHUNK 1024 /* keys checked between two looks at the clock */
+
+static void raise_changed(lua_State *L, int argno) {
+  mfl_raise(L, "UsageError",
+            "map: argument #%d was changed while map was checking it (a "
+            "long array is checked in slices inside a run: change it before "
+            "the call or after map returns)",
+            argno);
+}
+
+/* Goes on checking that the plan's unchecked arrays are sequences 1..n, as
+ * is_sequence does; ctx is the check's index (the arguments below it). */
+static int check_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; /* a slice's yield carries no outcome */
+  int check_idx = (int)ctx;
+  map_check *c = lua_touserdata(L, check_idx);
+  mfl_state *S = mfl_state_get(L);
+  mf_run *self = mfl_slice_run(L, S);
+  uint64_t since = self ? mfl_slice_clock(S) : 0;
+  lua_settop(L, check_idx);
+  for (; c->arg < c->plan.nargs; c->arg++, c->key = 0, c->seen = 0) {
+    if (!c->plan.unchecked[c->arg])
+      continue;
+    int idx = c->plan.first + c->arg, argno = c->arg + 1;
+    lua_Integer n = c->plan.length;
+    if (c->key == 0) {
+      lua_pushnil(L);
+    } else { /* (next from a key no longer there would raise) */
+      if (lua_rawgeti(L, idx, c->key) == LUA_TNIL)
+        raise_changed(L, argno);
+      lua_pop(L, 1);
+      lua_pushinteger(L, c->key);
+    }
+    while (lua_next(L, idx)) {
+      lua_pop(L, 1);
+      lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+      if (k < 1 || k > n) {
+        lua_settop(L, check_idx);
+        if ((lua_Integer)lua_rawlen(L, idx) != n)
+          raise_changed(L, argno);
+        raise_not_sequence(L, idx, argno);
+      }
+      if (++c->seen % MAP_CHECK_CHUNK == 0 && self &&
+          mfl_slice_over(S, L, self, since)) {
+        c->key = k;
+        lua_settop(L, check_idx);
+        return mfl_yield_slice(L, S, self, ctx, check_k);
+      }
+    }
+    if ((lua_Integer)lua_rawlen(L, idx) != n)
+      raise_changed(L, argno);
+    if (c->seen != n)
+      raise_not_sequence(L, idx, argno);
+  }
+  map_plan plan = c->plan;
+  lua_settop(L, check_idx - 1);
+  return map_start(L, &plan);
+}
 
 /* The States of every run of the FutureList at ctx. */
 static int states_k(lua_State *L, int status, lua_KContext ctx) {
@@ -558,7 +635,7 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   map_job *job = lua_touserdata(L, job_idx);
   mfl_state *S = mfl_state_get(L);
   mf_run *self = mfl_slice_run(L, S); /* NULL: this call cannot yield */
-  uint64_t since = self ? mfl_slice_clock() : 0;
+  uint64_t since = self ? mfl_slice_clock(S) : 0;
   lua_settop(L, job->list);
   luaL_checkstack(L, job->plan.nargs + 8, "too many arguments to map");
   mfl_hot hot;
@@ -595,7 +672,21 @@ static int map_k(lua_State *L, int status, lua_KContext ctx) {
   int waited = wait_future_args(L, top);
   if (waited >= 0)
     return waited;
+  plan.sliced = mfl_slice_run(L, mfl_state_get(L)) != NULL;
   plan_map(L, &plan); /* every check, before any run is made */
+  for (int i = 0; i < plan.nargs; i++)
+    if (plan.unchecked[i]) { /* the long ones in slices, then map_start */
+      map_check *check = lua_newuserdatauv(L, sizeof *check, 0);
+      memset(check, 0, sizeof *check);
+      check->plan = plan;
+      return check_k(L, LUA_OK, lua_gettop(L));
+    }
+  return map_start(L, &plan);
+}
+
+/* Makes the job and its runs, every check done. */
+static int map_start(lua_State *L, const map_plan *checked) {
+  map_plan plan = *checked;
   for (int i = 0; i < plan.nargs; i++) {
     if (plan.kinds[i] != ARG_BROADCAST)
       continue;

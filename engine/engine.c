@@ -62,6 +62,10 @@ const char *mf_state_name_string(mf_state_name name) {
 
 /* {====== Clock ====== */
 
+double mf_engine_pass_started(const mf_engine *engine) {
+  return engine->pass_started;
+}
+
 double mf_engine_now(const mf_engine *engine) {
   (void)engine;
   return (double)uv_hrtime() / 1e9;
@@ -160,6 +164,7 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
     uv_unref((uv_handle_t *)&e->idle); /* never keeps a host's loop alive */
   e->max_steps = cfg ? cfg->max_steps : 0;
   e->pass_budget = cfg && cfg->step_budget > 0 ? cfg->step_budget : 0.01;
+  e->pass_started = -1;
   e->step_only = cfg ? cfg->step_only : 0;
   e->no_preemption = cfg ? cfg->no_preemption : 0;
   if (uv_mutex_init(&e->post_lock) != 0 ||

@@ -34,6 +34,7 @@ struct mf_engine {
   atomic_int posts_waiting; /* a hint, set by posters: posts are queued */
   unsigned max_steps;
   double pass_budget;          /* seconds a scheduler pass may take */
+  double pass_started;         /* when the pass running began; < 0: none */
   unsigned char running_loop;  /* inside the engine's own uv_run */
   unsigned char top_wait_over; /* the top-level wait's target was reached */
   void (*close_fn)(mf_engine *, void *);
@@ -43,7 +44,13 @@ struct mf_engine {
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */
   double timer_due; /* < 0: timer stopped */
 
+  /* Ready runs, in two FIFOs served in turn while both have runs: those
+   * to start (or that gave up their slice: mf_run_yield), and those woken
+   * from a wait (a timer, I/O, a run they waited for), so that a map's
+   * new runs never keep a woken run waiting for long. */
   mf_run *ready_head, *ready_tail;
+  mf_run *woken_head, *woken_tail;
+  unsigned char woken_last; /* the last pop took a woken run */
   /* Final runs whose done callbacks are due: a ring of held runs (a run
    * may still sit in the ready queue as a zombie, so it has no link). */
   mf_run **done;
@@ -91,6 +98,8 @@ struct mf_engine {
 /* Scheduler (sched.c). */
 MF_INTERNAL void mf__sched_push(mf_engine *e, mf_run *run,
                                 mf_ready_action action);
+/* The same at the back of the runs to start (a yield: mf_run_sleep 0). */
+MF_INTERNAL void mf__sched_push_back(mf_engine *e, mf_run *run);
 /* Returns 0 or MF_ENOMEM (the callbacks are then never called). */
 MF_INTERNAL int mf__sched_push_done(mf_engine *e, mf_run *run);
 MF_INTERNAL mf_run *mf__sched_pop_done(mf_engine *e);

@@ -198,6 +198,12 @@ MF_API int mf_engine_step(mf_engine *engine);
 /* Ends the current scheduler pass after the step executing now, so that
  * the loop turns (a body that used up its time slice calls it). */
 MF_API void mf_engine_end_pass(mf_engine *engine);
+/* When the scheduler pass running now began, on mf_engine_now's clock; a
+ * negative number outside a pass.  A body that computes in slices (a map
+ * making a million runs) counts its slice from there rather than from its
+ * own step, so that the pass ends near its budget and the runs that timers
+ * and I/O woke do not wait for a pass and a slice. */
+MF_API double mf_engine_pass_started(const mf_engine *engine);
 
 /* For hosts that poll: the loop's backend descriptor (uv_backend_fd), and
  * the milliseconds until the engine has something to do: 0 when runs are
@@ -556,7 +562,10 @@ typedef enum mf_wait_mode {
 MF_API int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
                        mf_wait_mode mode, double timeout);
 
-/* Parks the executing run for that many seconds (0: yields once). */
+/* Parks the executing run for that many seconds.  0 yields once: the run
+ * is ready again at once, behind the runs ready to start; runs that timers
+ * and I/O wake meanwhile are served first (the scheduler serves woken runs
+ * and runs to start in turn, woken first in each pass). */
 MF_API int mf_run_sleep(mf_run *run, double seconds);
 
 /* Parks the executing run until every run it started is final.

@@ -74,9 +74,9 @@ int mf_run_sleep(mf_run *run, double seconds) {
   mf_waiter *w = fresh_waiter(run, MF_WAITER_SLEEP, &rc);
   if (!w)
     return rc;
-  if (!(seconds > 0)) { /* 0 (or NaN): yields once */
+  if (!(seconds > 0)) { /* 0 (or NaN): yields once, behind the ready */
     w->reason = MF_WAKE_DONE;
-    mf__sched_push(run->engine, run, MF_READY_RESUME);
+    mf__sched_push_back(run->engine, run);
     return 0;
   }
   return park(run, MF_WAIT_ALL, seconds);

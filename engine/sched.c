@@ -1,5 +1,6 @@
 /*
- * sched.c -- the scheduler: a FIFO of ready runs and a FIFO of final runs
+ * sched.c -- the scheduler: two FIFOs of ready runs (to start, woken) served
+ * in turn, and a FIFO of final runs
  * whose done callbacks are due, drained from one C frame (so a long chain of
  * futures never nests resumes), and an idle handle that keeps a borrowed or
  * owned loop from blocking while either queue has entries.
@@ -28,7 +29,9 @@ static void want_drain(mf_engine *e) {
     uv_idle_start(&e->idle, on_idle);
 }
 
-void mf__sched_push(mf_engine *e, mf_run *run, mf_ready_action action) {
+/* Appends the run to a queue (a zombie brought back keeps its place). */
+static void enqueue(mf_engine *e, mf_run *run, mf_ready_action action,
+                    int woken) {
   mf__run_set_life(run, MF_LIFE_READY);
   run->ready_action = (unsigned char)action;
   if (run->queued) {
@@ -40,26 +43,42 @@ void mf__sched_push(mf_engine *e, mf_run *run, mf_ready_action action) {
     want_drain(e);
     return;
   }
+  mf_run **head = woken ? &e->woken_head : &e->ready_head;
+  mf_run **tail = woken ? &e->woken_tail : &e->ready_tail;
   run->queued = 1;
   run->next_ready = NULL;
-  if (e->ready_tail)
-    e->ready_tail->next_ready = run;
+  if (*tail)
+    (*tail)->next_ready = run;
   else
-    e->ready_head = run;
-  e->ready_tail = run;
+    *head = run;
+  *tail = run;
   want_drain(e);
 }
 
-/* Takes the head of the ready queue; returns NULL when empty.  Zombies
- * are dropped on the way (their queue hold released). */
+void mf__sched_push(mf_engine *e, mf_run *run, mf_ready_action action) {
+  enqueue(e, run, action,
+          action == MF_READY_RESUME || action == MF_READY_CLOSE);
+}
+
+void mf__sched_push_back(mf_engine *e, mf_run *run) {
+  enqueue(e, run, MF_READY_RESUME, 0);
+}
+
+/* Takes the next ready run, from the two queues in turn while both have
+ * runs; returns NULL when both are empty.  Zombies are dropped on the way
+ * (their queue hold released). */
 static mf_run *pop_ready(mf_engine *e) {
   for (;;) {
-    mf_run *run = e->ready_head;
+    int woken = e->woken_head && (!e->ready_head || !e->woken_last);
+    mf_run **head = woken ? &e->woken_head : &e->ready_head;
+    mf_run **tail = woken ? &e->woken_tail : &e->ready_tail;
+    mf_run *run = *head;
     if (!run)
       return NULL;
-    e->ready_head = run->next_ready;
-    if (!e->ready_head)
-      e->ready_tail = NULL;
+    e->woken_last = (unsigned char)woken;
+    *head = run->next_ready;
+    if (!*head)
+      *tail = NULL;
     run->next_ready = NULL;
     run->queued = 0;
     if (run->life == MF_LIFE_READY)
@@ -125,6 +144,8 @@ void mf__sched_drain(mf_engine *e) {
   e->depth++;
   mf__clock_refresh(e);
   double started = e->clock_cache, last_check = started;
+  e->woken_last = 0; /* each pass begins with what the loop's turn woke */
+  e->pass_started = started;
   unsigned steps = 0;
   int slow_steps = 0;
   /* Done callbacks go first: they run right after the step that made
@@ -136,7 +157,7 @@ void mf__sched_drain(mf_engine *e) {
       mf__run_release(run);
       continue;
     }
-    if (!e->ready_head)
+    if (!e->ready_head && !e->woken_head)
       break;
     /* A pass lasts its budget at most (mf_config.step_budget, 10 ms by
      * default), then the loop gets a turn (timers, I/O, a host's frame);
@@ -158,6 +179,7 @@ void mf__sched_drain(mf_engine *e) {
       mf__run_execute(run);
   }
   e->end_pass = 0;
+  e->pass_started = -1;
   if (!mf__sched_has_work(e))
     uv_idle_stop(&e->idle);
   e->depth--;
@@ -165,7 +187,7 @@ void mf__sched_drain(mf_engine *e) {
 }
 
 int mf__sched_has_work(const mf_engine *e) {
-  return e->ready_head != NULL || e->done_count > 0;
+  return e->ready_head != NULL || e->woken_head != NULL || e->done_count > 0;
 }
 
 void mf__sched_parked_add(mf_engine *e, mf_run *run) {

@@ -80,7 +80,9 @@ static void on_timer(uv_timer_t *handle) {
     mf__waiter_wake(e->heap[0], MF_WAKE_TIMEOUT);
   e->timers_firing = 0;
   rearm(e);
-  mf__sched_drain_from_loop(e);
+  /* The woken runs are ready: the idle handle drains them in this same
+   * turn of the loop (a drain here as well would make two passes a turn,
+   * and a run woken by the next timer would wait for both). */
 }
 
 /* The heap has room: mf__waiter_alloc reserves it for every waiter. */

@@ -255,7 +255,7 @@ function TestCollectSlices:test_cancelling_the_caller_mid_collection()
   fut = caller:submit()
   lu.assertTrue(fut:wait(h.PATIENCE))
   tk.stop = true
-  lu.assertEquals(fut:state().name, "Cancelled")
+  lu.assertEquals(fut:state().name, "Cancelled", tostring(fut:state().message))
   lu.assertFalse(returned, "result() went on after its caller was cancelled")
   tk.future:wait()
   h.eventually(function() return core.live() <= live0 end, "the caller to be released")
@@ -308,6 +308,69 @@ function TestCollectSlices:test_top_level_collection_is_one_call()
   assert_doubles(results, 20000)
   tk.stop = true
   tk.future:wait()
+end
+
+-- map checks a long array inside a run in slices too (before it makes any
+-- run): the loop turns while it checks, a bad key found late is still a
+-- UsageError with no run made, and an array changed between two slices of
+-- the check is a UsageError that says so.
+function TestCollectSlices:test_map_checks_a_long_array_in_slices()
+  mf.configure { slice = 0.0001 }
+  local made = 0
+  local counted = mf.task({ name = "counted" }, function(x)
+    made = made + 1
+    return x
+  end)
+  local n = 100000
+  local tk = ticker()
+  local ticks, results = in_run(function()
+    local t0 = tk.ticks
+    local list = counted:map(range(n))
+    return tk.ticks - t0, list:result()
+  end)
+  lu.assertTrue(ticks > 0, "the ticker never ran while map checked and made its runs")
+  lu.assertEquals(results.n, n)
+  lu.assertEquals(results[n], n)
+  made = 0
+  local bad = range(n)
+  bad.name = "late"
+  local err = in_run(function()
+    local ok, e = pcall(counted.map, counted, bad)
+    lu.assertFalse(ok)
+    return e
+  end)
+  lu.assertEquals(err.kind, "UsageError")
+  lu.assertStrContains(err.message, "argument #1")
+  local holed = range(n)
+  holed[n // 2] = nil
+  err = in_run(function()
+    local ok, e = pcall(counted.map, counted, holed)
+    lu.assertFalse(ok)
+    return e
+  end)
+  lu.assertEquals(err.kind, "UsageError")
+  lu.assertEquals(made, 0, "no run made for a bad array")
+  -- Changed while checked: the ticker grows it once the check began.
+  local grown = range(n)
+  local checking = false
+  tk.each = function()
+    if checking and grown[n + 1] == nil then
+      for i = n + 1, n + 10 do grown[i] = i end
+    end
+  end
+  err = in_run(function()
+    checking = true
+    local ok, e = pcall(counted.map, counted, grown)
+    checking = false
+    lu.assertFalse(ok)
+    return e
+  end)
+  tk.each = nil
+  tk.stop = true
+  tk.future:wait()
+  lu.assertEquals(err.kind, "UsageError")
+  lu.assertStrContains(err.message, "changed while map was checking it")
+  lu.assertEquals(made, 0)
 end
 
 h.run()
