@@ -328,7 +328,9 @@ static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
       lr->has_outcome ? (mf_state_type)lr->outcome_type : MF_COMPLETED;
   mf_state_name name =
       lr->has_outcome ? (mf_state_name)lr->outcome_name : MF_NAME_COMPLETED;
-  if (mf_run_timed_out(run)) {
+  /* One verdict on the deadline, the engine's too: storing the results
+   * below may take time, and must not turn them into the error. */
+  if (mf_run_stop_deadline(run)) {
     /* It returned after its deadline (it caught its TimedOut). */
     lua_settop(co, 0);
     push_timed_out(L, run);
@@ -362,11 +364,12 @@ static void on_return(lua_State *L, mf_run *run, mfl_run *lr, int box,
 static void on_error(lua_State *L, mf_run *run, mfl_run *lr, int box,
                      lua_State *co, int status) {
   int hooks = mf_run_hook_point(run) != 0;
+  int late = !hooks && mf_run_stop_deadline(run);
   lua_xmove(co, L, 1); /* the error */
   if (hooks) {
     mfl_report(lr->S, "error in a hook", mfl_describe(L, -1));
     lua_pop(L, 2);
-  } else if (mf_run_timed_out(run)) {
+  } else if (late) {
     lua_pop(L, 1); /* whatever stopping it raised: it timed out */
     push_timed_out(L, run);
     store_error(L, lr, box, co);
@@ -380,7 +383,7 @@ static void on_error(lua_State *L, mf_run *run, mfl_run *lr, int box,
   }
   mf_state_type type = MF_FAILED;
   mf_state_name name = MF_NAME_FAILED;
-  if (mf_run_timed_out(run)) {
+  if (late) {
     name = MF_NAME_TIMED_OUT;
   } else if (lr->has_outcome) {
     type = (mf_state_type)lr->outcome_type;
@@ -492,7 +495,13 @@ static int begin_step(lua_State *L, mf_run *run, mfl_run *lr, int box,
   if (nargs == -2) { /* a cache hit: the attempt ends Cached */
     lua_settop(lr->co, 0);
     give_back(L, lr, box, lr->co);
-    mf_run_finish(run, MF_COMPLETED, MF_NAME_CACHED);
+    if (mf_run_stop_deadline(run)) { /* its cache_key took it past */
+      push_timed_out(L, run);
+      store_error(L, lr, box, NULL);
+      mf_run_finish(run, MF_FAILED, MF_NAME_TIMED_OUT);
+    } else {
+      mf_run_finish(run, MF_COMPLETED, MF_NAME_CACHED);
+    }
     log_outcome(L, run, lr, box);
     return -1;
   }
@@ -561,7 +570,7 @@ static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
   int status = lua_resume(co, L, nargs, &nres);
   mfl_step_ended(S, co);
   if (status == LUA_OK && lr->group && nres <= 1 && !lr->has_outcome &&
-      !lr->note && !mf_run_timed_out(run)) {
+      !lr->note && !mf_run_stop_deadline(run)) {
     if (nres == 0)
       lua_pushnil(L);
     else

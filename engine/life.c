@@ -460,6 +460,22 @@ double mf_run_deadline(const mf_run *run) {
   return x && run->phase == MF_PHASE_ATTEMPT ? x->deadline_at : -1;
 }
 
+int mf_run_stop_deadline(mf_run *run) {
+  mf_run_extra *x = run->extra;
+  if (!x || run->phase != MF_PHASE_ATTEMPT)
+    return 0;
+  if (mf_run_timed_out(run)) {
+    x->timed_out = 1; /* the verdict holds: attempt_over reads it */
+    return 1;
+  }
+  if (x->deadline) {
+    mf__waiter_clear(x->deadline);
+    x->deadline->active = 0;
+  }
+  x->deadline_at = -1;
+  return 0;
+}
+
 /* The deadline's timer fired: a parked or waiting body is stopped now; a
  * computing one checks mf_run_timed_out and stops itself. */
 void mf__run_deadline_passed(mf_run *run) {

@@ -453,6 +453,12 @@ MF_API void mf_run_outcome(const mf_run *run, mf_state_type *type,
  * stops), and the deadline in monotonic seconds (< 0: none). */
 MF_API int mf_run_timed_out(const mf_run *run);
 MF_API double mf_run_deadline(const mf_run *run);
+/* The body's last word on its deadline, just before it ends its attempt:
+ * 1 when the deadline passed (the attempt is to end FAILED/TimedOut, and
+ * mf_run_timed_out says so from now on); else 0 and the deadline stops, so
+ * that the mf_run_finish that follows stands even if storing the results
+ * takes the body past it.  0 outside an attempt. */
+MF_API int mf_run_stop_deadline(mf_run *run);
 
 /* Cancels a run that is not final, and every run it started that is not
  * final.  A parked or pending run ends CANCELLED at once (ops->abandon is

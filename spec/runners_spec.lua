@@ -425,6 +425,38 @@ function TestRunner:test_task_runner_of_a_flow_and_the_task_option()
   lu.assertFalse(plain()) -- outside the flow: the default runner
 end
 
+-- The default runner (mf.configure{task_runner}) is read when each attempt
+-- starts (docs/lua-api.md): a run submitted before a change and started
+-- after it goes to the new default, and its values are that runner's: the
+-- error itself in the main state, an equal copy from a worker.  (What the
+-- API fuzzer took for untyped errors: seed 1796154941 case 57, seed
+-- 1796159170 case 139.)
+function TestRunner:test_the_default_runner_is_read_when_the_attempt_starts()
+  local raised = { fuzz = 1 }
+  local ok, err = pcall(function()
+    -- submitted to the pool, started here: its userdata as it was raised
+    mf.configure { task_runner = self.runner }
+    local here = mf.task(function()
+      if core.is_worker() then return "in a worker" end
+      error(io.stdout, 0)
+    end):submit()
+    mf.configure { task_runner = mf.runners.coroutines() }
+    local ok1, e1 = pcall(here.result, here)
+    lu.assertFalse(ok1)
+    lu.assertIs(e1, io.stdout)
+    lu.assertIs(here:result(nil, false), io.stdout)
+    -- submitted here, started in a worker: an equal copy of its table
+    local there = mf.task(function() error(raised, 0) end):submit()
+    mf.configure { task_runner = self.runner }
+    local ok2, e2 = pcall(there.result, there)
+    lu.assertFalse(ok2)
+    lu.assertEquals(e2, raised)
+    lu.assertFalse(rawequal(e2, raised))
+  end)
+  mf.configure { task_runner = mf.runners.coroutines() }
+  if not ok then error(err, 0) end
+end
+
 function TestRunner:test_log_prints_and_logs_under_the_run_name()
   local path = scratch("log.lua")
   write_file(path, string.format([[

@@ -380,6 +380,59 @@ function TestCache:test_errors_in_keys_and_results()
   h.raises_kind("UsageError", mf.flow, { cache = true }, function() end)
 end
 
+-- A cache_key that takes the run past its timeout: the hit ends the run
+-- TimedOut, and result() raises that TimedOut, not the cached value (the
+-- engine's verdict and the binding's were taken apart: seed 1796154942 of
+-- the API fuzzer, where Task:__call raised what the body returned).
+function TestCache:test_a_hit_past_the_timeout_raises_timed_out()
+  off()
+  local slow = false
+  local plain = mf.task({ name = "late", cache_key = function()
+    if slow then
+      local stop = mf.now() + 0.1 -- twice the timeout, from after it began
+      while mf.now() < stop do end
+    end
+    return "late"
+  end }, function() return "cached value" end)
+  lu.assertEquals(plain(), "cached value") -- (no timeout: kept however slow)
+  slow = true
+  local t = plain:with({ timeout = 0.05 })
+  local fut = t:submit()
+  local err = h.raises_kind("TimedOut", fut.result, fut)
+  lu.assertStrContains(err.message, "exceeded its timeout")
+  lu.assertEquals(fut:state().name, "TimedOut")
+  err = fut:result(nil, false)
+  lu.assertEquals(err.kind, "TimedOut")
+  h.raises_kind("TimedOut", t)
+end
+
+-- A body that returns in time completes, even when keeping its result (the
+-- encoding, for the cache) takes the step past the deadline; whichever way
+-- a slow machine makes it end, result() agrees with the state.
+function TestCache:test_a_result_kept_past_the_timeout_agrees_with_the_state()
+  off()
+  local big = {}
+  for i = 1, 200000 do big[i] = { i, "x" .. i } end
+  local n = 0
+  local t = mf.task({ name = "bigkept", timeout = 0.01, cache_key = function()
+    n = n + 1
+    return "bigkept:" .. n
+  end }, function() return big end)
+  for _ = 1, 3 do
+    local fut = t:submit()
+    local ok, r = pcall(fut.result, fut)
+    local name = fut:state().name
+    if name == "Completed" then
+      lu.assertTrue(ok)
+      lu.assertIs(r, big)
+    else
+      lu.assertEquals(name, "TimedOut")
+      lu.assertFalse(ok)
+      lu.assertEquals(type(r) == "table" and r.kind, "TimedOut")
+    end
+  end
+end
+
 function TestCache:test_kept_in_the_store_across_states()
   local path = fresh_store()
   local t, calls = counted({ name = "kept", cache_key = function(x) return "kept:" .. x end },

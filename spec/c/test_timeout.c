@@ -266,6 +266,48 @@ TEST(parks_after_deadline) {
   }
 }
 
+/* The body's last word on its deadline (mf_run_stop_deadline), then the
+ * time a binding takes to store results, past the deadline, then
+ * COMPLETED: taken in time (b->param 0), the completion stands; taken late
+ * (1), it says so, stays said, and the attempt ends TimedOut. */
+static void stop_step(mf_run *run, mf_step_reason reason) {
+  body *b = B(run);
+  count_step(run, reason);
+  double deadline = mf_run_deadline(run);
+  ASSERT_DBL(deadline, >, 0);
+  if (b->param == 1)
+    while (!mf_run_timed_out(run))
+      ;
+  b->rc = mf_run_stop_deadline(run);
+  ASSERT_EQ(mf_run_timed_out(run), b->param);
+  while (now() < deadline)
+    ; /* storing its results */
+  ASSERT_EQ(mf_run_timed_out(run), b->param);
+  ASSERT_EQ(mf_run_stop_deadline(run), b->param);
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+static const mf_run_ops stop_ops = {.step = stop_step,
+                                    .abandon = count_abandon};
+
+TEST(stops_its_deadline_before_it_ends) {
+  for (int late = 0; late <= 1; late++) {
+    mf_engine *e = engine_new();
+    /* 0.4 s: far off when the step begins, even on a slow, busy machine */
+    mf_run *run = timed_run(e, &stop_ops, "a", late ? 0.02 : 0.4);
+    B(run)->param = late;
+    ASSERT_EQ(mf_run_submit(run, NULL), 0);
+    wait_final(e, run);
+    ASSERT_EQ(B(run)->rc, late);
+    ASSERT_STATE(run, late ? "FAILED/TimedOut" : "COMPLETED/Completed");
+    ASSERT_EQ(mf_run_error_code(run), late ? MF_ETIMEDOUT : 0);
+    ASSERT_EQ(B(run)->abandons, 0);
+    ASSERT_EQ(mf_engine_timeout(e), -1);
+    mf_run_unref(run);
+    mf_run_clear_unhandled(e, NULL);
+    mf_engine_close(e);
+  }
+}
+
 /* }====== */
 
 /* {====== From the body's start ====== */

@@ -40,9 +40,13 @@ local function REMOTE(how, ...)
   elseif how == "raise" then error({ fuzz_remote = "raise", (...) }, 0)
   elseif how == "raise_string" then error("fuzz-remote: raised", 0)
   elseif how == "raise_junk" then
-    error(({ coroutine.create(print), io.stdout, print, function() return how end,
+    local junk = ({ coroutine.create(print), io.stdout, print, function() return how end,
       setmetatable({}, { __tostring = function() error("fuzz-remote: tostring", 0) end }) })
-      [math.random(1, 5)], 0)
+      [math.random(1, 5)]
+    -- here, in the main state, it reaches result() as it is (api.md,
+    -- Errors): the fuzzer's own (seed 1796154941 case 57)
+    if not in_worker then require("check").own(junk) end
+    error(junk, 0)
   elseif how == "sleep" then mf.sleep(0.001); return ...
   elseif how == "exit" then os.exit(...)
   elseif how == "coroutine" then return coroutine.create(print)
@@ -286,11 +290,15 @@ function R.define()
     case.configured = true
     local ok2, err = true, nil
     if ok then
+      -- runs of other actions that start now run in a worker too: their
+      -- values are copies (check.lua, copy_window; seed 1796159170 case 139)
+      check.copy_window(true)
       ok2, err = pcall(function()
         for _ = 1, rng:int(1, 2) do pinned(rng, case, where, runner, "default") end
       end)
     end
-    call("mf.configure", mf.configure, { task_runner = mf.runners.coroutines() })
+    local back = call("mf.configure", mf.configure, { task_runner = mf.runners.coroutines() })
+    if ok and back then check.copy_window(false) end -- (else: closed by finish)
     if not ok2 then error(err, 0) end -- (a Cancelled or TimedOut passed on)
   end)
 

@@ -267,7 +267,9 @@ local function finish(case)
     end
   end
   if case.configured then
-    pcall(mf.configure, { slice = 0.01, task_runner = mf.runners.coroutines() })
+    if pcall(mf.configure, { slice = 0.01, task_runner = mf.runners.coroutines() }) then
+      check.copying = 0 -- (every run of the case is final)
+    end
   end
 end
 

@@ -31,6 +31,15 @@ M.trace_calls = false -- print each call and its arguments (--trace-calls)
 -- numbers by value.  Reset for each case.
 local own_tables = setmetatable({}, { __mode = "k" })
 local own_values = {}
+-- The `fuzz` ids of the plain tables it raised (values.lua's own_error),
+-- and where the functions it raised were defined: a copy of one (a runner
+-- that copies gives back an equal table, a function with the same code) is
+-- known by them.
+local own_ids, own_sites = {}, {}
+local function site(f)
+  local info = debug.getinfo(f, "S")
+  return info.source .. ":" .. info.linedefined
+end
 M.yields = 0        -- yields the fuzzer's code attempted
 M.stops = 0         -- Cancelled and TimedOut errors seen
 M.last_stop = nil
@@ -39,14 +48,51 @@ M.odd_raised = {}   -- nil/boolean errors raised (by type name)
 function M.reset_case(k)
   M.case = k
   own_values = {}
+  own_ids, own_sites = {}, {}
   M.odd_raised = {}
 end
+
+-- {====== The default runner copies ======
+-- mf.configure{task_runner = pool} (actions_runners.lua) makes every run
+-- whose attempt starts before it is set back run in a worker, also runs of
+-- other actions submitted to the coroutine runner (the default is read
+-- when each attempt starts: docs/lua-api.md, mf.configure): their
+-- arguments, results and errors are then equal copies, not the same
+-- values (api.md, "Running work").  An oracle that knows identity takes a
+-- mark before it submits and asks afterwards whether such a window was
+-- open at any time since.
+M.copying = 0    -- windows open now
+M.copy_epoch = 0 -- windows opened so far
+
+function M.copy_window(open)
+  if open then
+    M.copying = M.copying + 1
+    M.copy_epoch = M.copy_epoch + 1
+  else
+    M.copying = M.copying - 1
+  end
+end
+
+function M.copy_mark()
+  return M.copying > 0 and -1 or M.copy_epoch
+end
+
+function M.maybe_copied(mark)
+  return mark == -1 or M.copying > 0 or mark ~= M.copy_epoch
+end
+
+-- }======
 
 -- Registers v as raised by the fuzzer's own code, and returns it.
 function M.own(v)
   local t = type(v)
   if t == "table" or t == "userdata" or t == "function" or t == "thread" then
     own_tables[v] = true
+    if t == "table" and math.type(rawget(v, "fuzz")) == "integer" then
+      own_ids[rawget(v, "fuzz")] = true
+    elseif t == "function" and debug.getinfo(v, "S").what ~= "C" then
+      own_sites[site(v)] = true
+    end
   elseif t == "number" and v ~= v then
     M.odd_raised.nan = true
   elseif t == "string" or t == "number" then
@@ -72,6 +118,13 @@ function M.is_own(v)
     return true
   end
   if t == "function" and debug.getinfo(v, "S").source:find("actions_runners.lua", 1, true) then
+    return true
+  end
+  -- copies of what a run raised, the run started on a runner that copies
+  -- (see copy_window)
+  if t == "function" and own_sites[site(v)] then return true end
+  if t == "table" and getmetatable(v) == nil
+      and own_ids[rawget(v, "fuzz")] and next(v, next(v)) == nil then
     return true
   end
   if t == "table" or t == "userdata" or t == "function" or t == "thread" then
