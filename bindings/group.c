@@ -277,6 +277,11 @@ static int retire_room(mfl_group *g, mf_run *first) {
   return 1;
 }
 
+/* Whether retired run i (from 0) returned nothing (not even nil). */
+static int returned_nothing(const mfl_group *g, lua_Integer i) {
+  return (g->no_results[i / 8] >> (i % 8)) & 1;
+}
+
 /* Retires run i (from 0) if it completed without its Future and nothing
  * else refers to it. */
 static void retire(mfl_group *g, lua_Integer i) {
@@ -341,7 +346,7 @@ static mf_run *revive(lua_State *L, mfl_group *g, lua_Integer i) {
   lr->group_index = (int)i;
   lr->group_held = 0;
   lr->group_result = 1;
-  lr->nresults = (g->no_results[(i - 1) / 8] >> ((i - 1) % 8)) & 1 ? 0 : 1;
+  lr->nresults = returned_nothing(g, i - 1) ? 0 : 1;
   init_body(g, run);
   g->runs[i - 1] = run; /* the reference it was made with */
   return run;
@@ -651,7 +656,7 @@ static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
   retire_after_wait(g, (lua_Integer)i - 1);
   mf_run *run = g->runs[i - 1];
   if (run == g->retired) {
-    if ((g->no_results[(i - 1) / 8] >> ((i - 1) % 8)) & 1)
+    if (returned_nothing(g, (lua_Integer)i - 1))
       lua_pushnil(L);
     else
       lua_rawgeti(L, slots, (lua_Integer)i);
