@@ -121,7 +121,7 @@ typedef struct wrun {
    * states: how many, while plain.  gone: out of the map, freed when no
    * child holds it. */
   unsigned char is_flow, type, name, final, touched, renamed, plain, states,
-      gone;
+      gone, pooled;
   char fields[]; /* name\0params\0, then task\0tags\0 when not interned */
 } wrun;
 
@@ -283,6 +283,15 @@ static void intern_free(intern_table *t) {
 
 typedef struct bound bound; /* see Binding */
 
+#define POOL_BLOCK 192 /* bytes: a fold and 70 bytes of fields */
+#define POOL_CHUNK 512 /* blocks */
+typedef struct fold_pool {
+  void *free;   /* blocks put back, linked through their first bytes */
+  char *chunks; /* the newest; each starts with the one before */
+  size_t fresh; /* blocks of the newest chunk given out */
+  size_t used;
+} fold_pool;
+
 /* Runs are inserted BLOCK_ROWS[i] rows per statement (one statement, its
  * cursors opened once), the rest one by one: the writer's batches are as
  * big as what the loop made while it committed the last one. */
@@ -330,39 +339,101 @@ struct mfl_store {
     sqlite3_stmt *stmt;
     bound *bound;
   } blocks[BLOCK_SIZES][2]; /* [size][plain] */
+  fold_pool pool;
 };
 
+/* {====== Folds' memory ======
+ * Most folds fit a block of POOL_BLOCK bytes: taken from chunks of
+ * POOL_CHUNK blocks and put back on a free list (malloc and free were a
+ * twentieth of the writer's instructions: a map's burst of submits
+ * outgrows malloc's caches).  When no block is in use the chunks but the
+ * first are freed: a burst's memory is kept only while its runs live. */
+
+static void *pool_get(fold_pool *p) {
+  void *b = p->free;
+  if (b)
+    memcpy(&p->free, b, sizeof(void *));
+  else {
+    if (p->fresh == POOL_CHUNK || !p->chunks) {
+      /* A chunk: a pointer to the one before, then its blocks. */
+      char *chunk = malloc(POOL_BLOCK * (POOL_CHUNK + 1));
+      if (!chunk)
+        return NULL;
+      memcpy(chunk, &p->chunks, sizeof(char *));
+      p->chunks = chunk;
+      p->fresh = 0;
+    }
+    b = p->chunks + POOL_BLOCK * (1 + p->fresh++);
+  }
+  p->used++;
+  return b;
+}
+
+static void pool_put(fold_pool *p, void *b) {
+  memcpy(b, &p->free, sizeof(void *));
+  p->free = b;
+  if (--p->used == 0 && p->chunks) {
+    char *next;
+    memcpy(&next, p->chunks, sizeof next);
+    while (next) {
+      char *after;
+      memcpy(&after, next, sizeof after);
+      free(next);
+      next = after;
+    }
+    char *none = NULL;
+    memcpy(p->chunks, &none, sizeof none);
+    p->free = NULL;
+    p->fresh = 0;
+  }
+}
+
+static void pool_free(fold_pool *p) {
+  for (char *c = p->chunks, *next; c; c = next) {
+    memcpy(&next, c, sizeof next);
+    free(c);
+  }
+  memset(p, 0, sizeof *p);
+}
+
 /* A fold with room for fields_len bytes of fields; zeroed but for them. */
-static wrun *wrun_new(size_t fields_len) {
-  wrun *r = malloc(sizeof *r + fields_len);
+static wrun *wrun_new(mfl_store *st, size_t fields_len) {
+  int pooled = sizeof(wrun) + fields_len <= POOL_BLOCK;
+  wrun *r = pooled ? pool_get(&st->pool) : malloc(sizeof *r + fields_len);
   if (r) {
     memset(r, 0, sizeof *r);
     r->plain = 1;
+    r->pooled = (unsigned char)pooled;
   }
   return r;
 }
 
-static void wrun_free(wrun *r) {
+static void wrun_free(mfl_store *st, wrun *r) {
   more_free(r->more);
-  free(r);
+  if (r->pooled)
+    pool_put(&st->pool, r);
+  else
+    free(r);
 }
 
 /* A child inserted, or gone: its parent may go too. */
-static void wrun_unhold(wrun *p) {
+static void wrun_unhold(mfl_store *st, wrun *p) {
   if (--p->holds == 0 && p->gone)
-    wrun_free(p);
+    wrun_free(st, p);
 }
 
 /* Out of the map (final and written, or the store closing). */
-static void wrun_release(wrun *r) {
+static void wrun_release(mfl_store *st, wrun *r) {
   if (r->parent) {
-    wrun_unhold(r->parent);
+    wrun_unhold(st, r->parent);
     r->parent = NULL;
   }
   r->gone = 1;
   if (!r->holds)
-    wrun_free(r);
+    wrun_free(st, r);
 }
+
+/* }====== */
 
 static wrun_more *more_of(wrun *r) {
   if (!r->more)
@@ -474,7 +545,7 @@ static void fold_submit(mfl_store *st, const event *e) {
     params = name + name_len + shared_len;
     params_len = strlen(params) + 1;
   }
-  wrun *r = wrun_new(name_len + params_len + (kept ? 0 : shared_len));
+  wrun *r = wrun_new(st, name_len + params_len + (kept ? 0 : shared_len));
   if (!r)
     return;
   memcpy(r->fields, name, name_len);
@@ -495,7 +566,7 @@ static void fold_submit(mfl_store *st, const event *e) {
   r->name = e->name;
   history_add(r, e);
   if (map_put(&st->runs, r) != 0) {
-    wrun_free(r);
+    wrun_free(st, r);
     return;
   }
   r->parent =
@@ -751,7 +822,7 @@ static void assign_row(mfl_store *st, wrun *r) {
     r->parent_row = p->rowid;
     r->flow_row = p->is_flow ? p->rowid : p->flow_row;
     r->parent = NULL;
-    wrun_unhold(p);
+    wrun_unhold(st, p);
   }
   r->rowid = ++st->last_row;
 }
@@ -921,7 +992,7 @@ static void commit_batch(mfl_store *st, int all) {
     r->touched = 0;
     if (r->final) {
       map_remove(&st->runs, r->id);
-      wrun_release(r);
+      wrun_release(st, r);
     }
     r = next;
   }
@@ -1411,13 +1482,14 @@ void mfl_store_close(mfl_store *st) {
   /* The children first: a parent held by one goes with it. */
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i] && st->runs.slots[i]->parent) {
-      wrun_unhold(st->runs.slots[i]->parent);
+      wrun_unhold(st, st->runs.slots[i]->parent);
       st->runs.slots[i]->parent = NULL;
     }
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i])
-      wrun_release(st->runs.slots[i]);
+      wrun_release(st, st->runs.slots[i]);
   free(st->runs.slots);
+  pool_free(&st->pool);
   intern_free(st->interned);
   free(st->interned);
   free(st->insert_run_bound);
