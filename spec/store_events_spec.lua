@@ -38,10 +38,11 @@ local LENGTHS = { 0, 1, 17, 18, 19, 20, 63, 82, 83, 84, 146, 147, 148, 1000,
 -- The message logged for length n: not a repeat of one byte, so that a
 -- cell copied out of place shows.
 local function text_of(n)
-  local parts, i = {}, 0
-  while #table.concat(parts) < n do
+  local parts, i, len = {}, 0, 0
+  while len < n do
     i = i + 1
-    parts[#parts + 1] = string.format("%d;", i)
+    parts[i] = string.format("%d;", i)
+    len = len + #parts[i]
   end
   return table.concat(parts):sub(1, n)
 end
