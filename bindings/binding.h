@@ -140,6 +140,10 @@ typedef struct mfl_future {
 typedef struct mfl_task {
   uint64_t runs; /* runs created: the n of "<name>-<n>" */
   unsigned char is_flow;
+  /* The run store's copy of its name and tags (mfl_store_intern) and the
+   * store it is of (mfl_store_serial; 0: none yet). */
+  const char *store_shared;
+  uint64_t store_serial;
 } mfl_task;
 /* Task user values: 1 function, 2 name (string), 3 options table. */
 enum { MFL_TASK_UV_FN = 1, MFL_TASK_UV_NAME, MFL_TASK_UV_OPTS, MFL_TASK_NUV };

@@ -38,6 +38,11 @@ typedef struct mfl_store_submit {
   int is_flow;
   double time;
   const char *name, *task, *tags, *params; /* copied; NULL: none */
+  /* Instead of task and tags: "task\0tags\0" from mfl_store_intern (not
+   * copied); NULL: none.  name_len and params_len: their strlen, or
+   * (size_t)-1 when not known. */
+  const char *shared;
+  size_t name_len, params_len;
 } mfl_store_submit;
 
 /* A cached or persisted result, written with the Completed state. */
@@ -60,6 +65,15 @@ MFL_INTERNAL_STORE void mfl_store_close(mfl_store *st);
  * after an error). */
 MFL_INTERNAL_STORE void mfl_store_flush(mfl_store *st);
 MFL_INTERNAL_STORE const char *mfl_store_path(const mfl_store *st);
+
+/* The store's own copy of len bytes at text (a task's "task\0tags\0", the
+ * same for all its runs: kept once rather than copied with every submit),
+ * valid until the store closes; NULL when the store keeps no more
+ * (1024 of them).  mfl_store_serial tells one opened store from another,
+ * for a cache of these pointers (a store's address may be reused). */
+MFL_INTERNAL_STORE const char *mfl_store_intern(mfl_store *st, const char *text,
+                                                size_t len);
+MFL_INTERNAL_STORE uint64_t mfl_store_serial(const mfl_store *st);
 
 /* Events, from the loop thread. */
 MFL_INTERNAL_STORE void mfl_store_submit_run(mfl_store *st,

@@ -18,9 +18,12 @@
 #include "binding.h"
 #include "store.h"
 
-/* What the next submit records: filled by mfl_store_before_submit. */
+/* What the next submit records: filled by mfl_store_before_submit.
+ * shared: the task's name and tags as the store keeps them (NULL: in task
+ * and tags). */
 typedef struct mfl_submit_note {
   mf_run *run;
+  const char *shared;
   char task[128], tags[128], params[192];
 } mfl_submit_note;
 
@@ -116,13 +119,8 @@ static void summarize(lua_State *L, int idx, char *buf, size_t size) {
   }
 }
 
-void mfl_store_before_submit(lua_State *L, mfl_state *S, mf_run *run,
-                             int task_idx, int first, int nargs) {
-  if (!S->submit && !(S->submit = calloc(1, sizeof *S->submit)))
-    return;
-  mfl_submit_note *n = S->submit;
-  n->run = run;
-  n->task[0] = n->tags[0] = n->params[0] = 0;
+/* The task's name and tags into n->task and n->tags. */
+static void task_text(lua_State *L, int task_idx, mfl_submit_note *n) {
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_NAME);
   size_t len;
   const char *task = lua_tolstring(L, -1, &len);
@@ -141,6 +139,32 @@ void mfl_store_before_submit(lua_State *L, mfl_state *S, mf_run *run,
     lua_pop(L, 1);
   }
   lua_pop(L, 3);
+}
+
+void mfl_store_before_submit(lua_State *L, mfl_state *S, mf_run *run,
+                             int task_idx, int first, int nargs) {
+  if (!S->submit && !(S->submit = calloc(1, sizeof *S->submit)))
+    return;
+  mfl_submit_note *n = S->submit;
+  n->run = run;
+  n->task[0] = n->tags[0] = n->params[0] = 0;
+  /* A task's name and tags are the same for all its runs: read once per
+   * store, which keeps them once (a task's options are its own copy). */
+  mfl_task *t = lua_touserdata(L, task_idx);
+  uint64_t serial = mfl_store_serial(S->store);
+  if (t->store_serial != serial) {
+    task_text(L, task_idx, n);
+    size_t task_len = strlen(n->task);
+    size_t len = task_len + strlen(n->tags) + 2;
+    char both[sizeof n->task + sizeof n->tags];
+    memcpy(both, n->task, task_len + 1);
+    memcpy(both + task_len + 1, n->tags, len - task_len - 1);
+    t->store_shared = mfl_store_intern(S->store, both, len);
+    t->store_serial = serial;
+  }
+  n->shared = t->store_shared;
+  if (!n->shared && !n->task[0])
+    task_text(L, task_idx, n); /* the store keeps no more */
   for (int i = 0; i < nargs && i < 8; i++) {
     if (i)
       strncat(n->params, ", ", sizeof n->params - strlen(n->params) - 1);
@@ -161,15 +185,19 @@ static int is_final(const mf_state *s) {
 static void record_submit(mfl_state *S, mf_run *run, mfl_run *lr,
                           const mf_state *state) {
   char name[256];
-  mf_run_name(run, name, sizeof name);
+  size_t name_len = mf_run_name(run, name, sizeof name);
   mf_run *parent = mf_run_parent(run);
   mfl_store_submit s = {.id = mf_run_id(run),
                         .parent = parent ? mf_run_id(parent) : 0,
                         .is_flow = lr->kind == MFL_FLOW,
                         .time = state->timestamp,
-                        .name = name};
+                        .name = name,
+                        .name_len =
+                            name_len < sizeof name ? name_len : (size_t)-1,
+                        .params_len = (size_t)-1};
   mfl_submit_note *n = S->submit;
   if (n && n->run == run) {
+    s.shared = n->shared;
     s.task = n->task;
     s.tags = n->tags;
     s.params = n->params;

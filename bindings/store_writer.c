@@ -35,13 +35,13 @@
 
 #include "store.h"
 
-/* Events the ring holds: a power of 2.  MOONFLOW_STORE_RING sets another
+/* Cells the ring holds (an event takes one or more): a power of 2.
+ * MOONFLOW_STORE_RING sets another
  * (64 to 2^20), which the tests use to fill it. */
 #define RING_SIZE 32768
 #define BATCH_MAX 65536   /* events folded into one transaction at most */
 #define BATCH_GATHER 4096 /* fewer events: a nap (GATHER_NAPS at most) */
 #define GATHER_NAPS 4
-#define INLINE_TEXT 88
 
 typedef enum ev_kind {
   EV_SUBMIT = 1,
@@ -52,18 +52,44 @@ typedef enum ev_kind {
   EV_STOP
 } ev_kind;
 
-/* One event: fixed size; text up to INLINE_TEXT bytes inline, else
- * malloc'd.  Strings in text are NUL-separated. */
+/* One event: a cell of the ring (a cache line), its text going on into
+ * the cells after it (up to MAX_CELLS in all; longer text is malloc'd, its
+ * pointer in text).  A run's three events (submit, Running, final) take
+ * about four cache lines, which the loop writes and the writer reads: the
+ * other core's misses on them were much of the store's cost when events
+ * had a fixed size of 168 bytes.  Strings in text are NUL-separated. */
+#define CELL 64
+#define MAX_CELLS 32
 typedef struct event {
   unsigned char kind, type, name, is_flow;
   int attempt; /* EV_LOG: the level */
-  uint64_t id, parent;
+  uint64_t id;
   double time;
-  char *text; /* inline_text or malloc'd; NULL: none */
-  size_t text_len;
-  mfl_store_result result; /* EV_STATE: value NULL when none */
-  char inline_text[INLINE_TEXT];
+  union {
+    struct {
+      uint64_t parent;
+      const char *shared; /* task\0tags\0 (mfl_store_intern); NULL: in text */
+    } submit;
+    mfl_store_result *result; /* EV_STATE: malloc'd; NULL: none */
+  } u;
+  uint32_t text_len;   /* 0: no text */
+  unsigned char cells; /* this one and those its text takes */
+  char text[CELL - 45];
 } event;
+#define INLINE_TEXT(cells) ((size_t)(cells)*CELL - offsetof(event, text))
+
+_Static_assert(sizeof(event) == CELL, "an event is a cell");
+
+/* The event's text, NULL when none. */
+static const char *event_text(const event *e) {
+  if (!e->text_len)
+    return NULL;
+  if (e->text_len <= INLINE_TEXT(MAX_CELLS))
+    return e->text;
+  const char *p;
+  memcpy(&p, e->text, sizeof p);
+  return p;
+}
 
 /* {====== The writer's fold of a run ====== */
 
@@ -89,12 +115,13 @@ typedef struct wrun {
   wrun_more *more;    /* NULL: none */
   int attempts;
   int holds; /* children not inserted yet that point here */
+  uint16_t name_len, params_len, task_len, tags_len; /* (strlen) */
   /* plain: the states so far are Pending, [Running], [final], which
    * created, started and ended tell (the history column is NULL);
    * states: how many, while plain.  gone: out of the map, freed when no
    * child holds it. */
   unsigned char is_flow, type, name, final, touched, renamed, plain, states,
-      gone;
+      gone, pooled;
   char fields[]; /* name\0params\0, then task\0tags\0 when not interned */
 } wrun;
 
@@ -184,6 +211,14 @@ static void result_free(mfl_store_result *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* A result given with an event and not kept. */
+static void result_drop(mfl_store_result *r) {
+  if (r) {
+    result_free(r);
+    free(r);
+  }
+}
+
 static void more_free(wrun_more *m) {
   if (!m)
     return;
@@ -196,8 +231,9 @@ static void more_free(wrun_more *m) {
 }
 
 /* Task and tags, the same for every run of a task: kept once, until the
- * store closes (at most INTERN_MAX of them; past that, each run keeps its
- * own copy). */
+ * store closes (at most INTERN_MAX of them; past that, each run's submit
+ * carries its own copy).  Filled by the loop thread (mfl_store_intern),
+ * read by the writer through the submits' pointers. */
 #define INTERN_MAX 1024
 typedef struct interned {
   uint32_t hash, len;
@@ -247,6 +283,15 @@ static void intern_free(intern_table *t) {
 
 typedef struct bound bound; /* see Binding */
 
+#define POOL_BLOCK 192 /* bytes: a fold and 70 bytes of fields */
+#define POOL_CHUNK 512 /* blocks */
+typedef struct fold_pool {
+  void *free;   /* blocks put back, linked through their first bytes */
+  char *chunks; /* the newest; each starts with the one before */
+  size_t fresh; /* blocks of the newest chunk given out */
+  size_t used;
+} fold_pool;
+
 /* Runs are inserted BLOCK_ROWS[i] rows per statement (one statement, its
  * cursors opened once), the rest one by one: the writer's batches are as
  * big as what the loop made while it committed the last one. */
@@ -279,6 +324,7 @@ struct mfl_store {
   sqlite3_int64 process_row; /* written with the first batch */
   double opened_at;
   int reader_failed;
+  uint64_t serial; /* (mfl_store_serial) */
   /* Writer-only. */
   run_map runs;
   wrun *touched_first, *touched_last;
@@ -293,39 +339,101 @@ struct mfl_store {
     sqlite3_stmt *stmt;
     bound *bound;
   } blocks[BLOCK_SIZES][2]; /* [size][plain] */
+  fold_pool pool;
 };
 
+/* {====== Folds' memory ======
+ * Most folds fit a block of POOL_BLOCK bytes: taken from chunks of
+ * POOL_CHUNK blocks and put back on a free list (malloc and free were a
+ * twentieth of the writer's instructions: a map's burst of submits
+ * outgrows malloc's caches).  When no block is in use the chunks but the
+ * first are freed: a burst's memory is kept only while its runs live. */
+
+static void *pool_get(fold_pool *p) {
+  void *b = p->free;
+  if (b)
+    memcpy(&p->free, b, sizeof(void *));
+  else {
+    if (p->fresh == POOL_CHUNK || !p->chunks) {
+      /* A chunk: a pointer to the one before, then its blocks. */
+      char *chunk = malloc(POOL_BLOCK * (POOL_CHUNK + 1));
+      if (!chunk)
+        return NULL;
+      memcpy(chunk, &p->chunks, sizeof(char *));
+      p->chunks = chunk;
+      p->fresh = 0;
+    }
+    b = p->chunks + POOL_BLOCK * (1 + p->fresh++);
+  }
+  p->used++;
+  return b;
+}
+
+static void pool_put(fold_pool *p, void *b) {
+  memcpy(b, &p->free, sizeof(void *));
+  p->free = b;
+  if (--p->used == 0 && p->chunks) {
+    char *next;
+    memcpy(&next, p->chunks, sizeof next);
+    while (next) {
+      char *after;
+      memcpy(&after, next, sizeof after);
+      free(next);
+      next = after;
+    }
+    char *none = NULL;
+    memcpy(p->chunks, &none, sizeof none);
+    p->free = NULL;
+    p->fresh = 0;
+  }
+}
+
+static void pool_free(fold_pool *p) {
+  for (char *c = p->chunks, *next; c; c = next) {
+    memcpy(&next, c, sizeof next);
+    free(c);
+  }
+  memset(p, 0, sizeof *p);
+}
+
 /* A fold with room for fields_len bytes of fields; zeroed but for them. */
-static wrun *wrun_new(size_t fields_len) {
-  wrun *r = malloc(sizeof *r + fields_len);
+static wrun *wrun_new(mfl_store *st, size_t fields_len) {
+  int pooled = sizeof(wrun) + fields_len <= POOL_BLOCK;
+  wrun *r = pooled ? pool_get(&st->pool) : malloc(sizeof *r + fields_len);
   if (r) {
     memset(r, 0, sizeof *r);
     r->plain = 1;
+    r->pooled = (unsigned char)pooled;
   }
   return r;
 }
 
-static void wrun_free(wrun *r) {
+static void wrun_free(mfl_store *st, wrun *r) {
   more_free(r->more);
-  free(r);
+  if (r->pooled)
+    pool_put(&st->pool, r);
+  else
+    free(r);
 }
 
 /* A child inserted, or gone: its parent may go too. */
-static void wrun_unhold(wrun *p) {
+static void wrun_unhold(mfl_store *st, wrun *p) {
   if (--p->holds == 0 && p->gone)
-    wrun_free(p);
+    wrun_free(st, p);
 }
 
 /* Out of the map (final and written, or the store closing). */
-static void wrun_release(wrun *r) {
+static void wrun_release(mfl_store *st, wrun *r) {
   if (r->parent) {
-    wrun_unhold(r->parent);
+    wrun_unhold(st, r->parent);
     r->parent = NULL;
   }
   r->gone = 1;
   if (!r->holds)
-    wrun_free(r);
+    wrun_free(st, r);
 }
+
+/* }====== */
 
 static wrun_more *more_of(wrun *r) {
   if (!r->more)
@@ -420,21 +528,24 @@ static void history_add(wrun *r, const event *e) {
 
 static char *dup_text(const char *s) { return s && *s ? strdup(s) : NULL; }
 
-static void fold_submit(mfl_store *st, event *e) {
-  /* e->text: name\0task\0tags\0params\0 */
+static void fold_submit(mfl_store *st, const event *e) {
+  /* The text: name\0params\0 when shared, else name\0task\0tags\0params\0 */
+  const char *text = event_text(e), *kept = e->u.submit.shared;
   const char *name = "?", *shared = "\0", *params = "";
   size_t name_len = 2, shared_len = 2, params_len = 1;
-  if (e->text) {
-    name = e->text;
+  if (text) {
+    name = text;
     name_len = strlen(name) + 1;
-    shared = name + name_len;
-    size_t task_len = strlen(shared) + 1;
-    shared_len = task_len + strlen(shared + task_len) + 1;
-    params = shared + shared_len;
+    if (!kept) {
+      shared = name + name_len;
+      size_t task_len = strlen(shared) + 1;
+      shared_len = task_len + strlen(shared + task_len) + 1;
+    } else
+      shared_len = 0;
+    params = name + name_len + shared_len;
     params_len = strlen(params) + 1;
   }
-  const char *kept = intern(st->interned, shared, shared_len);
-  wrun *r = wrun_new(name_len + params_len + (kept ? 0 : shared_len));
+  wrun *r = wrun_new(st, name_len + params_len + (kept ? 0 : shared_len));
   if (!r)
     return;
   memcpy(r->fields, name, name_len);
@@ -444,6 +555,10 @@ static void fold_submit(mfl_store *st, event *e) {
     kept = r->fields + name_len + params_len;
   }
   r->shared = kept;
+  r->name_len = (uint16_t)(name_len - 1);
+  r->params_len = (uint16_t)(params_len - 1);
+  r->task_len = (uint16_t)strlen(kept);
+  r->tags_len = (uint16_t)strlen(kept + r->task_len + 1);
   r->id = e->id;
   r->is_flow = e->is_flow;
   r->created = e->time;
@@ -451,19 +566,22 @@ static void fold_submit(mfl_store *st, event *e) {
   r->name = e->name;
   history_add(r, e);
   if (map_put(&st->runs, r) != 0) {
-    wrun_free(r);
+    wrun_free(st, r);
     return;
   }
-  r->parent = e->parent ? map_get(&st->runs, e->parent) : NULL;
+  r->parent =
+      e->u.submit.parent ? map_get(&st->runs, e->u.submit.parent) : NULL;
   if (r->parent)
     r->parent->holds++;
   touch(st, r);
 }
 
-static void fold_state(mfl_store *st, event *e) {
+/* Takes over e's result. */
+static void fold_state(mfl_store *st, const event *e) {
+  mfl_store_result *result = e->u.result;
   wrun *r = map_get(&st->runs, e->id);
   if (!r) { /* a run not recorded (the program's main chunk, a host's) */
-    result_free(&e->result);
+    result_drop(result);
     return;
   }
   history_add(r, e);
@@ -473,12 +591,12 @@ static void fold_state(mfl_store *st, event *e) {
     r->attempts = e->attempt;
   if (e->type == MF_RUNNING && r->started == 0)
     r->started = e->time;
-  const char *message = e->text;
-  const char *traceback = e->text ? e->text + strlen(e->text) + 1 : NULL;
+  const char *message = event_text(e);
+  const char *traceback = message ? message + strlen(message) + 1 : NULL;
   if (final_state(e->type, e->name)) {
     r->final = 1;
     r->ended = e->time;
-    if ((message && *message) || (traceback && *traceback) || e->result.value ||
+    if ((message && *message) || (traceback && *traceback) || result ||
         r->more) {
       wrun_more *m = more_of(r);
       if (m) {
@@ -486,12 +604,14 @@ static void fold_state(mfl_store *st, event *e) {
         free(m->traceback);
         m->message = dup_text(message);
         m->traceback = traceback ? dup_text(traceback) : NULL;
-        result_free(&m->result);
-        m->result = e->result;
-        memset(&e->result, 0, sizeof e->result);
+        if (result) {
+          result_free(&m->result);
+          m->result = *result;
+          free(result);
+          result = NULL;
+        }
       }
     }
-    result_free(&e->result); /* not kept (out of memory) */
   } else if (message && *message) {
     /* The message of a failed attempt that is retried: a log line. */
     if (st->log_count == st->log_cap) {
@@ -511,17 +631,19 @@ static void fold_state(mfl_store *st, event *e) {
     }
   }
 done:
+  result_drop(result); /* not kept: not final, or out of memory */
   touch(st, r);
 }
 
 /* A run named when it started (task_run_name): its name field replaced;
  * the row is updated with its next write. */
-static void fold_rename(mfl_store *st, event *e) {
+static void fold_rename(mfl_store *st, const event *e) {
   wrun *r = map_get(&st->runs, e->id);
-  if (!r || !e->text)
+  const char *text = event_text(e);
+  if (!r || !text)
     return;
   wrun_more *m = more_of(r);
-  char *name = m ? strdup(e->text) : NULL;
+  char *name = m ? strdup(text) : NULL;
   if (!name)
     return;
   free(m->name);
@@ -530,7 +652,7 @@ static void fold_rename(mfl_store *st, event *e) {
   touch(st, r);
 }
 
-static void fold_log(mfl_store *st, event *e) {
+static void fold_log(mfl_store *st, const event *e) {
   if (st->log_count == st->log_cap) {
     size_t cap = st->log_cap ? st->log_cap * 2 : 64;
     log_line *logs = realloc(st->logs, cap * sizeof *logs);
@@ -544,7 +666,7 @@ static void fold_log(mfl_store *st, event *e) {
       (log_line){.run = r,
                  .level = e->attempt,
                  .time = e->time,
-                 .message = strdup(e->text ? e->text : "")};
+                 .message = strdup(event_text(e) ? event_text(e) : "")};
   if (r)
     touch(st, r); /* kept until the lines are written */
 }
@@ -606,15 +728,17 @@ static void put_time(binder *x, int i, double t) {
     sqlite3_bind_double(x->s, i, t);
 }
 
+/* Text of n bytes: NULL when empty. */
+static void put_text_n(binder *x, int i, const char *text, size_t n) {
+  if (!n)
+    put_null(x, i);
+  else if (!same(x, i, B_TEXT, 0, text, (int)n))
+    sqlite3_bind_text(x->s, i, text, (int)n, SQLITE_STATIC);
+}
+
 /* Text: NULL when NULL or empty. */
 static void put_text(binder *x, int i, const char *text) {
-  if (!text || !*text) {
-    put_null(x, i);
-    return;
-  }
-  int n = (int)strlen(text);
-  if (!same(x, i, B_TEXT, 0, text, n))
-    sqlite3_bind_text(x->s, i, text, n, SQLITE_STATIC);
+  put_text_n(x, i, text, text ? strlen(text) : 0);
 }
 
 static void put_blob(binder *x, int i, const void *p, size_t len) {
@@ -644,18 +768,22 @@ static const char *run_name(const wrun *r) {
 }
 
 static void bind_new_run(mfl_store *st, binder *x, int base, wrun *r) {
-  const char *params = r->fields + strlen(r->fields) + 1;
-  const char *task = r->shared, *tags = task + strlen(task) + 1;
+  const char *params = r->fields + r->name_len + 1;
+  const char *task = r->shared, *tags = task + r->task_len + 1;
   put_int(x, base + 1, st->process_row);
   put_int(x, base + 2, (sqlite3_int64)r->id);
   put_int_or_null(x, base + 3, r->parent_row);
   put_int_or_null(x, base + 4, r->flow_row);
   put_int(x, base + 5, r->is_flow);
-  const char *name = run_name(r);
-  put_text(x, base + 6, *name ? name : "?");
-  put_text(x, base + 7, task);
-  put_text(x, base + 8, tags);
-  put_text(x, base + 9, params);
+  if (r->more && r->more->name)
+    put_text(x, base + 6, *r->more->name ? r->more->name : "?");
+  else if (r->name_len)
+    put_text_n(x, base + 6, r->fields, r->name_len);
+  else
+    put_text_n(x, base + 6, "?", 1);
+  put_text_n(x, base + 7, task, r->task_len);
+  put_text_n(x, base + 8, tags, r->tags_len);
+  put_text_n(x, base + 9, params, r->params_len);
   put_time(x, base + 10, r->created);
 }
 
@@ -694,7 +822,7 @@ static void assign_row(mfl_store *st, wrun *r) {
     r->parent_row = p->rowid;
     r->flow_row = p->is_flow ? p->rowid : p->flow_row;
     r->parent = NULL;
-    wrun_unhold(p);
+    wrun_unhold(st, p);
   }
   r->rowid = ++st->last_row;
 }
@@ -864,22 +992,24 @@ static void commit_batch(mfl_store *st, int all) {
     r->touched = 0;
     if (r->final) {
       map_remove(&st->runs, r->id);
-      wrun_release(r);
+      wrun_release(st, r);
     }
     r = next;
   }
   st->touched_first = st->touched_last = NULL;
 }
 
-static void event_release(event *e) {
-  if (e->text && e->text != e->inline_text)
-    free(e->text);
-  e->text = NULL;
-  result_free(&e->result);
+/* What an event owns, once read (the writer only reads the ring: its
+ * cache lines stay clean for the loop to write again). */
+static void event_release(const event *e, int folded) {
+  if (e->text_len > INLINE_TEXT(MAX_CELLS))
+    free((void *)event_text(e));
+  if (!folded && e->kind == EV_STATE)
+    result_drop(e->u.result);
 }
 
-/* Folds the events in [tail, head) into one transaction; returns whether a
- * stop was among them. */
+/* Folds the events from tail, up to head or BATCH_MAX cells, into one
+ * transaction; returns whether a stop was among them. */
 static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
   int stop = 0, live = !atomic_load(&st->failed);
   if (live &&
@@ -887,9 +1017,12 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
     writer_error(st, "cannot begin a transaction");
     live = 0;
   }
-  for (size_t i = tail; i != head; i++) {
-    event *e = &st->ring[i & (st->ring_size - 1)];
-    if (live && !atomic_load(&st->failed)) {
+  size_t i = tail, events = 0;
+  for (const event *e; i != head && i - tail < BATCH_MAX; i += e->cells) {
+    e = &st->ring[i & (st->ring_size - 1)];
+    events++;
+    int folded = live && !atomic_load(&st->failed);
+    if (folded) {
       switch ((ev_kind)e->kind) {
       case EV_SUBMIT:
         fold_submit(st, e);
@@ -911,11 +1044,11 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
       *flush = e->id;
     if (e->kind == EV_STOP)
       stop = 1;
-    event_release(e);
+    event_release(e, folded);
   }
   /* Everything the events said is in the folds now: their slots are free
    * before the commit, so the loop thread goes on while SQLite writes. */
-  atomic_store(&st->tail, head);
+  atomic_store(&st->tail, i);
   if (atomic_load(&st->producer_waiting)) {
     uv_mutex_lock(&st->lock);
     uv_cond_broadcast(&st->room);
@@ -923,7 +1056,7 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
   }
   if (live || st->touched_first || st->log_count)
     commit_batch(st, stop || *flush); /* after a failure: frees the folds */
-  atomic_fetch_add(&st->events, head - tail);
+  atomic_fetch_add(&st->events, events);
   return stop;
 }
 
@@ -960,8 +1093,6 @@ static void writer_main(void *arg) {
       uv_sleep(1);
       head = atomic_load(&st->head);
     }
-    if (head - tail > BATCH_MAX)
-      head = tail + BATCH_MAX;
     uint64_t flush = 0;
     int stop = drain(st, tail, head, &flush);
     if (atomic_load(&st->producer_waiting) || flush) {
@@ -985,27 +1116,33 @@ static void writer_main(void *arg) {
 
 /* {====== The loop thread's side ====== */
 
-/* A free slot, waiting for room when the ring is full. */
-static event *slot(mfl_store *st) {
+/* A new event of cells cells at the ring's head (not yet published),
+ * waiting for room when the ring is full; its header zeroed. */
+static event *slot(mfl_store *st, unsigned cells) {
   size_t head = atomic_load_explicit(&st->head, memory_order_relaxed);
-  if (head - atomic_load_explicit(&st->tail, memory_order_acquire) ==
+  if (head + cells - atomic_load_explicit(&st->tail, memory_order_acquire) >
       st->ring_size) {
     atomic_fetch_add(&st->waits, 1);
     uv_mutex_lock(&st->lock);
     atomic_store(&st->producer_waiting, 1);
     uv_cond_signal(&st->wake_writer);
-    while (head - atomic_load(&st->tail) == st->ring_size)
+    while (head + cells - atomic_load(&st->tail) > st->ring_size)
       uv_cond_timedwait(&st->room, &st->lock, 100000000);
     atomic_store(&st->producer_waiting, 0);
     uv_mutex_unlock(&st->lock);
   }
+  /* The ring has MAX_CELLS spare cells past its end: an event's cells
+   * are consecutive in memory (those past the end stand for the first
+   * ones, which its cells also reserve). */
   event *e = &st->ring[head & (st->ring_size - 1)];
-  memset(e, 0, offsetof(event, inline_text));
+  memset(e, 0, offsetof(event, text));
+  e->cells = (unsigned char)cells;
   return e;
 }
 
-static void publish(mfl_store *st) {
-  atomic_fetch_add(&st->head, 1); /* seq_cst: ordered before the load */
+static void publish(mfl_store *st, const event *e) {
+  /* seq_cst: ordered before the load */
+  atomic_fetch_add(&st->head, e->cells);
   if (atomic_load(&st->writer_sleeping)) {
     uv_mutex_lock(&st->lock);
     uv_cond_signal(&st->wake_writer);
@@ -1013,86 +1150,114 @@ static void publish(mfl_store *st) {
   }
 }
 
-/* Copies the strings (NULL counts as "") NUL-separated into e->text. */
-static void set_text(event *e, const char *const *parts, int n) {
-  size_t len = 0, lens[4];
-  for (int i = 0; i < n; i++)
-    len += (lens[i] = parts[i] ? strlen(parts[i]) : 0) + 1;
-  char *text = len <= INLINE_TEXT ? e->inline_text : malloc(len);
-  if (!text)
-    return;
-  char *p = text;
+/* A string of an event's text: len (size_t)-1 when not known yet. */
+typedef struct part {
+  const char *s; /* NULL counts as "" */
+  size_t len;
+} part;
+
+/* A new event whose text is the n parts, NUL-separated (none when n is
+ * 0): inline in its cells, or malloc'd when longer than MAX_CELLS hold
+ * (no text when that fails). */
+static event *new_event(mfl_store *st, int kind, part *parts, int n) {
+  size_t len = 0;
   for (int i = 0; i < n; i++) {
-    if (lens[i])
-      memcpy(p, parts[i], lens[i]);
-    p[lens[i]] = 0;
-    p += lens[i] + 1;
+    if (parts[i].len == (size_t)-1)
+      parts[i].len = parts[i].s ? strlen(parts[i].s) : 0;
+    len += parts[i].len + 1;
   }
-  e->text = text;
-  e->text_len = len;
+  char *heap = NULL;
+  if (len > INLINE_TEXT(MAX_CELLS) &&
+      (len > UINT32_MAX || !(heap = malloc(len))))
+    len = 0;
+  unsigned cells = 1;
+  if (!heap)
+    while (len > INLINE_TEXT(cells))
+      cells++;
+  event *e = slot(st, cells);
+  e->kind = (unsigned char)kind;
+  e->text_len = (uint32_t)len;
+  char *p = heap ? heap : e->text;
+  if (heap)
+    memcpy(e->text, &heap, sizeof heap);
+  for (int i = 0; len && i < n; i++) {
+    if (parts[i].len)
+      memcpy(p, parts[i].s, parts[i].len);
+    p[parts[i].len] = 0;
+    p += parts[i].len + 1;
+  }
+  return e;
 }
 
 void mfl_store_submit_run(mfl_store *st, const mfl_store_submit *s) {
-  event *e = slot(st);
-  e->kind = EV_SUBMIT;
+  part parts[4] = {{s->name, s->name_len},
+                   {s->task, (size_t)-1},
+                   {s->tags, (size_t)-1},
+                   {s->params, s->params_len}};
+  event *e;
+  if (s->shared) {
+    parts[1] = parts[3];
+    e = new_event(st, EV_SUBMIT, parts, 2);
+  } else
+    e = new_event(st, EV_SUBMIT, parts, 4);
   e->type = MF_PENDING;
   e->name = MF_NAME_PENDING;
   e->is_flow = (unsigned char)s->is_flow;
   e->id = s->id;
-  e->parent = s->parent;
+  e->u.submit.parent = s->parent;
+  e->u.submit.shared = s->shared;
   e->time = s->time;
-  const char *parts[4] = {s->name, s->task, s->tags, s->params};
-  set_text(e, parts, 4);
-  publish(st);
+  publish(st, e);
 }
 
 void mfl_store_state(mfl_store *st, uint64_t id, const mf_state *state,
                      int attempt, const char *message, const char *traceback,
                      mfl_store_result *result) {
-  event *e = slot(st);
-  e->kind = EV_STATE;
+  part parts[2] = {{message, (size_t)-1}, {traceback, (size_t)-1}};
+  mfl_store_result *kept = NULL;
+  if (result && (kept = malloc(sizeof *kept)) != NULL) {
+    *kept = *result;
+    memset(result, 0, sizeof *result);
+  }
+  event *e = new_event(st, EV_STATE, parts, message || traceback ? 2 : 0);
   e->type = (unsigned char)state->type;
   e->name = (unsigned char)state->name;
   e->attempt = attempt;
   e->id = id;
   e->time = state->timestamp;
-  if (message || traceback) {
-    const char *parts[2] = {message, traceback};
-    set_text(e, parts, 2);
-  }
-  if (result) {
-    e->result = *result;
-    memset(result, 0, sizeof *result);
-  }
-  publish(st);
+  e->u.result = kept;
+  publish(st, e);
 }
 
 void mfl_store_log(mfl_store *st, uint64_t id, int level, double time,
                    const char *message) {
-  event *e = slot(st);
-  e->kind = EV_LOG;
+  part text = {message, (size_t)-1};
+  event *e = new_event(st, EV_LOG, &text, 1);
   e->attempt = level;
   e->id = id;
   e->time = time;
-  set_text(e, &message, 1);
-  publish(st);
+  publish(st, e);
 }
 
 void mfl_store_rename(mfl_store *st, uint64_t id, const char *name) {
-  event *e = slot(st);
-  e->kind = EV_RENAME;
+  part text = {name, (size_t)-1};
+  event *e = new_event(st, EV_RENAME, &text, 1);
   e->id = id;
-  set_text(e, &name, 1);
-  publish(st);
+  publish(st, e);
 }
+
+const char *mfl_store_intern(mfl_store *st, const char *text, size_t len) {
+  return intern(st->interned, text, len);
+}
+
+uint64_t mfl_store_serial(const mfl_store *st) { return st->serial; }
 
 void mfl_store_flush(mfl_store *st) {
   uint64_t n = ++st->flush_asked;
-  event *e = slot(st);
-  e->kind = EV_FLUSH;
+  event *e = new_event(st, EV_FLUSH, NULL, 0);
   e->id = n;
   atomic_store(&st->urgent, 1);
-  publish(st);
+  publish(st, e);
   uv_mutex_lock(&st->lock);
   while (atomic_load(&st->flush_done) < n)
     uv_cond_timedwait(&st->flushed, &st->lock, 100000000);
@@ -1258,7 +1423,9 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   long asked = ring ? strtol(ring, NULL, 10) : 0;
   if (asked >= 64 && asked <= (1 << 20) && (asked & (asked - 1)) == 0)
     st->ring_size = (size_t)asked;
-  st->ring = calloc(st->ring_size, sizeof *st->ring);
+  st->ring = aligned_alloc(CELL, (st->ring_size + MAX_CELLS) * CELL);
+  static _Atomic uint64_t serials;
+  st->serial = atomic_fetch_add(&serials, 1) + 1;
   st->interned = calloc(1, sizeof *st->interned);
   st->insert_run_bound = calloc(INSERT_COLUMNS, sizeof *st->insert_run_bound);
   if (!st->path || !st->ring || !st->interned || !st->insert_run_bound) {
@@ -1300,10 +1467,9 @@ void mfl_store_close(mfl_store *st) {
   if (!st)
     return;
   track(st, 0);
-  event *e = slot(st);
-  e->kind = EV_STOP;
+  event *e = new_event(st, EV_STOP, NULL, 0);
   atomic_store(&st->urgent, 1);
-  publish(st);
+  publish(st, e);
   uv_thread_join(&st->thread);
   if (!atomic_load(&st->failed) && st->process_row) {
     char sql[160];
@@ -1316,13 +1482,14 @@ void mfl_store_close(mfl_store *st) {
   /* The children first: a parent held by one goes with it. */
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i] && st->runs.slots[i]->parent) {
-      wrun_unhold(st->runs.slots[i]->parent);
+      wrun_unhold(st, st->runs.slots[i]->parent);
       st->runs.slots[i]->parent = NULL;
     }
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i])
-      wrun_release(st->runs.slots[i]);
+      wrun_release(st, st->runs.slots[i]);
   free(st->runs.slots);
+  pool_free(&st->pool);
   intern_free(st->interned);
   free(st->interned);
   free(st->insert_run_bound);

@@ -1,0 +1,195 @@
+-- The run store's events on their way to the file (bindings/store_writer.c):
+-- a run's events folded into one row (its start time and end state both
+-- there), texts of every length through the ring's cells (inline, spilling
+-- into the next cells, malloc'd past them, wrapping around a small ring),
+-- and a task's name and tags, which the loop hands over once per task and
+-- store (past the 1024 the store keeps, each submit carries its own).
+package.path = "spec/?.lua;" .. package.path
+local h = require "helper"
+local mf, lu = h.mf, h.lu
+local core = require "moonflow.core"
+
+local capture, quote = h.capture, h.shell_quote
+
+local DIR = capture("unset LD_PRELOAD; mktemp -d /tmp/mf-storeev.XXXXXX"):gsub("\n$", "")
+local counter = 0
+local function temp_path(name)
+  counter = counter + 1
+  return string.format("%s/%d-%s", DIR, counter, name or "store.db")
+end
+
+local function query(path, sql, ...)
+  core.store_flush()
+  local db = core.store_reader(path)
+  local rows = db:query(sql, ...)
+  db:close()
+  return rows
+end
+
+local COMPLETED, FAILED = 3, 4
+
+local function off() mf.configure { store = "off" } end
+
+-- The lengths around the cells' edges: an event's first cell holds 19
+-- bytes of text, each next one 64, 32 cells at most (2003 bytes).
+local LENGTHS = { 0, 1, 17, 18, 19, 20, 63, 82, 83, 84, 146, 147, 148, 1000,
+  2001, 2002, 2003, 2004, 5000, 70000 }
+
+-- The message logged for length n: not a repeat of one byte, so that a
+-- cell copied out of place shows.
+local function text_of(n)
+  local parts, i, len = {}, 0, 0
+  while len < n do
+    i = i + 1
+    parts[i] = string.format("%d;", i)
+    len = len + #parts[i]
+  end
+  return table.concat(parts):sub(1, n)
+end
+
+TestStoreEvents = {}
+function TestStoreEvents:tearDown() off() end
+
+-- A map's runs start and end within one batch: one row each, written
+-- once, with the time it started and the state it ended in (and the
+-- history left NULL: Pending at created, Running at started, the final
+-- state at ended say it all).
+function TestStoreEvents:test_a_run_folded_in_one_batch_keeps_its_start_and_end()
+  local path = temp_path()
+  mf.configure { store = path }
+  local t = mf.task({ name = "folded", tags = { "x" } }, function(i) return i end)
+  -- Its Running committed before it ends: inserted, then updated.
+  local late = mf.task({ name = "late", on_running = { function() core.store_flush() end } },
+    function(i) return i end)
+  local n = 300
+  local fl = mf.flow({ name = "folds" }, function()
+    local res = t:map(h.range(n)):result()
+    return #res, late(7)
+  end)
+  local count, seven = fl()
+  lu.assertEquals(count, n)
+  lu.assertEquals(seven, 7)
+  local rows = query(path, "SELECT * FROM runs WHERE task = 'folded' ORDER BY id")
+  lu.assertEquals(#rows, n)
+  for i, r in ipairs(rows) do
+    lu.assertEquals(r.name, "folded-" .. i)
+    lu.assertEquals(r.parameters, tostring(i))
+    lu.assertEquals(r.tags, "x")
+    lu.assertEquals(r.state_type, COMPLETED)
+    lu.assertEquals(r.attempts, 1)
+    lu.assertNotNil(r.started)
+    lu.assertNotNil(r.ended)
+    lu.assertTrue(r.created <= r.started and r.started <= r.ended)
+    lu.assertNil(r.history)
+  end
+  local l = query(path, "SELECT * FROM runs WHERE task = 'late'")[1]
+  lu.assertEquals(l.state_type, COMPLETED)
+  lu.assertTrue(l.created <= l.started and l.started <= l.ended)
+  lu.assertEquals(l.parameters, "7")
+end
+
+-- Error messages and tracebacks of every length come out as they went
+-- in (log lines: in the small ring's test, whose process's stderr is not
+-- the test's).
+function TestStoreEvents:test_errors_of_every_length()
+  local path = temp_path()
+  mf.configure { store = path }
+  local fails = mf.task({ name = "fails" }, function(n) error(text_of(n), 0) end)
+  -- (the flow fails with its runs' failures, left unhandled)
+  mf.flow({ name = "texts" }, function() fails:map(LENGTHS):wait() end):submit():wait()
+  local failed = query(path, "SELECT * FROM runs WHERE task = 'fails'")
+  lu.assertEquals(#failed, #LENGTHS)
+  for _, r in ipairs(failed) do
+    lu.assertEquals(r.state_type, FAILED)
+    local n = tonumber(r.parameters)
+    if n > 0 then
+      lu.assertStrContains(r.message, text_of(n))
+      lu.assertStrContains(r.traceback, "stack traceback")
+    end
+  end
+end
+
+-- More tasks than the store keeps the names and tags of (1024): the
+-- others' submits carry theirs; every row has its own.
+function TestStoreEvents:test_more_tasks_than_the_store_keeps()
+  local path = temp_path()
+  mf.configure { store = path }
+  local n = 1100
+  local tasks = {}
+  for i = 1, n do
+    tasks[i] = mf.task({ name = "many-" .. i, tags = { "g" .. i, "all" } },
+      function(x) return x end)
+  end
+  mf.flow({ name = "many" }, function()
+    for round = 1, 2 do
+      for i = 1, n do tasks[i]:submit(round) end
+    end
+  end)()
+  local rows = query(path, [[SELECT task, tags, name, parameters FROM runs
+    WHERE task LIKE 'many-%' ORDER BY local_id]])
+  lu.assertEquals(#rows, 2 * n)
+  for k, r in ipairs(rows) do
+    local i, round = (k - 1) % n + 1, (k - 1) // n + 1
+    lu.assertEquals(r.task, "many-" .. i)
+    lu.assertEquals(r.tags, "g" .. i .. ",all")
+    lu.assertEquals(r.name, "many-" .. i .. "-" .. round)
+    lu.assertEquals(r.parameters, tostring(round))
+  end
+end
+
+-- A task keeps the store's copy of its name and tags: a store opened
+-- after the first is given its own.
+function TestStoreEvents:test_one_task_two_stores()
+  local t = mf.task({ name = "twice", tags = { "a", "b" } }, function(x) return x end)
+  local first, second = temp_path(), temp_path()
+  mf.configure { store = first }
+  lu.assertEquals(t(1), 1)
+  mf.configure { store = second }
+  lu.assertEquals(t(2), 2)
+  for _, case in ipairs({ { first, "twice-1", "1" }, { second, "twice-2", "2" } }) do
+    local rows = query(case[1], "SELECT name, task, tags, parameters FROM runs")
+    lu.assertEquals(#rows, 1)
+    lu.assertEquals(rows[1].name, case[2])
+    lu.assertEquals(rows[1].task, "twice")
+    lu.assertEquals(rows[1].tags, "a,b")
+    lu.assertEquals(rows[1].parameters, case[3])
+  end
+end
+
+-- A ring of 64 cells, which events of up to 32 cells fill and wrap
+-- around again and again: the loop waits for room, nothing is lost or
+-- garbled (a process of its own: the ring's size is read at opening, from
+-- its environment).
+function TestStoreEvents:test_a_small_ring_wraps_texts_of_every_length()
+  local dir = temp_path("ring")
+  os.execute("mkdir -p " .. quote(dir))
+  local db = dir .. "/store.db"
+  local code = [[
+local mf = require "moonflow"
+local core = require "moonflow.core"
+local LENGTHS = { ]] .. table.concat(LENGTHS, ", ") .. [[ }
+local text_of = load(]] .. string.format("%q", string.dump(text_of)) .. [[)
+local level = core.log_level()
+local t = mf.task({ name = "ring" }, function(n) core.log(level, text_of(n)) return n end)
+mf.flow({ name = "ring-flow" }, function()
+  for _ = 1, 20 do t:map(LENGTHS):wait() end
+end)()
+core.store_flush()
+local s = core.store_stats()
+local rows = core.store_reader(core.store_stats().path):query(
+  "SELECT r.parameters AS n, l.message FROM logs l JOIN runs r ON r.id = l.run")
+local bad = 0
+for _, r in ipairs(rows) do
+  if r.message ~= text_of(tonumber(r.n)) then bad = bad + 1 end
+end
+print(#rows, bad, s.waits > 0, s.error == nil)]]
+  local script = dir .. "/script.lua"
+  h.write_file(script, code)
+  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
+  local out = capture(string.format(
+    "env -u LD_PRELOAD MOONFLOW_STORE=%s MOONFLOW_STORE_RING=64 %s %s 2>/dev/null",
+    quote(db), quote(prog), quote(script)))
+  lu.assertEquals(out, string.format("%d\t0\ttrue\ttrue\n", 20 * #LENGTHS))
+end
+
+os.exit(h.run())
