@@ -273,10 +273,13 @@ MFL_INTERNAL mfl_run_holder *mfl_new_run_holder(lua_State *L, size_t n);
  * it must resume from its own fields: step, at, acc). */
 typedef struct mfl_collect {
   lua_KFunction fin;
-  mf_run **runs;      /* the snapshot's runs (count of them) */
-  mf_run **pending;   /* runs to wait for, npending of them */
-  lua_Integer length; /* elements of the list */
-  lua_Integer next;   /* the next element to take */
+  mf_run **runs;                /* the snapshot's runs (count of them) */
+  mf_run **pending;             /* runs to wait for, npending of them (each
+                                   referenced: a map's group gives back the records
+                                   of runs that end, group.c) */
+  mfl_run_holder *pending_held; /* the holder of pending */
+  lua_Integer length;           /* elements of the list */
+  lua_Integer next;             /* the next element to take */
   size_t count, cursor, npending;
   double deadline; /* on mf_engine_now's clock; < 0: none */
   mf_wait_mode mode;

@@ -51,7 +51,8 @@ static void push_pending(lua_State *L, mfl_collect *c) {
   size_t room = c->count ? c->count : 1;
   if (c->mode == MF_WAIT_ALL && room > WAIT_CHUNK)
     room = WAIT_CHUNK;
-  c->pending = lua_newuserdatauv(L, room * sizeof *c->pending, 0);
+  c->pending_held = mfl_new_run_holder(L, room);
+  c->pending = c->pending_held->runs;
 }
 
 /* Pushes a new job (what every continuation gets as ctx). */
@@ -129,9 +130,20 @@ static int take(lua_State *L, mfl_collect *c, int job, int *ret) {
   return 0;
 }
 
+/* Drops the references of the pending runs (the wait for them is over). */
+static void release_pending(mfl_collect *c) {
+  for (size_t i = 0; i < c->npending; i++)
+    mf_run_unref(c->pending[i]);
+  c->npending = 0;
+  if (c->pending_held)
+    c->pending_held->count = 0;
+}
+
 static int finish(lua_State *L, mfl_collect *c, int job) {
+  release_pending(c);
   c->phase = DONE;
   c->pending = NULL;
+  c->pending_held = NULL;
   lua_settop(L, job);
   return c->fin(L, LUA_OK, job);
 }
@@ -143,10 +155,13 @@ static int scan(lua_State *L, mfl_collect *c, int job) {
   size_t room = c->mode == MF_WAIT_ALL ? WAIT_CHUNK : c->count;
   while (c->cursor < c->count && c->npending < room) {
     mf_run *run = c->runs[c->cursor++];
-    if (!mf_run_is_final(run))
+    if (!mf_run_is_final(run)) {
+      mf_run_ref(run); /* kept across the yields below */
       c->pending[c->npending++] = run;
-    else if (c->mode == MF_WAIT_ANY || (c->mode == MF_WAIT_ALL_FAST &&
-                                        mf_run_state_type(run) != MF_COMPLETED))
+      c->pending_held->count = c->npending;
+    } else if (c->mode == MF_WAIT_ANY ||
+               (c->mode == MF_WAIT_ALL_FAST &&
+                mf_run_state_type(run) != MF_COMPLETED))
       return finish(L, c, job);
     if (c->cursor < c->count && mfl_collect_over(L, c, c->cursor))
       return mfl_collect_yield(L, c, job, step_k);
@@ -172,7 +187,7 @@ static int step_k(lua_State *L, int status, lua_KContext ctx) {
   if (c->phase == WAITING) {
     c->reason = mfl_wait_outcome(L, status);
     c->waited = 1;
-    c->npending = 0;
+    release_pending(c);
     c->phase = SCANNING;
     if (c->reason != MF_WAKE_DONE || c->mode != MF_WAIT_ALL)
       return finish(L, c, job);
