@@ -10,16 +10,25 @@
 
 /* {====== Memory ====== */
 
-mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops, size_t body_size) {
+/* A zeroed record with one reference and its inline history. */
+static mf_run *new_record(mf_engine *engine, const mf_run_ops *ops,
+                          size_t body_size) {
   mf_run *run = mf__run_alloc(engine, body_size);
   if (!run)
     return NULL;
   run->engine = engine;
   run->ops = ops;
   run->refs = 1;
-  run->life = MF_LIFE_NEW;
   run->history = run->history_inline;
   run->history_cap = MF_HISTORY_INLINE;
+  return run;
+}
+
+mf_run *mf_run_new(mf_engine *engine, const mf_run_ops *ops, size_t body_size) {
+  mf_run *run = new_record(engine, ops, body_size);
+  if (!run)
+    return NULL;
+  run->life = MF_LIFE_NEW;
   mf__run_push_state(run, MF_PENDING, MF_NAME_PENDING);
   return run;
 }
@@ -263,18 +272,13 @@ int mf_run_summarize(const mf_run *run, mf_run_summary *out) {
 mf_run *mf_run_from_summary(mf_engine *engine, const mf_run_ops *ops,
                             size_t body_size, unsigned flags,
                             const mf_run_summary *summary) {
-  mf_run *run = mf__run_alloc(engine, body_size);
+  mf_run *run = new_record(engine, ops, body_size);
   if (!run)
     return NULL;
-  run->engine = engine;
-  run->ops = ops;
-  run->refs = 1;
   run->id = summary->id;
   run->number = summary->number;
   run->name_prefix = summary->name_prefix;
   run->flags = (unsigned char)flags;
-  run->history = run->history_inline;
-  run->history_cap = MF_HISTORY_INLINE;
   run->history_len = 3;
   for (int i = 0; i < 3; i++)
     run->history[i] = (mf_state){summary_states[i].type, summary_states[i].name,
