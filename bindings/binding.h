@@ -449,6 +449,11 @@ MFL_INTERNAL void mfl_preempt_configure(mfl_state *S);
  * slice or passed its deadline; mfl_yield_slice yields (parked for the
  * slice, stopped past the deadline), k continuing. */
 MFL_INTERNAL mf_run *mfl_slice_run(lua_State *L, mfl_state *S);
+/* Inside a run, the tables of a long map (its slots, its results) are made
+ * with room for this many elements and grow as they fill: making (and
+ * clearing) a table of a million slots at once takes longer than a slice.
+ * map yields before each doubling past it, so that one starts a slice. */
+#define MFL_SLICED_PREALLOC 65536
 MFL_INTERNAL uint64_t mfl_slice_clock(mfl_state *S);
 MFL_INTERNAL int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run,
                                 uint64_t since);

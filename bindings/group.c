@@ -69,14 +69,11 @@ enum { LIST_MT_MARK = 1, LIST_MT_GROUP };
 
 static const char key_group_mt, key_list_fields, key_next;
 
-/* Inside a run, tables for a long map grow as they fill rather than being
- * made whole at once: making (and clearing) a table of a million slots
- * takes longer than a time slice. */
-#define SLICED_PREALLOC 65536
-
+/* The room a table of n elements is made with (MFL_SLICED_PREALLOC). */
 static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
-  return (int)(n > SLICED_PREALLOC && mfl_slice_run(L, S) ? SLICED_PREALLOC
-                                                          : n);
+  return (int)(n > MFL_SLICED_PREALLOC && mfl_slice_run(L, S)
+                   ? MFL_SLICED_PREALLOC
+                   : n);
 }
 
 /* {====== The group and its runs ====== */

@@ -647,8 +647,17 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
     mfl_group_push_slots(L, job->group);
     slots = lua_gettop(L);
   }
+  lua_Integer first = job->next;
   while (job->next <= job->plan.length) {
-    lua_Integer r = job->next++;
+    lua_Integer r = job->next;
+    /* Run r doubles the tables (r - 1 a power of two past their first
+     * room): that starts a slice of its own. */
+    if (self && r > first && r - 1 >= MFL_SLICED_PREALLOC &&
+        ((r - 1) & (r - 2)) == 0) {
+      lua_settop(L, job->list);
+      return mfl_yield_slice(L, S, self, ctx, make_runs_k);
+    }
+    job->next++;
     if (job->group) {
       make_grouped_run(L, S, &job->plan, r, job->group, slots, name);
     } else {
