@@ -69,7 +69,10 @@ function TestStoreEvents:test_a_run_folded_in_one_batch_keeps_its_start_and_end(
   local count, seven = fl()
   lu.assertEquals(count, n)
   lu.assertEquals(seven, 7)
-  local rows = query(path, "SELECT * FROM runs WHERE task = 'folded' ORDER BY id")
+  -- (by local_id, the engine's id, in submit order: the store's own id
+  -- follows the order rows are written, and a run waits to be written
+  -- until it starts or a flush)
+  local rows = query(path, "SELECT * FROM runs WHERE task = 'folded' ORDER BY local_id")
   lu.assertEquals(#rows, n)
   for i, r in ipairs(rows) do
     lu.assertEquals(r.name, "folded-" .. i)
