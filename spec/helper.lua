@@ -207,6 +207,30 @@ end
 -- s as one word of a POSIX shell command.
 function M.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
+-- A function giving a new path at each call ("<n>-<name>", name
+-- "store.db" by default) in a fresh directory /tmp/<prefix>.XXXXXX, and
+-- that directory.
+function M.temp_paths(prefix)
+  local dir = M.capture("unset LD_PRELOAD; mktemp -d /tmp/" .. prefix .. ".XXXXXX")
+    :gsub("\n$", "")
+  local counter = 0
+  return function(name)
+    counter = counter + 1
+    return string.format("%s/%d-%s", dir, counter, name or "store.db")
+  end, dir
+end
+
+-- The rows of a query on the run store at path, once every event queued
+-- so far is committed.
+function M.store_query(path, sql, ...)
+  local core = require "moonflow.core"
+  core.store_flush()
+  local db = core.store_reader(path)
+  local rows = db:query(sql, ...)
+  db:close()
+  return rows
+end
+
 -- }======
 
 -- Runs the spec's tests; the script's arguments pick some

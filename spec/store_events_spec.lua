@@ -10,21 +10,7 @@ local mf, lu = h.mf, h.lu
 local core = require "moonflow.core"
 
 local capture, quote = h.capture, h.shell_quote
-
-local DIR = capture("unset LD_PRELOAD; mktemp -d /tmp/mf-storeev.XXXXXX"):gsub("\n$", "")
-local counter = 0
-local function temp_path(name)
-  counter = counter + 1
-  return string.format("%s/%d-%s", DIR, counter, name or "store.db")
-end
-
-local function query(path, sql, ...)
-  core.store_flush()
-  local db = core.store_reader(path)
-  local rows = db:query(sql, ...)
-  db:close()
-  return rows
-end
+local temp_path, query = h.temp_paths("mf-storeev"), h.store_query
 
 local COMPLETED, FAILED = 3, 4
 

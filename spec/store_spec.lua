@@ -8,14 +8,9 @@ local h = require "helper"
 local mf, lu = h.mf, h.lu
 local core = require "moonflow.core"
 
-local capture = h.capture
 
-local DIR = capture("unset LD_PRELOAD; mktemp -d /tmp/mf-store.XXXXXX"):gsub("\n$", "")
-local counter = 0
-local function temp_path(name)
-  counter = counter + 1
-  return string.format("%s/%d-%s", DIR, counter, name or "store.db")
-end
+local temp_path, DIR = h.temp_paths("mf-store")
+local query = h.store_query
 
 local read_file = h.read_file
 
@@ -26,14 +21,6 @@ local function fresh_store()
   local path = temp_path()
   mf.configure { store = path }
   return path
-end
-
-local function query(path, sql, ...)
-  core.store_flush()
-  local db = core.store_reader(path)
-  local rows = db:query(sql, ...)
-  db:close()
-  return rows
 end
 
 -- f:wait() then f:state().
