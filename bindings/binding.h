@@ -301,7 +301,10 @@ MFL_INTERNAL int mfl_collect_list(lua_State *L, int idx, int dedupe,
 MFL_INTERNAL int mfl_collect_runs(lua_State *L, int anchor, mf_run **runs,
                                   size_t n, mf_wait_mode mode, double timeout,
                                   lua_KFunction fin);
-MFL_INTERNAL void mfl_collect_enter(lua_State *L, mfl_collect *c);
+/* The job at ctx, given to a finisher or a collection's continuation; when
+ * status says it was resumed after a yield, a step (and its slice) starts. */
+MFL_INTERNAL mfl_collect *mfl_collect_resumed(lua_State *L, int status,
+                                              lua_KContext ctx);
 /* A finisher that gives true when every run waited for ended in time. */
 MFL_INTERNAL int mfl_collect_done_k(lua_State *L, int status, lua_KContext ctx);
 MFL_INTERNAL int mfl_collect_over(lua_State *L, mfl_collect *c, size_t i);

@@ -30,10 +30,17 @@ enum { TAKING, SCANNING, WAITING, DONE };
 
 static int step_k(lua_State *L, int status, lua_KContext ctx);
 
-void mfl_collect_enter(lua_State *L, mfl_collect *c) {
+static void collect_enter(lua_State *L, mfl_collect *c) {
   mfl_state *S = mfl_state_get(L);
   c->self = mfl_slice_run(L, S);
   c->since = c->self ? mfl_slice_clock(S) : 0;
+}
+
+mfl_collect *mfl_collect_resumed(lua_State *L, int status, lua_KContext ctx) {
+  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  if (status != LUA_OK)
+    collect_enter(L, c);
+  return c;
 }
 
 int mfl_collect_over(lua_State *L, mfl_collect *c, size_t i) {
@@ -67,7 +74,7 @@ static mfl_collect *push_job(lua_State *L, lua_KFunction fin, mf_wait_mode mode,
   c->deadline = -1;
   if (timeout >= 0)
     c->deadline = mf_engine_now(mfl_state_get(L)->engine) + timeout;
-  mfl_collect_enter(L, c);
+  collect_enter(L, c);
   return c;
 }
 
@@ -180,10 +187,8 @@ static int scan(lua_State *L, mfl_collect *c, int job) {
 
 static int step_k(lua_State *L, int status, lua_KContext ctx) {
   int job = (int)ctx;
-  mfl_collect *c = lua_touserdata(L, job);
+  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   lua_settop(L, job + 3);
-  if (status != LUA_OK)
-    mfl_collect_enter(L, c); /* resumed: a step starts, its slice too */
   if (c->phase == WAITING) {
     c->reason = mfl_wait_outcome(L, status);
     c->waited = 1;

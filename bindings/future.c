@@ -500,9 +500,7 @@ static int list_result_k(lua_State *L, int status, lua_KContext ctx) {
  * count, 2 the results. */
 static int list_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int job = (int)ctx;
-  mfl_collect *c = lua_touserdata(L, job);
-  if (status != LUA_OK)
-    mfl_collect_enter(L, c);
+  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   if (c->step == 0) {
     for (; raise && c->at < c->count;) {

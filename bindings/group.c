@@ -284,10 +284,10 @@ static int returned_nothing(const mfl_group *g, lua_Integer i) {
 static void retire(mfl_group *g, lua_Integer i) {
   mf_run *run = g->runs[i];
   mfl_run *lr = mf_run_body(run);
-  if (lr->group != g || !lr->group_result || lr->group_held || lr->note ||
-      lr->co || lr->io || lr->remote || lr->has_outcome || lr->noted ||
-      lr->pin != LUA_NOREF || !retire_room(g, run) ||
-      !mf_run_summarize(run, &g->summaries[i]))
+  if (g->S->closing || g->S->closed || !g->S->engine || lr->group != g ||
+      !lr->group_result || lr->group_held || lr->note || lr->co || lr->io ||
+      lr->remote || lr->has_outcome || lr->noted || lr->pin != LUA_NOREF ||
+      !retire_room(g, run) || !mf_run_summarize(run, &g->summaries[i]))
     return;
   if (lr->nresults == 0)
     g->no_results[i / 8] |= (unsigned char)(1u << (i % 8));
@@ -298,8 +298,6 @@ static void retire(mfl_group *g, lua_Integer i) {
 /* Retires the runs that ended before run `upto` (from 0; that one may
  * still be in its step), stopping at the first that has not ended. */
 static void sweep(mfl_group *g, lua_Integer upto) {
-  if (g->S->closing || g->S->closed || !g->S->engine)
-    return;
   for (; g->swept < upto; g->swept++) {
     mf_run *run = g->runs[g->swept];
     if (run == g->retired ||
@@ -311,11 +309,11 @@ static void sweep(mfl_group *g, lua_Integer upto) {
   }
 }
 
-/* Retires run i (from 0) if it can: after a wait on the whole list, whose
- * references kept every run while it lasted. */
-static void retire_after_wait(mfl_group *g, lua_Integer i) {
-  if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]) &&
-      !g->S->closing && !g->S->closed && g->S->engine)
+/* Retires run i (from 0) if it ended and can: after a wait on the whole
+ * list, whose references kept every run while it lasted, or behind the
+ * last run of the group to end. */
+static void retire_if_final(mfl_group *g, lua_Integer i) {
+  if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]))
     retire(g, i);
 }
 
@@ -427,8 +425,7 @@ void mfl_group_release(lua_State *L, mfl_run *lr) {
   sweep(g, self);
   if (g->held == 1 && g->swept == self) /* the last: the rest ended */
     for (lua_Integer i = self + 1; i < g->n; i++)
-      if (g->runs[i] != g->retired && mf_run_is_final(g->runs[i]))
-        retire(g, i);
+      retire_if_final(g, i);
   release(L, g);
 }
 
@@ -600,22 +597,20 @@ int mfl_group_list_ready(lua_State *L) {
 static int group_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_group *g = lua_touserdata(L, 3);
   for (lua_Integer i = 0; i < g->n; i++)
-    retire_after_wait(g, i);
+    retire_if_final(g, i);
   return mfl_wait_done_k(L, status, ctx);
 }
 
 /* The same inside a run, in slices (collect.c's job at ctx). */
 static int group_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
-  mfl_collect *c = lua_touserdata(L, (int)ctx);
+  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   mfl_group *g = lua_touserdata(L, 3);
-  if (status != LUA_OK)
-    mfl_collect_enter(L, c);
   if (c->step == 0) {
     c->step = 1;
     c->at = 0;
   }
   while (c->at < (size_t)g->n) {
-    retire_after_wait(g, (lua_Integer)c->at++);
+    retire_if_final(g, (lua_Integer)c->at++);
     if (c->at < (size_t)g->n && mfl_collect_over(L, c, c->at))
       return mfl_collect_yield(L, c, ctx, group_collect_done_k);
   }
@@ -650,7 +645,7 @@ typedef struct seen_runs {
 static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
                        int raise, seen_runs *seen) {
   mfl_group *g = lua_touserdata(L, gidx);
-  retire_after_wait(g, (lua_Integer)i - 1);
+  retire_if_final(g, (lua_Integer)i - 1);
   mf_run *run = g->runs[i - 1];
   if (run == g->retired) {
     if (returned_nothing(g, (lua_Integer)i - 1))
@@ -722,9 +717,7 @@ static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
  * 4): step 0 sets up, step 1 goes through the runs from c->at. */
 static int group_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int job = (int)ctx;
-  mfl_collect *c = lua_touserdata(L, job);
-  if (status != LUA_OK)
-    mfl_collect_enter(L, c);
+  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int slots = job + 1, out = job + 2;
   if (c->step == 0) {

@@ -323,9 +323,7 @@ static int wait_all_k(lua_State *L, int status, lua_KContext ctx) {
  * ctx - 2; done and not_done are built above the job. */
 static int wait_all_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int job = (int)ctx;
-  mfl_collect *c = lua_touserdata(L, job);
-  if (status != LUA_OK)
-    mfl_collect_enter(L, c);
+  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   if (c->step == 0) {
     lua_settop(L, job);
     lua_newtable(L); /* done */
