@@ -252,6 +252,14 @@ typedef enum arg_kind {
 
 #define MAP_MAX_ARGS 64
 
+/* Whether the key on top is one of a sequence's 1..n. */
+static int sequence_key(lua_State *L, lua_Integer n) {
+  if (!lua_isinteger(L, -1))
+    return 0;
+  lua_Integer k = lua_tointeger(L, -1);
+  return k >= 1 && k <= n;
+}
+
 /* Whether the plain table at idx is a sequence 1..n (n returned). */
 static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
   lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
@@ -259,8 +267,7 @@ static int is_sequence(lua_State *L, int idx, lua_Integer *n) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
-        lua_tointeger(L, -1) > len) {
+    if (!sequence_key(L, len)) {
       lua_pop(L, 1);
       return 0;
     }
@@ -456,8 +463,7 @@ static int check_k(lua_State *L, int status, lua_KContext ctx) {
     }
     while (lua_next(L, idx)) {
       lua_pop(L, 1);
-      lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
-      if (k < 1 || k > n) {
+      if (!sequence_key(L, n)) {
         lua_settop(L, check_idx);
         if ((lua_Integer)lua_rawlen(L, idx) != n)
           raise_changed(L, argno);
@@ -465,7 +471,7 @@ static int check_k(lua_State *L, int status, lua_KContext ctx) {
       }
       if (++c->seen % MAP_CHECK_CHUNK == 0 && self &&
           mfl_slice_over(S, L, self, since)) {
-        c->key = k;
+        c->key = lua_tointeger(L, -1);
         lua_settop(L, check_idx);
         return mfl_yield_slice(L, S, self, ctx, check_k);
       }
