@@ -247,17 +247,19 @@ function TestCollectSlices:test_cancelling_the_caller_mid_collection()
     returned = true
     return r
   end)
-  local tk = ticker()
   local fut
-  tk.each = function()
-    if collecting and fut and not fut:done() then fut:cancel() end
-  end
+  -- A run that yields (mf.sleep(0)) until the caller collects, then cancels
+  -- it: it gets its turn between two of the caller's slices however fast
+  -- the machine is (a ticker's timer may come due only after the end).
+  local canceller = mf.task({ name = "canceller" }, function()
+    while not (collecting and fut) do mf.sleep(0) end
+    fut:cancel()
+  end):submit()
   fut = caller:submit()
   lu.assertTrue(fut:wait(h.PATIENCE))
-  tk.stop = true
   lu.assertEquals(fut:state().name, "Cancelled", tostring(fut:state().message))
   lu.assertFalse(returned, "result() went on after its caller was cancelled")
-  tk.future:wait()
+  canceller:wait()
   h.eventually(function() return core.live() <= live0 end, "the caller to be released")
   collectgarbage()
   collectgarbage()
