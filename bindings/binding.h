@@ -85,6 +85,10 @@ typedef struct mfl_state {
   struct mfl_cache *cache;
   int observing;                  /* the engine observer is installed */
   struct mfl_submit_note *submit; /* what the next submit records */
+  /* Boxes made inside a finalizer (mfl_note_box), which Lua may never
+   * finalize: released by the state's own __gc if still here. */
+  struct mfl_noted_box *noted;
+  size_t noted_count, noted_capacity;
 } mfl_state;
 
 typedef enum mfl_kind { MFL_TASK, MFL_FLOW, MFL_EXTERNAL } mfl_kind;
@@ -135,6 +139,8 @@ typedef struct mfl_run {
 typedef struct mfl_future {
   mf_run *run; /* one reference, dropped by __gc */
 } mfl_future;
+/* future.c: drops a Future's reference (a noted box, mfl_note_box). */
+MFL_INTERNAL void mfl_release_future(void *box);
 
 /* A Task (or Flow) definition. */
 typedef struct mfl_task {
@@ -167,6 +173,20 @@ MFL_INTERNAL void mfl_register_mt(lua_State *L, const char *key);
 MFL_INTERNAL int mfl_pin(lua_State *L, mfl_state *S, int pins_idx);
 MFL_INTERNAL void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx, int slot);
 MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
+/* noted_boxes.c */
+/* A box (a userdata with a __gc that releases C resources) made inside a
+ * finalizer may have no finalizer itself: Lua gives none to an object made
+ * while lua_close runs the finalizers.  mfl_note_box notes such a box
+ * (only inside a finalizer: cheap elsewhere) with the function that
+ * releases it; its __gc calls mfl_forget_box; the state's __gc releases
+ * those still noted, after the engine closed.  Call mfl_note_box before the
+ * box holds anything (it may raise a memory error). */
+typedef void (*mfl_release_fn)(void *box);
+MFL_INTERNAL void mfl_note_box(lua_State *L, mfl_state *S, void *box,
+                               mfl_release_fn release);
+MFL_INTERNAL void mfl_forget_box(mfl_state *S, void *box);
+/* Releases the boxes still noted (the state's __gc). */
+MFL_INTERNAL void mfl_release_noted_boxes(mfl_state *S);
 MFL_INTERNAL void mfl_push_future_of(lua_State *L, mf_run *run);
 /* Whether the run's Future can be pushed (mfl_push_future_of): it is
  * held, pinned or in its pinned group. */
@@ -258,6 +278,7 @@ MFL_INTERNAL mf_run **mfl_snapshot_runs(lua_State *L, int idx);
 /* The holder of runs' references: pushes a userdata with room for n runs,
  * of which the first count are released when it is collected. */
 typedef struct mfl_run_holder {
+  mfl_state *S;
   size_t count;
   mf_run *runs[];
 } mfl_run_holder;

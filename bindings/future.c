@@ -374,6 +374,14 @@ static int future_index(lua_State *L) {
   return 1;
 }
 
+void mfl_release_future(void *box) {
+  mfl_future *f = box;
+  mf_run *run = f->run;
+  f->run = NULL;
+  if (run)
+    mf_run_unref(run);
+}
+
 static int future_gc(lua_State *L) {
   /* Only a Future's own metatable calls it (that metatable is protected):
    * a cheap check of the argument suffices against a call by hand. */
@@ -396,6 +404,8 @@ static int future_gc(lua_State *L) {
   if (lr->pin != LUA_NOREF && lua_getstack(L, 1, &caller))
     return 0;
   f->run = NULL;
+  if (lr->S->noted_count)
+    mfl_forget_box(lr->S, f);
   /* Even after the engine closed: its memory lasts until its last run is
    * released, here.  The run may outlive this userdata (a downstream
    * run's reference): keep its name, which points into the task this

@@ -78,16 +78,11 @@ static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
 
 /* {====== The group and its runs ====== */
 
-static int group_gc(lua_State *L) {
-  /* Only a group's own metatable calls it; by hand (debug), anything. */
-  int ours = lua_getmetatable(L, 1) &&
-             lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt) &&
-             lua_rawequal(L, -1, -2);
-  mfl_group *g = ours ? lua_touserdata(L, 1) : NULL;
-  lua_Debug caller;
-  /* By hand (debug.getmetatable) while it serves held runs: refused. */
-  if (!g || g->collected || (g->held > 0 && lua_getstack(L, 1, &caller)))
-    return 0;
+/* Releases the group's runs (its __gc, or the state's: mfl_note_box). */
+static void release_group(void *box) {
+  mfl_group *g = box;
+  if (g->collected)
+    return;
   g->collected = 1;
   for (lua_Integer i = 0; i < g->n; i++) {
     mf_run *run = g->runs[i];
@@ -115,6 +110,20 @@ static int group_gc(lua_State *L) {
   g->summaries = NULL;
   free(g->no_results);
   g->no_results = NULL;
+}
+
+static int group_gc(lua_State *L) {
+  /* Only a group's own metatable calls it; by hand (debug), anything. */
+  int ours = lua_getmetatable(L, 1) &&
+             lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt) &&
+             lua_rawequal(L, -1, -2);
+  mfl_group *g = ours ? lua_touserdata(L, 1) : NULL;
+  lua_Debug caller;
+  /* By hand (debug.getmetatable) while it serves held runs: refused. */
+  if (!g || g->collected || (g->held > 0 && lua_getstack(L, 1, &caller)))
+    return 0;
+  mfl_forget_box(g->S, g);
+  release_group(g);
   return 0;
 }
 
@@ -167,6 +176,7 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   int gidx = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt);
   lua_setmetatable(L, gidx);
+  mfl_note_box(L, S, g, release_group);
   lua_pushvalue(L, task_idx);
   lua_setiuservalue(L, gidx, GROUP_UV_TASK);
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_FN);
@@ -392,6 +402,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   lr->group_result = 0;
   mf_run_ref(run);
   f->run = run;
+  mfl_note_box(L, g->S, f, mfl_release_future);
   lr->group = NULL;
   if (lr->group_held) { /* the Future takes the pin from the group */
     lr->group_held = 0;

@@ -47,6 +47,7 @@ struct mfl_conn {
 
 typedef struct conn_box {
   mfl_conn *c;
+  mfl_state *S; /* (mfl_note_box) */
 } conn_box;
 
 /* {====== The handle ====== */
@@ -452,10 +453,22 @@ static int conn_write(lua_State *L) {
 
 /* {====== The userdata ====== */
 
+static void release_conn_box(void *p) {
+  conn_box *box = p;
+  if (box->c) {
+    mfl_conn_close(box->c);
+    mfl_io_obj_unref(&box->c->obj);
+    box->c = NULL;
+  }
+}
+
 void mfl_conn_push(lua_State *L, mfl_conn *c, mf_run *run) {
   conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-  box->c = c;
+  box->c = NULL;
+  box->S = c->obj.io->S;
   luaL_setmetatable(L, "moonflow.Connection");
+  mfl_note_box(L, box->S, box, release_conn_box);
+  box->c = c;
   if (run)
     mf_run_attach(run, &c->res);
 }
@@ -472,11 +485,8 @@ static int conn_close_method(lua_State *L) {
 
 static int conn_gc(lua_State *L) {
   conn_box *box = lua_touserdata(L, 1);
-  if (box->c) {
-    mfl_conn_close(box->c);
-    mfl_io_obj_unref(&box->c->obj);
-    box->c = NULL;
-  }
+  mfl_forget_box(box->S, box);
+  release_conn_box(box);
   return 0;
 }
 

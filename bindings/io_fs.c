@@ -635,6 +635,7 @@ typedef struct lines {
 
 typedef struct lines_box {
   lines *l;
+  mfl_state *S; /* (mfl_note_box) */
 } lines_box;
 
 static void lines_close(lines *l) {
@@ -781,13 +782,19 @@ static int lines_next(lua_State *L) {
   return start(L, run, io, &op->base, lines_k);
 }
 
-static int lines_gc(lua_State *L) {
-  lines_box *box = lua_touserdata(L, 1);
+static void release_lines_box(void *p) {
+  lines_box *box = p;
   if (box->l) {
     lines_close(box->l);
     mfl_io_obj_unref(&box->l->obj);
     box->l = NULL;
   }
+}
+
+static int lines_gc(lua_State *L) {
+  lines_box *box = lua_touserdata(L, 1);
+  mfl_forget_box(box->S, box);
+  release_lines_box(box);
   return 0;
 }
 
@@ -804,7 +811,9 @@ static int open_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_state *S = mfl_state_get(L);
   lines_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->l = NULL;
+  box->S = S;
   luaL_setmetatable(L, "moonflow.lines");
+  mfl_note_box(L, S, box, release_lines_box);
   lines *l = mfl_io_obj_new(op->obj.io, sizeof *l);
   if (!l) {
     mfl_io_obj_unref(&op->obj);

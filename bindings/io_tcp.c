@@ -280,6 +280,7 @@ typedef struct server {
 
 typedef struct server_box {
   server *srv;
+  mfl_state *S; /* (mfl_note_box) */
 } server_box;
 
 static void server_closed(uv_handle_t *handle) {
@@ -376,12 +377,24 @@ static server *new_server(lua_State *L, mfl_io *io, int is_unix) {
   return srv;
 }
 
+static void release_server_box(void *p) {
+  server_box *box = p;
+  if (box->srv) {
+    server_close(box->srv); /* unanchored: the state closes */
+    mfl_io_obj_unref(&box->srv->obj);
+    box->srv = NULL;
+  }
+}
+
 /* Pushes the Server userdata (it holds the creator's reference), with
  * on_accept (at idx) as its user value. */
 static void push_server(lua_State *L, server *srv, int on_accept) {
   server_box *box = lua_newuserdatauv(L, sizeof *box, 1);
-  box->srv = srv;
+  box->srv = NULL;
+  box->S = srv->obj.io->S;
   luaL_setmetatable(L, "moonflow.Server");
+  mfl_note_box(L, box->S, box, release_server_box);
+  box->srv = srv;
   lua_pushvalue(L, on_accept);
   lua_setiuservalue(L, -2, 1);
 }
@@ -487,11 +500,8 @@ static int server_close_method(lua_State *L) {
 
 static int server_gc(lua_State *L) {
   server_box *box = lua_touserdata(L, 1);
-  if (box->srv) {
-    server_close(box->srv); /* unanchored: the state closes */
-    mfl_io_obj_unref(&box->srv->obj);
-    box->srv = NULL;
-  }
+  mfl_forget_box(box->S, box);
+  release_server_box(box);
   return 0;
 }
 

@@ -369,6 +369,10 @@ static void on_engine_close(mf_engine *engine, void *data) {
 static int state_gc(lua_State *L) {
   mfl_state *S = lua_touserdata(L, 1);
   forget_kinds(); /* its metatables are freed next */
+  /* Boxes Lua will not finalize: released first, as Lua finalizes every
+   * other box before the state (they are all younger). */
+  if (S)
+    mfl_release_noted_boxes(S);
   if (!S || !S->engine || S->closed) {
     if (S) {
       S->observing = 0; /* the host closed the engine: nothing to remove */

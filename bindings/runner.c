@@ -796,6 +796,7 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   if (!run)
     luaL_error(L, "moonflow: out of memory");
   f->run = run;
+  mfl_note_box(L, S, f, mfl_release_future);
   mf_run_set_data(run, S); /* a run of this state's (the store observer) */
   mfl_run *lr = mf_run_body(run);
   lr->S = S;

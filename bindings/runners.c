@@ -22,6 +22,7 @@ static const char key_default, key_attempt, key_fn_cache;
 /* The Runner userdata: the coroutine runner has no C side. */
 typedef struct runner_box {
   mflr_runner *r; /* NULL: coroutines */
+  mfl_state *S;   /* (mfl_note_box) */
 } runner_box;
 
 /* {====== Jobs in flight ====== */
@@ -199,13 +200,21 @@ static runner_box *check_runner(lua_State *L, int idx) {
   return b;
 }
 
-static int runner_gc(lua_State *L) {
-  runner_box *b = luaL_testudata(L, 1, "moonflow.Runner");
-  if (b && b->r) {
+static void release_runner_box(void *box) {
+  runner_box *b = box;
+  if (b->r) {
     mflr_runner *r = b->r;
     b->r = NULL;
     shutdown_runner(r);
     mflr_release(r);
+  }
+}
+
+static int runner_gc(lua_State *L) {
+  runner_box *b = luaL_testudata(L, 1, "moonflow.Runner");
+  if (b) {
+    mfl_forget_box(b->S, b);
+    release_runner_box(b);
   }
   return 0;
 }
@@ -239,9 +248,11 @@ static int l_runner_new(lua_State *L) {
     return luaL_error(L, "moonflow: bad runner arguments");
   runner_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->r = NULL;
+  b->S = S;
   luaL_setmetatable(L, "moonflow.Runner");
   if (!init)
     return 1;
+  mfl_note_box(L, S, b, release_runner_box);
   /* Nothing raises from here until the runner is whole. */
   mflr_runner *r = calloc(1, sizeof *r);
   int fail = !r;

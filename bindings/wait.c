@@ -229,11 +229,17 @@ mf_wake_reason mfl_wait_outcome(lua_State *L, int status) {
  * alone may go before (its __gc called by hand through the debug library). */
 static const char snapshot_key;
 
-static int snapshot_gc(lua_State *L) {
-  mfl_run_holder *s = lua_touserdata(L, 1);
+static void release_holder(void *box) {
+  mfl_run_holder *s = box;
   for (size_t i = 0; i < s->count; i++)
     mf_run_unref(s->runs[i]);
   s->count = 0;
+}
+
+static int snapshot_gc(lua_State *L) {
+  mfl_run_holder *s = lua_touserdata(L, 1);
+  mfl_forget_box(s->S, s);
+  release_holder(s);
   return 0;
 }
 
@@ -245,9 +251,11 @@ mf_run **mfl_snapshot_runs(lua_State *L, int idx) {
 mfl_run_holder *mfl_new_run_holder(lua_State *L, size_t n) {
   mfl_run_holder *held = lua_newuserdatauv(
       L, sizeof *held + (n ? n : 1) * sizeof held->runs[0], 0);
+  held->S = mfl_state_get(L);
   held->count = 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &snapshot_key);
   lua_setmetatable(L, -2);
+  mfl_note_box(L, held->S, held, release_holder);
   return held;
 }
 

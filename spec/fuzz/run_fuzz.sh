@@ -110,7 +110,10 @@ while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
   if [ -n "$problem" ]; then
     failures=$((failures + 1))
     echo "FAIL batch $batches seed=$seed ${abandon:+abandon=$abandon }last case=${last_case:-?}: $problem"
-    echo "  replay: $* --seed $seed --cases ${last_case:-1} --keep-going${abandon:+ --abandon $abandon}"
+    # (with --abandon, the fuzzer abandons the case after the --cases it ran)
+    replay_cases=${last_case:-1}
+    [ -z "$abandon" ] || [ -z "$last_case" ] || replay_cases=$((last_case - 1))
+    echo "  replay: $* --seed $seed --cases $replay_cases --keep-going${abandon:+ --abandon $abandon}"
     echo "  alone:  $* --seed $seed --case ${last_case:-1}"
     grep -E "^(VIOLATION|FUZZ-FAIL)" "$out" | head -10 | sed 's/^/  /'
     grep -E -A12 "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$err" | head -30 | sed 's/^/  /'
