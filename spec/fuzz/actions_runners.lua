@@ -364,16 +364,22 @@ function R.define()
     -- (made inside a flow, the backup is the flow's child, which the
     -- flow's end may cancel, started or not: its done callback settles
     -- the promise whatever way it ends; seed 1796154948 case 65 hung)
+    -- (the backup may settle first: its run cancelled at once, inside a
+    -- flow that is stopping, calls its done callback as it is added; or a
+    -- busy machine lets its 0.02 s pass during the case's next calls)
+    local backup_settled = false
+    local function settle_backup()
+      if pcall(resolve, "fuzz-promise-backup") then backup_settled = true end
+    end
     local ok1, backup = call("mf.task", mf.task, { runner = mf.runners.coroutines() }, function()
       mf.sleep(0.02)
-      pcall(resolve, "fuzz-promise-backup")
+      settle_backup()
     end)
     local ok2, made = false, nil
     if ok1 then ok2, made = call("Task:submit", backup[1].submit, backup[1]) end
-    if not ok2 or not pcall(made[1].add_done_callback, made[1], function()
-      pcall(resolve, "fuzz-promise-backup")
-    end) then
+    if not ok2 or not pcall(made[1].add_done_callback, made[1], settle_backup) then
       resolve("fuzz-promise-backup")
+      backup_settled = true
     end
     local how = rng:pick { "now", "now", "later", "callback", "run", "cancel", "later" }
     local args = V.args(rng, case)
@@ -386,7 +392,7 @@ function R.define()
     end
     if how == "now" then
       local ok2, s = settle("")
-      if ok2 and s[1] ~= true then
+      if ok2 and s[1] ~= true and not (backup_settled and s[1] == false) then
         check.violation("mf.promise", "the first settle returned %s", check.repr(s[1]))
       end
       local ok3, s2 = call("resolve (again)", resolve, 1)
