@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "binding.h"
+#include "store.h"
 
 #define MFL_DEFAULT_SLICE 0.010
 #define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6)
@@ -442,6 +443,10 @@ int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run, uint64_t since) {
   if (!w)
     return 0;
   if (mf_run_timed_out(run))
+    return 1;
+  /* The store's writer is behind: the slice ends, and the run waits at the
+   * engine's start gate until the writer has caught up (store_lua.c). */
+  if (S->store && mfl_store_busy(S->store))
     return 1;
   uint64_t now = now_ns(), slice = atomic_load(&w->slice_ns);
   if (now - since >= slice)

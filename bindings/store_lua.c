@@ -263,11 +263,24 @@ void mfl_store_renamed(mfl_state *S, mf_run *run) {
   mfl_store_rename(S->store, mf_run_id(run), name);
 }
 
+/* The engine's start gate: runs to start wait while the writer is behind
+ * (they would fill the ring, and the loop would wait for room).  A writer
+ * that frees its batch within half a millisecond is waited for here: the
+ * gate's timer would leave the loop idle for a whole millisecond. */
+#define STORE_GATE_WAIT_NS 500000
+
+static int store_gate(mf_engine *engine, void *data) {
+  (void)engine;
+  mfl_state *S = data;
+  return S->store && !mfl_store_wait_room(S->store, STORE_GATE_WAIT_NS);
+}
+
 void mfl_store_observe(mfl_state *S) {
   if (S->observing || !S->engine)
     return;
   S->observing = 1;
   mf_engine_observe(S->engine, observe, S);
+  mf_engine_set_start_gate(S->engine, store_gate, S);
 }
 
 void mfl_store_log_line(mfl_state *S, mf_run *run, int level,
@@ -302,8 +315,10 @@ int mfl_store_configure(lua_State *L, mfl_state *S, const char *path) {
 }
 
 void mfl_store_shutdown(mfl_state *S) {
-  if (S->engine && S->observing)
+  if (S->engine && S->observing) {
     mf_engine_observe(S->engine, NULL, NULL);
+    mf_engine_set_start_gate(S->engine, NULL, NULL);
+  }
   S->observing = 0;
   mfl_store_close(S->store);
   S->store = NULL;

@@ -1116,20 +1116,50 @@ static void writer_main(void *arg) {
 
 /* {====== The loop thread's side ====== */
 
+static size_t cells_used(const mfl_store *st) {
+  size_t head = atomic_load_explicit(&st->head, memory_order_relaxed);
+  return head - atomic_load_explicit(&st->tail, memory_order_acquire);
+}
+
+/* Waits until at most used_max cells are in use, or ns nanoseconds have
+ * passed (0: no limit); returns whether they are. */
+static int wait_room(mfl_store *st, size_t used_max, uint64_t ns) {
+  uint64_t deadline = ns ? uv_hrtime() + ns : 0;
+  uv_mutex_lock(&st->lock);
+  atomic_store(&st->producer_waiting, 1);
+  uv_cond_signal(&st->wake_writer);
+  int room;
+  while (!(room = cells_used(st) <= used_max)) {
+    uint64_t wait = 100000000;
+    if (deadline) {
+      uint64_t now = uv_hrtime();
+      if (now >= deadline)
+        break;
+      if (deadline - now < wait)
+        wait = deadline - now;
+    }
+    uv_cond_timedwait(&st->room, &st->lock, wait);
+  }
+  atomic_store(&st->producer_waiting, 0);
+  uv_mutex_unlock(&st->lock);
+  return room;
+}
+
+int mfl_store_busy(const mfl_store *st) {
+  return cells_used(st) > st->ring_size / 4 * 3;
+}
+
+int mfl_store_wait_room(mfl_store *st, uint64_t ns) {
+  return !mfl_store_busy(st) || wait_room(st, st->ring_size / 4 * 3, ns);
+}
+
 /* A new event of cells cells at the ring's head (not yet published),
  * waiting for room when the ring is full; its header zeroed. */
 static event *slot(mfl_store *st, unsigned cells) {
   size_t head = atomic_load_explicit(&st->head, memory_order_relaxed);
-  if (head + cells - atomic_load_explicit(&st->tail, memory_order_acquire) >
-      st->ring_size) {
+  if (cells_used(st) + cells > st->ring_size) {
     atomic_fetch_add(&st->waits, 1);
-    uv_mutex_lock(&st->lock);
-    atomic_store(&st->producer_waiting, 1);
-    uv_cond_signal(&st->wake_writer);
-    while (head + cells - atomic_load(&st->tail) > st->ring_size)
-      uv_cond_timedwait(&st->room, &st->lock, 100000000);
-    atomic_store(&st->producer_waiting, 0);
-    uv_mutex_unlock(&st->lock);
+    wait_room(st, st->ring_size - cells, 0);
   }
   /* The ring has MAX_CELLS spare cells past its end: an event's cells
    * are consecutive in memory (those past the end stand for the first

@@ -183,6 +183,10 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
   uv_timer_init(e->loop, &e->timer);
   e->timer.data = e;
   e->timer_due = -1;
+  uv_timer_init(e->loop, &e->gate_timer);
+  e->gate_timer.data = e;
+  if (!e->owns_loop && !(cfg && cfg->keep_loop_alive))
+    uv_unref((uv_handle_t *)&e->gate_timer);
   if (reserve_heap(e, 0) != 0) {
     mf_engine_close(e); /* nothing ran yet: closes the handles */
     return MF_ENOMEM;
@@ -404,6 +408,8 @@ void mf_engine_close(mf_engine *e) {
     e->close_fn(e, e->close_data);
   e->close_fn = NULL;
   e->force_cancel = 1; /* every body is dropped: none runs clean-up now */
+  e->start_gate = NULL; /* the queues are emptied whatever a gate says */
+  e->starts_held = 0;
   while (e->first_root)
     mf__tree_force_final(e, e->first_root);
   drop_queues(e);
@@ -413,13 +419,14 @@ void mf_engine_close(mf_engine *e) {
   uv_mutex_unlock(&e->post_lock);
   run_posts(e); /* those already queued are freed, not called */
   uv_mutex_destroy(&e->post_lock);
-  e->handles_closing = 3;
+  e->handles_closing = 4;
   uv_close((uv_handle_t *)&e->post_async, on_handle_closed);
   drop_free_lists(e);
   mf__limits_free(e);
   mf__timers_close(e);
   uv_close((uv_handle_t *)&e->idle, on_handle_closed);
   uv_close((uv_handle_t *)&e->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&e->gate_timer, on_handle_closed);
   if (!e->owns_loop)
     return; /* freed by on_handle_closed when the host's loop runs */
   close_own_loop(e);
@@ -438,6 +445,10 @@ int mf_engine_backend_fd(const mf_engine *e) { return uv_backend_fd(e->loop); }
 int mf_engine_timeout(const mf_engine *e) {
   if (mf__sched_has_work(e))
     return 0;
+  if (e->starts_held && (e->heap_len == 0 || e->heap[0]->deadline -
+                                                     mf_engine_now(e) >
+                                                 0.001))
+    return 1; /* the gate is asked again then */
   if (e->heap_len == 0)
     return -1;
   double ms = (e->heap[0]->deadline - mf_engine_now(e)) * 1000.0;
@@ -483,7 +494,7 @@ int mf_engine_run(mf_engine *e) {
       e->running_loop = 0;
       continue;
     }
-    if (mf__sched_has_work(e))
+    if (mf__sched_has_work(e) || mf__sched_reopen_starts(e))
       continue;
     if (mf__sched_break_deadlocks(e) == 0)
       return 0;

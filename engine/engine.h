@@ -43,6 +43,12 @@ struct mf_engine {
   void *observe_data;
   uv_timer_t timer; /* due at the earliest deadline of the timer heap */
   double timer_due; /* < 0: timer stopped */
+  /* mf_engine_set_start_gate: while starts_held, runs to start wait;
+   * gate_timer opens them again (and the gate is asked anew). */
+  mf_start_gate_fn start_gate;
+  void *start_gate_data;
+  unsigned char starts_held;
+  uv_timer_t gate_timer;
 
   /* Ready runs, in two FIFOs served in turn while both have runs: those
    * to start (or that gave up their slice: mf_run_yield), and those woken
@@ -111,6 +117,11 @@ MF_INTERNAL void mf__sched_parked_remove(mf_engine *e, mf_run *run);
 /* Wakes parked waits no event can end; returns how many were woken. */
 MF_INTERNAL size_t mf__sched_break_deadlocks(mf_engine *e);
 MF_INTERNAL int mf__sched_has_work(const mf_engine *e);
+/* Opens the runs to start that the gate holds, without waiting for the
+ * gate timer: for a loop that nothing keeps alive (a host's, whose handles
+ * the engine does not reference), where the timer would never fire.
+ * Returns whether they were held. */
+MF_INTERNAL int mf__sched_reopen_starts(mf_engine *e);
 
 /* Timers (timers.c). */
 MF_INTERNAL void mf__timers_add(mf_engine *e, mf_waiter *w);

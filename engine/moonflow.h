@@ -205,6 +205,19 @@ MF_API void mf_engine_end_pass(mf_engine *engine);
  * and I/O woke do not wait for a pass and a slice. */
 MF_API double mf_engine_pass_started(const mf_engine *engine);
 
+/* The gate on starting runs: gate(engine, data) is asked before the
+ * scheduler takes a run from its queue of runs to start (a new run, a
+ * retry, a run that gave up its time slice).  While it answers nonzero, no
+ * such run starts; it is asked again a millisecond later.  Runs woken by
+ * timers, I/O or other runs go on, and so do done callbacks, timers and
+ * the loop.  A consumer of the engine's events that cannot keep up (the
+ * bindings' run store, whose writer thread commits in batches) holds new
+ * work back this way instead of blocking the loop thread.  NULL: no gate
+ * (the default). */
+typedef int (*mf_start_gate_fn)(mf_engine *engine, void *data);
+MF_API void mf_engine_set_start_gate(mf_engine *engine, mf_start_gate_fn gate,
+                                     void *data);
+
 /* For hosts that poll: the loop's backend descriptor (uv_backend_fd), and
  * the milliseconds until the engine has something to do: 0 when runs are
  * ready, -1 when nothing is due. */

@@ -173,7 +173,7 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
         break;
       }
       if (!uv_loop_alive(e->loop)) {
-        if (mf__sched_break_deadlocks(e) > 0)
+        if (mf__sched_reopen_starts(e) || mf__sched_break_deadlocks(e) > 0)
           continue;
         rc = MF_EDEADLK;
         break;

@@ -64,12 +64,58 @@ void mf__sched_push_back(mf_engine *e, mf_run *run) {
   enqueue(e, run, MF_READY_RESUME, 0);
 }
 
+static void on_gate_timer(uv_timer_t *handle) {
+  mf_engine *e = handle->data;
+  e->starts_held = 0;
+  if (e->ready_head)
+    want_drain(e);
+}
+
+void mf_engine_set_start_gate(mf_engine *e, mf_start_gate_fn gate,
+                              void *data) {
+  e->start_gate = gate;
+  e->start_gate_data = data;
+  if (!gate && e->starts_held) {
+    e->starts_held = 0;
+    uv_timer_stop(&e->gate_timer);
+    if (e->ready_head)
+      want_drain(e);
+  }
+}
+
+int mf__sched_reopen_starts(mf_engine *e) {
+  if (!e->starts_held)
+    return 0;
+  e->starts_held = 0;
+  uv_timer_stop(&e->gate_timer);
+  return 1;
+}
+
+/* Whether a run to start may start now: the gate is asked; while it holds,
+ * the runs to start wait for the gate timer. */
+static int starts_open(mf_engine *e) {
+  if (e->starts_held)
+    return 0;
+  if (!e->start_gate || !e->start_gate(e, e->start_gate_data))
+    return 1;
+  e->starts_held = 1;
+  if (!e->closing)
+    uv_timer_start(&e->gate_timer, on_gate_timer, 1, 0);
+  return 0;
+}
+
 /* Takes the next ready run, from the two queues in turn while both have
- * runs; returns NULL when both are empty.  Zombies are dropped on the way
- * (their queue hold released). */
+ * runs (the runs to start only while the gate lets them); returns NULL
+ * when there is none.  Zombies are dropped on the way (their queue hold
+ * released). */
 static mf_run *pop_ready(mf_engine *e) {
   for (;;) {
     int woken = e->woken_head && (!e->ready_head || !e->woken_last);
+    if (!woken && e->ready_head && !starts_open(e)) {
+      if (!e->woken_head)
+        return NULL;
+      woken = 1;
+    }
     mf_run **head = woken ? &e->woken_head : &e->ready_head;
     mf_run **tail = woken ? &e->woken_tail : &e->ready_tail;
     mf_run *run = *head;
@@ -157,7 +203,7 @@ void mf__sched_drain(mf_engine *e) {
       mf__run_release(run);
       continue;
     }
-    if (!e->ready_head && !e->woken_head)
+    if (!e->woken_head && (!e->ready_head || e->starts_held))
       break;
     /* A pass lasts its budget at most (mf_config.step_budget, 10 ms by
      * default), then the loop gets a turn (timers, I/O, a host's frame);
@@ -175,8 +221,9 @@ void mf__sched_drain(mf_engine *e) {
       last_check = now;
     }
     run = pop_ready(e);
-    if (run)
-      mf__run_execute(run);
+    if (!run)
+      break; /* (the gate holds the runs to start) */
+    mf__run_execute(run);
   }
   e->end_pass = 0;
   e->pass_started = -1;
@@ -187,7 +234,8 @@ void mf__sched_drain(mf_engine *e) {
 }
 
 int mf__sched_has_work(const mf_engine *e) {
-  return e->ready_head != NULL || e->woken_head != NULL || e->done_count > 0;
+  return (e->ready_head != NULL && !e->starts_held) || e->woken_head != NULL ||
+         e->done_count > 0;
 }
 
 void mf__sched_parked_add(mf_engine *e, mf_run *run) {

@@ -367,4 +367,67 @@ TEST(summary) {
   mf_engine_close(e);
 }
 
+/* The start gate: while it holds, runs to start wait; woken runs go on;
+ * it is asked again (the gate timer) until it opens. */
+typedef struct gate_state {
+  int asks;
+  int hold_for; /* asks answered "hold"; < 0: every one */
+} gate_state;
+
+static int test_gate(mf_engine *e, void *data) {
+  gate_state *g = data;
+  (void)e;
+  g->asks++;
+  if (g->hold_for < 0)
+    return 1;
+  if (g->hold_for == 0)
+    return 0;
+  g->hold_for--;
+  return 1;
+}
+
+TEST(start_gate) {
+  mf_engine *e = new_engine();
+  /* A run parked on a timer before the gate closes. */
+  mf_run *sleeper = submit(e, &sleep_ops, sizeof(value_body), 20);
+  mf_engine_step(e);
+  ASSERT_EQ(((value_body *)mf_run_body(sleeper))->steps, 1);
+  gate_state g = {0, -1};
+  mf_engine_set_start_gate(e, test_gate, &g);
+  mf_run *held = submit(e, &complete_ops, sizeof(value_body), 1);
+  /* The timer wakes the sleeper, which ends; the new run never starts. */
+  ASSERT_EQ(mf_engine_wait(e, &sleeper, 1, MF_WAIT_ALL, -1), 0);
+  ASSERT(mf_run_state_type(sleeper) == MF_COMPLETED);
+  ASSERT_EQ(((value_body *)mf_run_body(held))->steps, 0);
+  ASSERT(!mf_run_is_final(held));
+  ASSERT_GE(g.asks, 1);
+  /* A wait on the held run does not end as a deadlock: the gate is asked
+   * again each millisecond, and opens after three more holds. */
+  g.hold_for = 3;
+  int asks = g.asks;
+  ASSERT_EQ(mf_engine_wait(e, &held, 1, MF_WAIT_ALL, -1), 0);
+  ASSERT(mf_run_state_type(held) == MF_COMPLETED);
+  ASSERT_GE(g.asks, asks + 4);
+  /* mf_engine_run too returns only once the held runs have run. */
+  g.hold_for = 2;
+  mf_run *later = submit(e, &complete_ops, sizeof(value_body), 1);
+  ASSERT_EQ(mf_engine_run(e), 0);
+  ASSERT(mf_run_state_type(later) == MF_COMPLETED);
+  /* Removing the gate while it holds opens the runs to start at once. */
+  g.hold_for = -1;
+  mf_run *last = submit(e, &complete_ops, sizeof(value_body), 1);
+  mf_engine_step(e);
+  ASSERT(!mf_run_is_final(last));
+  mf_engine_set_start_gate(e, NULL, NULL);
+  asks = g.asks;
+  ASSERT_EQ(mf_engine_wait(e, &last, 1, MF_WAIT_ALL, -1), 0);
+  ASSERT(mf_run_state_type(last) == MF_COMPLETED);
+  ASSERT_EQ(g.asks, asks);
+  mf_run_unref(sleeper);
+  mf_run_unref(held);
+  mf_run_unref(later);
+  mf_run_unref(last);
+  mf_engine_close(e);
+}
+
 TEST_MAIN("engine")

@@ -46,7 +46,8 @@ done
 [ -z "$logs" ] || mkdir -p "$logs"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/run_fuzz.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT INT TERM
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM # (the EXIT trap cleans up; a trap alone goes on)
 out=$tmp/out err=$tmp/err
 # where the fuzzer's file actions go (removed with $tmp, also after a
 # batch that ended in the middle)
