@@ -407,7 +407,7 @@ void mf_engine_close(mf_engine *e) {
   if (e->close_fn)
     e->close_fn(e, e->close_data);
   e->close_fn = NULL;
-  e->force_cancel = 1; /* every body is dropped: none runs clean-up now */
+  e->force_cancel = 1;  /* every body is dropped: none runs clean-up now */
   e->start_gate = NULL; /* the queues are emptied whatever a gate says */
   e->starts_held = 0;
   while (e->first_root)
@@ -445,9 +445,8 @@ int mf_engine_backend_fd(const mf_engine *e) { return uv_backend_fd(e->loop); }
 int mf_engine_timeout(const mf_engine *e) {
   if (mf__sched_has_work(e))
     return 0;
-  if (e->starts_held && (e->heap_len == 0 || e->heap[0]->deadline -
-                                                     mf_engine_now(e) >
-                                                 0.001))
+  if (e->starts_held &&
+      (e->heap_len == 0 || e->heap[0]->deadline - mf_engine_now(e) > 0.001))
     return 1; /* the gate is asked again then */
   if (e->heap_len == 0)
     return -1;

@@ -71,8 +71,7 @@ static void on_gate_timer(uv_timer_t *handle) {
     want_drain(e);
 }
 
-void mf_engine_set_start_gate(mf_engine *e, mf_start_gate_fn gate,
-                              void *data) {
+void mf_engine_set_start_gate(mf_engine *e, mf_start_gate_fn gate, void *data) {
   e->start_gate = gate;
   e->start_gate_data = data;
   if (!gate && e->starts_held) {
