@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "binding.h"
+#include "store.h"
 
 /* Task options read on every call, cached as flags. */
 enum {
@@ -205,13 +206,26 @@ static int state_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* t:submit(...) -> Future (or its final State, with return_state) */
+static int submitted_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lua_settop(L, (int)ctx); /* the Future on top */
+  return 1;
+}
+
 static int task_submit(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mfl_task_full *t = check_task(L, 1);
   int nargs = lua_gettop(L) - 1;
   mfl_future *f = submit_one(L, S, 1, 2, nargs);
-  if (!(t->call_flags & MFL_TASK_RETURN_STATE))
+  if (!(t->call_flags & MFL_TASK_RETURN_STATE)) {
+    /* A run that submits in a loop while the store's writer is behind
+     * gives up its slice here and waits at the engine's start gate,
+     * rather than fill the ring and stall the loop (store_lua.c). */
+    mf_run *self;
+    if (S->store && mfl_store_busy(S->store) && (self = mfl_slice_run(L, S)))
+      return mfl_yield_slice(L, S, self, lua_gettop(L), submitted_k);
     return 1;
+  }
   /* The caller takes the outcome (a State): the run is handled now, even
    * if the caller ends before its wait does. */
   mf_run_mark_handled(f->run);

@@ -397,9 +397,11 @@ end
 
 function TestStoreProgram:test_a_writer_behind_holds_new_runs_back_instead_of_the_loop()
   -- A ring of 1024 events: a map of 20,000 runs inside a flow would fill it
-  -- many times over.  The map's slices end and the engine's start gate
-  -- holds runs to start while the ring is three quarters full, so the loop
-  -- never waits for room (waits = 0); every run is recorded all the same.
+  -- many times over, and so would a flow that submits 20,000 in a loop.
+  -- The map's slices end, t:submit gives up the run's slice, and the
+  -- engine's start gate holds runs to start while the ring is three
+  -- quarters full, so the loop never waits for room (waits = 0); every run
+  -- is recorded all the same.
   local d = new_dir()
   local db = d .. "/store.db"
   local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = "1024" }, "-e " .. quote([[
@@ -411,12 +413,17 @@ local n = #mf.flow({ name = "behind" }, function()
   for i = 1, 20000 do xs[i] = i end
   return t:map(xs):result()
 end)()
+local m = #mf.flow({ name = "looping" }, function()
+  local futures = {}
+  for i = 1, 20000 do futures[i] = t:submit(i) end
+  return futures -- (replaced by their results)
+end)()
 core.store_flush()
 local s = core.store_stats()
-print(n, s.waits, s.events > 20000, s.error == nil)]]))
+print(n, m, s.waits, s.events > 40000, s.error == nil)]]))
   lu.assertEquals(r.code, 0, describe(r))
-  lu.assertEquals(r.out, "20000\t0\ttrue\ttrue\n")
-  lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 't' AND state_type = 3"), "20000")
+  lu.assertEquals(r.out, "20000\t20000\t0\ttrue\ttrue\n")
+  lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 't' AND state_type = 3"), "40000")
 end
 
 function TestStoreProgram:test_os_exit_flushes_what_was_queued()
