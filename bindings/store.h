@@ -65,12 +65,12 @@ MFL_INTERNAL_STORE void mfl_store_close(mfl_store *st);
  * after an error). */
 MFL_INTERNAL_STORE void mfl_store_flush(mfl_store *st);
 MFL_INTERNAL_STORE const char *mfl_store_path(const mfl_store *st);
-/* Whether the ring is more than half full: the writer is behind (a batch
+/* Whether the ring is more than 7/8 full: the writer is behind (a batch
  * being committed, a checkpoint).  The loop thread holds new work back
  * then (the engine's start gate, a map's slices) rather than fill the ring
  * and wait for room, which stalls the loop. */
 MFL_INTERNAL_STORE int mfl_store_busy(const mfl_store *st);
-/* Waits at most ns nanoseconds for the ring to be half empty (a writer
+/* Waits at most ns nanoseconds for the ring to be no longer busy (a writer
  * that is merely behind catches up in less); returns whether it is. */
 MFL_INTERNAL_STORE int mfl_store_wait_room(mfl_store *st, uint64_t ns);
 

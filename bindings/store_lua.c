@@ -265,9 +265,9 @@ void mfl_store_renamed(mfl_state *S, mf_run *run) {
 
 /* The engine's start gate: runs to start wait while the writer is behind
  * (they would fill the ring, and the loop would wait for room).  A writer
- * that frees its batch within half a millisecond is waited for here: the
+ * that frees its batch within a millisecond is waited for here: the
  * gate's timer would leave the loop idle for a whole millisecond. */
-#define STORE_GATE_WAIT_NS 500000
+#define STORE_GATE_WAIT_NS 1000000
 
 static int store_gate(mf_engine *engine, void *data) {
   (void)engine;

@@ -1145,12 +1145,16 @@ static int wait_room(mfl_store *st, size_t used_max, uint64_t ns) {
   return room;
 }
 
+/* Cells in use above which the writer is behind (mfl_store_busy): the
+ * eighth left is for what the loop does while new work is held back. */
+static size_t busy_above(const mfl_store *st) { return st->ring_size / 8 * 7; }
+
 int mfl_store_busy(const mfl_store *st) {
-  return cells_used(st) > st->ring_size / 4 * 3;
+  return cells_used(st) > busy_above(st);
 }
 
 int mfl_store_wait_room(mfl_store *st, uint64_t ns) {
-  return !mfl_store_busy(st) || wait_room(st, st->ring_size / 4 * 3, ns);
+  return !mfl_store_busy(st) || wait_room(st, busy_above(st), ns);
 }
 
 /* A new event of cells cells at the ring's head (not yet published),

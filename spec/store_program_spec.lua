@@ -396,15 +396,15 @@ print(n, s.waits > 0, s.error == nil)]]))
 end
 
 function TestStoreProgram:test_a_writer_behind_holds_new_runs_back_instead_of_the_loop()
-  -- A ring of 1024 events: a map of 20,000 runs inside a flow would fill it
+  -- A ring of 2048 cells: a map of 20,000 runs inside a flow would fill it
   -- many times over, and so would a flow that submits 20,000 in a loop.
   -- The map's slices end, t:submit gives up the run's slice, and the
-  -- engine's start gate holds runs to start while the ring is three
-  -- quarters full, so the loop never waits for room (waits = 0); every run
+  -- engine's start gate holds runs to start while the ring is seven
+  -- eighths full, so the loop never waits for room (waits = 0); every run
   -- is recorded all the same.
   local d = new_dir()
   local db = d .. "/store.db"
-  local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = "1024" }, "-e " .. quote([[
+  local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = "2048" }, "-e " .. quote([[
 local mf = require "moonflow"
 local core = require "moonflow.core"
 local t = mf.task({ name = "t" }, function(i) return i end)
