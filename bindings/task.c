@@ -542,6 +542,8 @@ static int wait_future_args(lua_State *L, int top) {
  */
 
 #define MAP_CHUNK 64 /* runs made between two looks at the clock */
+/* Seconds a map parks before its tables double (the shortest timer). */
+#define MAP_DOUBLING_PARK 0.0005
 
 typedef struct map_job {
   map_plan plan;
@@ -671,10 +673,16 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   while (job->next <= job->plan.length) {
     lua_Integer r = job->next;
     /* Run r doubles the tables (r - 1 a power of two past their first
-     * room): that starts a slice of its own. */
+     * room: a rehash onto fresh pages, milliseconds for a big map).  That
+     * starts a pass of its own: the run parks on a timer, and woken runs
+     * come first in a pass, so the doubling counts in the slice it begins
+     * (from the back of the runs to start, it would begin anywhere in a
+     * pass, and the pass overrun its slice by the doubling). */
     if (self && r > first && r - 1 >= MFL_SLICED_PREALLOC &&
         ((r - 1) & (r - 2)) == 0) {
       lua_settop(L, job->list);
+      if (mf_run_sleep(self, MAP_DOUBLING_PARK) == 0)
+        return mfl_yield_parked(L, self, ctx, make_runs_k);
       return mfl_yield_slice(L, S, self, ctx, make_runs_k);
     }
     job->next++;

@@ -61,6 +61,32 @@ function TestMapSlices:test_loop_turns_while_a_big_map_is_made()
   tk.future:wait()
 end
 
+function TestMapSlices:test_a_map_parks_before_its_tables_double()
+  -- Past 65,536 runs a map's tables double (a rehash onto fresh pages).
+  -- The map parks on a timer first, so that the doubling begins a pass of
+  -- its own; it does not go behind the 65,536 runs it made, which would
+  -- all run before it resumed.  The slice is huge: the doubling is the
+  -- only point where this map yields.
+  mf.configure { slice = 100 }
+  local n = 65536 + 64
+  local started = 0
+  local t = mf.task({ name = "count" }, function(x)
+    started = started + 1
+    return x
+  end)
+  local xs = range(n)
+  local started_during, list = in_run(function()
+    local l = t:map(xs)
+    return started, l
+  end)
+  lu.assertTrue(started_during < 65536,
+    ("all %d runs made before the doubling ran before map resumed"):format(started_during))
+  local results = list:result()
+  lu.assertEquals(results.n, n)
+  lu.assertEquals(results[n], n)
+  lu.assertEquals(started, n)
+end
+
 function TestMapSlices:test_chunks_keep_every_argument_kind_in_order()
   -- A tiny slice: the caller yields between most chunks of 64 runs.
   mf.configure { slice = 0.0001 }
