@@ -273,6 +273,31 @@ function TestServer:test_a_task_as_handler_keeps_its_own_name_and_options()
   server:close()
 end
 
+function TestServer:test_handlers_run_here_whatever_the_default_runner()
+  -- A connection cannot be copied to a worker: with threads as the default
+  -- runner, a server's handler (a function, or a Task without a runner of
+  -- its own) still runs in this process.
+  local served = mf.task({ name = "served" }, function(conn)
+    conn:write("task ", conn:read("l"), "\n")
+  end)
+  mf.configure { task_runner = mf.runners.threads { workers = 1 } }
+  local ok, err = pcall(function()
+    local by_function = mf.tcp.listen("127.0.0.1", 0, function(conn)
+      conn:write("function ", conn:read("l"), "\n")
+    end)
+    local by_task = mf.tcp.listen("127.0.0.1", 0, served)
+    for _, case in ipairs({ { by_function, "function" }, { by_task, "task" } }) do
+      local c = mf.tcp.connect("127.0.0.1", case[1].port)
+      c:write("hi\n")
+      lu.assertEquals(c:read("l"), case[2] .. " hi")
+      c:close()
+      case[1]:close()
+    end
+  end)
+  mf.configure { task_runner = mf.runners.coroutines() }
+  if not ok then error(err, 0) end
+end
+
 function TestServer:test_a_server_opened_in_a_run_closes_when_the_run_ends()
   local opener = mf.task(function()
     local s = mf.tcp.listen("127.0.0.1", 0, function(conn) conn:write("x\n") end)

@@ -21,10 +21,19 @@ end
 -- {====== Servers ======
 
 -- The task that handles each connection: the handler itself when it is a
--- Task, else a task of it named after the server ("127.0.0.1:8080").
+-- Task, else a task of it named after the server ("127.0.0.1:8080").  A
+-- connection lives on this process's loop and cannot be copied to a
+-- worker: the handler's runs are coroutines here, whatever the default
+-- runner (mf.configure's task_runner), unless its Task names a runner.
 local function handler_task(handler, name)
-  if core.is_task(handler) then return handler end
-  return require("moonflow.init").task({ name = name }, handler)
+  local mf = require "moonflow.init"
+  local here = mf.runners.coroutines()
+  if not core.is_task(handler) then
+    return mf.task({ name = name, runner = here }, handler)
+  end
+  local _, _, opts, is_flow = core.task_info(handler)
+  if is_flow or opts.runner ~= nil then return handler end
+  return handler:with({ runner = here })
 end
 
 local function check_handler(handler, what)
