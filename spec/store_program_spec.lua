@@ -373,15 +373,25 @@ fl()
   lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 'slow' AND state_type = 6"), "3")
 end
 
-function TestStoreProgram:test_a_full_ring_makes_the_loop_wait_and_loses_nothing()
-  -- A ring of 64 events: the loop fills it at once and waits for room
-  -- (the policy); every run is recorded all the same.
+-- Runs the script after a preamble (mf, core, a task t) with the store in
+-- a new directory and a ring of ring cells; returns the result and the
+-- store's path.
+local function with_ring(ring, script)
   local d = new_dir()
   local db = d .. "/store.db"
-  local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = "64" }, "-e " .. quote([[
+  local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = ring }, "-e " .. quote([[
 local mf = require "moonflow"
 local core = require "moonflow.core"
 local t = mf.task({ name = "t" }, function(i) return i end)
+]] .. script))
+  return r, db
+end
+
+function TestStoreProgram:test_a_full_ring_makes_the_loop_wait_and_loses_nothing()
+  -- A ring of 64 cells, no more than a map's chunk of 64 runs submits
+  -- before it looks at the ring: the loop fills it and waits for room (the
+  -- last resort); every run is recorded all the same.
+  local r, db = with_ring("64", [[
 local n = #mf.flow({ name = "full-ring" }, function()
   local xs = {}
   for i = 1, 5000 do xs[i] = i end
@@ -389,7 +399,7 @@ local n = #mf.flow({ name = "full-ring" }, function()
 end)()
 core.store_flush()
 local s = core.store_stats()
-print(n, s.waits > 0, s.error == nil)]]))
+print(n, s.waits > 0, s.error == nil)]])
   lu.assertEquals(r.code, 0, describe(r))
   lu.assertEquals(r.out, "5000\ttrue\ttrue\n")
   lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 't' AND state_type = 3"), "5000")
@@ -402,12 +412,7 @@ function TestStoreProgram:test_a_writer_behind_holds_new_runs_back_instead_of_th
   -- engine's start gate holds runs to start while the ring is seven
   -- eighths full, so the loop never waits for room (waits = 0); every run
   -- is recorded all the same.
-  local d = new_dir()
-  local db = d .. "/store.db"
-  local r = program(d, { MOONFLOW_STORE = db, MOONFLOW_STORE_RING = "2048" }, "-e " .. quote([[
-local mf = require "moonflow"
-local core = require "moonflow.core"
-local t = mf.task({ name = "t" }, function(i) return i end)
+  local r, db = with_ring("2048", [[
 local n = #mf.flow({ name = "behind" }, function()
   local xs = {}
   for i = 1, 20000 do xs[i] = i end
@@ -420,7 +425,7 @@ local m = #mf.flow({ name = "looping" }, function()
 end)()
 core.store_flush()
 local s = core.store_stats()
-print(n, m, s.waits, s.events > 40000, s.error == nil)]]))
+print(n, m, s.waits, s.events > 40000, s.error == nil)]])
   lu.assertEquals(r.code, 0, describe(r))
   lu.assertEquals(r.out, "20000\t20000\t0\ttrue\ttrue\n")
   lu.assertEquals(sql(db, "SELECT count(*) FROM runs WHERE task = 't' AND state_type = 3"), "40000")
