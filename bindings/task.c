@@ -205,13 +205,14 @@ static int state_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* t:submit(...) -> Future (or its final State, with return_state) */
+/* After t:submit gave up its slice: the Future on top. */
 static int submitted_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  lua_settop(L, (int)ctx); /* the Future on top */
+  lua_settop(L, (int)ctx);
   return 1;
 }
 
+/* t:submit(...) -> Future (or its final State, with return_state) */
 static int task_submit(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mfl_task_full *t = check_task(L, 1);
