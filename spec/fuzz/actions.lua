@@ -782,9 +782,20 @@ def("list", "FutureList mutate", 2, function(rng, case, where)
   local l = V.list(rng, case)
   if not l or not hazard("list_mutation") then return end
   local which = rng:pick { "set", "append", "remove", "metatable" }
-  if which == "set" then rawset(l, rng:int(1, rawlen(l) + 1), V.any(rng, case, 2))
+  -- (a future taken out of the list is still the case's to handle: its
+  -- failure, unhandled, would end the program with exit 1)
+  local function keep(i)
+    local old = rawget(l, i)
+    if check.is_future(old) then add_future(case, old, where) end
+  end
+  if which == "set" then
+    local i = rng:int(1, rawlen(l) + 1)
+    keep(i)
+    rawset(l, i, V.any(rng, case, 2))
   elseif which == "append" then rawset(l, rawlen(l) + 1, V.future(rng, case))
-  elseif which == "remove" then rawset(l, rawlen(l), nil)
+  elseif which == "remove" then
+    keep(rawlen(l))
+    rawset(l, rawlen(l), nil)
   else
     -- A FutureList's metatable is protected: setmetatable must refuse.
     local ok = pcall(setmetatable, l, V.hostile_mt(rng, case, 1))
