@@ -222,18 +222,6 @@ static void resolve_pair(lua_State *L, resolving *r, int depth) {
  * if any of them changes.  Never raises but out of memory: deeper than the
  * scan allowed (a table changed after submit), or with no stack left, it
  * is left as it is. */
-/* Whether the value at idx can be a table key (a future used as a key
- * may give nil or NaN). */
-static int valid_key(lua_State *L, int idx) {
-  if (lua_isnil(L, idx))
-    return 0;
-  if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx)) {
-    lua_Number n = lua_tonumber(L, idx);
-    return n == n;
-  }
-  return 1;
-}
-
 static void resolve_table(lua_State *L, resolving *r, int depth) {
   int t = lua_gettop(L);
   if (depth > MFL_MAX_DEPTH || !lua_checkstack(L, 8))
@@ -280,7 +268,7 @@ static void resolve_table(lua_State *L, resolving *r, int depth) {
       lua_pushvalue(L, -2);
       lua_insert(L, -2); /* key key value */
       resolve_pair(L, r, depth + 1);
-      if (valid_key(L, -2))
+      if (mfl_is_key(L, -2))
         lua_rawset(L, copy); /* key */
       else
         lua_pop(L, 2); /* a key's future gave nil or NaN */

@@ -173,6 +173,9 @@ MFL_INTERNAL void mfl_register_mt(lua_State *L, const char *key);
 MFL_INTERNAL int mfl_pin(lua_State *L, mfl_state *S, int pins_idx);
 MFL_INTERNAL void mfl_unpin(lua_State *L, mfl_state *S, int pins_idx, int slot);
 MFL_INTERNAL mfl_state *mfl_state_get(lua_State *L);
+/* Whether the value at idx can be a table key (not nil, not NaN): values
+ * of the user's (an error, a future's result) used as keys. */
+MFL_INTERNAL int mfl_is_key(lua_State *L, int idx);
 /* noted_boxes.c */
 /* A box (a userdata with a __gc that releases C resources) made inside a
  * finalizer may have no finalizer itself: Lua gives none to an object made

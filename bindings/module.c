@@ -155,6 +155,21 @@ void mfl_push_future_of(lua_State *L, mf_run *run) {
 
 /* The run whose coroutine is L, or NULL (top level, a callback, or a
  * coroutine the user created inside a run). */
+int mfl_is_key(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    return 0;
+  case LUA_TNUMBER:
+    if (!lua_isinteger(L, idx)) {
+      lua_Number n = lua_tonumber(L, idx);
+      return n == n;
+    }
+    return 1;
+  default:
+    return 1;
+  }
+}
+
 mf_run *mfl_current_run(lua_State *L, mfl_state *S) {
   mf_run *run = mf_engine_current(S->engine);
   if (!run || S->callback_depth > 0)

@@ -133,8 +133,8 @@ void mfl_note_reraise(lua_State *L, mfl_state *S, int err, int from_box,
       report_escaping(L, S, from_box);
     return;
   }
-  if (lua_isnil(L, err)) {
-    lua_pop(L, 1); /* nil cannot be a key: such an error has no origin */
+  if (!mfl_is_key(L, err)) {
+    lua_pop(L, 1); /* nil or NaN cannot be a key: such an error has no origin */
     return;
   }
   ((mfl_run *)mf_run_body(run))->noted = 1;
@@ -162,7 +162,7 @@ static void take_reraise(lua_State *L, int box, int err, int info) {
   lr->noted = 0;
   push_noted(L);
   lua_pushvalue(L, box);
-  if (lua_rawget(L, -2) == LUA_TTABLE && !lua_isnil(L, err)) {
+  if (lua_rawget(L, -2) == LUA_TTABLE && mfl_is_key(L, err)) {
     lua_pushvalue(L, err);
     if (lua_rawget(L, -2) == LUA_TTABLE) {
       lua_getfield(L, -1, "from");
