@@ -783,10 +783,12 @@ def("list", "FutureList mutate", 2, function(rng, case, where)
   if not l or not hazard("list_mutation") then return end
   local which = rng:pick { "set", "append", "remove", "metatable" }
   -- (a future taken out of the list is still the case's to handle: its
-  -- failure, unhandled, would end the program with exit 1)
+  -- failure, unhandled, would end the program with exit 1.  Kept as made
+  -- at top level: the list may come from anywhere, and the future is no
+  -- child of the flow this runs in)
   local function keep(i)
     local old = rawget(l, i)
-    if check.is_future(old) then add_future(case, old, where) end
+    if check.is_future(old) then add_future(case, old, "main") end
   end
   if which == "set" then
     local i = rng:int(1, rawlen(l) + 1)
