@@ -48,6 +48,10 @@ int mf_run_wait(mf_run *run, mf_run *const *targets, size_t count,
                 mf_wait_mode mode, double timeout) {
   if (!may_park(run))
     return MF_ESTATE;
+  /* A timeout past the clamp (math.huge, 1e9 s) is none: such a wait
+   * has no end to count on, and a cycle through it is a deadlock. */
+  if (timeout >= MF_MAX_SECONDS)
+    timeout = -1;
   /* A wait with a timeout always ends, so it is never a deadlock. */
   if (timeout < 0)
     for (size_t i = 0; i < count; i++)
@@ -149,6 +153,8 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
   int sleep = count == 0 && mode == MF_WAIT_ANY && timeout >= 0;
   if (count == 0 && !sleep)
     return 0; /* nothing to wait for */
+  if (!sleep && timeout >= MF_MAX_SECONDS)
+    timeout = -1; /* past the clamp: none (as mf_run_wait) */
   mf_waiter w;
   mf__waiter_init(&w, e, NULL);
   w.kind = sleep ? MF_WAITER_SLEEP : MF_WAITER_TARGETS;

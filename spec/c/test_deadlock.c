@@ -6,6 +6,8 @@
  * mf_engine_run (waits in bodies first, then structural ones: inputs,
  * children); a wait with a timeout is never a deadlock.
  */
+#include <math.h>
+
 #include "fixture.h"
 
 /* {====== A waiting body ====== */
@@ -433,6 +435,35 @@ TEST(cycle_with_a_timeout_not_refused) {
              "b:resume b:woke=done");
   mf_run_unref(a);
   mf_run_unref(b);
+  mf_engine_close(e);
+}
+
+/* A timeout past the clamp (31 years: 1e9 s, math.huge) is none: the
+ * wait is a dependency, and a cycle through it is refused. */
+TEST(a_timeout_past_the_clamp_is_none) {
+  mf_engine *e = engine_new();
+  mf_run *self = waiter(e, "self", NULL);
+  B(self)->target = self;
+  B(self)->seconds = INFINITY;
+  ASSERT_EQ(mf_run_submit(self, NULL), 0);
+  wait_final(e, self);
+  mf_run *a = waiter(e, "a", NULL), *b = waiter(e, "b", a);
+  B(a)->target = b;
+  B(a)->seconds = 1e9;
+  ASSERT_EQ(mf_run_submit(a, NULL), 0);
+  ASSERT_EQ(mf_run_submit(b, NULL), 0);
+  ASSERT_EQ(mf_engine_run(e), 0);
+  ASSERT_LOG("self:start1 self:rc=EDEADLK a:start1 a:rc=OK b:start1 "
+             "b:rc=EDEADLK a:resume a:woke=done");
+  /* At top level too: a wait on a run nothing completes is a deadlock. */
+  mf_run *x = external(e);
+  ASSERT_EQ(mf_engine_wait(e, &x, 1, MF_WAIT_ALL, INFINITY), MF_EDEADLK);
+  mf_run_finish(x, MF_COMPLETED, MF_NAME_COMPLETED);
+  mf_run_unref(self);
+  mf_run_unref(a);
+  mf_run_unref(b);
+  mf_run_unref(x);
+  mf_run_clear_unhandled(e, NULL);
   mf_engine_close(e);
 }
 
