@@ -673,13 +673,14 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   lua_Integer first = job->next;
   while (job->next <= job->plan.length) {
     lua_Integer r = job->next;
-    /* Run r doubles the tables (r - 1 a power of two past their first
-     * room: a rehash onto fresh pages, milliseconds for a big map).  That
-     * starts a pass of its own: the run parks on a timer, and woken runs
-     * come first in a pass, so the doubling counts in the slice it begins
-     * (from the back of the runs to start, it would begin anywhere in a
-     * pass, and the pass overrun its slice by the doubling). */
-    if (self && r > first && r - 1 >= MFL_SLICED_PREALLOC &&
+    /* Run r doubles the group's slots (r - 1 a power of two past their
+     * first room: a rehash onto fresh pages, milliseconds for a big map; a
+     * list of Futures is made full size).  That starts a pass of its own:
+     * the run parks on a timer, and woken runs come first in a pass, so
+     * the doubling counts in the slice it begins (from the back of the
+     * runs to start, it would begin anywhere in a pass, and the pass
+     * overrun its slice by the doubling). */
+    if (self && job->group && r > first && r - 1 >= MFL_SLICED_PREALLOC &&
         ((r - 1) & (r - 2)) == 0) {
       lua_settop(L, job->list);
       if (mf_run_sleep(self, MAP_DOUBLING_PARK) == 0)
