@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "binding.h"
+#include "lua_heap.h"
 #include "progress.h"
 #include "repl.h"
 #include "runners.h"
@@ -92,6 +93,9 @@ static void usage(FILE *out) {
       "                      from 64 to 1048576 (default 32768)\n"
       "  MOONFLOW_PROGRAM    the program mf.runners.processes starts as its\n"
       "                      workers (default: this program)\n"
+      "  MOONFLOW_LUA_ALLOC  heap (default: small Lua objects from pages of\n"
+      "                      one size each) or malloc (every one malloc's,\n"
+      "                      for valgrind's memcheck)\n"
       "\n"
       "Exit status:\n"
       "  0    success\n"
@@ -394,7 +398,13 @@ int main(int argc, char **argv) {
   int early = parse(&o, argc, argv);
   if (early >= 0)
     return early;
-  lua_State *L = luaL_newstate();
+  const char *alloc = getenv("MOONFLOW_LUA_ALLOC");
+  if (alloc && strcmp(alloc, "heap") != 0 && strcmp(alloc, "malloc") != 0)
+    fprintf(stderr,
+            "%s: MOONFLOW_LUA_ALLOC: '%s' is neither heap nor malloc; "
+            "using heap\n",
+            program, alloc);
+  lua_State *L = mfl_heap_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", program);
     return 1;
@@ -403,12 +413,12 @@ int main(int argc, char **argv) {
   mflw_is_program = 1; /* mf.runners.processes spawns this program */
   lua_pushcfunction(L, open_moonflow);
   if (report(L, lua_pcall(L, 0, 0, 0)) != LUA_OK) {
-    lua_close(L);
+    mfl_heap_close(L);
     return 1;
   }
   if (o.worker) {
     int status = mflw_process_main(L, 3);
-    lua_close(L);
+    mfl_heap_close(L);
     return status;
   }
   if (o.command) { /* reads the store: nothing runs */
@@ -420,7 +430,7 @@ int main(int argc, char **argv) {
       lua_pushnil(L);
     int n = push_script_args(L, argv, argc, o.first_arg);
     int status = call_cli_module(L, "moonflow.store_cli", "main", n + 2);
-    lua_close(L);
+    mfl_heap_close(L);
     return status;
   }
   open_store(L);
@@ -431,6 +441,6 @@ int main(int argc, char **argv) {
   if (interrupted_status)
     status = interrupted_status;
   remove_interrupts(L);
-  lua_close(L);
+  mfl_heap_close(L);
   return status;
 }

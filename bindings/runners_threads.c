@@ -23,6 +23,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "lua_heap.h"
 #include "runners.h"
 
 #define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6) /* preempt.c's */
@@ -341,7 +342,7 @@ static void worker_main(void *arg) {
   if (L && mflw_start(L, &w->host, r->config.data, r->config.len, r->setup.data,
                       r->setup.len) != 0) {
     err = "the worker could not start";
-    lua_close(L);
+    mfl_heap_close(L);
     L = NULL;
   }
   if (!L) {
@@ -351,7 +352,7 @@ static void worker_main(void *arg) {
   w->L = L;
   mf_engine *engine = mf_lua_engine(L);
   if (wake_init(mf_engine_loop(engine), &w->wakeup, on_wake, w) != 0) {
-    lua_close(L);
+    mfl_heap_close(L);
     w->L = NULL;
     run_broken(w, "cannot make the worker's wake-up");
     return;
@@ -367,7 +368,7 @@ static void worker_main(void *arg) {
   while (!w->stopping)
     mf_engine_run(engine);
   mf_engine_run(engine); /* the cancelled runs end */
-  lua_close(L);
+  mfl_heap_close(L);
   w->L = NULL;
 }
 

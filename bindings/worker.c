@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lua_heap.h"
 #include "runners.h"
 
 static const char key_host, key_jobs, key_contexts, key_task, key_logging_task,
@@ -68,7 +69,7 @@ static int get_function(lua_State *L, mflr_parts *it, int fixed) {
 }
 
 lua_State *mflw_new_state(const char **err) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = mfl_heap_newstate();
   if (!L) {
     *err = "cannot create a Lua state";
     return NULL;
@@ -78,7 +79,7 @@ lua_State *mflw_new_state(const char **err) {
   lua_pushliteral(L, "moonflow");
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
     *err = "cannot open moonflow";
-    lua_close(L);
+    mfl_heap_close(L);
     return NULL;
   }
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
