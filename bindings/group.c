@@ -69,6 +69,8 @@ enum { LIST_MT_MARK = 1, LIST_MT_GROUP };
 
 static const char key_group_mt, key_list_fields, key_next;
 
+static int list_index(lua_State *L);
+
 /* The room a table of n elements is made with (MFL_SLICED_PREALLOC). */
 static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
   return (int)(n > MFL_SLICED_PREALLOC && mfl_slice_run(L, S)
@@ -200,6 +202,11 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
     lua_rawset(L, list + 1);
   }
   lua_pop(L, 1);
+  /* list[i] finds its group as an upvalue: no check of the list's
+   * metatables at each index. */
+  lua_pushvalue(L, gidx);
+  lua_pushcclosure(L, list_index, 1);
+  lua_setfield(L, list + 1, "__index");
   lua_setmetatable(L, list);
   lua_pushvalue(L, list);
   lua_setiuservalue(L, gidx, GROUP_UV_LIST);
@@ -528,15 +535,18 @@ lua_Integer mfl_list_retired(lua_State *L, int idx) {
   return count;
 }
 
-/* __index(list, k): run k's Future, made now; or a FutureList method. */
+/* __index(list, k) of a lazy list, its group the upvalue: run k's Future,
+ * made now; or a FutureList method.  (Called on another table by hand,
+ * through debug.getmetatable, it still gives its own group's Futures.) */
 static int list_index(lua_State *L) {
   int integral = 0;
   lua_Integer i = lua_type(L, 2) == LUA_TNUMBER
                       ? lua_tointegerx(L, 2, &integral)
                       : 0; /* (2.0 is the key 2, as in any table) */
   if (integral) {
-    mfl_group *g = push_list_group(L, 1);
-    if (g && i >= 1 && i <= g->n) {
+    mfl_group *g = lua_touserdata(L, lua_upvalueindex(1));
+    if (i >= 1 && i <= g->n) {
+      lua_pushvalue(L, lua_upvalueindex(1));
       materialize(L, lua_gettop(L), i);
       return 1;
     }
@@ -778,9 +788,11 @@ int mfl_group_list_result(lua_State *L, double timeout, int raise) {
 /* }====== */
 
 static const luaL_Reg list_fields[] = {
-    {"__index", list_index},       {"__len", list_len},
-    {"__newindex", list_newindex}, {"__pairs", list_pairs},
-    {"__tostring", list_tostring}, {NULL, NULL}};
+    {"__len", list_len}, /* (and __index: a closure of each list's) */
+    {"__newindex", list_newindex},
+    {"__pairs", list_pairs},
+    {"__tostring", list_tostring},
+    {NULL, NULL}};
 
 void mfl_open_group(lua_State *L) {
   lua_createtable(L, 0, 3); /* the group's metatable */
