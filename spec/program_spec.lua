@@ -188,6 +188,27 @@ function TestOptions:test_help_lists_the_environment_and_every_exit_status()
   end
 end
 
+-- Both allocators of MOONFLOW_LUA_ALLOC run a script alike (a map, a
+-- chain, warnings as stock lua5.4 gives them); another value is named on
+-- stderr and the default is used.
+function TestOptions:test_lua_alloc_heap_malloc_or_a_warning()
+  local code = "warn('@on') warn('seen') "
+    .. "local t = mf.task(function(x) return 2 * x end) "
+    .. "local s = 0 for _, v in ipairs(t:map({1, 2, 3}):result()) do s = s + v end "
+    .. "local f = t:submit(1) for _ = 1, 50 do f = t:submit(f) end "
+    .. "print(s, f:result())"
+  for _, env in ipairs { "", "MOONFLOW_LUA_ALLOC=heap", "MOONFLOW_LUA_ALLOC=malloc" } do
+    local r = run { args = { "-e", code }, env = env ~= "" and env or nil }
+    assert_exit(r, 0)
+    lu.assertEquals(r.out, "12\t" .. string.format("%d", 2 ^ 51) .. "\n", env)
+    lu.assertEquals(r.err, "Lua warning: seen\n", env)
+  end
+  local r = run { args = { "-e", "print(1)" }, env = "MOONFLOW_LUA_ALLOC=jemalloc" }
+  assert_exit(r, 0)
+  lu.assertEquals(r.out, "1\n")
+  assert_contains(r.err, "MOONFLOW_LUA_ALLOC: 'jemalloc' is neither heap nor malloc; using heap")
+end
+
 function TestOptions:test_e_has_mf_as_a_global()
   local r = run { args = { "-e", "print(mf == require('moonflow'), mf.task(function(x) return 2 * x end)(21))" } }
   assert_exit(r, 0)
