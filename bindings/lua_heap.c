@@ -1,262 +1,15 @@
 /*
- * lua_heap.c -- the allocator of the Lua states moonflow makes itself.
- *
- * A run's Lua objects are many and small (a Future's userdata, a
- * coroutine, argument tables, strings), made and freed by the million; the
- * time malloc and free take for them was a fifth of a trivial task's cost.
- * Lua tells the allocator a block's size when it frees it, so small blocks
- * need no header: they come from pages of MFL_HEAP_PAGE bytes, aligned to
- * their size, each page cut into blocks of one size class (16-byte steps
- * up to MFL_HEAP_SMALL_MAX).  A page's header, at its start, holds the
- * blocks given back (a free list through their first bytes) and the part
- * never handed out (blocks are cut from it as they are asked for, so a new
- * page is touched only as it fills).  Allocating pops a block from the
- * first page of its class that has room; freeing pushes it on its page's
- * list, found by masking the address.
- *
- * Memory goes back: a page whose last block is freed is kept for reuse
- * (up to EMPTY_KEEP pages, so a size that comes and goes does not make
- * and free a page each time) or returned to malloc.  What a page cannot
- * give back is its blocks still in use: at worst a page per size class
- * with one live block.
- *
- * Bigger blocks are malloc's.  Under AddressSanitizer every block gets a
- * poisoned red zone after it, free blocks and uncut parts are poisoned,
- * and a freed block is zeroed (so that the leak checker does not take a
- * stale pointer in it for a live one).
+ * lua_heap.c -- the Lua states moonflow makes itself (the program's, the
+ * threads runner's): on a heap of their own (engine/heap.c: small blocks
+ * from pages of one size class each, found by masking, no header), with
+ * the panic and warning functions luaL_newstate would give.
  */
 #include <lauxlib.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lua_heap.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define REDZONE 16
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define REDZONE 0
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
-#define CLASS_STEP 16
-#define CLASSES (MFL_HEAP_SMALL_MAX / CLASS_STEP)
-#define EMPTY_KEEP 16 /* empty pages kept for reuse */
-
-typedef struct page {
-  struct page *prev, *next;   /* in its class's list of pages with room */
-  struct page *older, *newer; /* in the heap's list of all its pages */
-  void *free;                 /* blocks given back */
-  char *fresh, *end;          /* [fresh, end): blocks never handed out */
-  unsigned used;              /* blocks handed out */
-  unsigned block;             /* the size of its blocks */
-  int listed;                 /* in its class's list */
-} page;
-
-/* The blocks start after the header, aligned as malloc's are. */
-#define HEADER ((sizeof(page) + CLASS_STEP - 1) / CLASS_STEP * CLASS_STEP)
-
-struct mfl_heap {
-  page *room[CLASSES]; /* by class: pages with a block to give */
-  page *empty;         /* empty pages kept (linked through next) */
-  page *newest;        /* every page, empty or not */
-  size_t empty_count, pages, blocks, bytes;
-};
-
-static int is_small(size_t n) { return n + REDZONE <= MFL_HEAP_SMALL_MAX; }
-
-/* 0 for blocks of 16 bytes, 1 for 32, ... */
-static unsigned class_of(size_t n) {
-  return (unsigned)((n + REDZONE - 1) / CLASS_STEP);
-}
-
-static page *page_of(const void *block) {
-  return (page *)((uintptr_t)block & ~(uintptr_t)(MFL_HEAP_PAGE - 1));
-}
-
-/* {====== Pages ====== */
-
-static void list(mfl_heap *h, page *p) {
-  page **head = &h->room[p->block / CLASS_STEP - 1];
-  p->prev = NULL;
-  p->next = *head;
-  if (*head)
-    (*head)->prev = p;
-  *head = p;
-  p->listed = 1;
-}
-
-static void unlist(mfl_heap *h, page *p) {
-  if (p->prev)
-    p->prev->next = p->next;
-  else
-    h->room[p->block / CLASS_STEP - 1] = p->next;
-  if (p->next)
-    p->next->prev = p->prev;
-  p->listed = 0;
-}
-
-static page *page_new(mfl_heap *h, unsigned class) {
-  page *p = h->empty;
-  if (p) {
-    h->empty = p->next;
-    h->empty_count--;
-  } else {
-    void *memory;
-    if (posix_memalign(&memory, MFL_HEAP_PAGE, MFL_HEAP_PAGE) != 0)
-      return NULL;
-    p = memory;
-    p->older = h->newest;
-    p->newer = NULL;
-    if (h->newest)
-      h->newest->newer = p;
-    h->newest = p;
-    h->pages++;
-  }
-  p->free = NULL;
-  p->fresh = (char *)p + HEADER;
-  p->end = (char *)p + MFL_HEAP_PAGE;
-  p->used = 0;
-  p->block = (class + 1) * CLASS_STEP;
-  POISON(p->fresh, (size_t)(p->end - p->fresh));
-  list(h, p);
-  return p;
-}
-
-static void page_free(mfl_heap *h, page *p) {
-  if (p->older)
-    p->older->newer = p->newer;
-  if (p->newer)
-    p->newer->older = p->older;
-  else
-    h->newest = p->older;
-  h->pages--;
-  UNPOISON(p, MFL_HEAP_PAGE);
-  free(p);
-}
-
-/* Its last block was freed: kept for reuse, or given back. */
-static void page_retire(mfl_heap *h, page *p) {
-  if (p->listed)
-    unlist(h, p);
-  if (h->empty_count < EMPTY_KEEP) {
-    p->next = h->empty;
-    h->empty = p;
-    h->empty_count++;
-  } else {
-    page_free(h, p);
-  }
-}
-
-/* }====== */
-
-/* {====== Blocks ====== */
-
-static void *small_alloc(mfl_heap *h, size_t n) {
-  unsigned class = class_of(n);
-  page *p = h->room[class];
-  if (!p && !(p = page_new(h, class)))
-    return NULL;
-  char *b = p->free;
-  if (b) {
-    UNPOISON(b, sizeof(void *));
-    p->free = *(void **)b;
-  } else {
-    b = p->fresh;
-    p->fresh += p->block;
-  }
-  UNPOISON(b, n);
-  p->used++;
-  if (!p->free && p->fresh + p->block > p->end)
-    unlist(h, p); /* full */
-  h->blocks++;
-  h->bytes += n;
-  return b;
-}
-
-static void small_free(mfl_heap *h, void *b, size_t n) {
-  page *p = page_of(b);
-#if defined(__SANITIZE_ADDRESS__)
-  memset(b, 0, n);
-  UNPOISON(b, sizeof(void *));
-#endif
-  *(void **)b = p->free;
-  p->free = b;
-  POISON(b, p->block);
-  h->blocks--;
-  h->bytes -= n;
-  if (--p->used == 0)
-    page_retire(h, p);
-  else if (!p->listed)
-    list(h, p);
-}
-
-static void release(mfl_heap *h, void *b, size_t n) {
-  if (is_small(n))
-    small_free(h, b, n);
-  else
-    free(b);
-}
-
-void *mfl_heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  mfl_heap *h = ud;
-  if (!ptr) { /* (osize says what kind of object it is for) */
-    if (nsize == 0)
-      return NULL;
-    return is_small(nsize) ? small_alloc(h, nsize) : malloc(nsize);
-  }
-  if (nsize == 0) {
-    release(h, ptr, osize);
-    return NULL;
-  }
-  int small = is_small(nsize);
-  if (is_small(osize)) {
-    if (small && class_of(nsize) + 1 == page_of(ptr)->block / CLASS_STEP) {
-      UNPOISON(ptr, nsize); /* its own block still fits */
-      POISON((char *)ptr + nsize, page_of(ptr)->block - nsize);
-      h->bytes += nsize - osize;
-      return ptr;
-    }
-  } else if (!small) {
-    return realloc(ptr, nsize);
-  }
-  void *moved = small ? small_alloc(h, nsize) : malloc(nsize);
-  if (!moved) {
-    if (small && is_small(osize) && nsize < osize) { /* it still fits */
-      h->bytes -= osize - nsize;
-      return ptr;
-    }
-    return NULL;
-  }
-  memcpy(moved, ptr, osize < nsize ? osize : nsize);
-  release(h, ptr, osize);
-  return moved;
-}
-
-/* }====== */
-
-mfl_heap *mfl_heap_new(void) { return calloc(1, sizeof(mfl_heap)); }
-
-void mfl_heap_get_stats(const mfl_heap *h, mfl_heap_stats *stats) {
-  stats->pages = h->pages;
-  stats->empty_pages = h->empty_count;
-  stats->small_blocks = h->blocks;
-  stats->small_bytes = h->bytes;
-}
-
-/* Every page goes, blocks in use or not (the state has closed). */
-void mfl_heap_delete(mfl_heap *h) {
-  if (!h)
-    return;
-  while (h->newest)
-    page_free(h, h->newest);
-  free(h);
-}
 
 /* {====== States ====== */
 
@@ -307,16 +60,29 @@ static void warn_on(void *ud, const char *message, int tocont) {
 
 static const char key_heap = 0;
 
+/* Under AddressSanitizer the default is malloc, as for the engine's runs:
+ * its quarantine sees a use after free that a block reused at once from a
+ * page would hide (MOONFLOW_LUA_ALLOC=heap still chooses the heap, whose
+ * free blocks and red zones are poisoned there). */
+#if defined(__SANITIZE_ADDRESS__)
+#define HEAP_BY_DEFAULT 0
+#else
+#define HEAP_BY_DEFAULT 1
+#endif
+
 lua_State *mfl_heap_newstate(void) {
   const char *choice = getenv("MOONFLOW_LUA_ALLOC");
-  if (choice && strcmp(choice, "malloc") == 0)
+  int heap = choice && strcmp(choice, "heap") == 0     ? 1
+             : choice && strcmp(choice, "malloc") == 0 ? 0
+                                                       : HEAP_BY_DEFAULT;
+  if (!heap)
     return luaL_newstate(); /* (valgrind's memcheck sees every block) */
-  mfl_heap *h = mfl_heap_new();
+  mf_heap *h = mf_heap_new();
   if (!h)
     return NULL;
-  lua_State *L = lua_newstate(mfl_heap_alloc, h);
+  lua_State *L = lua_newstate(mf_heap_realloc, h);
   if (!L) {
-    mfl_heap_delete(h);
+    mf_heap_delete(h);
     return NULL;
   }
   lua_atpanic(L, panic);
@@ -328,19 +94,22 @@ lua_State *mfl_heap_newstate(void) {
 
 void mfl_heap_close(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_heap);
-  mfl_heap *h = lua_touserdata(L, -1);
+  mf_heap *h = lua_touserdata(L, -1);
   lua_pop(L, 1);
   lua_close(L);
-  if (h && h->blocks != 0) {
+  mf_heap_stats stats = {0};
+  if (h)
+    mf_heap_get_stats(h, &stats);
+  if (stats.small_blocks != 0) {
     fprintf(stderr,
             "moonflow: internal error: %zu Lua blocks (%zu bytes) not "
             "freed when the state closed\n",
-            h->blocks, h->bytes);
+            stats.small_blocks, stats.small_bytes);
 #if defined(__SANITIZE_ADDRESS__)
     abort();
 #endif
   }
-  mfl_heap_delete(h);
+  mf_heap_delete(h);
 }
 
 /* }====== */

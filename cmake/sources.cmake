@@ -2,7 +2,7 @@
 # for every target that compiles them (the libraries, the module, the
 # program, and the engine built again under ThreadSanitizer in spec/c/).
 set(MF_ENGINE_SOURCES
-  engine/engine.c engine/life.c engine/limits.c engine/park.c engine/run.c
+  engine/engine.c engine/heap.c engine/life.c engine/limits.c engine/park.c engine/run.c
   engine/sched.c engine/timers.c engine/tree.c engine/wait.c)
 set(MF_BINDING_SOURCES
   bindings/args.c bindings/codec.c bindings/collect.c bindings/codec_decode.c

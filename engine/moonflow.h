@@ -116,6 +116,45 @@ MF_API const char *mf_state_name_string(mf_state_name name);
 
 /* }====== */
 
+/* {====== Heap: many small blocks of a few sizes ======
+ *
+ * The allocator the engine takes its run records and waiters from, offered
+ * to hosts for their Lua states (the moonflow program's use it): blocks of
+ * up to MF_HEAP_SMALL_MAX bytes come from MF_HEAP_PAGE-byte pages, each cut
+ * into blocks of one size (16-byte steps), bigger ones from malloc.  The
+ * caller says a block's size when it frees or resizes it, as Lua does, so
+ * a block has no header.  A page whose blocks are all free is kept for
+ * reuse (a few) or given back to malloc.  One heap serves one thread at a
+ * time: it has no lock. */
+
+#define MF_HEAP_SMALL_MAX 1024 /* bytes: bigger blocks are malloc's */
+#define MF_HEAP_PAGE 65536     /* bytes, each page aligned to its size */
+
+typedef struct mf_heap mf_heap;
+
+typedef struct mf_heap_stats {
+  size_t pages;        /* pages held, with blocks or kept empty */
+  size_t empty_pages;  /* of which kept empty for reuse */
+  size_t small_blocks; /* small blocks handed out and not freed */
+  size_t small_bytes;  /* their sizes, as asked */
+} mf_heap_stats;
+
+/* A new, empty heap; NULL when out of memory. */
+MF_API mf_heap *mf_heap_new(void);
+/* Frees the heap and every page it holds, blocks in use or not. */
+MF_API void mf_heap_delete(mf_heap *heap);
+/* Lua's lua_Alloc contract, heap being the mf_heap: block NULL allocates
+ * new_size bytes (old_size is then ignored); new_size 0 frees block (of
+ * old_size bytes) and returns NULL; otherwise block, of old_size bytes,
+ * is resized, its contents kept.  NULL when out of memory (block is then
+ * unchanged).  Blocks are aligned to 16 bytes.
+ *   lua_State *L = lua_newstate(mf_heap_realloc, mf_heap_new()); */
+MF_API void *mf_heap_realloc(void *heap, void *block, size_t old_size,
+                             size_t new_size);
+MF_API void mf_heap_get_stats(const mf_heap *heap, mf_heap_stats *stats);
+
+/* }====== */
+
 /* {====== Engine ====== */
 
 typedef struct mf_engine mf_engine;

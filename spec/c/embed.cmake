@@ -7,11 +7,11 @@ target_link_libraries(test_embed PRIVATE moonflow_bindings Threads::Threads)
 add_test(NAME c.embed COMMAND test_embed)
 set_tests_properties(c.embed PROPERTIES TIMEOUT 600)
 
-# The allocator of moonflow's own Lua states (bindings/lua_heap.c).
-add_executable(test_lua_heap ${CMAKE_CURRENT_LIST_DIR}/test_lua_heap.c)
-target_link_libraries(test_lua_heap PRIVATE moonflow_bindings)
-add_test(NAME c.lua_heap COMMAND test_lua_heap)
-set_tests_properties(c.lua_heap PROPERTIES TIMEOUT 300)
+# The small-block heap (engine/heap.c) and moonflow's Lua states on it.
+add_executable(test_heap ${CMAKE_CURRENT_LIST_DIR}/test_heap.c)
+target_link_libraries(test_heap PRIVATE moonflow_bindings)
+add_test(NAME c.heap COMMAND test_heap)
+set_tests_properties(c.heap PROPERTIES TIMEOUT 300)
 
 # mf_engine_post from other threads under ThreadSanitizer: the engine alone
 # (C runs, no Lua), built with -fsanitize=thread (moonflow_engine_tsan, in

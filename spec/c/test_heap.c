@@ -1,8 +1,9 @@
 /*
- * test_lua_heap.c -- the allocator of moonflow's own Lua states
- * (bindings/lua_heap.c): blocks keep their bytes through every kind of
- * realloc, are aligned, go back to their pages, and pages go back to
- * malloc; a Lua state on it gives back every block when it closes.
+ * test_heap.c -- the small-block heap (engine/heap.c) and moonflow's own
+ * Lua states on it (bindings/lua_heap.c): blocks keep their bytes through
+ * every kind of realloc, are aligned, go back to their pages, and pages go
+ * back to malloc; a Lua state on it gives back every block when it
+ * closes, and warns as luaL_newstate's does.
  */
 #include <lauxlib.h>
 #include <lualib.h>
@@ -11,7 +12,7 @@
 #include "lua_heap.h"
 #include "test.h"
 
-#define KEPT_EMPTY_MAX 16 /* lua_heap.c's EMPTY_KEEP */
+#define KEPT_EMPTY_MAX 16 /* heap.c's EMPTY_KEEP */
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i++)
@@ -25,9 +26,9 @@ static int intact(const unsigned char *p, size_t n, unsigned seed) {
   return 1;
 }
 
-static size_t small_blocks(mfl_heap *h) {
-  mfl_heap_stats s;
-  mfl_heap_get_stats(h, &s);
+static size_t small_blocks(mf_heap *h) {
+  mf_heap_stats s;
+  mf_heap_get_stats(h, &s);
   return s.small_blocks;
 }
 
@@ -35,13 +36,13 @@ TEST(blocks_keep_their_bytes_through_every_realloc) {
   enum { N = 3000 };
   static unsigned char *blocks[N];
   static size_t sizes[N];
-  mfl_heap *h = mfl_heap_new();
+  mf_heap *h = mf_heap_new();
   ASSERT(h != NULL);
   unsigned rng = 12345;
   for (int i = 0; i < N; i++) {
     rng = rng * 1103515245 + 12345;
     sizes[i] = 1 + (rng >> 8) % 1500; /* small and big */
-    blocks[i] = mfl_heap_alloc(h, NULL, LUA_TTABLE, sizes[i]);
+    blocks[i] = mf_heap_realloc(h, NULL, LUA_TTABLE, sizes[i]);
     ASSERT(blocks[i] != NULL);
     ASSERT_EQ((uintptr_t)blocks[i] % 16, 0);
     fill(blocks[i], sizes[i], (unsigned)i);
@@ -53,7 +54,7 @@ TEST(blocks_keep_their_bytes_through_every_realloc) {
       rng = rng * 1103515245 + 12345;
       size_t to = 1 + (rng >> 8) % 1500;
       ASSERT(intact(blocks[i], sizes[i], (unsigned)i));
-      unsigned char *p = mfl_heap_alloc(h, blocks[i], sizes[i], to);
+      unsigned char *p = mf_heap_realloc(h, blocks[i], sizes[i], to);
       ASSERT(p != NULL);
       ASSERT_EQ((uintptr_t)p % 16, 0);
       size_t kept = sizes[i] < to ? sizes[i] : to;
@@ -64,66 +65,66 @@ TEST(blocks_keep_their_bytes_through_every_realloc) {
     }
   for (int i = 0; i < N; i++) {
     ASSERT(intact(blocks[i], sizes[i], (unsigned)i));
-    ASSERT(mfl_heap_alloc(h, blocks[i], sizes[i], 0) == NULL);
+    ASSERT(mf_heap_realloc(h, blocks[i], sizes[i], 0) == NULL);
   }
   ASSERT_EQ(small_blocks(h), 0);
-  mfl_heap_delete(h);
+  mf_heap_delete(h);
 }
 
 TEST(blocks_in_use_do_not_overlap) {
   enum { N = 20000 };
   static unsigned char *blocks[N];
-  mfl_heap *h = mfl_heap_new();
+  mf_heap *h = mf_heap_new();
   ASSERT(h != NULL);
   for (int i = 0; i < N; i++) {
     size_t n = 8 + (size_t)(i % 7) * 24;
-    blocks[i] = mfl_heap_alloc(h, NULL, 0, n);
+    blocks[i] = mf_heap_realloc(h, NULL, 0, n);
     ASSERT(blocks[i] != NULL);
     fill(blocks[i], n, (unsigned)i);
   }
   /* Free every other one, make them again, and check all. */
   for (int i = 0; i < N; i += 2)
-    mfl_heap_alloc(h, blocks[i], 8 + (size_t)(i % 7) * 24, 0);
+    mf_heap_realloc(h, blocks[i], 8 + (size_t)(i % 7) * 24, 0);
   for (int i = 0; i < N; i += 2) {
     size_t n = 8 + (size_t)(i % 7) * 24;
-    blocks[i] = mfl_heap_alloc(h, NULL, 0, n);
+    blocks[i] = mf_heap_realloc(h, NULL, 0, n);
     fill(blocks[i], n, (unsigned)i);
   }
   for (int i = 0; i < N; i++)
     ASSERT(intact(blocks[i], 8 + (size_t)(i % 7) * 24, (unsigned)i));
   ASSERT_EQ(small_blocks(h), N);
   for (int i = 0; i < N; i++)
-    mfl_heap_alloc(h, blocks[i], 8 + (size_t)(i % 7) * 24, 0);
+    mf_heap_realloc(h, blocks[i], 8 + (size_t)(i % 7) * 24, 0);
   ASSERT_EQ(small_blocks(h), 0);
-  mfl_heap_delete(h);
+  mf_heap_delete(h);
 }
 
 TEST(empty_pages_go_back_to_malloc) {
   enum { N = 100000 };
   static void *blocks[N];
-  mfl_heap *h = mfl_heap_new();
+  mf_heap *h = mf_heap_new();
   ASSERT(h != NULL);
   for (int i = 0; i < N; i++)
-    ASSERT((blocks[i] = mfl_heap_alloc(h, NULL, 0, 48)) != NULL);
-  mfl_heap_stats s;
-  mfl_heap_get_stats(h, &s);
+    ASSERT((blocks[i] = mf_heap_realloc(h, NULL, 0, 48)) != NULL);
+  mf_heap_stats s;
+  mf_heap_get_stats(h, &s);
   /* 100,000 blocks of 48 bytes: 4.8 MB, about 74 pages of 64 KiB (98
    * under AddressSanitizer, whose red zones make them blocks of 64) */
-  ASSERT_GE(s.pages, (size_t)N * 48 / MFL_HEAP_PAGE);
-  ASSERT_LE(s.pages, (size_t)N * 64 / MFL_HEAP_PAGE + 2);
+  ASSERT_GE(s.pages, (size_t)N * 48 / MF_HEAP_PAGE);
+  ASSERT_LE(s.pages, (size_t)N * 64 / MF_HEAP_PAGE + 2);
   for (int i = N - 1; i >= 0; i--)
-    mfl_heap_alloc(h, blocks[i], 48, 0);
-  mfl_heap_get_stats(h, &s);
+    mf_heap_realloc(h, blocks[i], 48, 0);
+  mf_heap_get_stats(h, &s);
   ASSERT_EQ(s.small_blocks, 0);
   ASSERT_EQ(s.pages, s.empty_pages);
   ASSERT_LE(s.pages, KEPT_EMPTY_MAX);
   /* A kept page serves any size next. */
-  void *p = mfl_heap_alloc(h, NULL, 0, 1000);
+  void *p = mf_heap_realloc(h, NULL, 0, 1000);
   ASSERT(p != NULL);
-  mfl_heap_get_stats(h, &s);
+  mf_heap_get_stats(h, &s);
   ASSERT_LE(s.pages, KEPT_EMPTY_MAX);
-  mfl_heap_alloc(h, p, 1000, 0);
-  mfl_heap_delete(h);
+  mf_heap_realloc(h, p, 1000, 0);
+  mf_heap_delete(h);
 }
 
 /* What a state makes: tables, strings, closures, coroutines, userdata. */
@@ -143,9 +144,9 @@ static const char *const busy_chunk =
     "return #s\n";
 
 TEST(a_state_gives_back_every_block_when_it_closes) {
-  mfl_heap *h = mfl_heap_new();
+  mf_heap *h = mf_heap_new();
   ASSERT(h != NULL);
-  lua_State *L = lua_newstate(mfl_heap_alloc, h);
+  lua_State *L = lua_newstate(mf_heap_realloc, h);
   ASSERT(L != NULL);
   luaL_openlibs(L);
   ASSERT_EQ(luaL_loadstring(L, busy_chunk), LUA_OK);
@@ -154,7 +155,7 @@ TEST(a_state_gives_back_every_block_when_it_closes) {
   ASSERT_GT(small_blocks(h), 1000);
   lua_close(L);
   ASSERT_EQ(small_blocks(h), 0);
-  mfl_heap_delete(h);
+  mf_heap_delete(h);
 }
 
 /* mfl_heap_newstate's state warns as luaL_newstate's does: not until
@@ -183,4 +184,4 @@ TEST(a_new_state_warns_as_lua_does) {
   ASSERT_STR_EQ(out, "Lua warning: shown in parts\n");
 }
 
-TEST_MAIN("lua_heap")
+TEST_MAIN("heap")
