@@ -210,7 +210,7 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
 #ifndef MF_ENGINE_MALLOC
 #define MF_ENGINE_MALLOC 0
 #endif
-#define FREE_LIST_MAX (MF_ENGINE_MALLOC ? 0 : 4096)
+static const size_t free_list_max = MF_ENGINE_MALLOC ? 0 : 4096;
 
 static void *engine_alloc(mf_engine *e, size_t size) {
   if (MF_ENGINE_MALLOC)
@@ -246,7 +246,7 @@ mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
 static void engine_release(mf_engine *e);
 
 void mf__run_dealloc(mf_engine *e, mf_run *run) {
-  if (e->free_run_count < FREE_LIST_MAX &&
+  if (e->free_run_count < free_list_max &&
       (e->free_run_count == 0 || run->body_size == e->free_run_body)) {
     e->free_run_body = run->body_size;
     run->next_ready = e->free_runs;
@@ -291,7 +291,7 @@ mf_waiter *mf__waiter_alloc(mf_engine *e) {
 
 void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
   e->waiters_out--;
-  if (e->free_waiter_count >= FREE_LIST_MAX) {
+  if (e->free_waiter_count >= free_list_max) {
     engine_free(e, w, sizeof *w);
     return;
   }
