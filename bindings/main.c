@@ -403,7 +403,7 @@ int main(int argc, char **argv) {
   if (alloc && strcmp(alloc, "heap") != 0 && strcmp(alloc, "malloc") != 0)
     fprintf(stderr,
             "%s: MOONFLOW_LUA_ALLOC: '%s' is neither heap nor malloc; "
-            "using heap\n",
+            "using the default\n",
             program, alloc);
   lua_State *L = mfl_heap_newstate();
   if (!L) {

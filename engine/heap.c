@@ -4,8 +4,8 @@
  * lua_Alloc contract is Lua's).
  *
  * A run's objects are many and small and are made and freed by the
- * million; malloc and free took a tenth of a chained task's instructions
- * in the engine, as much again in Lua.  The caller gives a block's size
+ * million: malloc and free took about a tenth of a chained task's
+ * instructions (W3 of bench/compare.lua).  The caller gives a block's size
  * when it frees it (as Lua does), so small blocks need no header: they
  * come from pages of MF_HEAP_PAGE bytes, aligned to their size, each page
  * cut into blocks of one size class (16-byte steps up to
@@ -228,6 +228,7 @@ void *mf_heap_realloc(void *heap, void *ptr, size_t osize, size_t nsize) {
   void *moved = small ? small_alloc(h, nsize) : malloc(nsize);
   if (!moved) {
     if (small && is_small(osize) && nsize < osize) { /* it still fits */
+      POISON((char *)ptr + nsize, osize - nsize);
       h->bytes -= osize - nsize;
       return ptr;
     }

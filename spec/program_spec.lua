@@ -206,7 +206,7 @@ function TestOptions:test_lua_alloc_heap_malloc_or_a_warning()
   local r = run { args = { "-e", "print(1)" }, env = "MOONFLOW_LUA_ALLOC=jemalloc" }
   assert_exit(r, 0)
   lu.assertEquals(r.out, "1\n")
-  assert_contains(r.err, "MOONFLOW_LUA_ALLOC: 'jemalloc' is neither heap nor malloc; using heap")
+  assert_contains(r.err, "MOONFLOW_LUA_ALLOC: 'jemalloc' is neither heap nor malloc; using the default")
 end
 
 function TestOptions:test_e_has_mf_as_a_global()
