@@ -170,6 +170,10 @@ local function copy_of(a, b)
     local ia, ib = debug.getinfo(a, "S"), debug.getinfo(b, "S")
     return ia.source == ib.source and ia.linedefined == ib.linedefined
   end
+  if t == "userdata" then -- a Task or Flow is copied as a new one of its own
+    local sa = tostring(a)
+    return (sa:find("^<Task ") or sa:find("^<Flow ")) ~= nil and sa == tostring(b)
+  end
   return false
 end
 
