@@ -210,7 +210,7 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
 #ifndef MF_ENGINE_MALLOC
 #define MF_ENGINE_MALLOC 0
 #endif
-static const size_t free_list_max = MF_ENGINE_MALLOC ? 0 : 4096;
+static const size_t free_list_max = MF_ENGINE_MALLOC ? 0 : 1024;
 
 static void *engine_alloc(mf_engine *e, size_t size) {
   if (MF_ENGINE_MALLOC)

@@ -46,7 +46,7 @@
 
 #define CLASS_STEP 16
 #define CLASSES (MF_HEAP_SMALL_MAX / CLASS_STEP)
-#define EMPTY_KEEP 16 /* empty pages kept for reuse */
+#define EMPTY_KEEP 2 /* empty pages kept for reuse */
 
 typedef struct page {
   struct page *prev, *next;   /* in its class's list of pages with room */

@@ -176,6 +176,41 @@ function TestStoreProgram:test_store_off()
   lu.assertStrContains(r.err, "the run store is off")
 end
 
+-- A run that waits, alone in its process, until the file arg[1] exists.
+local WAITER = [[
+local mf = require "moonflow"
+local go = arg[1]
+local waiter = mf.task({ name = "waiter" }, function()
+  while true do
+    local f = io.open(go)
+    if f then f:close() break end
+    mf.sleep(0.01)
+  end
+  return 7
+end)
+print(waiter())
+]]
+
+-- A run that waits, with nothing else happening in its process, is seen
+-- running in the store (from another process) while it waits; then
+-- completed, its history the plain one the times tell.
+function TestStoreProgram:test_a_run_that_waits_is_seen_running()
+  local d = new_dir()
+  local db, go = d .. "/store.db", d .. "/go"
+  local pid = start(d, { MOONFLOW_STORE = db }, quote(script(d, WAITER)) .. " " .. quote(go))
+  eventually("the waiting run recorded as running", function()
+    return sql(db, "SELECT state_type, started IS NOT NULL, ended IS NULL FROM runs"
+      .. " WHERE task = 'waiter'") == "2|1|1"
+  end)
+  write_file(go, "")
+  eventually("the process gone", function()
+    return not os.execute("kill -0 " .. pid .. " 2>/dev/null")
+  end)
+  lu.assertEquals(read_file(d .. "/bg-out"), "7\n")
+  lu.assertEquals(sql(db, "SELECT state_type, started <= ended, history IS NULL FROM runs"
+    .. " WHERE task = 'waiter'"), "3|1|1")
+end
+
 -- Steps 1..5 finish; 6..10 wait until GO is set.  Each step appends its
 -- number to the file arg[1] when it finishes.
 local RESUME = [[

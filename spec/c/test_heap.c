@@ -12,7 +12,7 @@
 #include "lua_heap.h"
 #include "test.h"
 
-#define KEPT_EMPTY_MAX 16 /* heap.c's EMPTY_KEEP */
+#define KEPT_EMPTY_MAX 2 /* heap.c's EMPTY_KEEP */
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i++)
