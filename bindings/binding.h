@@ -137,8 +137,19 @@ typedef struct mfl_run {
 } mfl_run;
 
 typedef struct mfl_future {
-  mf_run *run; /* one reference, dropped by __gc */
+  const char *mark; /* &mfl_key_future_mt: what tells a Future's box */
+  mf_run *run;      /* one reference, dropped by __gc */
 } mfl_future;
+/* The Future box at idx, or NULL for any other value: told by its size
+ * and mark, not its metatable (a third of the cost, and no userdata of
+ * another kind passes, whatever debug.setmetatable did to it). */
+static inline mfl_future *mfl_future_box(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA ||
+      lua_rawlen(L, idx) != sizeof(mfl_future))
+    return NULL;
+  mfl_future *f = lua_touserdata(L, idx);
+  return f->mark == &mfl_key_future_mt ? f : NULL;
+}
 /* future.c: drops a Future's reference (a noted box, mfl_note_box). */
 MFL_INTERNAL void mfl_release_future(void *box);
 

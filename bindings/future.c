@@ -304,10 +304,7 @@ static int l_watch(lua_State *L) { return add_callback(L, 1); }
 /* The text of a Future's value: a value that is itself a Future is named,
  * not described (a Future whose result is itself would never end). */
 static const char *describe_value(lua_State *L, int idx) {
-  mfl_future *inner = lua_type(L, idx) == LUA_TUSERDATA &&
-                              mfl_is_kind(L, idx, &mfl_key_future_mt)
-                          ? lua_touserdata(L, idx)
-                          : NULL;
+  mfl_future *inner = mfl_future_box(L, idx);
   if (!inner)
     return mfl_describe(L, idx);
   if (!inner->run)
@@ -385,10 +382,7 @@ void mfl_release_future(void *box) {
 static int future_gc(lua_State *L) {
   /* Only a Future's own metatable calls it (that metatable is protected):
    * a cheap check of the argument suffices against a call by hand. */
-  mfl_future *f =
-      lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof(mfl_future)
-          ? lua_touserdata(L, 1)
-          : NULL;
+  mfl_future *f = mfl_future_box(L, 1);
   if (!f)
     return 0;
   mf_run *run = f->run;

@@ -389,6 +389,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   }
   int futures = lua_gettop(L);
   mfl_future *f = lua_newuserdatauv(L, sizeof *f, MFL_NUV);
+  f->mark = &mfl_key_future_mt;
   f->run = NULL;
   int box = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);

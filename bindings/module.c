@@ -122,10 +122,9 @@ int mfl_is_kind(lua_State *L, int idx, const char *key) {
 /* }------ */
 
 mfl_future *mfl_to_future(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA ||
-      !mfl_is_kind(L, idx, &mfl_key_future_mt))
+  mfl_future *f = mfl_future_box(L, idx);
+  if (!f)
     return NULL;
-  mfl_future *f = lua_touserdata(L, idx);
   if (!f->run) /* collected, then reached again from a finalizer */
     mfl_raise(L, "UsageError",
               "this Future was collected (a finalizer brought it back): it "

@@ -453,10 +453,7 @@ static int simple_attempt(lua_State *L, const mfl_run *lr, int box) {
   if (!lr->needs_resolve)
     return 1;
   lua_getiuservalue(L, box, MFL_UV_ARGS);
-  mfl_future *f =
-      lua_type(L, -1) == LUA_TUSERDATA && mfl_is_kind(L, -1, &mfl_key_future_mt)
-          ? lua_touserdata(L, -1)
-          : NULL;
+  mfl_future *f = mfl_future_box(L, -1);
   lua_pop(L, 1);
   return f && f->run;
 }
@@ -784,6 +781,7 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
     task_idx = lua_gettop(L) + task_idx + 1;
   pace_collector(L, S);
   mfl_future *f = lua_newuserdatauv(L, sizeof *f, MFL_NUV);
+  f->mark = &mfl_key_future_mt;
   f->run = NULL;
   if (hot)
     lua_pushvalue(L, hot->future_mt);

@@ -196,6 +196,24 @@ function TestCrashes:test_08_future_metatable_is_protected()
   lu.assertEquals(fut:result(), 1)
 end
 
+-- A Future is told by its box, not its metatable: another userdata given
+-- a Future's metatable (debug.setmetatable) is not taken for one, as an
+-- argument, a method's self or a __gc called by hand.
+function TestCrashes:test_08_a_userdata_dressed_as_a_future_is_not_one()
+  local fut = mf.task(function() return 1 end):submit()
+  local file = io.tmpfile()
+  local file_mt = debug.getmetatable(file)
+  debug.setmetatable(file, debug.getmetatable(fut))
+  local echo = mf.task(function(x) return x end)
+  lu.assertTrue(rawequal(echo(file), file)) -- passed as it is, not waited on
+  h.raises_kind("UsageError", fut.result, file)
+  h.raises_kind("UsageError", fut.wait, file)
+  debug.getmetatable(fut).__gc(file) -- nothing to release
+  lu.assertEquals(fut:result(), 1)
+  debug.setmetatable(file, file_mt)
+  file:close()
+end
+
 function TestCrashes:test_09_closed_standard_streams()
   both([[
 local mf = require "moonflow"
