@@ -155,13 +155,23 @@ MFL_INTERNAL void mfl_release_future(void *box);
 
 /* A Task (or Flow) definition. */
 typedef struct mfl_task {
-  uint64_t runs; /* runs created: the n of "<name>-<n>" */
+  const char *mark; /* &mfl_key_task_mt: what tells a Task's box */
+  uint64_t runs;    /* runs created: the n of "<name>-<n>" */
   unsigned char is_flow;
   /* The run store's copy of its name and tags (mfl_store_intern) and the
    * store it is of (mfl_store_serial; 0: none yet). */
   const char *store_shared;
   uint64_t store_serial;
 } mfl_task;
+/* The Task (or Flow) box at idx, or NULL for any other value: told by its
+ * mark, as a Future's (mfl_future_box). */
+static inline mfl_task *mfl_task_box(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA ||
+      lua_rawlen(L, idx) < sizeof(mfl_task))
+    return NULL;
+  mfl_task *t = lua_touserdata(L, idx);
+  return t->mark == &mfl_key_task_mt ? t : NULL;
+}
 /* Task user values: 1 function, 2 name (string), 3 options table. */
 enum { MFL_TASK_UV_FN = 1, MFL_TASK_UV_NAME, MFL_TASK_UV_OPTS, MFL_TASK_NUV };
 

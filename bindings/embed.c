@@ -134,8 +134,7 @@ int mf_lua_call_flow(lua_State *L, const char *name, int nargs) {
   if (!state_of(L))
     return MF_ESTATE;
   lua_getglobal(L, name);
-  if (lua_type(L, -1) != LUA_TUSERDATA ||
-      !mfl_is_kind(L, -1, &mfl_key_task_mt)) {
+  if (!mfl_task_box(L, -1)) {
     lua_pop(L, 1 + nargs);
     lua_pushfstring(L, "no flow or task named '%s'", name);
     return MF_EINVAL;

@@ -173,8 +173,7 @@ static int l_is_state(lua_State *L) {
 }
 
 static int l_is_task(lua_State *L) {
-  lua_pushboolean(L, lua_type(L, 1) == LUA_TUSERDATA &&
-                         mfl_is_kind(L, 1, &mfl_key_task_mt));
+  lua_pushboolean(L, mfl_task_box(L, 1) != NULL);
   return 1;
 }
 

@@ -54,8 +54,7 @@ static void set_tags(lua_State *L, int task_idx, mf_run *run) {
 }
 
 static mfl_task_full *check_task(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA ||
-      !mfl_is_kind(L, idx, &mfl_key_task_mt))
+  if (!mfl_task_box(L, idx)) /* (every Task box is an mfl_task_full) */
     mfl_raise(L, "UsageError",
               "expected a Task or Flow as self (use t:submit(...), not "
               "t.submit(...)), got %s",
@@ -868,6 +867,7 @@ static int l_new_task(lua_State *L) {
   mfl_task_full *t = lua_newuserdatauv(L, sizeof *t + ndelays * sizeof(double),
                                        MFL_TASK_NUV - 1);
   memset(t, 0, sizeof *t);
+  t->base.mark = &mfl_key_task_mt;
   t->base.is_flow = (unsigned char)lua_toboolean(L, 4);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, MFL_TASK_UV_FN);

@@ -196,9 +196,9 @@ function TestCrashes:test_08_future_metatable_is_protected()
   lu.assertEquals(fut:result(), 1)
 end
 
--- A Future is told by its box, not its metatable: another userdata given
--- a Future's metatable (debug.setmetatable) is not taken for one, as an
--- argument, a method's self or a __gc called by hand.
+-- A Future or a Task is told by its box, not its metatable: another
+-- userdata given its metatable (debug.setmetatable) is not taken for one,
+-- as an argument, a method's self or a __gc called by hand.
 function TestCrashes:test_08_a_userdata_dressed_as_a_future_is_not_one()
   local fut = mf.task(function() return 1 end):submit()
   local file = io.tmpfile()
@@ -210,6 +210,11 @@ function TestCrashes:test_08_a_userdata_dressed_as_a_future_is_not_one()
   h.raises_kind("UsageError", fut.wait, file)
   debug.getmetatable(fut).__gc(file) -- nothing to release
   lu.assertEquals(fut:result(), 1)
+  debug.setmetatable(file, debug.getmetatable(echo))
+  h.raises_kind("UsageError", echo.submit, file, 1)
+  h.raises_kind("UsageError", echo.map, file, { 1 })
+  lu.assertFalse(require("moonflow.core").is_task(file))
+  lu.assertEquals(echo(2), 2)
   debug.setmetatable(file, file_mt)
   file:close()
 end
