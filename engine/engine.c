@@ -197,45 +197,24 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
   return 0;
 }
 
-/* {====== Memory ======
- *
- * Run records and waiters come from the engine's own mf_heap (heap.c): a
- * fresh one costs a tenth of malloc's time.  The last ones freed are kept
- * on free lists in front of it (a map's runs end as fast as new ones are
- * made), which take them back and give them out again for less still.
- * Under the sanitizers (MF_ENGINE_MALLOC) each is malloc's own and freed
- * at once, so that AddressSanitizer's quarantine sees a use after free
- * that a reused block would hide. */
+/* {====== Memory ====== */
 
-#ifndef MF_ENGINE_MALLOC
-#define MF_ENGINE_MALLOC 0
+#ifndef MF_FREE_LIST_MAX
+#define MF_FREE_LIST_MAX 4096 /* 0 under the sanitizers: reuse hides misuse */
 #endif
-static const size_t free_list_max = MF_ENGINE_MALLOC ? 0 : 1024;
-
-static void *engine_alloc(mf_engine *e, size_t size) {
-  if (MF_ENGINE_MALLOC)
-    return malloc(size);
-  if (!e->memory && !(e->memory = mf_heap_new()))
-    return NULL;
-  return mf_heap_realloc(e->memory, NULL, 0, size);
-}
-
-static void engine_free(mf_engine *e, void *block, size_t size) {
-  if (MF_ENGINE_MALLOC)
-    free(block);
-  else
-    mf_heap_realloc(e->memory, block, size, 0);
-}
+static const size_t free_list_max = MF_FREE_LIST_MAX;
 
 mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
   size_t size = sizeof(mf_run) + body_size;
-  mf_run *run;
+  mf_run *run = NULL;
   if (e->free_runs && body_size == e->free_run_body) {
     run = e->free_runs;
     e->free_runs = run->next_ready;
     e->free_run_count--;
-  } else if (!(run = engine_alloc(e, size))) {
-    return NULL;
+  } else {
+    run = malloc(size);
+    if (!run)
+      return NULL;
   }
   memset(run, 0, size);
   run->body_size = (unsigned)body_size;
@@ -246,14 +225,14 @@ mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
 static void engine_release(mf_engine *e);
 
 void mf__run_dealloc(mf_engine *e, mf_run *run) {
-  if (e->free_run_count < free_list_max &&
+  if (!e->closing && e->free_run_count < free_list_max &&
       (e->free_run_count == 0 || run->body_size == e->free_run_body)) {
     e->free_run_body = run->body_size;
     run->next_ready = e->free_runs;
     e->free_runs = run;
     e->free_run_count++;
   } else {
-    engine_free(e, run, sizeof(mf_run) + run->body_size);
+    free(run);
   }
   e->runs_alive--;
   engine_release(e);
@@ -282,7 +261,7 @@ mf_waiter *mf__waiter_alloc(mf_engine *e) {
   if (w) {
     e->free_waiters = (mf_waiter *)w->parked_next;
     e->free_waiter_count--;
-  } else if (!(w = engine_alloc(e, sizeof *w))) {
+  } else if (!(w = malloc(sizeof *w))) {
     return NULL;
   }
   e->waiters_out++;
@@ -291,8 +270,8 @@ mf_waiter *mf__waiter_alloc(mf_engine *e) {
 
 void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
   e->waiters_out--;
-  if (e->free_waiter_count >= free_list_max) {
-    engine_free(e, w, sizeof *w);
+  if (e->closing || e->free_waiter_count >= free_list_max) {
+    free(w);
     return;
   }
   w->parked_next = (mf_run *)e->free_waiters;
@@ -300,12 +279,24 @@ void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
   e->free_waiter_count++;
 }
 
+static void drop_free_lists(mf_engine *e) {
+  while (e->free_runs) {
+    mf_run *run = e->free_runs;
+    e->free_runs = run->next_ready;
+    free(run);
+  }
+  while (e->free_waiters) {
+    mf_waiter *w = e->free_waiters;
+    e->free_waiters = (mf_waiter *)w->parked_next;
+    free(w);
+  }
+  e->free_run_count = e->free_waiter_count = 0;
+}
+
 /* Frees a closed engine once its handles are closed and no run is left. */
 static void engine_release(mf_engine *e) {
-  if (e->closing && e->handles_closed && e->runs_alive == 0) {
-    mf_heap_delete(e->memory); /* and the free lists' blocks with it */
+  if (e->closing && e->handles_closed && e->runs_alive == 0)
     free(e);
-  }
 }
 
 /* }====== */
@@ -430,6 +421,7 @@ void mf_engine_close(mf_engine *e) {
   uv_mutex_destroy(&e->post_lock);
   e->handles_closing = 4;
   uv_close((uv_handle_t *)&e->post_async, on_handle_closed);
+  drop_free_lists(e);
   mf__limits_free(e);
   mf__timers_close(e);
   uv_close((uv_handle_t *)&e->idle, on_handle_closed);

@@ -88,7 +88,6 @@ struct mf_engine {
   size_t runs_alive;
   unsigned char handles_closed;
   int handles_closing; /* handles whose close callback is still due */
-  mf_heap *memory;     /* runs and waiters (made with the first) */
   mf_run *free_runs;   /* linked through next_ready */
   size_t free_run_count, free_run_body;
   mf_waiter *free_waiters; /* linked through parked_next (cast) */

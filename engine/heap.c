@@ -1,11 +1,10 @@
 /*
- * heap.c -- an allocator for many small blocks of a few sizes: the engine's
- * run records and waiters, and the Lua states moonflow makes (its
- * lua_Alloc contract is Lua's).
+ * heap.c -- an allocator for many small blocks of a few sizes: the Lua
+ * states moonflow makes (its lua_Alloc contract is Lua's), and a host's.
  *
- * A run's objects are many and small and are made and freed by the
- * million: malloc and free took about a tenth of a chained task's
- * instructions (W3 of bench/compare.lua).  The caller gives a block's size
+ * A run's Lua objects are many and small and are made and freed by the
+ * million: a cheaper allocator made a chain of tasks (W3 of
+ * bench/compare.lua) about a tenth faster.  The caller gives a block's size
  * when it frees it (as Lua does), so small blocks need no header: they
  * come from pages of MF_HEAP_PAGE bytes, aligned to their size, each page
  * cut into blocks of one size class (16-byte steps up to

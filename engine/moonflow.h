@@ -118,8 +118,8 @@ MF_API const char *mf_state_name_string(mf_state_name name);
 
 /* {====== Heap: many small blocks of a few sizes ======
  *
- * The allocator the engine takes its run records and waiters from, offered
- * to hosts for their Lua states (the moonflow program's use it): blocks of
+ * An allocator for Lua states (the moonflow program's use it), offered to
+ * hosts for theirs; it knows nothing of Lua: blocks of
  * up to MF_HEAP_SMALL_MAX bytes come from MF_HEAP_PAGE-byte pages, each cut
  * into blocks of one size (16-byte steps), bigger ones from malloc.  The
  * caller says a block's size when it frees or resizes it, as Lua does, so

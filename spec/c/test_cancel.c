@@ -7,11 +7,9 @@
  * engine's own allocations fail.  ops->abandon is called exactly once per
  * stopped step and once for a run that never started.
  *
- * The engine's malloc, calloc, realloc and posix_memalign are wrapped
- * (-Wl,--wrap, see tests.cmake): alloc_fail makes them fail.
+ * The engine's malloc, calloc and realloc are wrapped (-Wl,--wrap, see
+ * tests.cmake): alloc_fail makes them fail.
  */
-#include <errno.h>
-
 #include "fixture.h"
 
 /* {====== Failing allocations ====== */
@@ -19,7 +17,6 @@
 void *__real_malloc(size_t size);
 void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t size);
-int __real_posix_memalign(void **p, size_t alignment, size_t size);
 
 static int alloc_fail;
 static size_t alloc_refused;
@@ -38,11 +35,6 @@ void *__wrap_realloc(void *p, size_t size) {
   if (alloc_fail)
     return alloc_refused++, NULL;
   return __real_realloc(p, size);
-}
-int __wrap_posix_memalign(void **p, size_t alignment, size_t size) {
-  if (alloc_fail)
-    return alloc_refused++, ENOMEM;
-  return __real_posix_memalign(p, alignment, size);
 }
 
 /* }====== */

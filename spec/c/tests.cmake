@@ -9,10 +9,8 @@ set(MF_C_TESTS engine config life retry timeout limits cancel deadlock park
                timers)
 
 # test_cancel makes the engine's own allocations fail while it closes:
-# malloc, calloc, realloc and posix_memalign (the pages of its heap) of the
-# objects linked in are wrapped.
-set(MF_WRAP_ALLOC -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc
-                  -Wl,--wrap=posix_memalign)
+# malloc, calloc and realloc of the objects linked in are wrapped.
+set(MF_WRAP_ALLOC -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
 
 function(mf_c_test name engine suffix)
   set(target test_${name}${suffix})
