@@ -70,11 +70,26 @@ static const char key_heap = 0;
 #define HEAP_BY_DEFAULT 1
 #endif
 
-lua_State *mfl_heap_newstate(void) {
+/* MOONFLOW_LUA_ALLOC: 1 heap, 0 malloc, -1 unset or unknown. */
+static int chosen(const char **value) {
   const char *choice = getenv("MOONFLOW_LUA_ALLOC");
-  int heap = choice && strcmp(choice, "heap") == 0     ? 1
-             : choice && strcmp(choice, "malloc") == 0 ? 0
-                                                       : HEAP_BY_DEFAULT;
+  if (value)
+    *value = choice;
+  return !choice                         ? -1
+         : strcmp(choice, "heap") == 0   ? 1
+         : strcmp(choice, "malloc") == 0 ? 0
+                                         : -1;
+}
+
+const char *mfl_heap_unknown_choice(void) {
+  const char *value;
+  return chosen(&value) < 0 ? value : NULL;
+}
+
+lua_State *mfl_heap_newstate(void) {
+  int heap = chosen(NULL);
+  if (heap < 0)
+    heap = HEAP_BY_DEFAULT;
   if (!heap)
     return luaL_newstate(); /* (valgrind's memcheck sees every block) */
   mf_heap *h = mf_heap_new();

@@ -15,6 +15,9 @@
  * mfl_heap_close.  MOONFLOW_LUA_ALLOC=malloc in the environment makes it
  * luaL_newstate's, on malloc. */
 lua_State *mfl_heap_newstate(void);
+/* MOONFLOW_LUA_ALLOC's value when it is neither heap nor malloc (the
+ * default is then used), else NULL. */
+const char *mfl_heap_unknown_choice(void);
 /* Closes a state of mfl_heap_newstate and deletes its heap.  A block the
  * state did not give back is an internal error: reported on stderr (and,
  * under the sanitizers, an abort). */

@@ -399,8 +399,8 @@ int main(int argc, char **argv) {
   int early = parse(&o, argc, argv);
   if (early >= 0)
     return early;
-  const char *alloc = getenv("MOONFLOW_LUA_ALLOC");
-  if (alloc && strcmp(alloc, "heap") != 0 && strcmp(alloc, "malloc") != 0)
+  const char *alloc = mfl_heap_unknown_choice();
+  if (alloc)
     fprintf(stderr,
             "%s: MOONFLOW_LUA_ALLOC: '%s' is neither heap nor malloc; "
             "using the default\n",
