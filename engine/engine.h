@@ -22,6 +22,7 @@ struct mf_engine {
   unsigned char interrupted;
   unsigned char timers_firing;
   unsigned char end_pass;      /* mf_engine_end_pass was called */
+  unsigned char pass_cut;      /* the last pass ended on its budget */
   unsigned char force_cancel;  /* closing: cancel without clean-up */
   unsigned char step_only;     /* mf_config.step_only */
   unsigned char no_preemption; /* mf_config.no_preemption */

@@ -663,7 +663,9 @@ MF_API mf_wake_reason mf_run_wake_reason(const mf_run *run);
  * once, except in mode MF_WAIT_ANY with a timeout: a sleep.  Returns 0,
  * MF_ETIMEDOUT, MF_EDEADLK (nothing could ever finish them), MF_EINTR
  * (mf_engine_interrupt), or MF_EBUSY when called from inside an engine callback
- * or a run. */
+ * or a run.  After a scheduler pass that used its budget (or was ended:
+ * mf_engine_end_pass) the loop turns before the next pass, so timers due
+ * meanwhile are seen before a computing run takes another slice. */
 MF_API int mf_engine_wait(mf_engine *engine, mf_run *const *targets,
                           size_t count, mf_wait_mode mode, double timeout);
 

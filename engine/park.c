@@ -166,8 +166,13 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
     e->interrupted = 0;
     while (w.active) {
       if (mf__sched_has_work(e)) {
-        mf__sched_drain(e);
+        /* After a pass that used its budget (here or in the loop's idle
+         * callback) the loop's turn comes first: timers and I/O due since
+         * then are seen before any run takes another slice. */
+        if (!e->pass_cut)
+          mf__sched_drain(e);
         if (w.active && mf__sched_has_work(e)) {
+          e->pass_cut = 0; /* (now only the idle callback's pass may set it) */
           e->running_loop = 1;
           uv_run(e->loop, UV_RUN_NOWAIT); /* the pass used its slice */
           e->running_loop = 0;

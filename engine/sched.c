@@ -193,6 +193,7 @@ void mf__sched_drain(mf_engine *e) {
   e->pass_started = started;
   unsigned steps = 0;
   int slow_steps = 0;
+  e->pass_cut = 0;
   /* Done callbacks go first: they run right after the step that made
    * their run final, before any other run sees it final. */
   for (;;) {
@@ -210,12 +211,16 @@ void mf__sched_drain(mf_engine *e) {
      * 16 steps; once steps prove slow (a block of 16 took a tenth of the
      * budget), at every step. */
     ++steps;
-    if (e->end_pass || (e->max_steps && steps > e->max_steps))
+    if (e->end_pass || (e->max_steps && steps > e->max_steps)) {
+      e->pass_cut = 1;
       break;
+    }
     if (slow_steps || (steps & 15) == 0) {
       double now = mf_engine_now(e);
-      if (now - started > e->pass_budget)
+      if (now - started > e->pass_budget) {
+        e->pass_cut = 1;
         break;
+      }
       slow_steps = slow_steps || now - last_check > e->pass_budget / 10;
       last_check = now;
     }

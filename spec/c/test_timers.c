@@ -3,8 +3,10 @@
  * libuv timer): many sleeps wake in deadline order, cancelled ones leave
  * the heap in order, huge and infinite durations are clamped (never a
  * wrapped, past deadline; never an overflowed mf_engine_timeout), a NaN
- * or negative sleep yields once, and the heap always has room (in debug
- * builds the engine asserts it).  Times: lower bounds only.
+ * or negative sleep yields once, the heap always has room (in debug
+ * builds the engine asserts it), and a top-level wait gives the loop its
+ * turn (timers) between two slices of a computing run.  Times: lower
+ * bounds only.
  */
 #include <float.h>
 #include <math.h>
@@ -270,6 +272,68 @@ TEST(heap_never_fails_to_grow) {
     mf_run_unref(runs[i]);
   }
   ASSERT_EQ(mf_engine_timeout(e), -1);
+  mf_engine_close(e);
+}
+
+/* }====== */
+
+/* {====== The loop's turn between slices ====== */
+
+/* A run that computes in slices (it ends each pass: mf_engine_end_pass,
+ * then yields) beside a run that sleeps 1 ms over and over.  Each slice
+ * computes until the sleeper's timer is surely due, so the loop's turn
+ * after a slice wakes the sleeper before the computer's next slice: a
+ * top-level wait (mf_engine_wait) must not run two slices back to back. */
+#define SLICES 6
+
+static int computer_done;
+static double sleeper_armed_at;
+static mf_engine *slicing_engine;
+
+static void slicing_step(mf_run *run, mf_step_reason reason) {
+  count_step(run, reason);
+  if (B(run)->resumes < SLICES) {
+    while (now() < sleeper_armed_at + 0.005) /* well past its 1 ms */
+      ;
+    mf_engine_end_pass(slicing_engine);
+    B(run)->rc = mf_run_sleep(run, 0); /* a yield */
+    return;
+  }
+  computer_done = 1;
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+static const mf_run_ops slicing_ops = {.step = slicing_step,
+                                       .abandon = count_abandon};
+
+static void ticking_step(mf_run *run, mf_step_reason reason) {
+  count_step(run, reason);
+  if (computer_done) {
+    mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+    return;
+  }
+  sleeper_armed_at = now();
+  B(run)->rc = mf_run_sleep(run, 0.001);
+}
+static const mf_run_ops ticking_ops = {.step = ticking_step,
+                                       .abandon = count_abandon};
+
+TEST(top_level_wait_gives_the_loop_its_turn_between_slices) {
+  mf_engine *e = engine_new();
+  slicing_engine = e;
+  computer_done = 0;
+  sleeper_armed_at = now();
+  mf_run *ticker = run_start(e, &ticking_ops, "t");
+  mf_run *computer = run_start(e, &slicing_ops, "c");
+  wait_final(e, computer);
+  wait_final(e, ticker);
+  ASSERT_EQ(B(computer)->rc, 0);
+  /* Every slice of the computer after the first follows a wake of the
+   * ticker: never "c:resume c:resume". */
+  ASSERT_LOG("t:start1 c:start1 t:resume c:resume t:resume c:resume "
+             "t:resume c:resume t:resume c:resume t:resume c:resume "
+             "t:resume c:resume t:resume");
+  mf_run_unref(ticker);
+  mf_run_unref(computer);
   mf_engine_close(e);
 }
 
