@@ -827,6 +827,55 @@ static void assign_row(mfl_store *st, wrun *r) {
   r->rowid = ++st->last_row;
 }
 
+#define RUN_COLUMNS                                                            \
+  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
+  " created, state_type, state_name, started, ended, attempts, history,"       \
+  " message, traceback"
+#define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+#define PLAIN_RUN_COLUMNS                                                      \
+  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
+  " created, state_type, state_name, started, ended, attempts"
+#define PLAIN_RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+/* The INSERT of rows rows of the full or the plain columns (malloc'd). */
+static char *block_sql(int rows, int plain) {
+  const char *columns = plain ? PLAIN_RUN_COLUMNS : RUN_COLUMNS;
+  const char *values = plain ? PLAIN_RUN_VALUES : RUN_VALUES;
+  size_t size = 64 + strlen(columns) + (size_t)rows * (strlen(values) + 1);
+  char *sql = malloc(size);
+  if (!sql)
+    return NULL;
+  int n = snprintf(sql, size, "INSERT INTO runs(%s) VALUES ", columns);
+  for (int i = 0; i < rows; i++)
+    n += snprintf(sql + n, size - (size_t)n, "%s%s", i ? "," : "", values);
+  return sql;
+}
+
+/* The statement of blocks[size][plain], prepared the first time a batch
+ * needs it (by the writer thread, which alone uses st->db once started):
+ * parsing an INSERT of 128 rows costs about a millisecond, which a
+ * program's start would otherwise pay six times over, whatever it runs. */
+static struct block_insert *block_statement(mfl_store *st, int size,
+                                            int plain) {
+  struct block_insert *b = &st->blocks[size][plain];
+  if (b->stmt)
+    return b;
+  int rows = BLOCK_ROWS[size];
+  if (!b->bound)
+    b->bound = calloc((size_t)rows * (plain ? PLAIN_COLUMNS : INSERT_COLUMNS),
+                      sizeof *b->bound);
+  char *sql = b->bound ? block_sql(rows, plain) : NULL;
+  int rc = sql ? sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                    &b->stmt, NULL)
+               : SQLITE_NOMEM;
+  free(sql);
+  if (rc != SQLITE_OK) {
+    writer_error(st, "cannot prepare the insert of runs");
+    return NULL;
+  }
+  return b;
+}
+
 /* Inserts n rows in one statement of blocks[size]. */
 static int insert_block(mfl_store *st, wrun **runs, int n, int size) {
   /* Most runs end plain: a statement without the columns they leave NULL
@@ -834,7 +883,10 @@ static int insert_block(mfl_store *st, wrun **runs, int n, int size) {
   int plain = 1;
   for (int i = 0; plain && i < n; i++)
     plain = plain_run(runs[i]);
-  binder x = {st->blocks[size][plain].stmt, st->blocks[size][plain].bound};
+  struct block_insert *b = block_statement(st, size, plain);
+  if (!b)
+    return -1;
+  binder x = {b->stmt, b->bound};
   int columns = plain ? PLAIN_COLUMNS : INSERT_COLUMNS;
   for (int i = 0; i < n; i++) {
     bind_new_run(st, &x, i * columns, runs[i]);
@@ -1358,29 +1410,6 @@ static void track(mfl_store *st, int open) {
   uv_mutex_unlock(&open_lock);
 }
 
-#define RUN_COLUMNS                                                            \
-  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
-  " created, state_type, state_name, started, ended, attempts, history,"       \
-  " message, traceback"
-#define RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-#define PLAIN_RUN_COLUMNS                                                      \
-  "process, local_id, parent, flow, kind, name, task, tags, parameters,"       \
-  " created, state_type, state_name, started, ended, attempts"
-#define PLAIN_RUN_VALUES "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-
-/* The INSERT of rows rows of the full or the plain columns (malloc'd). */
-static char *block_sql(int rows, int plain) {
-  const char *columns = plain ? PLAIN_RUN_COLUMNS : RUN_COLUMNS;
-  const char *values = plain ? PLAIN_RUN_VALUES : RUN_VALUES;
-  size_t size = 64 + strlen(columns) + (size_t)rows * (strlen(values) + 1);
-  char *sql = malloc(size);
-  if (!sql)
-    return NULL;
-  int n = snprintf(sql, size, "INSERT INTO runs(%s) VALUES ", columns);
-  for (int i = 0; i < rows; i++)
-    n += snprintf(sql + n, size - (size_t)n, "%s%s", i ? "," : "", values);
-  return sql;
-}
 
 static int prepare(mfl_store *st, char *err, size_t errlen) {
   struct {
@@ -1407,25 +1436,7 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
       snprintf(err, errlen, "cannot prepare: %s", sqlite3_errmsg(st->db));
       return -1;
     }
-  for (int size = 0; size < BLOCK_SIZES; size++)
-    for (int plain = 0; plain < 2; plain++) {
-      struct block_insert *b = &st->blocks[size][plain];
-      int rows = BLOCK_ROWS[size];
-      b->bound = calloc((size_t)rows * (plain ? PLAIN_COLUMNS : INSERT_COLUMNS),
-                        sizeof *b->bound);
-      char *sql = block_sql(rows, plain);
-      int rc = sql && b->bound ? sqlite3_prepare_v3(st->db, sql, -1,
-                                                    SQLITE_PREPARE_PERSISTENT,
-                                                    &b->stmt, NULL)
-                               : SQLITE_NOMEM;
-      free(sql);
-      if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot prepare: %s",
-                 rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->db));
-        return -1;
-      }
-    }
-  return 0;
+  return 0; /* (the inserts of blocks of rows: block_statement) */
 }
 
 static void finalize_all(mfl_store *st) {
