@@ -10,14 +10,14 @@
  *
  * A transfer whose run is cancelled or times out is removed from the multi
  * handle at once (curl closes or keeps its connection).  Transport
- * failures become IOErrors with libuv's names for curl's codes.
+ * failures become IOErrors with libuv's names for curl's codes.  libcurl
+ * is loaded by the first request (curl_api.h: mfl_curl).
  */
 #include <ctype.h>
-#include <curl/curl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "curl_api.h"
 #include "io.h"
 
 #define SPARE_MAX 128
@@ -136,7 +136,7 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
     flags |= CURL_CSELECT_OUT;
   int running;
   mfl_io_obj_ref(&h->obj);
-  curl_multi_socket_action(h->multi, sock->fd, flags, &running);
+  mfl_curl->multi_socket_action(h->multi, sock->fd, flags, &running);
   check_done(h);
   mfl_io_obj_unref(&h->obj);
 }
@@ -149,7 +149,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   if (what == CURL_POLL_REMOVE) {
     if (sock) {
       uv_poll_stop(&sock->poll);
-      curl_multi_assign(h->multi, fd, NULL);
+      mfl_curl->multi_assign(h->multi, fd, NULL);
       uv_close((uv_handle_t *)&sock->poll, on_sock_closed);
     }
     return 0;
@@ -166,7 +166,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     sock->http = h;
     sock->poll.data = sock;
     mfl_io_obj_ref(&h->obj);
-    curl_multi_assign(h->multi, fd, sock);
+    mfl_curl->multi_assign(h->multi, fd, sock);
   }
   int events = 0;
   if (what & CURL_POLL_IN)
@@ -182,7 +182,7 @@ static void on_timer(uv_timer_t *timer) {
   int running;
   mfl_io_obj_ref(&h->obj);
   h->in_timer = 1;
-  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  mfl_curl->multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   h->in_timer = 0;
   check_done(h);
   mfl_io_obj_unref(&h->obj);
@@ -209,17 +209,17 @@ static int on_timeout_changed(CURLM *multi, long ms, void *userp) {
 static void check_done(mfl_http *h) {
   CURLMsg *msg;
   int pending;
-  while (!h->closed && (msg = curl_multi_info_read(h->multi, &pending))) {
+  while (!h->closed && (msg = mfl_curl->multi_info_read(h->multi, &pending))) {
     if (msg->msg != CURLMSG_DONE)
       continue;
     CURL *easy = msg->easy_handle;
     CURLcode result = msg->data.result;
     http_op *op = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&op);
+    mfl_curl->easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&op);
     op->result = result;
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &op->status);
-    curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &op->os_errno);
-    curl_multi_remove_handle(h->multi, easy);
+    mfl_curl->easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &op->status);
+    mfl_curl->easy_getinfo(easy, CURLINFO_OS_ERRNO, &op->os_errno);
+    mfl_curl->multi_remove_handle(h->multi, easy);
     transfer_removed(op);
     mfl_io_wake(&op->wait);
     mfl_io_obj_unref(&op->obj); /* the multi handle's */
@@ -238,42 +238,38 @@ void mfl_http_shutdown(mfl_io *io) {
   io->http = NULL;
   while (h->first) {
     http_op *op = h->first;
-    curl_multi_remove_handle(h->multi, op->easy);
+    mfl_curl->multi_remove_handle(h->multi, op->easy);
     transfer_removed(op);
     mfl_io_obj_unref(&op->obj);
   }
-  curl_multi_cleanup(h->multi); /* removes its sockets (on_socket) */
+  mfl_curl->multi_cleanup(h->multi); /* removes its sockets (on_socket) */
   h->multi = NULL;
   h->closed = 1;
   while (h->spare_count > 0)
-    curl_easy_cleanup(h->spare[--h->spare_count]);
-  curl_slist_free_all(h->no_expect);
+    mfl_curl->easy_cleanup(h->spare[--h->spare_count]);
+  mfl_curl->slist_free_all(h->no_expect);
   h->no_expect = NULL;
   uv_close((uv_handle_t *)&h->timer, on_timer_closed);
   mfl_io_obj_unref(&h->obj); /* the state's */
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void init_curl(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static mfl_http *get_http(lua_State *L, mfl_io *io) {
   if (io->http)
     return io->http;
-  pthread_once(&curl_once, init_curl);
   mfl_http *h = mfl_io_obj_new(io, sizeof *h);
-  if (!h || !(h->multi = curl_multi_init())) {
+  if (!h || !(h->multi = mfl_curl->multi_init())) {
     if (h)
       mfl_io_obj_unref(&h->obj);
     luaL_error(L, "moonflow: cannot start libcurl");
     return NULL; /* not reached */
   }
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timeout_changed);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-  h->no_expect = curl_slist_append(NULL, "Expect:");
+  mfl_curl->multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  mfl_curl->multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  mfl_curl->multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timeout_changed);
+  mfl_curl->multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  h->no_expect = mfl_curl->slist_append(NULL, "Expect:");
   if (!h->no_expect) {
-    curl_multi_cleanup(h->multi);
+    mfl_curl->multi_cleanup(h->multi);
     mfl_io_obj_unref(&h->obj);
     luaL_error(L, "moonflow: out of memory");
   }
@@ -292,12 +288,12 @@ static void http_finalize(mfl_io_obj *obj) {
   http_op *op = (http_op *)obj;
   mfl_http *h = op->http;
   if (op->easy && h && !h->closed && h->spare_count < SPARE_MAX) {
-    curl_easy_reset(op->easy);
+    mfl_curl->easy_reset(op->easy);
     h->spare[h->spare_count++] = op->easy;
   } else if (op->easy) {
-    curl_easy_cleanup(op->easy);
+    mfl_curl->easy_cleanup(op->easy);
   }
-  curl_slist_free_all(op->req_headers);
+  mfl_curl->slist_free_all(op->req_headers);
   free(op->body.data);
   free(op->headers.data);
   if (op->http)
@@ -308,7 +304,7 @@ static void http_finalize(mfl_io_obj *obj) {
 static void http_abandon(mfl_io_wait *w) {
   http_op *op = (http_op *)((char *)w - offsetof(http_op, wait));
   if (op->busy) {
-    curl_multi_remove_handle(op->http->multi, op->easy);
+    mfl_curl->multi_remove_handle(op->http->multi, op->easy);
     transfer_removed(op);
     mfl_io_obj_unref(&op->obj); /* the multi handle's */
   }
@@ -394,7 +390,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_io_resumed(L, &op->wait);
   if (op->result != CURLE_OK) {
     const char *detail =
-        op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->result);
+        op->errbuf[0] ? op->errbuf : mfl_curl->easy_strerror(op->result);
     lua_pushfstring(L, "%s (%s)", lua_tostring(L, 2), op->where);
     lua_pushstring(L, detail);
     const char *name = code_name(op);
@@ -414,7 +410,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   lua_pushlstring(L, op->body.data ? op->body.data : "", op->body.len);
   lua_setfield(L, -2, "body");
   char *effective = NULL;
-  curl_easy_getinfo(op->easy, CURLINFO_EFFECTIVE_URL, &effective);
+  mfl_curl->easy_getinfo(op->easy, CURLINFO_EFFECTIVE_URL, &effective);
   lua_pushstring(L, effective ? effective : lua_tostring(L, 2));
   lua_setfield(L, -2, "url");
   mfl_io_obj_unref(&op->obj);
@@ -423,20 +419,20 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* Checks the URL (http or https, well formed) and writes its host:port. */
 static void check_url(lua_State *L, const char *url, char *where, size_t size) {
-  CURLU *u = curl_url();
+  CURLU *u = mfl_curl->url();
   char *scheme = NULL, *host = NULL, *port = NULL;
   int ok =
-      u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
+      u && mfl_curl->url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+      mfl_curl->url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      mfl_curl->url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      mfl_curl->url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
   int http = ok && (!strcmp(scheme, "http") || !strcmp(scheme, "https"));
   if (http)
     snprintf(where, size, "%s:%s", host, port);
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  curl_url_cleanup(u);
+  mfl_curl->free(scheme);
+  mfl_curl->free(host);
+  mfl_curl->free(port);
+  mfl_curl->url_cleanup(u);
   if (!ok)
     mfl_raise(L, "UsageError", "mf.http.request: bad URL '%s'", url);
   if (!http)
@@ -523,33 +519,33 @@ static void read_request(lua_State *L, request *r, const char *method,
 static int configure(lua_State *L, http_op *op, const request *r) {
   CURL *e = op->easy;
   memcpy(op->method, r->method, sizeof op->method);
-  curl_easy_setopt(e, CURLOPT_URL, r->url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, op);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, op->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, op);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, op);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "moonflow/" MF_VERSION);
+  mfl_curl->easy_setopt(e, CURLOPT_URL, r->url);
+  mfl_curl->easy_setopt(e, CURLOPT_PRIVATE, op);
+  mfl_curl->easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  mfl_curl->easy_setopt(e, CURLOPT_ERRORBUFFER, op->errbuf);
+  mfl_curl->easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  mfl_curl->easy_setopt(e, CURLOPT_WRITEDATA, op);
+  mfl_curl->easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  mfl_curl->easy_setopt(e, CURLOPT_HEADERDATA, op);
+  mfl_curl->easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  mfl_curl->easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  mfl_curl->easy_setopt(e, CURLOPT_USERAGENT, "moonflow/" MF_VERSION);
   if (r->body) {
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-    if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body) != CURLE_OK)
+    mfl_curl->easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    if (mfl_curl->easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body) != CURLE_OK)
       return 0;
   }
   if (!strcmp(op->method, "HEAD"))
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    mfl_curl->easy_setopt(e, CURLOPT_NOBODY, 1L);
   else if (strcmp(op->method, r->body ? "POST" : "GET") != 0)
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, op->method);
+    mfl_curl->easy_setopt(e, CURLOPT_CUSTOMREQUEST, op->method);
   if (r->headers) {
     lua_pushnil(L);
     while (lua_next(L, r->headers)) {
       lua_pushvalue(L, -2); /* tostring on a copy of the key */
       const char *line = lua_pushfstring(L, "%s: %s", lua_tostring(L, -1),
                                          lua_tostring(L, -2));
-      struct curl_slist *more = curl_slist_append(op->req_headers, line);
+      struct curl_slist *more = mfl_curl->slist_append(op->req_headers, line);
       lua_pop(L, 3);
       if (!more)
         return 0;
@@ -558,19 +554,19 @@ static int configure(lua_State *L, http_op *op, const request *r) {
   }
   /* A body goes at once, without "Expect: 100-continue" and its wait. */
   if (op->req_headers) {
-    struct curl_slist *more = curl_slist_append(op->req_headers, "Expect:");
+    struct curl_slist *more = mfl_curl->slist_append(op->req_headers, "Expect:");
     if (!more)
       return 0;
     op->req_headers = more;
   }
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER,
+  mfl_curl->easy_setopt(e, CURLOPT_HTTPHEADER,
                    op->req_headers ? op->req_headers : op->http->no_expect);
   if (r->timeout >= 0)
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+    mfl_curl->easy_setopt(e, CURLOPT_TIMEOUT_MS,
                      (long)(r->timeout * 1000 > 1 ? r->timeout * 1000 : 1));
   if (r->follow) {
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+    mfl_curl->easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    mfl_curl->easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
   }
   return 1;
 }
@@ -579,6 +575,9 @@ static int configure(lua_State *L, http_op *op, const request *r) {
  * (read_request's). */
 static int start_request(lua_State *L, request *r, const char *what) {
   mfl_state *S = mfl_state_get(L);
+  const char *why;
+  if (!mfl_curl_load(&why))
+    return mfl_io_raise_detail(L, 0, "ELIBACC", what, r->url, why);
   char where[300];
   check_url(L, r->url, where, sizeof where);
   mfl_io *io;
@@ -593,13 +592,13 @@ static int start_request(lua_State *L, request *r, const char *what) {
   mfl_io_obj_ref(&h->obj);
   snprintf(op->where, sizeof op->where, "%s", where);
   CURLMcode rc = CURLM_OUT_OF_MEMORY;
-  op->easy = h->spare_count > 0 ? h->spare[--h->spare_count] : curl_easy_init();
+  op->easy = h->spare_count > 0 ? h->spare[--h->spare_count] : mfl_curl->easy_init();
   if (op->easy && configure(L, op, r))
-    rc = curl_multi_add_handle(h->multi, op->easy);
+    rc = mfl_curl->multi_add_handle(h->multi, op->easy);
   if (rc != CURLM_OK) {
     mfl_io_obj_unref(&op->obj);
     return luaL_error(L, "moonflow: cannot start the transfer: %s",
-                      curl_multi_strerror(rc));
+                      mfl_curl->multi_strerror(rc));
   }
   op->busy = 1;
   op->next = h->first;

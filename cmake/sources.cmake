@@ -7,7 +7,7 @@ set(MF_ENGINE_SOURCES
 set(MF_BINDING_SOURCES
   bindings/args.c bindings/codec.c bindings/collect.c bindings/codec_decode.c
   bindings/codec_encode.c bindings/codec_fn.c
-  bindings/control.c bindings/embed.c bindings/errors.c
+  bindings/control.c bindings/curl_api.c bindings/embed.c bindings/errors.c
   bindings/cache.c bindings/flow.c bindings/future.c bindings/group.c bindings/io.c
   bindings/io_conn.c bindings/io_dns.c bindings/io_exec.c bindings/io_fs.c
   bindings/io_http.c bindings/io_promise.c bindings/io_spawn.c

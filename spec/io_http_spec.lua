@@ -170,4 +170,57 @@ function TestHttp:test_wrong_arguments_are_usage_errors()
   h.raises_kind("UsageError", mf.http.request, { url = url("/"), method = 42 })
 end
 
+-- libcurl is loaded by the first request, not at start (curl_api.c): a
+-- fresh process of the interpreter running this spec shows it in its
+-- memory map only after a request.  A library that cannot be loaded
+-- ($MOONFLOW_LIBCURL) makes each request an IOError ELIBACC that says so.
+local function fresh_process(script, env)
+  local interpreter = arg[-1]
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write("if os.getenv('MF_MODULE_DIR') then package.cpath = os.getenv('MF_MODULE_DIR')"
+    .. " .. '/?.so;' .. package.cpath end\n", script)
+  f:close()
+  local out = h.capture((env or "") .. " MOONFLOW_STORE=off " .. h.shell_quote(interpreter)
+    .. " " .. path .. " 2>&1")
+  os.remove(path)
+  return out
+end
+
+local MAPPED = [[
+local mf = require "moonflow"
+local function mapped()
+  for line in io.lines("/proc/self/maps") do
+    if line:find("libcurl", 1, true) then return "mapped" end
+  end
+  return "not mapped"
+end
+print("before: " .. mapped())
+local ok, err = pcall(mf.http.get, ...)
+print("request: " .. (ok and "answered" or tostring(err.code)))
+print("after: " .. mapped())
+]]
+
+function TestHttp:test_libcurl_is_loaded_by_the_first_request()
+  local out = fresh_process((MAPPED:gsub("%.%.%.", string.format("%q", url("/echo/x")), 1)))
+  lu.assertStrContains(out, "before: not mapped\nrequest: answered\nafter: mapped\n")
+end
+
+function TestHttp:test_a_libcurl_that_cannot_be_loaded_is_an_io_error()
+  local out = fresh_process((MAPPED:gsub("%.%.%.", string.format("%q", url("/echo/x")), 1)),
+    "MOONFLOW_LIBCURL=/nonexistent/libcurl.so.4")
+  lu.assertStrContains(out, "before: not mapped\nrequest: ELIBACC\nafter: not mapped\n")
+  local err = fresh_process([[
+local mf = require "moonflow"
+local ok, err = pcall(mf.http.get, "http://127.0.0.1:1/")
+print(err.kind, err.message)
+ok, err = pcall(mf.http.get, "http://127.0.0.1:1/")
+print(err.kind, err.message)
+]], "MOONFLOW_LIBCURL=/nonexistent/libcurl.so.4")
+  lu.assertStrContains(err, "IOError\tmf.http.get http://127.0.0.1:1/: cannot load libcurl: "
+    .. "/nonexistent/libcurl.so.4: cannot open shared object file")
+  local _, lines = err:gsub("cannot load libcurl", "")
+  lu.assertEquals(lines, 2, err) -- every request, not only the first
+end
+
 h.run()
