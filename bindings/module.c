@@ -424,21 +424,61 @@ static int state_gc(lua_State *L) {
   return 0;
 }
 
+/* Upvalues: the module's entry, and whether its bytecode may be loaded. */
 static int open_embedded(lua_State *L) {
   const mf_embedded_module *m = lua_touserdata(L, lua_upvalueindex(1));
-  lua_pushfstring(L, "=[moonflow] %s", m->name);
-  if (luaL_loadbuffer(L, m->source, m->size, lua_tostring(L, -1)) != LUA_OK)
+  lua_pushfstring(L, MF_EMBEDDED_CHUNKNAME "%s", m->name);
+  int loaded = lua_toboolean(L, lua_upvalueindex(2))
+                   ? luaL_loadbufferx(L, (const char *)m->bytecode,
+                                      m->bytecode_size, lua_tostring(L, -1),
+                                      "b")
+                   : luaL_loadbufferx(L, m->source, m->size,
+                                      lua_tostring(L, -1), "t");
+  if (loaded != LUA_OK)
     return lua_error(L);
   lua_pushvalue(L, 1);
   lua_call(L, 1, 1);
   return 1;
 }
 
+typedef struct probe_dump {
+  size_t at;
+  int same;
+} probe_dump;
+
+static int compare_dump(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  probe_dump *d = ud;
+  d->same = d->same && d->at + n <= mf_embedded_probe_size &&
+            memcmp(mf_embedded_probe + d->at, p, n) == 0;
+  d->at += n;
+  return 0;
+}
+
+/* Whether this Lua makes the embedded bytecode's instructions: it dumps
+ * the probe chunk exactly as the build's Lua did (embedded.h).  Else the
+ * modules' text is compiled, as by a Lua whose bytecode differs. */
+static int bytecode_usable(lua_State *L) {
+  if (mf_embedded_probe_size == 0 || getenv("MOONFLOW_EMBEDDED_SOURCE"))
+    return 0;
+  if (luaL_loadbufferx(L, MF_EMBEDDED_PROBE, strlen(MF_EMBEDDED_PROBE),
+                       MF_EMBEDDED_CHUNKNAME "probe", "t") != LUA_OK) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  probe_dump d = {0, 1};
+  lua_dump(L, compare_dump, &d, 0);
+  lua_pop(L, 1);
+  return d.same && d.at == mf_embedded_probe_size;
+}
+
 static void preload_embedded(lua_State *L) {
+  int bytecode = bytecode_usable(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const mf_embedded_module *m = mf_embedded_modules; m->name; m++) {
     lua_pushlightuserdata(L, (void *)m);
-    lua_pushcclosure(L, open_embedded, 1);
+    lua_pushboolean(L, bytecode && m->bytecode);
+    lua_pushcclosure(L, open_embedded, 2);
     lua_setfield(L, -2, m->name);
   }
   lua_pop(L, 1);

@@ -209,6 +209,26 @@ function TestOptions:test_lua_alloc_heap_malloc_or_a_warning()
   assert_contains(r.err, "MOONFLOW_LUA_ALLOC: 'jemalloc' is neither heap nor malloc; using the default")
 end
 
+-- The embedded modules load from their bytecode, made at build time with
+-- their debug information (cmake/embed_lua.c), or from their text when
+-- MOONFLOW_EMBEDDED_SOURCE is set (as when this Lua makes other bytecode):
+-- the same functions, names and lines either way.
+function TestOptions:test_embedded_modules_from_bytecode_or_text_alike()
+  local code = "local function lines(f) local i = debug.getinfo(f, 'SL') local n = 0 "
+    .. "for _ in pairs(i.activelines) do n = n + 1 end return i.source .. ':' .. i.linedefined "
+    .. "  .. '-' .. i.lastlinedefined .. ' ' .. n end "
+    .. "print(lines(mf.flow), lines(mf.task), lines(require('moonflow.report').failure or print)) "
+    .. "print(select(2, pcall(mf.task, 42)))"
+  local outs = {}
+  for _, env in ipairs { "MOONFLOW_STORE=off", "MOONFLOW_STORE=off MOONFLOW_EMBEDDED_SOURCE=1" } do
+    local r = run { args = { "-e", code }, env = env }
+    assert_exit(r, 0)
+    assert_contains(r.out, "=[moonflow] moonflow.init:")
+    outs[#outs + 1] = r.out
+  end
+  lu.assertEquals(outs[1], outs[2])
+end
+
 function TestOptions:test_e_has_mf_as_a_global()
   local r = run { args = { "-e", "print(mf == require('moonflow'), mf.task(function(x) return 2 * x end)(21))" } }
   assert_exit(r, 0)

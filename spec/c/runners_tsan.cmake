@@ -14,6 +14,8 @@ add_executable(test_runners_tsan ${CMAKE_CURRENT_LIST_DIR}/test_runners_tsan.c
 target_include_directories(test_runners_tsan PRIVATE ${PROJECT_SOURCE_DIR}/bindings
                            ${MF_ENGINE_INCLUDE_DIRS} ${MF_LUA_INCLUDE_DIRS}
                            ${CURL_INCLUDE_DIRS})
+# (the generated file's rule belongs to the top directory's objects)
+add_dependencies(test_runners_tsan moonflow_bindings_objects)
 target_compile_options(test_runners_tsan PRIVATE -fsanitize=thread
                        -fno-omit-frame-pointer)
 target_link_options(test_runners_tsan PRIVATE -fsanitize=thread -rdynamic)
