@@ -366,8 +366,23 @@ static mf_run *revive(lua_State *L, mfl_group *g, lua_Integer i) {
 
 /* }------ */
 
+/* Pushes the Future made before for run i. */
+static void push_made(lua_State *L, int gidx, lua_Integer i) {
+  lua_getiuservalue(L, gidx, GROUP_UV_FUTURES);
+  lua_rawgeti(L, -1, i);
+  lua_remove(L, -2);
+}
+
 /* Makes the Future of run i of the group at gidx (its values move into it)
- * and pushes it; or pushes the one made before. */
+ * and pushes it; or pushes the one made before.
+ *
+ * Any allocation of Lua memory may run the collector, and its finalizers
+ * may ask for this very Future (mf.context() in the run, list[i]): entered
+ * again halfway, this made two Futures for one run and lost its result
+ * (fuzzer, seed 1796188687 case 19).  So whatever allocates comes first
+ * (the Futures table and its key i, the box, its pin), then whether a
+ * finalizer made the Future meanwhile is asked again, and what follows
+ * allocates nothing.  (revive allocates C memory only.) */
 static void materialize(lua_State *L, int gidx, lua_Integer i) {
   mfl_group *g = lua_touserdata(L, gidx);
   luaL_checkstack(L, 6, NULL);
@@ -376,9 +391,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
     run = revive(L, g, i);
   mfl_run *lr = mf_run_body(run);
   if (lr->group != g) { /* made before (the list may have changed since) */
-    lua_getiuservalue(L, gidx, GROUP_UV_FUTURES);
-    lua_rawgeti(L, -1, i);
-    lua_remove(L, -2);
+    push_made(L, gidx, i);
     return;
   }
   if (lua_getiuservalue(L, gidx, GROUP_UV_FUTURES) != LUA_TTABLE) {
@@ -388,12 +401,31 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
     lua_setiuservalue(L, gidx, GROUP_UV_FUTURES);
   }
   int futures = lua_gettop(L);
+  lua_pushboolean(L, 0); /* key i made now: storing the Future will not */
+  lua_rawseti(L, futures, i);
   mfl_future *f = lua_newuserdatauv(L, sizeof *f, MFL_NUV);
   f->mark = &mfl_key_future_mt;
   f->run = NULL;
   int box = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
   lua_setmetatable(L, box);
+  int pin = LUA_NOREF;
+  if (lr->group_held) { /* the Future takes the pin from the group */
+    mfl_push_pins(L, g->S);
+    lua_pushvalue(L, box);
+    pin = mfl_pin(L, g->S, lua_gettop(L) - 1);
+    lua_pop(L, 1);
+  }
+  if (lr->group != g) { /* a finalizer made it: this box goes unused */
+    if (pin != LUA_NOREF) {
+      mfl_push_pins(L, g->S);
+      mfl_unpin(L, g->S, lua_gettop(L), pin);
+      lua_pop(L, 1);
+    }
+    lua_settop(L, futures - 1);
+    push_made(L, gidx, i);
+    return;
+  }
   lua_getiuservalue(L, gidx, GROUP_UV_TASK);
   lua_setiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
@@ -412,12 +444,9 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   f->run = run;
   mfl_note_box(L, g->S, f, mfl_release_future);
   lr->group = NULL;
-  if (lr->group_held) { /* the Future takes the pin from the group */
+  if (lr->group_held) {
     lr->group_held = 0;
-    mfl_push_pins(L, g->S);
-    lua_pushvalue(L, box);
-    lr->pin = mfl_pin(L, g->S, lua_gettop(L) - 1);
-    lua_pop(L, 1);
+    lr->pin = pin;
     release(L, g);
   }
   lua_pushvalue(L, box);

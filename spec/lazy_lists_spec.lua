@@ -254,4 +254,38 @@ function TestLazyLists:test_retired_runs_read_as_completed()
   lu.assertEquals(inner(), 202)
 end
 
+-- A finalizer that asks for the current run's Future (mf.context) while
+-- that Future is being made (the collector runs at any allocation, here
+-- at every one) is given the same Future, and the run's result is kept
+-- (the fuzzer found two Futures made for one run and its result lost;
+-- log_prints makes each run's step make its Future).
+function TestLazyLists:test_a_finalizer_asking_for_the_future_being_made()
+  local finalized, contexts = 0, 0
+  local function arm()
+    setmetatable({}, { __gc = function()
+      finalized = finalized + 1
+      local ok, context = pcall(mf.context)
+      if ok and context then contexts = contexts + 1 end
+      if finalized < 100000 then arm() end
+    end })
+  end
+  for _ = 1, 50 do arm() end
+  local echo = mf.task({ log_prints = true }, function(x) return x end)
+  local n = 3000
+  local list, res
+  collectgarbage("incremental", 0, 100, 0) -- a step at every allocation
+  local ok, err = pcall(function()
+    list = echo:map(h.range(n))
+    res = list:result()
+  end)
+  finalized = 100000 -- (no more arming)
+  collectgarbage("incremental", 200, 100, 13) -- Lua's defaults
+  assert(ok, err)
+  lu.assertTrue(contexts > 0, "no finalizer ran inside a run")
+  for i = 1, n do
+    if res[i] ~= i then lu.fail(string.format("result %d is %s", i, tostring(res[i]))) end
+    lu.assertEquals(list[i]:result(), i)
+  end
+end
+
 h.run()
