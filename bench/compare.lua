@@ -17,7 +17,8 @@
 -- processes of their own: bytes per finished future held in a list (Lua heap
 -- + C malloc), instructions per W1 task (callgrind: the difference of two
 -- sizes, so start-up cancels), the loop's longest stall while a run maps
--- 1M elements, and the game-loop example's frames over budget.  A figure
+-- 1M elements, the game-loop example's frames over budget, and the start-up
+-- of a process that only loads moonflow.  A figure
 -- that cannot be measured (a tool or peer missing) says why.
 --
 -- Run from the repository's root (make bench runs it):
@@ -27,7 +28,7 @@
 -- MF_PROGRAM (the moonflow program, default build/moonflow), MF_GAME_LOOP
 -- (the example, default build/examples/game_loop).
 -- Internal: `bench/compare.lua --memory N` and `--stall N` are the probes'
--- processes.
+-- processes; `--startup` measures the start-up section alone.
 
 local MEMORY_N = 100000
 
@@ -405,6 +406,60 @@ local function game_loop()
   return g
 end
 
+-- Start-up: the whole life of a process whose script only loads moonflow
+-- (what a user waits for before and after any work), for each moonflow
+-- runner, beside `lua5.4 -e ''`, `node -e ''` and the shell running
+-- /bin/true (the floor every figure includes: the shell's fork and exec).
+-- STARTS processes each, interleaved; returns {label, median ms, min, max}
+-- rows, or nil and why not.
+local STARTS = QUICK and 5 or 21
+local function startup()
+  local okmf, mf = pcall(function()
+    package.cpath = (os.getenv("MF_MODULE_DIR") or "build") .. "/?.so;" .. package.cpath
+    return require "moonflow"
+  end)
+  if not okmf or not mf.now then return nil, "moonflow cannot be loaded here for its clock" end
+  local script = tmp .. "/empty.lua"
+  local f = assert(io.open(script, "w"))
+  f:write('package.cpath = "build/?.so;" .. package.cpath\nlocal mf = require "moonflow"\n')
+  f:close()
+  local kinds = {
+    { label = "moonflow", cmd = "env -u MOONFLOW_STORE MOONFLOW_HOME=" .. q(HOME) .. " "
+      .. q(PROGRAM) .. " " .. q(script), fresh_home = true },
+    { label = "moonflow, store off", cmd = "env MOONFLOW_STORE=off " .. q(PROGRAM) .. " " .. q(script) },
+    { label = "lua5.4 + module", cmd = "lua5.4 " .. q(script), need = has_lua },
+    { label = "lua5.4 -e ''", cmd = "lua5.4 -e ''", need = has_lua },
+    { label = "node -e ''", cmd = "node -e ''", need = has_node },
+    { label = "sh -c true", cmd = "true" },
+  }
+  local times = {}
+  for _ = 1, STARTS do
+    for i, k in ipairs(kinds) do
+      if k.need ~= false then
+        if k.fresh_home then os.execute("rm -rf " .. q(HOME)) end
+        local t0 = mf.now()
+        local ok = os.execute(k.cmd .. " >/dev/null 2>&1")
+        local dt = mf.now() - t0
+        if ok then
+          times[i] = times[i] or {}
+          table.insert(times[i], dt * 1e3)
+        end
+      end
+    end
+  end
+  os.execute("rm -rf " .. q(HOME))
+  local rows = {}
+  for i, k in ipairs(kinds) do
+    local xs = times[i]
+    if xs and #xs > 0 then
+      rows[#rows + 1] = { k.label, median(xs), math.min(table.unpack(xs)), math.max(table.unpack(xs)) }
+    else
+      rows[#rows + 1] = { k.label, why = k.need == false and "not installed" or "failed" }
+    end
+  end
+  return rows
+end
+
 -- }======
 
 -- {====== Printing ======
@@ -563,6 +618,8 @@ local function main()
   end
   local game, game_why = game_loop()
   m.game = game or { why = game_why }
+  io.stderr:write("# start-up, " .. STARTS .. " processes each\n")
+  local starts, starts_why = startup()
 
   print_table("µs per task: median, in-process clock from the first submit to the last result "
     .. "(W2: overhead beyond the " .. SLEEP .. " s sleep, per task)", "us", true,
@@ -616,6 +673,19 @@ local function main()
   end
 
   print("")
+  if starts then
+    print(string.format("Start-up: a process whose script only loads moonflow, start to exit "
+      .. "(ms, median and min–max of %d, interleaved; each includes the shell's fork and exec):",
+      STARTS))
+    for _, row in ipairs(starts) do
+      print(row[2] and string.format("- %s: %s (%s–%s)", row[1], num(row[2]), num(row[3]), num(row[4]))
+        or ("- " .. row[1] .. ": not measured (" .. row.why .. ")"))
+    end
+  else
+    print("Start-up: not measured (" .. starts_why .. ")")
+  end
+
+  print("")
   if game then
     print(string.format("Game loop (`%s --frames %d`, mixed scenario 'game', %d frames): frames "
       .. "over 16.67 ms: engine step %d (cpu %d), loop turn + step %d (cpu %d), whole frame %d (cpu %d)",
@@ -631,4 +701,14 @@ local function main()
   os.execute("rm -rf " .. q(tmp))
 end
 
+if arg and arg[1] == "--startup" then -- that section alone
+  local rows, why = startup()
+  for _, row in ipairs(rows or {}) do
+    print(row[2] and string.format("%s: %s ms (%s–%s)", row[1], num(row[2]), num(row[3]), num(row[4]))
+      or (row[1] .. ": " .. row.why))
+  end
+  if not rows then print("not measured: " .. why) end
+  os.execute("rm -rf " .. q(tmp))
+  return
+end
 main()
