@@ -509,6 +509,20 @@ static void pool_handle_closed(pool *p) {
   mflr_release(r);
 }
 
+/* The last message to a worker: queued, and its wake-up written, under the
+ * worker's lock.  The worker takes its inbox under that lock, so it cannot
+ * see the stop, and close its wake-up, before the write is done (a write
+ * left to flush_jobs raced with that close: a write to a closed descriptor,
+ * or to another file that reused its number). */
+static void send_stop(worker *w, msg *m) {
+  uv_mutex_lock(&w->lock);
+  queue_push(&w->inbox, m);
+  if (w->ready == 1)
+    wake_send(&w->wakeup);
+  w->wake_due = 0; /* (this wakes it for what came before too) */
+  uv_mutex_unlock(&w->lock);
+}
+
 /* Stops and joins every worker: their runs are cancelled, their states
  * closed; answers still queued are dropped. */
 static void threads_shutdown(mflr_runner *r) {
@@ -519,9 +533,8 @@ static void threads_shutdown(mflr_runner *r) {
       continue;
     msg *m = msg_get(p, MSG_STOP, NULL, 0);
     if (m)
-      send_msg(w, m);
+      send_stop(w, m);
   }
-  flush_jobs(&p->flush); /* now: no turn of the loop comes first */
   for (int i = 0; i < r->workers; i++) {
     worker *w = &p->w[i];
     if (w->started && !w->joined) {

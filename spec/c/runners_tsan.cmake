@@ -23,4 +23,4 @@ target_link_libraries(test_runners_tsan PRIVATE PkgConfig::LIBUV PkgConfig::LUA
                       PkgConfig::SQLITE3 m dl Threads::Threads)
 add_test(NAME c.runners_tsan COMMAND test_runners_tsan)
 set_tests_properties(c.runners_tsan PROPERTIES TIMEOUT 600
-                     ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1")
+                     ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=${CMAKE_CURRENT_LIST_DIR}/runners_tsan.supp")
