@@ -16,15 +16,18 @@ static int loaded;
 const mfl_curl_api *const mfl_curl = &api;
 static char failure[512];
 
-/* Each function's name and where its pointer goes. */
+/* Each function, by its name without curl_ (a field of mfl_curl_api). */
+/* clang-format off */
 #define FUNCTIONS(X)                                                           \
   X(global_init)                                                               \
   X(multi_init) X(multi_setopt) X(multi_socket_action) X(multi_add_handle)     \
-      X(multi_remove_handle) X(multi_assign) X(multi_info_read)                \
-          X(multi_cleanup) X(multi_strerror) X(easy_init) X(easy_setopt)       \
-              X(easy_getinfo) X(easy_reset) X(easy_cleanup) X(easy_strerror)   \
-                  X(slist_append) X(slist_free_all) X(url) X(url_set)          \
-                      X(url_get) X(url_cleanup) X(free)
+  X(multi_remove_handle) X(multi_assign) X(multi_info_read) X(multi_cleanup)   \
+  X(multi_strerror)                                                            \
+  X(easy_init) X(easy_setopt) X(easy_getinfo) X(easy_reset) X(easy_cleanup)   \
+  X(easy_strerror)                                                             \
+  X(slist_append) X(slist_free_all)                                            \
+  X(url) X(url_set) X(url_get) X(url_cleanup) X(free)
+/* clang-format on */
 
 static void *open_library(void) {
   const char *asked = getenv("MOONFLOW_LIBCURL");
@@ -47,19 +50,20 @@ static void *open_library(void) {
   return NULL;
 }
 
-static void load(void) {
-  void *lib = open_library();
-  if (!lib)
-    return;
-    /* (POSIX: dlsym's pointer converts to a function pointer) */
+/* One function of lib into api, or a failure (in load).  POSIX: the
+ * pointer dlsym gives converts to a function pointer. */
 #define RESOLVE(name)                                                          \
   api.name = (__typeof__(api.name))dlsym(lib, "curl_" #name);                  \
   if (!api.name) {                                                             \
     snprintf(failure, sizeof failure, "libcurl has no curl_%s", #name);        \
     return;                                                                    \
   }
+
+static void load(void) {
+  void *lib = open_library();
+  if (!lib)
+    return;
   FUNCTIONS(RESOLVE)
-#undef RESOLVE
   if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     snprintf(failure, sizeof failure, "libcurl failed to initialise");
     return;
