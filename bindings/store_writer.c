@@ -1132,8 +1132,8 @@ static void writer_main(void *arg) {
       atomic_store(&st->writer_sleeping, 0);
       if (!atomic_load(&st->producer_waiting) && !atomic_load(&st->urgent))
         uv_sleep(1);
-      atomic_store(&st->urgent, 0);
-      continue;
+      continue; /* (urgent stays set until its flush is written: cleared
+                 * here, the naps below waited 4 ms at every exit) */
     }
     /* While the loop adds events, a few more naps gather a fuller batch:
      * each commit has a cost of its own and rewrites the tables' last
@@ -1147,6 +1147,8 @@ static void writer_main(void *arg) {
     }
     uint64_t flush = 0;
     int stop = drain(st, tail, head, &flush);
+    if (flush)
+      atomic_store(&st->urgent, 0); /* (a later flush sets it again) */
     if (atomic_load(&st->producer_waiting) || flush) {
       uv_mutex_lock(&st->lock);
       if (flush)
@@ -1409,7 +1411,6 @@ static void track(mfl_store *st, int open) {
   }
   uv_mutex_unlock(&open_lock);
 }
-
 
 static int prepare(mfl_store *st, char *err, size_t errlen) {
   struct {
