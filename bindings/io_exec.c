@@ -23,6 +23,11 @@
 #include "io.h"
 
 #define HIGH_WATER (1 << 20)
+/* on_line: the longest piece of a line passed at once.  A longer line comes
+ * in pieces of this size: whole, it could fill the buffer past HIGH_WATER
+ * with nothing for the run to take, and reading would never resume (the
+ * program blocked writing, the run waiting for a line: a hang). */
+#define LINE_PIECE (HIGH_WATER / 2)
 
 typedef struct out_buf {
   char *data;
@@ -83,8 +88,9 @@ static int ready_add(exec_op *op, int s, const char *line, size_t n) {
   return rc ? rc : buf_add(&op->ready, line, n);
 }
 
-/* on_line: moves the whole lines of stream s to the ready queue (all of
- * it, the last piece too, at the end of the stream). */
+/* on_line: moves the whole lines of stream s to the ready queue, and the
+ * pieces of LINE_PIECE bytes of a line longer than that (all of it, the
+ * last piece too, at the end of the stream). */
 static int cut_lines(exec_op *op, int s) {
   out_buf *b = &op->buf[s];
   size_t start = 0;
@@ -92,9 +98,17 @@ static int cut_lines(exec_op *op, int s) {
   if (b->len == 0)
     return 0;
   for (;;) {
-    char *nl = memchr(b->data + start, '\n', b->len - start);
-    if (!nl)
-      break;
+    size_t left = b->len - start;
+    char *nl =
+        memchr(b->data + start, '\n', left < LINE_PIECE ? left : LINE_PIECE);
+    if (!nl) {
+      if (left < LINE_PIECE)
+        break;
+      if ((rc = ready_add(op, s, b->data + start, LINE_PIECE)))
+        return rc;
+      start += LINE_PIECE;
+      continue;
+    }
     size_t n = (size_t)(nl - (b->data + start));
     if ((rc = ready_add(op, s, b->data + start, n)))
       return rc;

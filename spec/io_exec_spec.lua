@@ -125,6 +125,28 @@ function TestExec:test_on_line_may_wait_and_lines_stay_in_order()
   end
 end
 
+-- A line longer than on_line's piece (512 KiB) comes in pieces, in order:
+-- whole, it filled the buffer with nothing for the run to take, reading
+-- stopped, and the program blocked writing while the run waited (a hang,
+-- found by the fuzzer: cat of a 2 MB file without a newline).  The
+-- timeout only turns such a hang into a failure.
+function TestExec:test_on_line_gets_a_very_long_line_in_pieces()
+  local pieces, total = {}, 0
+  local r = exec({ "/bin/sh", "-c", "head -c 1500000 /dev/zero; echo; echo end" }, {
+    timeout = h.LONG,
+    on_line = function(line, stream)
+      lu.assertEquals(stream, "stdout")
+      pieces[#pieces + 1] = #line
+      total = total + #line
+      if line == "end" then return end
+      lu.assertNil(line:find("[^%z]"), "a piece of the long line holds only its bytes")
+    end,
+  })
+  lu.assertEquals(r.code, 0)
+  lu.assertEquals(pieces, { 524288, 524288, 451424, 3 })
+  lu.assertEquals(total, 1500000 + 3)
+end
+
 function TestExec:test_an_error_in_on_line_stops_the_program()
   local pid
   local ok, err = pcall(exec, { "/bin/sh", "-c", "echo $$; exec sleep 30" }, {
