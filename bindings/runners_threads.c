@@ -143,6 +143,9 @@ typedef struct worker {
   wake wakeup;  /* on the worker's loop */
   lua_State *L; /* the worker thread's */
   int stopping;
+  /* Its stop, made with the thread: shutting down allocates nothing, so
+   * it cannot fail to stop a worker it then joins. */
+  struct msg *stop;
   /* Wake-ups wait for the end of a loop's turn, so that a turn that sends
    * many messages wakes the other side once. */
   int wake_due;       /* main thread: this worker's wake-up */
@@ -401,6 +404,8 @@ static void send_msg(worker *w, msg *m) {
 }
 
 static int start_worker(pool *p, worker *w) {
+  if (!w->stop && !(w->stop = msg_get(p, MSG_STOP, NULL, 0)))
+    return UV_ENOMEM;
   /* Only the preemption signal reaches a worker thread. */
   sigset_t all, old;
   sigfillset(&all);
@@ -410,9 +415,8 @@ static int start_worker(pool *p, worker *w) {
                               .stack_size = 8u << 20};
   int rc = uv_thread_create_ex(&w->thread, &opts, worker_main, w);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  (void)p;
   if (rc != 0)
-    return rc;
+    return rc; /* (the stop stays for the next try, or the pool's end) */
   w->started = 1;
   return 0;
 }
@@ -498,8 +502,10 @@ static void pool_handle_closed(pool *p) {
   if (--p->handles > 0)
     return;
   mflr_runner *r = p->r;
-  for (int i = 0; i < r->workers; i++)
+  for (int i = 0; i < r->workers; i++) {
     uv_mutex_destroy(&p->w[i].lock);
+    free_msgs(p->w[i].stop); /* (a worker that never started) */
+  }
   uv_mutex_destroy(&p->lock);
   free_msgs(p->spare);
   uv_mutex_destroy(&p->free_lock);
@@ -529,11 +535,10 @@ static void threads_shutdown(mflr_runner *r) {
   pool *p = r->impl;
   for (int i = 0; i < r->workers; i++) {
     worker *w = &p->w[i];
-    if (!w->started)
+    if (!w->started || !w->stop) /* (never started, or stopped before) */
       continue;
-    msg *m = msg_get(p, MSG_STOP, NULL, 0);
-    if (m)
-      send_stop(w, m);
+    send_stop(w, w->stop);
+    w->stop = NULL; /* (the worker gives it back to the pool) */
   }
   for (int i = 0; i < r->workers; i++) {
     worker *w = &p->w[i];
