@@ -130,7 +130,12 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
    * checkpointed while writing (wal_autocheckpoint) and read by the next
    * process as it is. */
   sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+  /* The three reads in one snapshot: one by one, they could straddle
+   * another process's migration of a new file (application_id read
+   * before it, the tables after) and call a moonflow store foreign. */
+  sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
   int version = schema_version(db, err, errlen);
+  sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
   if (version < 0)
     goto failed;
   if (writable) {
