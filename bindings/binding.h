@@ -180,12 +180,12 @@ enum { MFL_TASK_UV_FN = 1, MFL_TASK_UV_NAME, MFL_TASK_UV_OPTS, MFL_TASK_NUV };
  * mfl_state_get reads without a registry lookup. */
 MFL_INTERNAL void mfl_setfuncs(lua_State *L, const luaL_Reg *funcs);
 MFL_INTERNAL void mfl_pushcfunction(lua_State *L, lua_CFunction fn);
-/* Registers the metatable on top (popped) under key, marking it so that
- * mfl_is_kind can recognise it without a registry lookup. */
 /* getmetatable(v) gives the type's name (__metatable = __name): the
  * metatable on top cannot be read to forge an object, nor changed.  Every
  * moonflow metatable is protected so. */
 MFL_INTERNAL void mfl_protect_mt(lua_State *L);
+/* Registers the metatable on top (popped) under key, marking it so that
+ * mfl_is_kind can recognise it without a registry lookup. */
 MFL_INTERNAL void mfl_register_mt(lua_State *L, const char *key);
 /* Pushes the table of pinned Futures. */
 #define mfl_push_pins(L, S) lua_rawgeti((L), LUA_REGISTRYINDEX, (S)->pins_ref)

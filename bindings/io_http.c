@@ -421,11 +421,11 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
 static void check_url(lua_State *L, const char *url, char *where, size_t size) {
   CURLU *u = mfl_curl->url();
   char *scheme = NULL, *host = NULL, *port = NULL;
-  int ok =
-      u && mfl_curl->url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-      mfl_curl->url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-      mfl_curl->url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-      mfl_curl->url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
+  int ok = u && mfl_curl->url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+           mfl_curl->url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+           mfl_curl->url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+           mfl_curl->url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+               CURLUE_OK;
   int http = ok && (!strcmp(scheme, "http") || !strcmp(scheme, "https"));
   if (http)
     snprintf(where, size, "%s:%s", host, port);
@@ -531,7 +531,8 @@ static int configure(lua_State *L, http_op *op, const request *r) {
   mfl_curl->easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   mfl_curl->easy_setopt(e, CURLOPT_USERAGENT, "moonflow/" MF_VERSION);
   if (r->body) {
-    mfl_curl->easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    mfl_curl->easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                          (curl_off_t)r->body_len);
     if (mfl_curl->easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body) != CURLE_OK)
       return 0;
   }
@@ -554,16 +555,19 @@ static int configure(lua_State *L, http_op *op, const request *r) {
   }
   /* A body goes at once, without "Expect: 100-continue" and its wait. */
   if (op->req_headers) {
-    struct curl_slist *more = mfl_curl->slist_append(op->req_headers, "Expect:");
+    struct curl_slist *more =
+        mfl_curl->slist_append(op->req_headers, "Expect:");
     if (!more)
       return 0;
     op->req_headers = more;
   }
   mfl_curl->easy_setopt(e, CURLOPT_HTTPHEADER,
-                   op->req_headers ? op->req_headers : op->http->no_expect);
+                        op->req_headers ? op->req_headers
+                                        : op->http->no_expect);
   if (r->timeout >= 0)
-    mfl_curl->easy_setopt(e, CURLOPT_TIMEOUT_MS,
-                     (long)(r->timeout * 1000 > 1 ? r->timeout * 1000 : 1));
+    mfl_curl->easy_setopt(
+        e, CURLOPT_TIMEOUT_MS,
+        (long)(r->timeout * 1000 > 1 ? r->timeout * 1000 : 1));
   if (r->follow) {
     mfl_curl->easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
     mfl_curl->easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
@@ -592,7 +596,8 @@ static int start_request(lua_State *L, request *r, const char *what) {
   mfl_io_obj_ref(&h->obj);
   snprintf(op->where, sizeof op->where, "%s", where);
   CURLMcode rc = CURLM_OUT_OF_MEMORY;
-  op->easy = h->spare_count > 0 ? h->spare[--h->spare_count] : mfl_curl->easy_init();
+  op->easy =
+      h->spare_count > 0 ? h->spare[--h->spare_count] : mfl_curl->easy_init();
   if (op->easy && configure(L, op, r))
     rc = mfl_curl->multi_add_handle(h->multi, op->easy);
   if (rc != CURLM_OK) {

@@ -428,12 +428,11 @@ static int state_gc(lua_State *L) {
 static int open_embedded(lua_State *L) {
   const mf_embedded_module *m = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushfstring(L, MF_EMBEDDED_CHUNKNAME "%s", m->name);
-  int loaded = lua_toboolean(L, lua_upvalueindex(2))
-                   ? luaL_loadbufferx(L, (const char *)m->bytecode,
-                                      m->bytecode_size, lua_tostring(L, -1),
-                                      "b")
-                   : luaL_loadbufferx(L, m->source, m->size,
-                                      lua_tostring(L, -1), "t");
+  int loaded =
+      lua_toboolean(L, lua_upvalueindex(2))
+          ? luaL_loadbufferx(L, (const char *)m->bytecode, m->bytecode_size,
+                             lua_tostring(L, -1), "b")
+          : luaL_loadbufferx(L, m->source, m->size, lua_tostring(L, -1), "t");
   if (loaded != LUA_OK)
     return lua_error(L);
   lua_pushvalue(L, 1);
