@@ -144,10 +144,20 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
      * the writer appends to the same few pages (the tables' and indexes'
      * ends) batch after batch, and a bigger cache only kept pages already
      * written (16 MB held ~60 bytes per recorded run until it was full). */
-    if (sqlite3_exec(db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                     " PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=4000",
-                     NULL, NULL, NULL) != SQLITE_OK) {
+    /* A new file is switched to WAL by the first process to open it; the
+     * switch needs the file alone, and SQLite answers busy at once (its
+     * busy handler would deadlock) while another process opening it at
+     * the same moment reads it: tried again, for up to the busy timeout
+     * (the pragmas can be run again). */
+    int rc, tries = 0;
+    while ((rc = sqlite3_exec(
+                db,
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                " PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=4000",
+                NULL, NULL, NULL)) == SQLITE_BUSY &&
+           tries++ < 2000)
+      sqlite3_sleep(5);
+    if (rc != SQLITE_OK) {
       fail(db, err, errlen, "cannot set up the store");
       goto failed;
     }
