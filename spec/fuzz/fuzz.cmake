@@ -20,11 +20,11 @@ if(MF_SANITIZE)
 endif()
 add_test(NAME fuzz.lua
          COMMAND sh ${MF_FUZZ_DRIVER} --seconds 12 --batch 6 --abandon-every 2
-                 --seed 20261201 -- ${LUA_INTERPRETER} spec/fuzz/api_fuzz.lua
+                 --seed 20261201 -- ${LUA_INTERPRETER} spec/fuzz/api_fuzz.lua --trace
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 add_test(NAME fuzz.moonflow
          COMMAND sh ${MF_FUZZ_DRIVER} --seconds 12 --batch 6 --abandon-every 2
-                 --seed 20261202 -- $<TARGET_FILE:moonflow> spec/fuzz/api_fuzz.lua
+                 --seed 20261202 -- $<TARGET_FILE:moonflow> spec/fuzz/api_fuzz.lua --trace
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(fuzz.lua PROPERTIES ENVIRONMENT "${MF_FUZZ_LUA_ENV}"
                      TIMEOUT 900)

@@ -48,11 +48,32 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/run_fuzz.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM # (the EXIT trap cleans up; a trap alone goes on)
-out=$tmp/out err=$tmp/err
+out=$tmp/out err=$tmp/err hung=$tmp/hung
 # where the fuzzer's file actions go (removed with $tmp, also after a
 # batch that ended in the middle)
 FUZZ_TMPDIR=$tmp
 export FUZZ_TMPDIR
+
+# The processes under $1 (the fuzzer under `timeout`, its children): each
+# thread's state and kernel wait, and the fuzzer's stacks when gdb is here.
+children() { cat /proc/"$1"/task/*/children 2>/dev/null; }
+describe_tree() {
+  for p in $(children "$1"); do
+    echo "process $p: $(tr '\0' ' ' </proc/"$p"/cmdline | cut -c1-120)"
+    for t in /proc/"$p"/task/*; do
+      echo "  thread ${t##*/} $(cat "$t"/comm) $(cut -d')' -f2 "$t"/stat | cut -d' ' -f2)" \
+        "wchan=$(cat "$t"/wchan 2>/dev/null) syscall=$(cut -d' ' -f1 "$t"/syscall 2>/dev/null)"
+    done
+    for c in $(children "$p"); do
+      echo "  child $c: $(tr '\0' ' ' </proc/"$c"/cmdline | cut -c1-120)" \
+        "$(cut -d')' -f2 /proc/"$c"/stat | cut -d' ' -f2) wchan=$(cat /proc/"$c"/wchan 2>/dev/null)"
+    done
+    if command -v gdb >/dev/null 2>&1; then
+      gdb -p "$p" -batch -nx -ex "thread apply all bt 30" 2>/dev/null |
+        grep -E "^(Thread|#)" | head -200
+    fi
+  done
+}
 
 start=$(date +%s)
 batches=0 failures=0 calls=0 cases=0
@@ -67,14 +88,28 @@ while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
     abandon=$(echo $modes | cut -d' ' -f$n)
   fi
   # (the mode is one word: the unquoted expansion gives two arguments)
+  rm -f "$hung"
   if [ -n "${FUZZ_LD_PRELOAD:-}" ]; then
     timeout -k 10 $((batch + hang)) env LD_PRELOAD="$FUZZ_LD_PRELOAD" "$@" \
-      --seed "$seed" --seconds "$batch" ${abandon:+--abandon $abandon} >"$out" 2>"$err"
+      --seed "$seed" --seconds "$batch" ${abandon:+--abandon $abandon} >"$out" 2>"$err" &
   else
     timeout -k 10 $((batch + hang)) "$@" \
-      --seed "$seed" --seconds "$batch" ${abandon:+--abandon $abandon} >"$out" 2>"$err"
+      --seed "$seed" --seconds "$batch" ${abandon:+--abandon $abandon} >"$out" 2>"$err" &
   fi
+  timeout_pid=$!
+  # A batch about to be called hung is looked at first: where its threads
+  # wait.  (Its own files: a process left holding ctest's output would be
+  # waited for.)
+  (
+    sleep $((batch + hang - 3)) & sleeper=$!
+    trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+    wait $sleeper && describe_tree "$timeout_pid" >"$hung" 2>&1
+  ) </dev/null >/dev/null 2>&1 &
+  watcher=$!
+  wait $timeout_pid
   rc=$?
+  kill $watcher 2>/dev/null
+  wait $watcher 2>/dev/null
 
   problem=""
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
@@ -117,6 +152,10 @@ while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
     echo "  replay: $* --seed $seed --cases $replay_cases --keep-going${abandon:+ --abandon $abandon}"
     echo "  alone:  $* --seed $seed --case ${last_case:-1}"
     grep -E "^(VIOLATION|FUZZ-FAIL)" "$out" | head -10 | sed 's/^/  /'
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+      echo "  its output ended with:"; tail -n 4 "$out" | sed 's/^/    /'
+      [ ! -s "$hung" ] || sed 's/^/  /' "$hung"
+    fi
     grep -E -A12 "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$err" | head -30 | sed 's/^/  /'
     if [ -n "$logs" ]; then
       cp "$out" "$logs/seed$seed.out"; cp "$err" "$logs/seed$seed.err"
