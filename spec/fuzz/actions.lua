@@ -1032,7 +1032,8 @@ def("oracle", "echo", 6, function(rng, case, where)
   if not ok2 then
     if res.class ~= "UsageError" and res.class ~= "Cancelled" and res.class ~= "TimedOut"
         and res.class ~= "own" and res.class ~= "Deadlock"
-        and not (special and res.class == "UpstreamFailed") then
+        and not (special and res.class == "UpstreamFailed")
+        and not (res.class == "Crashed" and check.maybe_copied(mark)) then -- (see raiser)
       check.violation("echo", "result() raised %s", check.repr(res[1]))
     end
     return
@@ -1075,6 +1076,12 @@ def("oracle", "raiser", 5, function(rng, case, where)
   if res.class == "UsageError" or res.class == "Cancelled" or res.class == "TimedOut"
       or res.class == "Deadlock" then
     return -- in a callback, or the caller was stopped
+  end
+  if res.class == "Crashed" and check.maybe_copied(mark) then
+    -- started on the default runner a run had made a pool, whose worker
+    -- could not start or died (seed 1796199055 case 96: lua5.4 finds no
+    -- moonflow program for the processes runner)
+    return
   end
   local function as_raised(v)
     return same(v, e) or (check.maybe_copied(mark) and copy_of(v, e))
