@@ -21,7 +21,9 @@
 #   --keep-going     go on after a failing batch (for long runs)
 #   --logs DIR       keep each failing batch's stdout and stderr there
 # Environment: FUZZ_LD_PRELOAD is given to the fuzzer as LD_PRELOAD (the
-# sanitizer runtime for stock lua5.4), and to nothing else.
+# sanitizer runtime for stock lua5.4), and to nothing else.  MOONFLOW_HOME
+# is set to the driver's temporary directory: the program's store of
+# fuzzed runs lasts one driver run.
 # Exit status: 0 when every batch passed, 1 otherwise.
 set -u
 
@@ -53,6 +55,10 @@ out=$tmp/out err=$tmp/err hung=$tmp/hung
 # batch that ended in the middle)
 FUZZ_TMPDIR=$tmp
 export FUZZ_TMPDIR
+# The program records its runs by default: into this driver's own store,
+# never the user's (~/.moonflow grew by gigabytes of fuzzed runs)
+MOONFLOW_HOME=$tmp/home
+export MOONFLOW_HOME
 
 # The processes under $1 (the fuzzer under `timeout`, its children): each
 # thread's state and kernel wait, and the fuzzer's stacks when gdb is here.
