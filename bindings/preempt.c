@@ -63,6 +63,7 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static mfl_watch *watches;
 static int watchdog_started;
 static atomic_int watchdog_idle;
+static uint64_t idle_pause_ns; /* before going idle: tests only */
 static struct sigaction previous_action;
 
 static uint64_t now_ns(void) {
@@ -107,7 +108,23 @@ static void *watchdog(void *unused) {
   for (;;) {
     uint64_t shortest = (uint64_t)(MFL_DEFAULT_SLICE * 1e9);
     if (!look(now_ns(), &shortest)) {
+      if (idle_pause_ns) { /* (MOONFLOW_TEST_WATCHDOG_PAUSE: start_watchdog) */
+        pthread_mutex_unlock(&lock);
+        struct timespec ts = {(time_t)(idle_pause_ns / 1000000000u),
+                              (long)(idle_pause_ns % 1000000000u)};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&lock);
+      }
+      /* Idle first, then one more look: a step that began after the look
+       * above read idle 0 and did not wake us, so it must be seen now; else
+       * a run computing forever was never stopped (control_spec; likely
+       * the API fuzzer's rare hangs).  Both sides order a write before a
+       * read with seq_cst (mfl_step_began): one of them sees the other. */
       atomic_store(&watchdog_idle, 1);
+      if (look(now_ns(), &shortest)) {
+        atomic_store(&watchdog_idle, 0);
+        continue;
+      }
       pthread_cond_wait(&wake, &lock); /* until a step begins */
       atomic_store(&watchdog_idle, 0);
       continue;
@@ -155,6 +172,12 @@ static int start_watchdog(void) {
   if (installed)
     return create_thread(); /* after a fork */
   pin_library();
+  /* MOONFLOW_TEST_WATCHDOG_PAUSE=ms: the watchdog pauses this long between
+   * finding no step and going idle, so that a test can begin a step in
+   * that window (control_spec's test of the lost wake-up). */
+  const char *pause = getenv("MOONFLOW_TEST_WATCHDOG_PAUSE");
+  if (pause && atoi(pause) > 0)
+    idle_pause_ns = (uint64_t)atoi(pause) * 1000000u;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = on_signal;
@@ -255,9 +278,11 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
     pthread_mutex_unlock(&lock);
   }
   atomic_store_explicit(&w->thread, pthread_self(), memory_order_relaxed);
-  atomic_fetch_add_explicit(&w->steps, 1, memory_order_relaxed);
+  /* seq_cst, as the watchdog's going idle (watchdog): the count written
+   * before idle is read (on x86 as cheap as relaxed: a locked add). */
+  atomic_fetch_add_explicit(&w->steps, 1, memory_order_seq_cst);
   atomic_store_explicit(&w->in_step, 1, memory_order_release);
-  if (atomic_load_explicit(&watchdog_idle, memory_order_relaxed)) {
+  if (atomic_load_explicit(&watchdog_idle, memory_order_seq_cst)) {
     pthread_mutex_lock(&lock); /* once per busy period, not per step */
     pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);

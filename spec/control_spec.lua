@@ -80,14 +80,16 @@ local counter = 0
 
 -- Runs `code` as a script (named control_script.lua) with the program;
 -- level: MOONFLOW_LOG_LEVEL, or nil to leave it unset; limit: seconds
--- before it is killed (3 x PATIENCE: a backstop).  Returns
+-- before it is killed (3 x PATIENCE: a backstop); more_env: more
+-- "NAME=value " assignments for the program.  Returns
 -- { code, out, err }.
-local function run_script(code, level, limit)
+local function run_script(code, level, limit, more_env)
   counter = counter + 1
   local base = string.format("%s/%d-", DIR, counter)
   local path = base .. "control_script.lua"
   write_file(path, code)
   local env = level and ("MOONFLOW_LOG_LEVEL=" .. level .. " ") or "unset MOONFLOW_LOG_LEVEL; "
+  env = env .. (more_env or "")
   local cmd = PRELUDE .. env .. "timeout -k 2 " .. (limit or 3 * h.PATIENCE) .. " " .. shell_quote(PROG) .. " "
     .. shell_quote(path) .. " >" .. shell_quote(base .. "out") .. " 2>"
     .. shell_quote(base .. "err") .. " </dev/null"
@@ -753,6 +755,28 @@ function TestTimeouts:test_flow_that_never_yields_is_stopped()
   local st = f:run()
   lu.assertEquals(st.type, "FAILED")
   lu.assertEquals(st.name, "TimedOut")
+end
+
+-- The watchdog that stops computing runs sleeps while no run steps.  A run
+-- that began to compute just as it was going to sleep (after its last look,
+-- before it said it was idle) did not wake it, and was never stopped: the
+-- process spun forever (the API fuzzer's rare hangs).  The test widens that
+-- window (MOONFLOW_TEST_WATCHDOG_PAUSE: the watchdog pauses 300 ms there),
+-- and begins each computing run in it, right after a sleep of 10 ms.
+function TestTimeouts:test_run_that_computes_as_the_watchdog_goes_idle_is_stopped()
+  local r = run_script([[
+local mf = require "moonflow"
+local spin = mf.task({ timeout = 0.05 }, function() while true do end end)
+for i = 1, 4 do
+  mf.sleep(0.01) -- no step for 10 ms: the watchdog finds none, and pauses
+  local f = spin:submit() -- computes from inside the pause
+  local ok, err = pcall(f.result, f)
+  print(i, ok, type(err) == "table" and err.kind or tostring(err))
+end
+]], nil, nil, "MOONFLOW_TEST_WATCHDOG_PAUSE=300 ")
+  lu.assertEquals(r.code, 0, describe(r))
+  lu.assertEquals(r.out, "1\tfalse\tTimedOut\n2\tfalse\tTimedOut\n"
+    .. "3\tfalse\tTimedOut\n4\tfalse\tTimedOut\n", describe(r))
 end
 
 function TestTimeouts:test_flow_within_timeout_completes()
