@@ -433,11 +433,13 @@ MFL_INTERNAL void mfl_open_group(lua_State *L);
  * the run at from_box raised; how: "result", "unhandled", "returned". */
 MFL_INTERNAL void mfl_note_reraise(lua_State *L, mfl_state *S, int err,
                                    int from_box, const char *how);
-/* The run at box fails with the error at err: its failure info (a table
- * at info) gets what reports need, and the link to the run the error came
- * from when the run passed it on; the run's notes are forgotten.
- * mfl_forget_reraises forgets them (an attempt that completed). */
-MFL_INTERNAL void mfl_link_origin(lua_State *L, int box, int err, int info);
+/* The run (its Future at box) fails with the error at err: its failure
+ * info (a table at info) gets what reports need, and the link to the run
+ * the error came from when the run passed it on; the run's notes are
+ * forgotten.  mfl_forget_reraises forgets them (an attempt that
+ * completed).  Raises nothing but memory errors: the scheduler calls it. */
+MFL_INTERNAL void mfl_link_origin(lua_State *L, mf_run *run, int box, int err,
+                                  int info);
 MFL_INTERNAL void mfl_forget_reraises(lua_State *L, mfl_run *lr, int box);
 /* mfl_describe, but a table without __tostring is shown readably. */
 MFL_INTERNAL const char *mfl_describe_error(lua_State *L, int idx);

@@ -155,8 +155,9 @@ void mfl_note_reraise(lua_State *L, mfl_state *S, int err, int from_box,
 
 /* Sets info.from and info.how when the run at box passed on the error at
  * err; forgets the run's notes. */
-static void take_reraise(lua_State *L, int box, int err, int info) {
-  mfl_run *lr = mf_run_body(mfl_check_future(L, box)->run);
+static void take_reraise(lua_State *L, mf_run *run, int box, int err,
+                         int info) {
+  mfl_run *lr = mf_run_body(run);
   if (!lr->noted)
     return;
   lr->noted = 0;
@@ -203,11 +204,10 @@ static const char *kind_name(const mfl_run *lr) {
   }
 }
 
-void mfl_link_origin(lua_State *L, int box, int err, int info) {
+void mfl_link_origin(lua_State *L, mf_run *run, int box, int err, int info) {
   box = lua_absindex(L, box);
   err = lua_absindex(L, err);
   info = lua_absindex(L, info);
-  mf_run *run = mfl_check_future(L, box)->run;
   mfl_run *lr = mf_run_body(run);
   mfl_run_name(L, run);
   lua_setfield(L, info, "name");
@@ -217,7 +217,7 @@ void mfl_link_origin(lua_State *L, int box, int err, int info) {
   lua_setfield(L, info, "internal");
   lua_pushinteger(L, mf_run_attempt(run));
   lua_setfield(L, info, "attempts");
-  take_reraise(L, box, err, info);
+  take_reraise(L, run, box, err, info);
   push_weak(L, &failed_key, "v");
   lua_pushvalue(L, box);
   lua_rawsetp(L, -2, run);

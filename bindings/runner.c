@@ -169,7 +169,9 @@ static void store_error(lua_State *L, mfl_run *lr, int box, lua_State *co) {
     lua_pop(L, 1); /* the description */
   }
   lua_pop(L, 1);
-  mfl_link_origin(L, box, err, info);
+  mfl_future *f = mfl_future_box(L, box);
+  if (f && f->run) /* (a Future finalized as the state closes links none) */
+    mfl_link_origin(L, f->run, box, err, info);
   lua_settop(L, info);
   if (lr->S->store) { /* the store records the error with the run */
     lua_getfield(L, -1, "traceback");
@@ -586,6 +588,20 @@ static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
   end_step(L, run, lr, lua_gettop(L), co, status, nres);
 }
 
+/* Pushes the run's Future, when it still stands for the run: lua_close
+ * finalizes every Future, pinned ones too, and a finalizer after it may
+ * still drive the loop (a wait), where such a run must not run Lua (its
+ * Future's checks would raise, out of the scheduler).  Else pushes
+ * nothing and returns 0. */
+static int push_live_future(lua_State *L, mf_run *run) {
+  mfl_push_future_of(L, run);
+  mfl_future *f = mfl_future_box(L, -1);
+  if (f && f->run == run)
+    return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
 static void op_step(mf_run *run, mf_step_reason reason) {
   mfl_run *lr = mf_run_body(run);
   mfl_state *S = lr->S;
@@ -596,7 +612,10 @@ static void op_step(mf_run *run, mf_step_reason reason) {
     lua_settop(L, top);
     return;
   }
-  mfl_push_future_of(L, run);
+  if (!push_live_future(L, run)) { /* the Lua state is closing */
+    mf_run_finish(run, MF_CANCELLED, MF_NAME_CANCELLED);
+    return;
+  }
   int box = lua_gettop(L);
   int nargs = 0;
   if (reason != MF_STEP_RESUME &&
@@ -636,7 +655,8 @@ static void op_abandon(mf_run *run) {
   lua_State *L = S->L;
   int top = lua_gettop(L);
   lua_checkstack(L, 8);
-  mfl_push_future_of(L, run);
+  if (!push_live_future(L, run))
+    return; /* (its coroutine goes with the state) */
   int box = lua_gettop(L);
   if (!mf_run_is_final(run) && !mf_run_hook_point(run) &&
       mf_run_error_code(run) == MF_ETIMEDOUT) {
@@ -682,7 +702,8 @@ static int op_retry(mf_run *run) {
     return 0;
   lua_State *L = S->L;
   int top = lua_gettop(L);
-  mfl_push_future_of(L, run);
+  if (!push_live_future(L, run))
+    return 0; /* the Lua state is closing */
   int box = lua_gettop(L);
   int again = 1;
   lua_getiuservalue(L, box, MFL_UV_TASK);

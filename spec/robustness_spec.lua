@@ -592,6 +592,29 @@ print("main done")
   end)
 end
 
+-- lua_close finalizes every Future, those of runs still going too, and a
+-- finalizer after them may still turn the loop (a wait).  A run whose
+-- Future went came up there: its Future's checks raised out of the
+-- scheduler, through the wait (the sleep below failed with "this Future
+-- was collected", and left its waiter on a stack that was gone: the
+-- fuzzer's crash, seed 1796200186 case 141).  Such a run ends Cancelled.
+function TestFuzzerFinds:test_a_finalizer_at_close_may_wait_while_runs_are_due()
+  both([[
+local mf = require "moonflow"
+keep = setmetatable({}, { __gc = function()
+  print("at close", pcall(mf.sleep, 0.02))
+  io.stdout:flush()
+end })
+local up = mf.task(function() mf.sleep(0.005) return 2 end):submit()
+down = mf.task(function(x) return x end):submit(up)
+print("main done")
+]], function(r, runner)
+    lu.assertEquals(r.out, "main done\nat close\ttrue\n", runner .. ": " .. describe(r))
+    lu.assertNil(r.err:find("Sanitizer"), runner .. ": " .. describe(r))
+    lu.assertEquals(r.code, 0, runner .. ": " .. describe(r))
+  end)
+end
+
 function TestFuzzerFinds:test_a_future_key_that_gives_nan_or_nil_is_left_out()
   -- A Future used as a table key is replaced by its result; NaN and nil
   -- cannot be keys, so those pairs are left out of the copy (the run
