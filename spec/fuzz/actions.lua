@@ -463,6 +463,28 @@ end)
 -- {====== Tasks and flows ======
 
 -- Defines a task or flow from generated options; checks the verdict.
+-- Whether v is a runner whose runs are copies, in workers.
+local function is_pool(v)
+  local s = type(v) == "userdata" and tostring(v) or ""
+  return s:find("^<Runner threads") ~= nil or s:find("^<Runner processes") ~= nil
+end
+
+-- A flow of the case runs its tasks on a pool (the option task_runner):
+-- inside a run or flow, an oracle's run may have been copied to a worker,
+-- or have crashed there (lua5.4 finds no moonflow program for the
+-- processes runner; seed 1796200188 case 37).
+local function note_pool_flow(case, opts)
+  if type(opts) == "table" and is_pool(rawget(opts, "task_runner")) then
+    case.pool_flow = true
+  end
+end
+
+-- Whether an oracle's run, submitted at mark from where, may have run in
+-- a worker: copied values, or Crashed when no worker could start.
+local function maybe_in_worker(case, mark, where)
+  return check.maybe_copied(mark) or (case.pool_flow == true and where ~= "main")
+end
+
 local function define(rng, case, what)
   local opts, verdict, why = O.make(rng, case, what, hazard)
   local fn = rng:chance(0.9) and make_body(rng, case, what == "flow" and "flow" or "run")
@@ -492,6 +514,7 @@ local function define(rng, case, what)
     end
     if #case.tasks < 60 then case.tasks[#case.tasks + 1] = r[1] end
     case.task_opts[r[1]] = opts
+    if what == "flow" then note_pool_flow(case, opts) end
   elseif verdict == "valid" and r.class == "UsageError" then
     check.violation(label, "refused valid options: %s", check.repr(r[1]))
   elseif verdict == "invalid" and r.class ~= "UsageError" and r.class ~= "own"
@@ -560,6 +583,7 @@ def("task", "Task:with", 5, function(rng, case, where)
         is_flow and "flow" or "task", why)
     end
     if #case.tasks < 60 then case.tasks[#case.tasks + 1] = r[1] end
+    if is_flow then note_pool_flow(case, opts) end
   elseif verdict == "valid" and r.class == "UsageError" then
     check.violation("Task:with", "refused valid options: %s", check.repr(r[1]))
   end
@@ -1033,7 +1057,7 @@ def("oracle", "echo", 6, function(rng, case, where)
     if res.class ~= "UsageError" and res.class ~= "Cancelled" and res.class ~= "TimedOut"
         and res.class ~= "own" and res.class ~= "Deadlock"
         and not (special and res.class == "UpstreamFailed")
-        and not (res.class == "Crashed" and check.maybe_copied(mark)) then -- (see raiser)
+        and not (res.class == "Crashed" and maybe_in_worker(case, mark, where)) then
       check.violation("echo", "result() raised %s", check.repr(res[1]))
     end
     return
@@ -1042,7 +1066,7 @@ def("oracle", "echo", 6, function(rng, case, where)
   if res.n ~= args.n then
     return check.violation("echo", "%d arguments, %d results", args.n, res.n)
   end
-  local copied = check.maybe_copied(mark)
+  local copied = maybe_in_worker(case, mark, where)
   for i = 1, args.n do
     if not same(res[i], args[i]) and not (copied and copy_of(res[i], args[i])) then
       return check.violation("echo", "result %d is %s, argument was %s", i,
@@ -1077,14 +1101,16 @@ def("oracle", "raiser", 5, function(rng, case, where)
       or res.class == "Deadlock" then
     return -- in a callback, or the caller was stopped
   end
-  if res.class == "Crashed" and check.maybe_copied(mark) then
-    -- started on the default runner a run had made a pool, whose worker
-    -- could not start or died (seed 1796199055 case 96: lua5.4 finds no
-    -- moonflow program for the processes runner)
+  local in_worker = maybe_in_worker(case, mark, where)
+  if res.class == "Crashed" and in_worker then
+    -- started on a pool (the default runner a run had made one, or a
+    -- flow's task_runner) whose worker could not start or died (seed
+    -- 1796199055 case 96: lua5.4 finds no moonflow program for the
+    -- processes runner)
     return
   end
   local function as_raised(v)
-    return same(v, e) or (check.maybe_copied(mark) and copy_of(v, e))
+    return same(v, e) or (in_worker and copy_of(v, e))
   end
   if not as_raised(res[1]) then
     check.violation("raiser", "result() raised %s, the run raised %s",
