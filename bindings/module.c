@@ -346,7 +346,12 @@ static void report_unhandled(mf_run *run, void *data) {
   /* lua_close finalizes the Futures before this state: the run itself is
    * still held (as an unhandled failure), so its Future stands for it
    * again while the report is written. */
-  mfl_future *f = lua_touserdata(L, -1);
+  mfl_future *f = mfl_future_box(L, -1);
+  if (!f) { /* a map's run whose list went first: no Future, no error */
+    fprintf(stderr, "moonflow: run %s failed and nothing handled it\n", name);
+    lua_pop(L, 1);
+    return;
+  }
   mf_run *was = f->run;
   f->run = run;
   mfl_push_failure_report(L, -1);

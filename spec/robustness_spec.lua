@@ -597,7 +597,9 @@ end
 -- Future went came up there: its Future's checks raised out of the
 -- scheduler, through the wait (the sleep below failed with "this Future
 -- was collected", and left its waiter on a stack that was gone: the
--- fuzzer's crash, seed 1796200186 case 141).  Such a run ends Cancelled.
+-- fuzzer's crash, seed 1796200186 case 141).  Such a run ends Cancelled;
+-- the runs of a map whose list went first failed ("a Future expected,
+-- got nil"), then crashed the report of their failure (UpstreamFailed).
 function TestFuzzerFinds:test_a_finalizer_at_close_may_wait_while_runs_are_due()
   both([[
 local mf = require "moonflow"
@@ -607,6 +609,7 @@ keep = setmetatable({}, { __gc = function()
 end })
 local up = mf.task(function() mf.sleep(0.005) return 2 end):submit()
 down = mf.task(function(x) return x end):submit(up)
+list = mf.task(function(x) return x end):map({ up, 1 })
 print("main done")
 ]], function(r, runner)
     lu.assertEquals(r.out, "main done\nat close\ttrue\n", runner .. ": " .. describe(r))
