@@ -589,9 +589,24 @@ static int list_index(lua_State *L) {
   return 1;
 }
 
-static int list_len(lua_State *L) {
+/* The length of a lazy list: its group's.  A value put there raw
+ * (rawset) is the user's, as in any table: the list is made plain first,
+ * so that # says what list:result() and ipairs see. */
+static lua_Integer lazy_length(lua_State *L) {
   mfl_group *g = push_list_group(L, 1);
-  lua_pushinteger(L, g ? g->n : (lua_Integer)lua_rawlen(L, 1));
+  if (!g)
+    return (lua_Integer)lua_rawlen(L, 1);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  if (!lua_next(L, 1))
+    return g->n;
+  lua_pop(L, 2);
+  mfl_list_expand(L, 1);
+  return (lua_Integer)lua_rawlen(L, 1);
+}
+
+static int list_len(lua_State *L) {
+  lua_pushinteger(L, lazy_length(L));
   return 1;
 }
 
@@ -612,9 +627,7 @@ static int list_pairs(lua_State *L) {
 }
 
 static int list_tostring(lua_State *L) {
-  mfl_group *g = push_list_group(L, 1);
-  lua_pushfstring(L, "<FutureList of %I>",
-                  g ? g->n : (lua_Integer)lua_rawlen(L, 1));
+  lua_pushfstring(L, "<FutureList of %I>", lazy_length(L));
   return 1;
 }
 

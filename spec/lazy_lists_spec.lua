@@ -82,6 +82,25 @@ function TestLazyLists:test_raw_reads_see_what_was_written()
   lu.assertEquals(list:result(), { 2, 4, 6, n = 3 })
 end
 
+-- A value put there with rawset is the user's, as in any table: #list,
+-- ipairs and list:result() all count it (#list said the map's length, and
+-- list:result() the longer one: the API fuzzer, seed 1796500032 case 91).
+function TestLazyLists:test_a_raw_write_counts_as_any_write()
+  local list = double:map({ 1, 2 })
+  local extra = double:submit(10)
+  rawset(list, 3, extra)
+  lu.assertEquals(#list, 3)
+  lu.assertEquals(tostring(list), "<FutureList of 3>")
+  local seen = 0
+  for _ in ipairs(list) do seen = seen + 1 end
+  lu.assertEquals(seen, 3)
+  lu.assertEquals(list:result(), { 2, 4, 20, n = 3 })
+  local empty = double:map({})
+  rawset(empty, 1, extra)
+  lu.assertEquals(#empty, 1)
+  lu.assertEquals(empty:result(), { 20, n = 1 })
+end
+
 function TestLazyLists:test_a_list_changed_while_waited_gives_what_it_held()
   local list = napper:map({ 1, 2, 3 })
   list[1]:add_done_callback(function()
