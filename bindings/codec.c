@@ -219,13 +219,17 @@ static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   if (lua_istable(L, 2) && lua_getfield(L, 2, "name") != LUA_TNIL)
     name = luaL_checkstring(L, -1); /* kept on the stack */
-  /* a userdata owns the bytes, so an error cannot leak them */
+  /* A userdata owns the bytes, so that a memory error cannot leak them;
+   * they are freed before an error is raised, as a userdata made while
+   * the state closes (in a finalizer) gets no finalizer of its own. */
   mfl_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_buffer_mt);
   lua_setmetatable(L, -2);
-  if (mfl_encode(L, 1, b, flags, name) != MFL_CODEC_OK)
+  if (mfl_encode(L, 1, b, flags, name) != MFL_CODEC_OK) {
+    mfl_buffer_free(b);
     return lua_error(L);
+  }
   lua_pushlstring(L, b->data, b->len);
   mfl_buffer_free(b);
   return 1;

@@ -238,12 +238,17 @@ static int l_pack(lua_State *L) {
   memset(b, 0, sizeof *b);
   luaL_setmetatable(L, "moonflow.Buffer");
   mflr_session_reset(L);
-  if (mflr_parts_begin(b) != 0)
+  /* The bytes are freed before an error is raised: a userdata made while
+   * the state closes (in a finalizer) gets no finalizer of its own. */
+  if (mflr_parts_begin(b) != 0) {
+    mfl_buffer_free(b);
     return luaL_error(L, "not enough memory");
-  if (mflr_put_value(L, 1, b, name) != MFL_CODEC_OK)
+  }
+  if (mflr_put_value(L, 1, b, name) != MFL_CODEC_OK ||
+      mflr_put_tasks(L, b) != 0) {
+    mfl_buffer_free(b);
     return lua_error(L);
-  if (mflr_put_tasks(L, b) != 0)
-    return lua_error(L);
+  }
   lua_pushlstring(L, b->data, b->len);
   mfl_buffer_free(b);
   return 1;
