@@ -560,6 +560,16 @@ function TestFuzzerFinds:test_gc_by_hand_of_a_live_future_leaves_its_run_alone()
   lu.assertEquals(fut:result(), 42)
 end
 
+-- For both(): the script printed out, exited 0, and no sanitizer spoke
+-- (under the sanitizers a leak fails the exit).
+local function exits_clean_with(out)
+  return function(r, runner)
+    lu.assertEquals(r.out, out, runner .. ": " .. describe(r))
+    lu.assertNil(r.err:find("Sanitizer"), runner .. ": " .. describe(r))
+    lu.assertEquals(r.code, 0, runner .. ": " .. describe(r))
+  end
+end
+
 -- lua_close runs the pending finalizers, and one may still use moonflow;
 -- what it makes then gets no finalizer of its own (Lua gives none while
 -- the state closes).  Its runs, lists and connections work, and are
@@ -585,11 +595,7 @@ keep = setmetatable({}, { __gc = function()
   io.stdout:flush()
 end })
 print("main done")
-]], function(r, runner)
-    lu.assertEquals(r.out, "main done\nat close\t42\t2,4,6\t2\thi!\n", runner .. ": " .. describe(r))
-    lu.assertNil(r.err:find("Sanitizer"), runner .. ": " .. describe(r))
-    lu.assertEquals(r.code, 0, runner .. ": " .. describe(r))
-  end)
+]], exits_clean_with("main done\nat close\t42\t2,4,6\t2\thi!\n"))
 end
 
 -- lua_close finalizes every Future, those of runs still going too, and a
@@ -611,11 +617,7 @@ local up = mf.task(function() mf.sleep(0.005) return 2 end):submit()
 down = mf.task(function(x) return x end):submit(up)
 list = mf.task(function(x) return x end):map({ up, 1 })
 print("main done")
-]], function(r, runner)
-    lu.assertEquals(r.out, "main done\nat close\ttrue\n", runner .. ": " .. describe(r))
-    lu.assertNil(r.err:find("Sanitizer"), runner .. ": " .. describe(r))
-    lu.assertEquals(r.code, 0, runner .. ": " .. describe(r))
-  end)
+]], exits_clean_with("main done\nat close\ttrue\n"))
 end
 
 -- A runner made at close whose setup cannot be copied: the bytes encoded
@@ -632,11 +634,7 @@ keep = setmetatable({}, { __gc = function()
   io.stdout:flush()
 end })
 print("main done")
-]], function(r, runner)
-    lu.assertEquals(r.out, "main done\nat close\tfalse\n", runner .. ": " .. describe(r))
-    lu.assertNil(r.err:find("Sanitizer"), runner .. ": " .. describe(r))
-    lu.assertEquals(r.code, 0, runner .. ": " .. describe(r))
-  end)
+]], exits_clean_with("main done\nat close\tfalse\n"))
 end
 
 function TestFuzzerFinds:test_a_future_key_that_gives_nan_or_nil_is_left_out()
