@@ -197,6 +197,14 @@ static int buffer_gc(lua_State *L) {
   return 0;
 }
 
+mfl_buffer *mfl_push_buffer(lua_State *L) {
+  mfl_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_buffer_mt);
+  lua_setmetatable(L, -2);
+  return b;
+}
+
 static unsigned opt_flags(lua_State *L, int idx) {
   unsigned flags = 0;
   if (lua_isnoneornil(L, idx))
@@ -219,13 +227,7 @@ static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   if (lua_istable(L, 2) && lua_getfield(L, 2, "name") != LUA_TNIL)
     name = luaL_checkstring(L, -1); /* kept on the stack */
-  /* A userdata owns the bytes, so that a memory error cannot leak them;
-   * they are freed before an error is raised, as a userdata made while
-   * the state closes (in a finalizer) gets no finalizer of its own. */
-  mfl_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_buffer_mt);
-  lua_setmetatable(L, -2);
+  mfl_buffer *b = mfl_push_buffer(L);
   if (mfl_encode(L, 1, b, flags, name) != MFL_CODEC_OK) {
     mfl_buffer_free(b);
     return lua_error(L);
@@ -258,9 +260,13 @@ static int l_codec_register(lua_State *L) {
 
 void mfl_open_codec(lua_State *L) {
   /* core -> core */
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 3); /* the buffers' (mfl_push_buffer) */
   lua_pushcfunction(L, buffer_gc);
   lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "moonflow.Buffer");
+  lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "moonflow.Buffer"); /* (protected, as mfl_protect_mt) */
+  lua_setfield(L, -2, "__metatable");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &key_buffer_mt);
   /* moonflow's errors travel with their metatable (mfl_open_errors first) */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_error_mt) == LUA_TTABLE)

@@ -92,6 +92,12 @@ int mfl_buffer_reserve(mfl_buffer *b, size_t extra);
 
 /* Frees the bytes; the buffer is empty again. */
 void mfl_buffer_free(mfl_buffer *b);
+/* Pushes a userdata holding an empty buffer, whose bytes are freed when
+ * the userdata is collected: a memory error while it fills cannot leak
+ * them.  Free them before raising any other error (mfl_buffer_free): a
+ * userdata made while the state closes (in a finalizer) gets no
+ * finalizer of its own. */
+mfl_buffer *mfl_push_buffer(lua_State *L);
 
 /* Appends the encoding of the value at idx to out.  root_name starts the
  * path in error messages ("args" gives "args[2].conn"; NULL: "value").

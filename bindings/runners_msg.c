@@ -234,12 +234,8 @@ static int l_pack(lua_State *L) {
   luaL_checkany(L, 1);
   const char *name = luaL_optstring(L, 2, "value");
   lua_settop(L, 2);
-  mfl_buffer *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  luaL_setmetatable(L, "moonflow.Buffer");
+  mfl_buffer *b = mfl_push_buffer(L); /* (freed before any raise) */
   mflr_session_reset(L);
-  /* The bytes are freed before an error is raised: a userdata made while
-   * the state closes (in a finalizer) gets no finalizer of its own. */
   if (mflr_parts_begin(b) != 0) {
     mfl_buffer_free(b);
     return luaL_error(L, "not enough memory");
@@ -269,24 +265,12 @@ static int l_unpack(lua_State *L) {
   return 1;
 }
 
-static int buffer_gc(lua_State *L) {
-  mfl_buffer_free(lua_touserdata(L, 1));
-  return 0;
-}
-
 static const luaL_Reg msg_functions[] = {{"codec_session", l_codec_session},
                                          {"set_task_parts", l_set_task_parts},
                                          {"pack", l_pack},
                                          {"unpack", l_unpack},
                                          {NULL, NULL}};
 
-void mflr_open_msg(lua_State *L) {
-  luaL_newmetatable(L, "moonflow.Buffer");
-  lua_pushcfunction(L, buffer_gc);
-  lua_setfield(L, -2, "__gc");
-  mfl_protect_mt(L);
-  lua_pop(L, 1);
-  mfl_setfuncs(L, msg_functions);
-}
+void mflr_open_msg(lua_State *L) { mfl_setfuncs(L, msg_functions); }
 
 /* }====== */
