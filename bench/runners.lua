@@ -5,6 +5,10 @@
 --      a 2-core machine).
 --   2. The cost per task of trivial tasks (x -> x) on each runner, mapped
 --      in thousands: wall time per task, and its ratio to coroutines'.
+--   3. Starting a runner of 4 workers: made, its first 4 runs answered,
+--      shut down, 20 times; wall time and this process's CPU time per
+--      runner (for processes, what starting the programs costs the
+--      parent: a fork of it would copy its memory map).
 -- Codec throughput is bench/codec.lua's.
 --   moonflow bench/runners.lua [runs=64] [ms=50]
 local mf = require "moonflow"
@@ -86,3 +90,23 @@ for _, r in ipairs(results) do
   print(string.format("  %-10s %7.2f us   %.1fx coroutines'", r.kind, r.trivial * 1e6,
     r.trivial / base.trivial))
 end
+
+local STARTS = 20
+print(string.format("Starting a runner of 4 workers (first 4 runs, shut down), %d times",
+  STARTS))
+local starts = {}
+for _, kind in ipairs({ "threads", "processes" }) do
+  local cpu0 = os.clock()
+  local wall = timed(function()
+    for _ = 1, STARTS do
+      local runner = mf.runners[kind] { workers = 4 }
+      local echo = mf.task({ name = "echo", runner = runner }, function(x) return x end)
+      assert(echo:map({ 1, 2, 3, 4 }):result()[4] == 4)
+      runner:_shutdown()
+    end
+  end)
+  starts[kind] = wall / STARTS
+  print(string.format("  %-10s %7.2f ms wall   %6.2f ms CPU here", kind,
+    wall * 1e3 / STARTS, (os.clock() - cpu0) * 1e3 / STARTS))
+end
+print(string.format("  processes / threads: %.1fx", starts.processes / starts.threads))

@@ -147,14 +147,15 @@ MFL_INTERNAL void mfl_open_io_promise(lua_State *L);
 MFL_INTERNAL void mfl_open_io_dns(lua_State *L);
 /* io_fs.c */
 MFL_INTERNAL void mfl_open_io_fs(lua_State *L);
-/* io_spawn.c: starting programs (posix_spawn, a new session each) and
- * reaping them (SIGCHLD). */
+/* io_spawn.c: starting programs (posix_spawn) and reaping them
+ * (SIGCHLD): mf.exec's and the processes runner's. */
 typedef struct mfl_child mfl_child;
 struct mfl_child {
   int pid;                       /* > 0 once started */
   int exited;                    /* reaped */
   long exit_status;              /* its code (-1: reaped by someone else) */
   int term_signal;               /* the signal that ended it, or 0 */
+  int weak;                      /* does not keep the loop alive */
   void (*on_exit)(mfl_child *c); /* reaped (from the loop) */
   mfl_child *prev, *next;        /* in the reaper's list until reaped */
   struct reaper *reaper;
@@ -165,11 +166,15 @@ typedef struct mfl_spawn_opts {
   const char *cwd; /* NULL: this process's */
   int stdin_fd;    /* < 0: /dev/null */
   int stdout_fd, stderr_fd;
+  int extra_fd;    /* >= 0: becomes the child's descriptor 3 */
+  int new_session; /* leads a new session (its own process group) */
 } mfl_spawn_opts;
 /* Starts the program; on success the child is listed until reaped (then
- * c->on_exit) or forgotten.  Returns 0 or a libuv error (UV_ENOENT,
- * UV_EACCES, ...). */
+ * c->on_exit) or forgotten, and keeps the loop alive unless c->weak.
+ * Returns 0 or a libuv error (UV_ENOENT, UV_EACCES, ...). */
 MFL_INTERNAL int mfl_spawn(mfl_io *io, mfl_child *c, const mfl_spawn_opts *o);
+/* Whether the listed child keeps the loop alive (sets c->weak). */
+MFL_INTERNAL void mfl_child_keep_loop(mfl_child *c, int on);
 /* Stops waiting for the child (the state closes). */
 MFL_INTERNAL void mfl_child_forget(mfl_child *c);
 /* io_exec.c */

@@ -616,6 +616,8 @@ static int l_exec(lua_State *L) {
     po.stdin_fd = fds[0][0];
     po.stdout_fd = fds[1][1];
     po.stderr_fd = fds[2][1];
+    po.extra_fd = -1;
+    po.new_session = 1;
     op->child.on_exit = on_exited;
     rc = mfl_spawn(io, &op->child, &po);
   }

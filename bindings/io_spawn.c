@@ -1,20 +1,25 @@
 /*
- * io_spawn.c -- starting the programs of mf.exec, and reaping them.
+ * io_spawn.c -- starting the programs of mf.exec and the processes
+ * runner's workers, and reaping them.
  *
  * Starting: posix_spawn, which glibc makes with clone(CLONE_VM |
  * CLONE_VFORK): no copy of the process's memory map, as the fork of libuv
  * 1.44's uv_spawn makes (several times dearer for a process the size of a
- * Lua state with its engine, more so under the sanitizers).  Each program
- * leads a new session (POSIX_SPAWN_SETSID: its own process group, so that
- * kill(-pid) reaches its children too), with default signal dispositions
- * and an empty signal mask (moonflow's SIGPIPE ignore is not inherited).
+ * Lua state with its engine, more so under the sanitizers; and a fork of a
+ * process with threads may hang in the child before its exec, on a lock
+ * another thread held at the fork, as ASan's do).  mf.exec's programs
+ * lead a new session (POSIX_SPAWN_SETSID: their own process group, so that
+ * kill(-pid) reaches their children too).  Every child starts with default
+ * signal dispositions and an empty signal mask (moonflow's SIGPIPE ignore
+ * is not inherited).
  * A bare name is looked up on the PATH of the program's environment, as
  * execvp does after the environment is replaced.
  *
  * Reaping: one SIGCHLD watcher per Lua state calls waitpid for each of its
  * own children by pid, so that other children of the process -- libuv's,
  * luv's, os.execute's -- are left to whoever started them.  The watcher
- * keeps the loop alive only while a child of its runs lives.
+ * keeps the loop alive only while a child of its lives that is not weak
+ * (an idle worker is weak).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +40,7 @@ typedef struct reaper {
   uv_signal_t sig;
   int open;
   mfl_child *first;
-  int count;
+  int strong; /* listed children that keep the loop alive */
 } reaper;
 
 /* {====== Reaping ====== */
@@ -49,9 +54,22 @@ static void unlink_child(reaper *r, mfl_child *c) {
     c->next->prev = c->prev;
   c->prev = c->next = NULL;
   c->reaper = NULL;
-  if (--r->count == 0 && r->open)
+  if (!c->weak && --r->strong == 0 && r->open)
     uv_unref((uv_handle_t *)&r->sig);
   mfl_io_obj_unref(&r->obj); /* the child's */
+}
+
+void mfl_child_keep_loop(mfl_child *c, int on) {
+  reaper *r = c->reaper;
+  if (c->weak == !on)
+    return;
+  c->weak = !on;
+  if (!r || !r->open)
+    return;
+  if (on && r->strong++ == 0)
+    uv_ref((uv_handle_t *)&r->sig);
+  else if (!on && --r->strong == 0)
+    uv_unref((uv_handle_t *)&r->sig);
 }
 
 static void on_sigchld(uv_signal_t *sig, int signum) {
@@ -187,6 +205,9 @@ int mfl_spawn(mfl_io *io, mfl_child *c, const mfl_spawn_opts *o) {
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
+  /* First, before descriptors 0-2 are replaced (it may be one of them). */
+  if (o->extra_fd >= 0)
+    posix_spawn_file_actions_adddup2(&fa, o->extra_fd, 3);
   if (o->stdin_fd >= 0)
     posix_spawn_file_actions_adddup2(&fa, o->stdin_fd, 0);
   else
@@ -202,7 +223,8 @@ int mfl_spawn(mfl_io *io, mfl_child *c, const mfl_spawn_opts *o) {
   sigdelset(&all, SIGSTOP);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+  posix_spawnattr_setflags(&attr, (o->new_session ? POSIX_SPAWN_SETSID : 0) |
+                                      POSIX_SPAWN_SETSIGMASK |
                                       POSIX_SPAWN_SETSIGDEF);
   pid_t pid;
   int err =
@@ -220,7 +242,7 @@ int mfl_spawn(mfl_io *io, mfl_child *c, const mfl_spawn_opts *o) {
   if (r->first)
     r->first->prev = c;
   r->first = c;
-  if (r->count++ == 0)
+  if (!c->weak && r->strong++ == 0)
     uv_ref((uv_handle_t *)&r->sig);
   /* A child that ended before it was listed: its SIGCHLD is handled from
    * the loop, later, and finds it listed now. */

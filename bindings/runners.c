@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "runners.h"
 
 static const char key_default, key_attempt, key_fn_cache;
@@ -253,6 +254,11 @@ static int l_runner_new(lua_State *L) {
   if (!init)
     return 1;
   mfl_note_box(L, S, b, release_runner_box);
+  /* Worker processes are reaped by the state's I/O (io_spawn.c): opened
+   * here, where it may raise, unless the state is closing (no worker then
+   * starts: their runs end lost). */
+  if (init == mflr_procs_init && !S->closing && !S->closed)
+    mfl_io_get(L, S);
   /* Nothing raises from here until the runner is whole. */
   mflr_runner *r = calloc(1, sizeof *r);
   int fail = !r;

@@ -1,10 +1,11 @@
 /*
  * runners_procs.c -- the processes runner: N worker processes, each the
- * moonflow program in its worker mode (`moonflow --worker`), spawned with
- * uv_spawn and spoken to through length-prefixed frames over a socket
- * pair on the child's descriptor 3.  Its standard output and error are the
- * parent's own, so that what it prints and logs (under the run's name)
- * lands where the parent's does; its standard input is /dev/null.
+ * moonflow program in its worker mode (`moonflow --worker`), started with
+ * posix_spawn (io_spawn.c, which reaps it too) and spoken to through
+ * length-prefixed frames over a socket pair on the child's descriptor 3.  Its
+ * standard output and error are the parent's own, so that what it prints and
+ * logs (under the run's name) lands where the parent's does; its standard input
+ * is /dev/null.
  *
  * A frame: u32 length (of what follows), u8 type, u64 job id, payload.
  *   SETUP  parent->child  u16 version length, version, u32 config length,
@@ -28,9 +29,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "runners.h"
 
 enum { F_SETUP = 1, F_JOB, F_CANCEL, F_ANSWER };
@@ -146,13 +149,12 @@ typedef struct proc {
   mfl_buffer in; /* first: alloc_read finds it through data */
   mflr_runner *r;
   struct procs *ps;         /* NULL once the runner shut down */
-  struct proc *prev, *next; /* every worker with handles open */
+  struct proc *prev, *next; /* every worker not yet freed */
   int index;
-  int alive;   /* not exited yet */
-  int handles; /* open: the process, the pipe */
-  int pid;
+  int alive;    /* started and not reaped yet */
+  int holds;    /* what keeps it: the pipe open, the child listed */
   char *reason; /* why it is being dropped, when not its exit */
-  uv_process_t process;
+  mfl_child child;
   uv_pipe_t pipe;
 } proc;
 
@@ -160,14 +162,14 @@ typedef struct procs {
   mflr_runner *r;
   char *program;
   proc **w;    /* NULL where no worker runs */
-  proc *all;   /* every worker whose handles are open */
+  proc *all;   /* every worker not yet freed */
   int started; /* the first job started every worker */
-  int keep;    /* jobs in flight: handles keep the loop alive */
+  int keep;    /* jobs in flight: workers keep the loop alive */
 } procs;
 
-static void on_proc_closed(uv_handle_t *handle) {
-  proc *p = handle->data;
-  if (--p->handles > 0)
+/* One of its holds let go: the last frees it. */
+static void release(proc *p) {
+  if (--p->holds > 0)
     return;
   mflr_runner *r = p->r;
   if (p->ps) {
@@ -184,8 +186,20 @@ static void on_proc_closed(uv_handle_t *handle) {
   mflr_release(r);
 }
 
-/* Takes the worker out of its slot (its jobs are lost with the message)
- * and closes its handles. */
+static void on_pipe_closed(uv_handle_t *handle) { release(handle->data); }
+
+static void close_pipe(proc *p) {
+  if (!uv_is_closing((uv_handle_t *)&p->pipe))
+    uv_close((uv_handle_t *)&p->pipe, on_pipe_closed);
+}
+
+/* Not reaped yet, the pid is still its own. */
+static void kill_worker(proc *p) {
+  if (p->alive)
+    kill(p->child.pid, SIGKILL);
+}
+
+/* Takes the worker out of its slot (its jobs are lost with the message). */
 static void vacate(proc *p, const char *message) {
   procs *ps = p->ps;
   if (!ps || ps->w[p->index] != p)
@@ -193,13 +207,6 @@ static void vacate(proc *p, const char *message) {
   ps->w[p->index] = NULL;
   if (!p->r->closed)
     mflr_worker_lost(p->r, p->index, message);
-}
-
-static void drop(proc *p) {
-  if (!uv_is_closing((uv_handle_t *)&p->pipe))
-    uv_close((uv_handle_t *)&p->pipe, on_proc_closed);
-  if (!p->alive && !uv_is_closing((uv_handle_t *)&p->process))
-    uv_close((uv_handle_t *)&p->process, on_proc_closed);
 }
 
 /* Drops a worker that broke the protocol; its exit loses its jobs. */
@@ -210,31 +217,32 @@ static void corrupt(proc *p, const char *why) {
   snprintf(text, sizeof text,
            "its worker process %d sent a corrupt frame (%s) and was "
            "replaced",
-           p->pid, why);
+           p->child.pid, why);
   p->reason = strdup(text);
-  mflr_log(p->r, "worker process %d sent a corrupt frame (%s): dropped", p->pid,
-           why);
+  mflr_log(p->r, "worker process %d sent a corrupt frame (%s): dropped",
+           p->child.pid, why);
   uv_read_stop((uv_stream_t *)&p->pipe);
   vacate(p, text);
-  if (p->alive)
-    uv_process_kill(&p->process, SIGKILL);
+  kill_worker(p);
 }
 
-static void on_worker_exit(uv_process_t *process, int64_t status, int signal) {
-  proc *p = process->data;
+/* Reaped (from the loop). */
+static void on_worker_exit(mfl_child *child) {
+  proc *p = (proc *)((char *)child - offsetof(proc, child));
   p->alive = 0;
   char text[256];
   if (p->reason)
     snprintf(text, sizeof text, "%s", p->reason);
-  else if (signal)
+  else if (child->term_signal)
     snprintf(text, sizeof text,
-             "its worker process %d was killed by signal %d (%s)", p->pid,
-             signal, strsignal(signal));
+             "its worker process %d was killed by signal %d (%s)", child->pid,
+             child->term_signal, strsignal(child->term_signal));
   else
-    snprintf(text, sizeof text, "its worker process %d exited with status %d",
-             p->pid, (int)status);
+    snprintf(text, sizeof text, "its worker process %d exited with status %ld",
+             child->pid, child->exit_status);
   vacate(p, text);
-  drop(p);
+  close_pipe(p);
+  release(p); /* the child's hold */
 }
 
 static const char *on_parent_frame(void *data, int type, uint64_t id,
@@ -264,8 +272,7 @@ static void on_parent_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   proc *p = s->data;
   if (n < 0) { /* its end closed: it died or is dying */
     uv_read_stop(s);
-    if (p->alive)
-      uv_process_kill(&p->process, SIGKILL);
+    kill_worker(p);
     return;
   }
   p->in.len += (size_t)n;
@@ -275,18 +282,46 @@ static void on_parent_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void set_ref(proc *p, int on) {
-  void (*fn)(uv_handle_t *) = on ? uv_ref : uv_unref;
-  fn((uv_handle_t *)&p->pipe);
+  if (on)
+    uv_ref((uv_handle_t *)&p->pipe);
+  else
+    uv_unref((uv_handle_t *)&p->pipe);
   if (p->alive)
-    fn((uv_handle_t *)&p->process);
+    mfl_child_keep_loop(&p->child, on);
+}
+
+/* Starts the worker's program with its end of a socket pair as descriptor
+ * 3, the other end in the worker's pipe; returns 0 or a libuv error. */
+static int start_program(procs *ps, proc *p, mfl_io *io) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    return -errno;
+  int rc = uv_pipe_open(&p->pipe, fds[0]);
+  if (rc != 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return rc;
+  }
+  char *args[] = {ps->program, "--worker", NULL};
+  mfl_spawn_opts o = {.argv = args,
+                      .stdin_fd = -1,
+                      .stdout_fd = 1,
+                      .stderr_fd = 2,
+                      .extra_fd = fds[1]};
+  p->child.on_exit = on_worker_exit;
+  p->child.weak = !ps->keep;
+  rc = mfl_spawn(io, &p->child, &o);
+  close(fds[1]);
+  return rc;
 }
 
 /* Starts worker index; returns it, or NULL with the reason in *why. */
 static proc *spawn_worker(procs *ps, int index, char *why, size_t size) {
   mflr_runner *r = ps->r;
-  proc *p = calloc(1, sizeof *p);
+  mfl_io *io = r->S->io; /* NULL once the state's I/O closed */
+  proc *p = io ? calloc(1, sizeof *p) : NULL;
   if (!p) {
-    snprintf(why, size, "out of memory");
+    snprintf(why, size, io ? "out of memory" : "the Lua state is closing");
     return NULL;
   }
   p->r = r;
@@ -294,36 +329,23 @@ static proc *spawn_worker(procs *ps, int index, char *why, size_t size) {
   p->index = index;
   uv_pipe_init(r->loop, &p->pipe, 0);
   p->pipe.data = p;
-  p->process.data = p;
-  uv_stdio_container_t stdio[4] = {
-      {.flags = UV_IGNORE},
-      {.flags = UV_INHERIT_FD, .data.fd = 1},
-      {.flags = UV_INHERIT_FD, .data.fd = 2},
-      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE,
-       .data.stream = (uv_stream_t *)&p->pipe}};
-  char *args[] = {ps->program, "--worker", NULL};
-  uv_process_options_t o = {.exit_cb = on_worker_exit,
-                            .file = ps->program,
-                            .args = args,
-                            .stdio_count = 4,
-                            .stdio = stdio};
-  int rc = uv_spawn(r->loop, &p->process, &o);
-  r->refs++; /* until both handles closed */
-  p->handles = 2;
+  r->refs++; /* until it is freed */
+  p->holds = 1;
   p->next = ps->all;
   if (ps->all)
     ps->all->prev = p;
   ps->all = p;
+  int rc = start_program(ps, p, io);
   if (rc != 0) {
     snprintf(why, size, "cannot start a worker process (%s): %s", ps->program,
              uv_strerror(rc));
-    uv_close((uv_handle_t *)&p->pipe, on_proc_closed);
-    uv_close((uv_handle_t *)&p->process, on_proc_closed);
+    close_pipe(p);
     return NULL;
   }
   p->alive = 1;
-  p->pid = p->process.pid;
-  set_ref(p, ps->keep);
+  p->holds++; /* until reaped or forgotten */
+  if (!ps->keep)
+    uv_unref((uv_handle_t *)&p->pipe);
   /* SETUP: the version, the config, the setup function's parts. */
   mfl_buffer body = {0};
   size_t vlen = strlen(MF_VERSION);
@@ -349,7 +371,7 @@ static proc *spawn_worker(procs *ps, int index, char *why, size_t size) {
     snprintf(why, size, "cannot talk to a worker process: %s",
              rc == -1 ? "out of memory" : uv_strerror(rc));
     p->reason = strdup(why);
-    uv_process_kill(&p->process, SIGKILL);
+    kill_worker(p);
     return NULL; /* its exit closes it */
   }
   ps->w[index] = p;
@@ -383,8 +405,8 @@ static int procs_send(mflr_runner *r, mflr_job *job) {
                        &job->request);
   if (rc != 0) {
     char text[256];
-    snprintf(text, sizeof text, "cannot write to worker process %d: %s", p->pid,
-             uv_strerror(rc));
+    snprintf(text, sizeof text, "cannot write to worker process %d: %s",
+             p->child.pid, uv_strerror(rc));
     job->message = strdup(text);
     return -1;
   }
@@ -409,19 +431,19 @@ static void procs_keepalive(mflr_runner *r, int on) {
 /* Kills and reaps every worker now: none outlives the runner. */
 static void procs_shutdown(mflr_runner *r) {
   procs *ps = r->impl;
-  for (proc *p = ps->all; p; p = p->next) {
+  for (proc *p = ps->all, *next; p; p = next) {
+    next = p->next;
     p->ps = NULL;
     uv_read_stop((uv_stream_t *)&p->pipe);
+    close_pipe(p);
     if (p->alive) {
-      uv_process_kill(&p->process, SIGKILL);
-      /* Closed first, the handle is out of libuv's SIGCHLD reaping: the
-       * child is reaped here, so that it is gone when shutdown returns. */
-      uv_close((uv_handle_t *)&p->process, on_proc_closed);
+      kill_worker(p);
       p->alive = 0;
-      while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+      while (waitpid(p->child.pid, NULL, 0) < 0 && errno == EINTR)
         ;
+      mfl_child_forget(&p->child);
+      release(p); /* the child's hold */
     }
-    drop(p);
   }
   free(ps->w);
   free(ps->program);
@@ -438,7 +460,7 @@ static int procs_debug(lua_State *L, mflr_runner *r) {
     lua_newtable(L);
     for (int i = 0; ps && i < r->workers; i++)
       if (ps->w[i] && ps->w[i]->alive) {
-        lua_pushinteger(L, ps->w[i]->pid);
+        lua_pushinteger(L, ps->w[i]->child.pid);
         lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
       }
     return 1;

@@ -694,6 +694,34 @@ function TestProcessRunner:test_shutdown_with_runs_in_flight_leaves_no_process()
   for i = 1, 3 do lu.assertEquals(list[i]:state().type, "CRASHED") end
 end
 
+-- A worker program that cannot start: the run crashes with why, and so
+-- does the next (nothing hangs waiting for a worker).
+function TestProcessRunner:test_a_worker_program_that_cannot_start_crashes_its_runs()
+  local path, not_executable = scratch("no-program.lua"), scratch("not-executable")
+  write_file(not_executable, "#!/bin/sh\n")
+  write_file(path, [[
+    package.cpath = (os.getenv("MF_MODULE_DIR") or "build") .. "/?.so;" .. package.cpath
+    local mf = require "moonflow"
+    local r = mf.runners.processes { workers = 2 }
+    local t = mf.task({ runner = r, name = "far" }, function() return 1 end)
+    for _ = 1, 2 do
+      local fut = t:submit()
+      fut:wait()
+      print(fut:state().type, fut:result(nil, false).message)
+    end
+  ]])
+  for _, host in ipairs({ "lua", "moonflow" }) do
+    for program, why in pairs({ [scratch("missing") .. "/moonflow"] = "no such file or directory",
+                                [not_executable] = "permission denied" }) do
+      local out = h.capture(string.format("env MOONFLOW_PROGRAM=%s %s %s 2>&1",
+        quote(program), command(host), quote(path)))
+      local line = "CRASHED\trun far-%d crashed: cannot start a worker process ("
+        .. program .. "): " .. why
+      lu.assertEquals(out, line:format(1) .. "\n" .. line:format(2) .. "\n", host)
+    end
+  end
+end
+
 -- The state closes with runs going: stock lua5.4 at os.exit(0, true),
 -- the program at Ctrl-C.
 function TestProcessRunner:test_closing_the_state_with_runs_in_flight_leaves_no_process()
