@@ -61,15 +61,15 @@ static void unlink_child(reaper *r, mfl_child *c) {
 
 void mfl_child_keep_loop(mfl_child *c, int on) {
   reaper *r = c->reaper;
+  on = on != 0;
   if (c->weak == !on)
     return;
   c->weak = !on;
-  if (!r || !r->open)
+  if (!r)
     return;
-  if (on && r->strong++ == 0)
-    uv_ref((uv_handle_t *)&r->sig);
-  else if (!on && --r->strong == 0)
-    uv_unref((uv_handle_t *)&r->sig);
+  r->strong += on ? 1 : -1;
+  if (r->open && r->strong == on) /* 0 -> 1 or 1 -> 0 */
+    (on ? uv_ref : uv_unref)((uv_handle_t *)&r->sig);
 }
 
 static void on_sigchld(uv_signal_t *sig, int signum) {
