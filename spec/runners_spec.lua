@@ -722,6 +722,24 @@ function TestProcessRunner:test_a_worker_program_that_cannot_start_crashes_its_r
   end
 end
 
+-- The program goes on while a worker has a run nobody waits for, and ends
+-- when the workers are idle (they do not hold the loop).
+function TestProcessRunner:test_workers_keep_the_program_alive_only_while_they_have_runs()
+  local path = scratch("keepalive.lua")
+  write_file(path, [[
+    local mf = require "moonflow"
+    local r = mf.runners.processes { workers = 2 }
+    print(mf.task({ runner = r }, function(x) return x + 1 end)(1))
+    mf.task({ runner = r, name = "late" }, function()
+      mf.sleep(0.3)
+      print("late done")
+    end):submit()
+  ]])
+  local out = h.capture(string.format("MOONFLOW_STORE=off timeout -k 5 120 %s %s 2>&1; echo \"exit $?\"",
+    command("moonflow"), quote(path)))
+  lu.assertEquals(out, "2\nlate done\nexit 0\n")
+end
+
 -- The state closes with runs going: stock lua5.4 at os.exit(0, true),
 -- the program at Ctrl-C.
 function TestProcessRunner:test_closing_the_state_with_runs_in_flight_leaves_no_process()
