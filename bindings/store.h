@@ -109,6 +109,9 @@ MFL_INTERNAL_STORE int mfl_store_lookup(mfl_store *st, const char *key,
 typedef struct mfl_store_stats {
   uint64_t events, commits, waits; /* waits: the ring was full */
   double writer_cpu;               /* seconds the writer thread computed */
+  uint64_t pruned;                 /* old runs deleted (store_prune.c) */
+  int pruning;                     /* old runs are still being looked for */
+  double keep;                     /* seconds runs are kept; 0: forever */
   const char *error;
 } mfl_store_stats;
 MFL_INTERNAL_STORE void mfl_store_get_stats(mfl_store *st,
@@ -126,5 +129,23 @@ MFL_INTERNAL_STORE mfl_store *mfl_store_writer_start(struct sqlite3 *db,
                                                      char *err, size_t errlen);
 MFL_INTERNAL_STORE struct sqlite3 *mfl_store_reader(mfl_store *st);
 MFL_INTERNAL_STORE void mfl_store_writer_stop(mfl_store *st);
+
+/* store_prune.c: deleting the runs older than the store's keep. */
+#define MFL_STORE_KEEP_DEFAULT (7 * 86400.0) /* a week */
+/* MOONFLOW_STORE_KEEP's text ("7d", "12h", "30m", "90s", "forever"; NULL
+ * or empty: the default) in seconds; 0: forever; -1: not a duration. */
+MFL_INTERNAL_STORE double mfl_store_parse_keep(const char *text);
+typedef struct mfl_prune mfl_prune;
+/* A pruning of what was created before now - keep (wall seconds), with
+ * statements prepared on db; NULL on an SQLite error or out of memory. */
+MFL_INTERNAL_STORE mfl_prune *mfl_prune_new(struct sqlite3 *db, double now,
+                                            double keep);
+/* One transaction of it: 1 when there is more, 0 when done, -1 on an
+ * SQLite error (rolled back). */
+MFL_INTERNAL_STORE int mfl_prune_step(struct sqlite3 *db, mfl_prune *p);
+MFL_INTERNAL_STORE uint64_t mfl_prune_deleted(const mfl_prune *p);
+/* The message of the step that failed, its SQLite code in *code. */
+MFL_INTERNAL_STORE const char *mfl_prune_error(const mfl_prune *p, int *code);
+MFL_INTERNAL_STORE void mfl_prune_free(mfl_prune *p);
 
 #endif

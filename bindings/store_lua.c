@@ -344,14 +344,15 @@ static int l_store_flush(lua_State *L) {
   return 0;
 }
 
-/* core.store_stats() -> { path, events, commits, waits, error } or nil */
+/* core.store_stats() -> { path, events, commits, waits, writer_cpu, pruned,
+ * pruning, keep, error } or nil */
 static int l_store_stats(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   if (!S->store)
     return 0;
   mfl_store_stats st;
   mfl_store_get_stats(S->store, &st);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 9);
   lua_pushstring(L, mfl_store_path(S->store));
   lua_setfield(L, -2, "path");
   lua_pushinteger(L, (lua_Integer)st.events);
@@ -362,6 +363,12 @@ static int l_store_stats(lua_State *L) {
   lua_setfield(L, -2, "waits");
   lua_pushnumber(L, st.writer_cpu);
   lua_setfield(L, -2, "writer_cpu");
+  lua_pushinteger(L, (lua_Integer)st.pruned);
+  lua_setfield(L, -2, "pruned");
+  lua_pushboolean(L, st.pruning);
+  lua_setfield(L, -2, "pruning");
+  lua_pushnumber(L, st.keep);
+  lua_setfield(L, -2, "keep");
   if (st.error) {
     lua_pushstring(L, st.error);
     lua_setfield(L, -2, "error");

@@ -323,6 +323,9 @@ struct mfl_store {
   atomic_int failed;
   sqlite3_int64 process_row; /* written with the first batch */
   double opened_at;
+  double keep;             /* seconds runs are kept; 0: forever */
+  _Atomic uint64_t pruned; /* old runs deleted */
+  atomic_int pruning;      /* prune not done yet */
   int reader_failed;
   uint64_t serial; /* (mfl_store_serial) */
   /* Writer-only. */
@@ -340,6 +343,7 @@ struct mfl_store {
     bound *bound;
   } blocks[BLOCK_SIZES][2]; /* [size][plain] */
   fold_pool pool;
+  mfl_prune *prune; /* while old runs are left to delete */
 };
 
 /* {====== Folds' memory ======
@@ -443,11 +447,12 @@ static wrun_more *more_of(wrun *r) {
 
 /* {====== The writer thread ====== */
 
-static void writer_error(mfl_store *st, const char *what) {
+/* The store stops: reported once, with why (what: message). */
+static void writer_stop(mfl_store *st, const char *what, const char *message) {
   if (atomic_load(&st->failed))
     return;
   char buf[512];
-  snprintf(buf, sizeof buf, "%s: %s", what, sqlite3_errmsg(st->db));
+  snprintf(buf, sizeof buf, "%s: %s", what, message);
   st->error = strdup(buf);
   atomic_store(&st->failed, 1);
   sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
@@ -456,6 +461,10 @@ static void writer_error(mfl_store *st, const char *what) {
           "recorded\n",
           st->path, buf);
   fflush(stderr);
+}
+
+static void writer_error(mfl_store *st, const char *what) {
+  writer_stop(st, what, sqlite3_errmsg(st->db));
 }
 
 static void touch(mfl_store *st, wrun *r) {
@@ -1112,11 +1121,41 @@ static int drain(mfl_store *st, size_t tail, size_t head, uint64_t *flush) {
   return stop;
 }
 
+/* The writer thread's CPU time so far, for mfl_store_get_stats. */
+static void note_cpu(mfl_store *st) {
+  struct timespec cpu;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+    atomic_store(&st->writer_ns,
+                 (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec);
+}
+
+/* A step of deleting old runs.  Another process writing (busy) stops the
+ * pruning until the next start; any other error stops the store, as it
+ * would stop the next batch. */
+static void prune_step(mfl_store *st) {
+  int rc = atomic_load(&st->failed) ? 0 : mfl_prune_step(st->db, st->prune);
+  atomic_store(&st->pruned, mfl_prune_deleted(st->prune));
+  note_cpu(st);
+  if (rc > 0)
+    return;
+  int code;
+  const char *message = rc < 0 ? mfl_prune_error(st->prune, &code) : NULL;
+  if (message && (code & 0xff) != SQLITE_BUSY && (code & 0xff) != SQLITE_LOCKED)
+    writer_stop(st, "cannot delete old runs", message); /* as any write */
+  mfl_prune_free(st->prune);
+  st->prune = NULL;
+  atomic_store(&st->pruning, 0);
+}
+
 static void writer_main(void *arg) {
   mfl_store *st = arg;
   for (;;) {
     size_t tail = atomic_load(&st->tail);
     size_t head = atomic_load(&st->head);
+    if (head == tail && st->prune) {
+      prune_step(st); /* nothing else to write: a step of the pruning */
+      continue;
+    }
     if (head == tail) {
       /* Asleep until the loop thread signals; then a nap of a
        * millisecond gathers a batch, during which it does not signal (one
@@ -1157,10 +1196,7 @@ static void writer_main(void *arg) {
       uv_cond_broadcast(&st->flushed);
       uv_mutex_unlock(&st->lock);
     }
-    struct timespec cpu;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
-      atomic_store(&st->writer_ns,
-                   (uint64_t)cpu.tv_sec * 1000000000u + (uint64_t)cpu.tv_nsec);
+    note_cpu(st);
     if (stop)
       return;
   }
@@ -1357,6 +1393,9 @@ void mfl_store_get_stats(mfl_store *st, mfl_store_stats *out) {
   out->commits = atomic_load(&st->commits);
   out->waits = atomic_load(&st->waits);
   out->writer_cpu = (double)atomic_load(&st->writer_ns) / 1e9;
+  out->pruned = atomic_load(&st->pruned);
+  out->pruning = atomic_load(&st->pruning);
+  out->keep = st->keep;
   out->error = atomic_load(&st->failed) ? st->error : NULL;
 }
 
@@ -1455,6 +1494,31 @@ static void finalize_all(mfl_store *st) {
   sqlite3_finalize(st->rename_run);
 }
 
+/* MOONFLOW_STORE_KEEP: how long runs are kept (a file's only).  A value
+ * that is not a duration is reported, and nothing is deleted. */
+static int start_pruning(mfl_store *st, char *err, size_t errlen) {
+  const char *text = getenv("MOONFLOW_STORE_KEEP");
+  st->keep = mfl_store_parse_keep(text);
+  if (st->keep < 0) {
+    fprintf(stderr,
+            "moonflow: MOONFLOW_STORE_KEEP=%s is not a duration (7d, 12h, "
+            "30m, 90s or forever): runs are kept forever\n",
+            text);
+    fflush(stderr);
+    st->keep = 0;
+  }
+  if (st->keep == 0 || strcmp(st->path, ":memory:") == 0)
+    return 0;
+  st->prune = mfl_prune_new(st->db, st->opened_at, st->keep);
+  if (!st->prune) {
+    snprintf(err, errlen, "cannot prepare the pruning: %s",
+             sqlite3_errmsg(st->db));
+    return -1;
+  }
+  atomic_store(&st->pruning, 1);
+  return 0;
+}
+
 mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
                                   size_t errlen) {
   mfl_store *st = calloc(1, sizeof *st);
@@ -1483,6 +1547,8 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   struct timeval tv;
   gettimeofday(&tv, NULL);
   st->opened_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+  if (start_pruning(st, err, errlen) != 0)
+    goto failed;
   uv_mutex_init(&st->lock);
   uv_cond_init(&st->wake_writer);
   uv_cond_init(&st->room);
@@ -1499,6 +1565,7 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   track(st, 1);
   return st;
 failed:
+  mfl_prune_free(st->prune);
   finalize_all(st);
   sqlite3_close(st->reader);
   free(st->interned);
@@ -1540,6 +1607,7 @@ void mfl_store_close(mfl_store *st) {
   free(st->interned);
   free(st->insert_run_bound);
   free(st->logs);
+  mfl_prune_free(st->prune);
   finalize_all(st);
   sqlite3_close(st->reader);
   sqlite3_close(st->db);

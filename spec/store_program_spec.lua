@@ -527,6 +527,97 @@ function TestStoreProgram:test_two_processes_on_one_file()
   lu.assertEquals(sql(db, "SELECT count(*) FROM processes WHERE ended IS NOT NULL"), "2")
 end
 
+-- {====== Retention ======
+
+-- A store with runs of three processes made older than a week: the next
+-- program start deletes what the default keep (7d) no longer keeps.
+local OLD_PLAIN = [[
+local mf = require "moonflow"
+print(mf.task({ name = "plain" }, function(x) return x end):map({ 1, 2, 3 }):result()[3])
+]]
+local OLD = [[
+local mf = require "moonflow"
+mf.log.warning("outside any run")
+local t = mf.task({ name = "old" }, function(x) mf.log.warning("old log", x) return x end)
+t:map({ 1, 2, 3, 4, 5 }):result()
+print(mf.task({ name = "keyed", cache_key = function() return "k1" end },
+  function() return "v1" end)())
+print(mf.task({ name = "expiring", cache_key = function() return "k2" end, cache_expiration = 3600 },
+  function() return "v2" end)())
+print(mf.task({ name = "persisted", persist_result = true }, function() return "p1" end)())
+mf.task({ name = "left-running" }, function() mf.sleep(3600) end):submit()
+mf.sleep(0.05) -- it runs
+os.exit(0) -- its row stays Running: never final
+]]
+local NEW = [[
+local mf = require "moonflow"
+local core = require "moonflow.core"
+print(mf.task({ name = "new" }, function() return "n" end)())
+while core.store_stats().pruning do mf.sleep(0.01) end
+local st = core.store_stats()
+print(st.pruned, st.keep)
+print(mf.task({ name = "keyed", cache_key = function() return "k1" end },
+  function() return "recomputed" end)())
+print(mf.task({ name = "expiring", cache_key = function() return "k2" end },
+  function() return "recomputed" end)())
+]]
+local WEEK_AND_A_DAY = 8 * 86400
+
+-- Two old processes' runs (aged with sqlite3), then NEW with env; returns
+-- the store's path and NEW's result.
+local function aged_store(env)
+  local d = new_dir()
+  local db = d .. "/store.db"
+  env.MOONFLOW_STORE = db
+  for _, code in ipairs({ OLD_PLAIN, OLD }) do
+    local r = program(d, { MOONFLOW_STORE = db }, quote(script(d, code)))
+    lu.assertEquals(r.code, 0, describe(r))
+  end
+  local age = function(t, cols)
+    local sets = {}
+    for _, c in ipairs(cols) do sets[#sets + 1] = string.format("%s = %s - %d", c, c, WEEK_AND_A_DAY) end
+    return string.format("UPDATE %s SET %s;", t, table.concat(sets, ", "))
+  end
+  lu.assertEquals(sql(db, age("runs", { "created", "started", "ended" })
+    .. age("logs", { "time" }) .. age("results", { "created", "expires" })
+    .. age("processes", { "started", "ended" })), "")
+  local r = program(d, env, quote(script(d, NEW)))
+  lu.assertEquals(r.code, 0, describe(r))
+  return db, r
+end
+
+function TestStoreProgram:test_runs_older_than_a_week_are_deleted()
+  local db, r = aged_store({})
+  -- 3 plain, 5 old, keyed, expiring, persisted: 11 runs deleted; the run
+  -- left Running is kept (never final), and so are its process and the
+  -- result under k1 (no expiry); k2's expired (aged an hour past it).
+  lu.assertEquals(r.out, "n\n11\t604800.0\nv1\nrecomputed\n")
+  lu.assertEquals(r.err, "")
+  lu.assertEquals(sql(db, "SELECT group_concat(name, ' ') FROM (SELECT name FROM runs ORDER BY id)"),
+    "left-running-1 new-1 keyed-1 expiring-1")
+  lu.assertEquals(sql(db, "SELECT count(*) FROM logs"), "0")
+  lu.assertEquals(sql(db, "SELECT group_concat(key, ' ') FROM (SELECT key FROM results ORDER BY key)"),
+    "k1 k2") -- k2: the new run's
+  lu.assertEquals(sql(db, "SELECT count(*) FROM processes"), "2") -- OLD's and NEW's
+end
+
+function TestStoreProgram:test_a_store_kept_forever_or_a_bad_keep_deletes_nothing()
+  for _, keep in ipairs({ "forever", "7 days" }) do
+    local db, r = aged_store({ MOONFLOW_STORE_KEEP = keep })
+    lu.assertEquals(r.out, "n\n0\t0.0\nv1\nrecomputed\n", keep) -- k2 expired
+    if keep == "forever" then
+      lu.assertEquals(r.err, "")
+    else
+      lu.assertEquals(r.err, "moonflow: MOONFLOW_STORE_KEEP=7 days is not a duration (7d, 12h, "
+        .. "30m, 90s or forever): runs are kept forever\n")
+    end
+    lu.assertEquals(sql(db, "SELECT count(*) FROM runs"), "15", keep)
+    lu.assertEquals(sql(db, "SELECT count(*) FROM processes"), "3", keep)
+  end
+end
+
+-- }======
+
 local ok, err = pcall(h.run)
 os.execute("rm -rf " .. quote(DIR))
 if not ok then error(err, 0) end

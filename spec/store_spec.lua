@@ -218,11 +218,11 @@ CREATE INDEX runs_flows ON runs(created) WHERE kind = 1;
 CREATE TABLE logs(id INTEGER PRIMARY KEY, run INTEGER, time REAL NOT NULL,
  level INTEGER NOT NULL, message TEXT NOT NULL);
 CREATE INDEX logs_run ON logs(run);
-INSERT INTO processes(pid, started) VALUES(1, 1700000000);
+INSERT INTO processes(pid, started) VALUES(1, unixepoch('now') - 3);
 INSERT INTO runs(process, local_id, kind, name, task, state_type, state_name,
  created, started, ended, attempts) VALUES(1, 1, 1, 'old-flow-1', 'old-flow',
- 3, 3, 1700000000, 1700000001, 1700000002, 1);
-]]
+ 3, 3, unixepoch('now') - 3, unixepoch('now') - 2, unixepoch('now') - 1, 1);
+]] -- (times of now: a week older, the run would be pruned)
 
 function TestStoreFile:test_an_older_schema_is_migrated()
   local path = temp_path("v1.db")
