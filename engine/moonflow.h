@@ -121,14 +121,18 @@ MF_API const char *mf_state_name_string(mf_state_name name);
  * An allocator for Lua states (the moonflow program's use it), offered to
  * hosts for theirs; it knows nothing of Lua: blocks of
  * up to MF_HEAP_SMALL_MAX bytes come from MF_HEAP_PAGE-byte pages, each cut
- * into blocks of one size (16-byte steps), bigger ones from malloc.  The
+ * into blocks of one size (16-byte steps), bigger ones from malloc, and
+ * from MF_HEAP_HUGE_MIN bytes mappings of whole 2 MB huge pages.  The
  * caller says a block's size when it frees or resizes it, as Lua does, so
  * a block has no header.  A page whose blocks are all free is kept for
  * reuse (a few) or given back to malloc.  One heap serves one thread at a
  * time: it has no lock. */
 
 #define MF_HEAP_SMALL_MAX 1024 /* bytes: bigger blocks are malloc's */
-#define MF_HEAP_PAGE 65536     /* bytes, each page aligned to its size */
+#define MF_HEAP_HUGE_MIN                                                       \
+  (2u << 20)               /* bytes: from here, mappings of their              \
+                              own, backed by huge pages */
+#define MF_HEAP_PAGE 65536 /* bytes, each page aligned to its size */
 
 typedef struct mf_heap mf_heap;
 

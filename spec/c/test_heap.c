@@ -143,6 +143,41 @@ static const char *const busy_chunk =
     "local s = table.concat({ 'a', 'b' }, string.rep('y', 5000))\n"
     "return #s\n";
 
+/* Blocks of MF_HEAP_HUGE_MIN bytes and more are mappings of whole 2 MB
+ * huge pages (malloc's under AddressSanitizer): aligned to 2 MB, their
+ * bytes kept through growing, shrinking within their mapping, and moving
+ * to malloc's sizes and back. */
+TEST(huge_blocks_keep_their_bytes_and_are_aligned_to_huge_pages) {
+  enum { MB = 1 << 20 };
+  mf_heap *h = mf_heap_new();
+  ASSERT(h != NULL);
+  size_t sizes[] = {3 * MB, 3 * MB + MB / 2, 9 * MB, 2 * MB, MB, 5 * MB, 100};
+  size_t n = sizes[0];
+  unsigned char *p = mf_heap_realloc(h, NULL, LUA_TTABLE, n);
+  ASSERT(p != NULL);
+  fill(p, n, 7);
+  for (size_t i = 1; i < sizeof sizes / sizeof *sizes; i++) {
+#if !defined(__SANITIZE_ADDRESS__)
+    if (n >= MF_HEAP_HUGE_MIN)
+      ASSERT_EQ((uintptr_t)p % (2 * MB), 0);
+#endif
+    unsigned char *q = mf_heap_realloc(h, p, n, sizes[i]);
+    ASSERT(q != NULL);
+    size_t kept = n < sizes[i] ? n : sizes[i];
+    ASSERT(intact(q, kept, 7));
+#if !defined(__SANITIZE_ADDRESS__)
+    if (i == 1) /* 3.5 MB still fits the 4 MB of the first */
+      ASSERT(q == p);
+#endif
+    fill(q, sizes[i], 7);
+    p = q;
+    n = sizes[i];
+  }
+  ASSERT(mf_heap_realloc(h, p, n, 0) == NULL);
+  ASSERT_EQ(small_blocks(h), 0);
+  mf_heap_delete(h);
+}
+
 TEST(a_state_gives_back_every_block_when_it_closes) {
   mf_heap *h = mf_heap_new();
   ASSERT(h != NULL);
