@@ -14,7 +14,6 @@
  * died without saying so) is kept.  What a stop interrupts, the next
  * process goes on with.
  */
-#include <ctype.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
