@@ -141,6 +141,8 @@ typedef struct mf_heap_stats {
   size_t empty_pages;  /* of which kept empty for reuse */
   size_t small_blocks; /* small blocks handed out and not freed */
   size_t small_bytes;  /* their sizes, as asked */
+  size_t regions;      /* 2 MiB regions mapped for pages (0 under ASan,
+                          whose pages are malloc's) */
 } mf_heap_stats;
 
 /* A new, empty heap; NULL when out of memory. */

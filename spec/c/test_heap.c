@@ -127,6 +127,34 @@ TEST(empty_pages_go_back_to_malloc) {
   mf_heap_delete(h);
 }
 
+/* Pages come from regions of 2 MiB (32 pages each; malloc's pages under
+ * AddressSanitizer): once the blocks are freed the regions are unmapped
+ * but those of the pages kept empty and one kept for the next. */
+TEST(regions_go_back_when_their_pages_do) {
+  enum { N = 300000 };
+  static void *blocks[N];
+  mf_heap *h = mf_heap_new();
+  ASSERT(h != NULL);
+  for (int i = 0; i < N; i++)
+    ASSERT((blocks[i] = mf_heap_realloc(h, NULL, 0, 48)) != NULL);
+  mf_heap_stats s;
+  mf_heap_get_stats(h, &s);
+#if !defined(__SANITIZE_ADDRESS__)
+  ASSERT_GE(s.regions, s.pages / 32);
+  ASSERT_GE(s.regions, 6);
+#else
+  ASSERT_EQ(s.regions, 0);
+#endif
+  for (int i = 0; i < N; i++)
+    mf_heap_realloc(h, blocks[i], 48, 0);
+  mf_heap_get_stats(h, &s);
+  ASSERT_EQ(s.small_blocks, 0);
+#if !defined(__SANITIZE_ADDRESS__)
+  ASSERT_LE(s.regions, KEPT_EMPTY_MAX + 1);
+#endif
+  mf_heap_delete(h);
+}
+
 /* What a state makes: tables, strings, closures, coroutines, userdata. */
 static const char *const busy_chunk =
     "local t = {}\n"
