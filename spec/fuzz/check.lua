@@ -148,6 +148,9 @@ function M.repr(v)
       return string.format("{kind=%s, message=%s}", M.repr(kind), M.repr(message))
     end
     return "table"
+  elseif t == "function" then -- where it was defined says whose it is
+    local info = debug.getinfo(v, "S")
+    return string.format("function (%s:%d)", info.short_src, info.linedefined)
   end
   return t == "number" and string.format("%.17g", v) or t
 end
