@@ -309,7 +309,6 @@ static int start_program(procs *ps, proc *p, mfl_io *io) {
                       .stderr_fd = 2,
                       .extra_fd = fds[1]};
   p->child.on_exit = on_worker_exit;
-  p->child.weak = !ps->keep;
   rc = mfl_spawn(io, &p->child, &o);
   close(fds[1]);
   return rc;
@@ -344,8 +343,7 @@ static proc *spawn_worker(procs *ps, int index, char *why, size_t size) {
   }
   p->alive = 1;
   p->holds++; /* until reaped or forgotten */
-  if (!ps->keep)
-    uv_unref((uv_handle_t *)&p->pipe);
+  set_ref(p, ps->keep);
   /* SETUP: the version, the config, the setup function's parts. */
   mfl_buffer body = {0};
   size_t vlen = strlen(MF_VERSION);

@@ -93,6 +93,10 @@ static int is_small(size_t n) { return n + REDZONE <= MF_HEAP_SMALL_MAX; }
 static int is_huge(size_t n) { return (void)n, 0; }
 static void *huge_alloc(size_t n) { return malloc(n); }
 static void huge_free(void *b, size_t n) { (void)n, free(b); }
+static void *huge_resize(void *b, size_t osize, size_t nsize) {
+  (void)osize;
+  return realloc(b, nsize);
+}
 #else
 static int is_huge(size_t n) { return n >= MF_HEAP_HUGE_MIN; }
 
@@ -419,11 +423,9 @@ void *mf_heap_realloc(void *heap, void *ptr, size_t osize, size_t nsize) {
     }
   } else if (!small && !is_huge(osize) && !is_huge(nsize)) {
     return realloc(ptr, nsize);
-  }
-#if !defined(__SANITIZE_ADDRESS__) && defined(MADV_HUGEPAGE)
-  else if (is_huge(osize) && is_huge(nsize))
+  } else if (is_huge(osize) && is_huge(nsize)) {
     return huge_resize(ptr, osize, nsize);
-#endif
+  }
   void *moved = alloc(h, nsize);
   if (!moved) {
     if (small && is_small(osize) && nsize < osize) { /* it still fits */
