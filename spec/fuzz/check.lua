@@ -15,6 +15,10 @@
 -- finalizers whose errors moonflow swallows.  The case loop checks them.
 local M = {}
 
+-- print as the script found it: inside a log_prints run the global is the
+-- logger, and a worker's print comes back as this one
+local user_print = print
+
 M.KINDS = {
   Timeout = true, TimedOut = true, MappingLengthMismatch = true,
   MappingMissingIterable = true, UpstreamFailed = true, Cancelled = true,
@@ -108,7 +112,7 @@ function M.is_own(v)
   -- a copy of what the fuzzer's code raised in a worker (actions_runners.lua)
   if t == "table" and rawget(v, "fuzz_remote") ~= nil then return true end
   if t == "string" and v:sub(1, 12) == "fuzz-remote:" then return true end
-  if t == "function" and v == print then return true end
+  if t == "function" and (v == print or v == user_print) then return true end
   -- what a worker's run raised that could not be copied comes back as its
   -- text (README.md, "Values are copied"): REMOTE's coroutines and files
   if t == "string" and (v:match("^thread: 0x%x+$") or v:match("^file %(0x%x+%)$")
@@ -136,6 +140,22 @@ function M.is_own(v)
   return M.odd_raised[t] == true
 end
 
+-- " module.field" for a C function a loaded module holds, else " unnamed"
+-- plus the registry slot holding it, if one does.
+function M.c_function_name(f)
+  for modname, mod in pairs(package.loaded) do
+    if type(mod) == "table" then
+      for field, v in pairs(mod) do
+        if rawequal(v, f) then return string.format(" %s.%s", modname, field) end
+      end
+    end
+  end
+  for slot, v in pairs(debug.getregistry()) do
+    if rawequal(v, f) then return string.format(" registry[%s]", tostring(slot)) end
+  end
+  return " unnamed"
+end
+
 -- A printable form of any value that never calls the value's metamethods.
 function M.repr(v)
   local t = type(v)
@@ -150,7 +170,8 @@ function M.repr(v)
     return "table"
   elseif t == "function" then -- where it was defined says whose it is
     local info = debug.getinfo(v, "S")
-    return string.format("function (%s:%d)", info.short_src, info.linedefined)
+    return string.format("function (%s:%d%s)", info.short_src, info.linedefined,
+      info.what == "C" and M.c_function_name(v) or "")
   end
   return t == "number" and string.format("%.17g", v) or t
 end
