@@ -195,6 +195,24 @@ mfl_store *mfl_store_open(const char *path, char *err, size_t errlen) {
   return st;
 }
 
+int mfl_store_prepare_list(sqlite3 *db, const mfl_store_statement *list,
+                           size_t n, unsigned prepare_flags) {
+  for (size_t i = 0; i < n; i++) {
+    int rc = sqlite3_prepare_v3(db, list[i].sql, -1, prepare_flags,
+                                list[i].stmt, NULL);
+    if (rc != SQLITE_OK)
+      return rc;
+  }
+  return SQLITE_OK;
+}
+
+void mfl_store_finalize_list(const mfl_store_statement *list, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    sqlite3_finalize(*list[i].stmt);
+    *list[i].stmt = NULL;
+  }
+}
+
 int mfl_store_lookup(mfl_store *st, const char *key, double now, char **value,
                      size_t *len, char *err, size_t errlen) {
   sqlite3 *db = mfl_store_reader(st);

@@ -130,6 +130,23 @@ MFL_INTERNAL_STORE mfl_store *mfl_store_writer_start(struct sqlite3 *db,
 MFL_INTERNAL_STORE struct sqlite3 *mfl_store_reader(mfl_store *st);
 MFL_INTERNAL_STORE void mfl_store_writer_stop(mfl_store *st);
 
+/* A statement of a list a module prepares at once and keeps (the
+ * writer's, the pruning's). */
+struct sqlite3_stmt;
+typedef struct mfl_store_statement {
+  const char *sql;
+  struct sqlite3_stmt **stmt;
+} mfl_store_statement;
+/* Prepares the n statements of list (prepare_flags: sqlite3_prepare_v3's);
+ * returns SQLITE_OK, or the failure's code (sqlite3_errmsg says why; the
+ * list is to be finalized). */
+MFL_INTERNAL_STORE int mfl_store_prepare_list(struct sqlite3 *db,
+                                              const mfl_store_statement *list,
+                                              size_t n, unsigned prepare_flags);
+/* Finalizes the list's statements (NULL ones too) and sets them to NULL. */
+MFL_INTERNAL_STORE void mfl_store_finalize_list(const mfl_store_statement *list,
+                                                size_t n);
+
 /* store_prune.c: deleting the runs older than the store's keep. */
 #define MFL_STORE_KEEP_DEFAULT (7 * 86400.0) /* a week */
 /* MOONFLOW_STORE_KEEP's text ("7d", "12h", "30m", "90s", "forever"; NULL

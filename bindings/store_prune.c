@@ -71,29 +71,12 @@ struct mfl_prune {
   char message[256]; /* and its message */
 };
 
-void mfl_prune_free(mfl_prune *p) {
-  if (!p)
-    return;
-  sqlite3_finalize(p->runs.scan);
-  sqlite3_finalize(p->logs.scan);
-  sqlite3_finalize(p->delete_runs);
-  sqlite3_finalize(p->delete_run_logs);
-  sqlite3_finalize(p->delete_results);
-  sqlite3_finalize(p->delete_loose_logs);
-  sqlite3_finalize(p->delete_processes);
-  free(p);
-}
+#define PRUNE_STATEMENTS 7
 
-mfl_prune *mfl_prune_new(sqlite3 *db, double now, double keep) {
-  mfl_prune *p = calloc(1, sizeof *p);
-  if (!p)
-    return NULL;
-  p->now = now;
-  p->cutoff = now - keep;
-  struct {
-    const char *sql;
-    sqlite3_stmt **stmt;
-  } all[] = {
+/* The pruning's statements, to prepare and to finalize. */
+static void list_statements(mfl_prune *p,
+                            mfl_store_statement list[PRUNE_STATEMENTS]) {
+  const mfl_store_statement all[PRUNE_STATEMENTS] = {
       {"SELECT id, created FROM runs WHERE id >= ?1 ORDER BY id LIMIT ?2",
        &p->runs.scan},
       {"SELECT id, time FROM logs WHERE id >= ?1 ORDER BY id LIMIT ?2",
@@ -119,12 +102,30 @@ mfl_prune *mfl_prune_new(sqlite3 *db, double now, double keep) {
        " (SELECT process FROM runs ORDER BY id LIMIT 1)",
        &p->delete_processes},
   };
-  for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-    if (sqlite3_prepare_v2(db, all[i].sql, -1, all[i].stmt, NULL) !=
-        SQLITE_OK) {
-      mfl_prune_free(p);
-      return NULL;
-    }
+  memcpy(list, all, sizeof all);
+}
+
+void mfl_prune_free(mfl_prune *p) {
+  if (!p)
+    return;
+  mfl_store_statement list[PRUNE_STATEMENTS];
+  list_statements(p, list);
+  mfl_store_finalize_list(list, PRUNE_STATEMENTS);
+  free(p);
+}
+
+mfl_prune *mfl_prune_new(sqlite3 *db, double now, double keep) {
+  mfl_prune *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->now = now;
+  p->cutoff = now - keep;
+  mfl_store_statement list[PRUNE_STATEMENTS];
+  list_statements(p, list);
+  if (mfl_store_prepare_list(db, list, PRUNE_STATEMENTS, 0) != SQLITE_OK) {
+    mfl_prune_free(p);
+    return NULL;
+  }
   return p;
 }
 

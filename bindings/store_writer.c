@@ -1451,11 +1451,13 @@ static void track(mfl_store *st, int open) {
   uv_mutex_unlock(&open_lock);
 }
 
-static int prepare(mfl_store *st, char *err, size_t errlen) {
-  struct {
-    const char *sql;
-    sqlite3_stmt **stmt;
-  } all[] = {
+#define WRITER_STATEMENTS 7
+
+/* The writer's statements (but the blocks': block_statement), to prepare
+ * and to finalize. */
+static void list_statements(mfl_store *st,
+                            mfl_store_statement list[WRITER_STATEMENTS]) {
+  const mfl_store_statement all[WRITER_STATEMENTS] = {
       {"INSERT INTO runs(" RUN_COLUMNS ") VALUES " RUN_VALUES, &st->insert_run},
       {"UPDATE runs SET state_type = ?1, state_name = ?2, started = ?3,"
        " ended = ?4, attempts = ?5, history = ?6, message = ?7,"
@@ -1470,28 +1472,29 @@ static int prepare(mfl_store *st, char *err, size_t errlen) {
       {"SELECT max(id) FROM runs", &st->max_row},
       {"UPDATE runs SET name = ?1 WHERE id = ?2", &st->rename_run},
   };
-  for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-    if (sqlite3_prepare_v3(st->db, all[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
-                           all[i].stmt, NULL) != SQLITE_OK) {
-      snprintf(err, errlen, "cannot prepare: %s", sqlite3_errmsg(st->db));
-      return -1;
-    }
-  return 0; /* (the inserts of blocks of rows: block_statement) */
+  memcpy(list, all, sizeof all);
+}
+
+static int prepare(mfl_store *st, char *err, size_t errlen) {
+  mfl_store_statement list[WRITER_STATEMENTS];
+  list_statements(st, list);
+  if (mfl_store_prepare_list(st->db, list, WRITER_STATEMENTS,
+                             SQLITE_PREPARE_PERSISTENT) != SQLITE_OK) {
+    snprintf(err, errlen, "cannot prepare: %s", sqlite3_errmsg(st->db));
+    return -1;
+  }
+  return 0;
 }
 
 static void finalize_all(mfl_store *st) {
-  sqlite3_finalize(st->insert_run);
+  mfl_store_statement list[WRITER_STATEMENTS];
+  list_statements(st, list);
+  mfl_store_finalize_list(list, WRITER_STATEMENTS);
   for (int size = 0; size < BLOCK_SIZES; size++)
     for (int plain = 0; plain < 2; plain++) {
       sqlite3_finalize(st->blocks[size][plain].stmt);
       free(st->blocks[size][plain].bound);
     }
-  sqlite3_finalize(st->update_run);
-  sqlite3_finalize(st->insert_log);
-  sqlite3_finalize(st->insert_result);
-  sqlite3_finalize(st->delete_results);
-  sqlite3_finalize(st->max_row);
-  sqlite3_finalize(st->rename_run);
 }
 
 /* MOONFLOW_STORE_KEEP: how long runs are kept (a file's only).  A value
