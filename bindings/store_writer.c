@@ -363,7 +363,7 @@ static void *pool_get(fold_pool *p) {
       char *chunk = malloc(POOL_BLOCK * (POOL_CHUNK + 1));
       if (!chunk)
         return NULL;
-      memcpy(chunk, &p->chunks, sizeof(char *));
+      memcpy(chunk, &p->chunks, sizeof p->chunks);
       p->chunks = chunk;
       p->fresh = 0;
     }
@@ -1219,7 +1219,7 @@ static int wait_room(mfl_store *st, size_t used_max, uint64_t ns) {
   atomic_store(&st->producer_waiting, 1);
   uv_cond_signal(&st->wake_writer);
   int room;
-  while (!(room = cells_used(st) <= used_max)) {
+  while (!(room = (cells_used(st) <= used_max))) {
     uint64_t wait = 100000000;
     if (deadline) {
       uint64_t now = uv_hrtime();
