@@ -393,10 +393,18 @@ MFL_INTERNAL void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
 /* The new run (made, not yet submitted) joins the group at gidx as its
  * next run, with the value at arg_idx as its one argument; the group takes
  * the run's reference and is pinned while the engine holds it. */
-MFL_INTERNAL void mfl_group_adopt(lua_State *L, int gidx, int slots,
+/* Accesses to a group's slots in order of index (group.c): the table that
+ * holds the slot last reached stays on the stack at `table`. */
+typedef struct mfl_slot_cursor {
+  int slots, table;  /* stack indices: the slots table, the holding table */
+  lua_Integer chunk; /* the slots' chunk at `table` (0: the array; -1: none) */
+} mfl_slot_cursor;
+MFL_INTERNAL void mfl_group_adopt(lua_State *L, int gidx, mfl_slot_cursor *c,
                                   mf_run *run, int arg_idx);
-/* Pushes the group's slots table, which mfl_group_adopt takes. */
-MFL_INTERNAL void mfl_group_push_slots(lua_State *L, int gidx);
+/* Pushes the group's slots table and a place for the cursor's table, and
+ * sets the cursor, which mfl_group_adopt takes. */
+MFL_INTERNAL void mfl_group_push_slots(lua_State *L, int gidx,
+                                       mfl_slot_cursor *c);
 /* Takes back the last run adopted (its submit failed): released. */
 MFL_INTERNAL void mfl_group_drop_last(lua_State *L, int gidx);
 /* Cancels every run of the group at gidx. */
@@ -406,13 +414,15 @@ MFL_INTERNAL void mfl_group_cancel(lua_State *L, int gidx);
 MFL_INTERNAL void mfl_group_push_future(lua_State *L, mfl_run *lr);
 /* The engine stopped holding a grouped run. */
 MFL_INTERNAL void mfl_group_release(lua_State *L, mfl_run *lr);
-/* Pushes the slots of a grouped run's group, then the function and the
- * argument of its attempt; returns the count of arguments.  (It leaves two
- * values below the slots.) */
+/* Pushes the table holding a grouped run's slot in its group (group.c),
+ * then the function and the argument of its attempt; returns the count of
+ * arguments.  (It leaves two values below that table.) */
 MFL_INTERNAL int mfl_group_push_attempt(lua_State *L, mfl_run *lr);
-/* Pops the value on top into the slots at that index: the grouped run's
+/* Pops the value on top into the run's slot, in the table that holds it
+ * (at slot_table, as mfl_group_push_attempt pushed it): the grouped run's
  * result. */
-MFL_INTERNAL void mfl_group_store_result(lua_State *L, int slots, mfl_run *lr);
+MFL_INTERNAL void mfl_group_store_result(lua_State *L, int slot_table,
+                                         mfl_run *lr);
 /* Whether the value at idx is a FutureList; a lazy one has every Future
  * made, so that it can be read raw.  Code that reads lists raw calls it. */
 MFL_INTERNAL int mfl_list_expand(lua_State *L, int idx);
@@ -499,10 +509,10 @@ MFL_INTERNAL void mfl_preempt_configure(mfl_state *S);
  * slice or passed its deadline; mfl_yield_slice yields (parked for the
  * slice, stopped past the deadline), k continuing. */
 MFL_INTERNAL mf_run *mfl_slice_run(lua_State *L, mfl_state *S);
-/* Inside a run, the tables of a long map (its slots, its results) are made
- * with room for this many elements and grow as they fill: making (and
- * clearing) a table of a million slots at once takes longer than a slice.
- * map yields before each doubling past it, so that one starts a slice. */
+/* Inside a run, the tables of a long map are made with room for this many
+ * elements: making (and clearing) a table of a million slots at once takes
+ * longer than a slice.  A group's slots go on in chunks (group.c); the
+ * results of list:result() grow as they fill. */
 #define MFL_SLICED_PREALLOC 65536
 MFL_INTERNAL uint64_t mfl_slice_clock(mfl_state *S);
 MFL_INTERNAL int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run,

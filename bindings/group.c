@@ -43,6 +43,7 @@ struct mfl_group {
   int pin;            /* the group's slot in the pins table while held > 0 */
   int collected;      /* __gc ran: the references are dropped */
   lua_Integer length; /* runs it has room for */
+  lua_Integer flat;   /* slots in the slots table's array; past: chunks */
   lua_Integer swept;  /* runs before this one are retired or never will */
   mf_run *retired;    /* the placeholder of retired runs (one reference) */
   mf_run_summary *summaries; /* by index, for the retired */
@@ -58,7 +59,8 @@ enum {
   GROUP_UV_FN,       /* its function */
   GROUP_UV_SLOTS,    /* slot i: run i's argument, until it starts (or
                         while it retries); then its result, when it
-                        completed without its Future (lr->group_result) */
+                        completed without its Future (lr->group_result);
+                        see get_slot */
   GROUP_UV_LIST,     /* the FutureList */
   GROUP_UV_FUTURES,  /* the Futures made, by index (made with the first) */
   GROUP_NUV = GROUP_UV_FUTURES
@@ -77,6 +79,84 @@ static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
                    ? MFL_SLICED_PREALLOC
                    : n);
 }
+
+/* {------ Slots ------
+ *
+ * A group's slots are one table made full size, but for a map made inside
+ * a run (prealloc): there the first MFL_SLICED_PREALLOC are the table's
+ * array and the rest are in chunks of SLOT_CHUNK, chunk k at key -k, made
+ * as the map reaches them.  A table that doubles touches its new half at
+ * once, fresh memory the kernel zeroes page by page (8 MB, 2 to 25 ms on
+ * the machines measured), in one step of the run: a chunk is 256 KB. */
+
+#define SLOT_CHUNK 4096
+
+/* Slot i's index in the table that holds it (push_slot_table). */
+static lua_Integer slot_index(const mfl_group *g, lua_Integer i) {
+  return i <= g->flat ? i : (i - g->flat - 1) % SLOT_CHUNK + 1;
+}
+
+/* Pushes the table that holds slot i of the group's slots table at slots
+ * (absolute): that table, or i's chunk (made when make, else nil when it
+ * was not). */
+static void push_slot_table(lua_State *L, const mfl_group *g, int slots,
+                            lua_Integer i, int make) {
+  if (i <= g->flat) {
+    lua_pushvalue(L, slots);
+    return;
+  }
+  lua_Integer chunk = -((i - g->flat - 1) / SLOT_CHUNK + 1);
+  if (lua_rawgeti(L, slots, chunk) == LUA_TTABLE || !make)
+    return;
+  lua_pop(L, 1);
+  lua_createtable(L, SLOT_CHUNK, 0);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, slots, chunk);
+}
+
+/* Puts the table holding slot i at c->table; returns i's index in it. */
+static lua_Integer cursor_at(lua_State *L, const mfl_group *g,
+                             mfl_slot_cursor *c, lua_Integer i) {
+  lua_Integer chunk = i <= g->flat ? 0 : (i - g->flat - 1) / SLOT_CHUNK + 1;
+  if (chunk != c->chunk) {
+    push_slot_table(L, g, c->slots, i, 1);
+    lua_replace(L, c->table);
+    c->chunk = chunk;
+  }
+  return slot_index(g, i);
+}
+
+/* Pushes slot i of the group's slots table at slots (absolute). */
+static void get_slot(lua_State *L, const mfl_group *g, int slots,
+                     lua_Integer i) {
+  if (i <= g->flat) {
+    lua_rawgeti(L, slots, i);
+    return;
+  }
+  push_slot_table(L, g, slots, i, 0);
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, slot_index(g, i));
+    lua_replace(L, -2);
+  } /* (else nil: never set) */
+}
+
+/* Sets slot i of the group's slots table at slots (absolute) to the value
+ * on top, popped. */
+static void set_slot(lua_State *L, const mfl_group *g, int slots,
+                     lua_Integer i) {
+  if (i <= g->flat) {
+    lua_rawseti(L, slots, i);
+    return;
+  }
+  push_slot_table(L, g, slots, i, !lua_isnil(L, -1));
+  if (lua_istable(L, -1)) {
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, slot_index(g, i));
+  } /* (else a nil for a chunk never made: nothing to clear) */
+  lua_pop(L, 2);
+}
+
+/* }------ */
 
 /* {====== The group and its runs ====== */
 
@@ -171,6 +251,7 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   g->pin = LUA_NOREF;
   g->collected = 0;
   g->length = length;
+  g->flat = prealloc(L, S, length);
   g->swept = 0;
   g->retired = NULL;
   g->summaries = NULL;
@@ -183,7 +264,7 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   lua_setiuservalue(L, gidx, GROUP_UV_TASK);
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_FN);
   lua_setiuservalue(L, gidx, GROUP_UV_FN);
-  lua_createtable(L, prealloc(L, S, length), 0);
+  lua_createtable(L, (int)g->flat, 0);
   lua_setiuservalue(L, gidx, GROUP_UV_SLOTS);
 
   /* The FutureList, empty, with its own metatable. */
@@ -212,11 +293,15 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   lua_setiuservalue(L, gidx, GROUP_UV_LIST);
 }
 
-void mfl_group_push_slots(lua_State *L, int gidx) {
+void mfl_group_push_slots(lua_State *L, int gidx, mfl_slot_cursor *c) {
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+  c->slots = lua_gettop(L);
+  lua_pushnil(L);
+  c->table = lua_gettop(L);
+  c->chunk = -1;
 }
 
-void mfl_group_adopt(lua_State *L, int gidx, int slots, mf_run *run,
+void mfl_group_adopt(lua_State *L, int gidx, mfl_slot_cursor *c, mf_run *run,
                      int arg_idx) {
   mfl_group *g = lua_touserdata(L, gidx);
   mfl_run *lr = mf_run_body(run);
@@ -227,8 +312,9 @@ void mfl_group_adopt(lua_State *L, int gidx, int slots, mf_run *run,
   lr->pin = LUA_NOREF;
   lr->nargs = 1;
   hold(L, g, gidx);
+  lua_Integer at = cursor_at(L, g, c, g->n);
   lua_pushvalue(L, arg_idx);
-  lua_rawseti(L, slots, g->n);
+  lua_rawseti(L, c->table, at);
 }
 
 void mfl_group_drop_last(lua_State *L, int gidx) {
@@ -242,7 +328,7 @@ void mfl_group_drop_last(lua_State *L, int gidx) {
   }
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
   lua_pushnil(L);
-  lua_rawseti(L, -2, g->n + 1);
+  set_slot(L, g, lua_gettop(L) - 1, g->n + 1);
   lua_pop(L, 1);
   mf_run_unref(run);
 }
@@ -429,7 +515,8 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   lua_getiuservalue(L, gidx, GROUP_UV_TASK);
   lua_setiuservalue(L, box, MFL_UV_TASK);
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
-  lua_rawgeti(L, -1, i);
+  int slots = lua_gettop(L);
+  get_slot(L, g, slots, i);
   if (lr->group_result)
     lua_setiuservalue(L, box, MFL_UV_RESULT);
   else if (lr->nargs != 0)
@@ -437,7 +524,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   else
     lua_pop(L, 1); /* an attempt took it, and no other will */
   lua_pushnil(L);
-  lua_rawseti(L, -2, i);
+  set_slot(L, g, slots, i);
   lua_pop(L, 1);
   lr->group_result = 0;
   mf_run_ref(run);
@@ -483,18 +570,20 @@ int mfl_group_push_attempt(lua_State *L, mfl_run *lr) {
   lua_rawgeti(L, -1, lr->group->pin); /* held: the group is pinned */
   int gidx = lua_gettop(L);
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
+  push_slot_table(L, lr->group, gidx + 1, lr->group_index, 1);
+  lua_replace(L, gidx + 1);
   lua_getiuservalue(L, gidx, GROUP_UV_FN);
   /* The argument stays in its slot (the result takes its place); unless
    * retries need it again, the run has none from now on (what makes its
    * Future leaves it out). */
-  lua_rawgeti(L, gidx + 1, lr->group_index);
+  lua_rawgeti(L, gidx + 1, slot_index(lr->group, lr->group_index));
   if (!lr->keep_args)
     lr->nargs = 0;
   return 1;
 }
 
-void mfl_group_store_result(lua_State *L, int slots, mfl_run *lr) {
-  lua_rawseti(L, slots, lr->group_index);
+void mfl_group_store_result(lua_State *L, int slot_table, mfl_run *lr) {
+  lua_rawseti(L, slot_table, slot_index(lr->group, lr->group_index));
   lr->group_result = 1;
 }
 
@@ -706,8 +795,8 @@ typedef struct seen_runs {
 /* Puts run i's result at out[i] (in raise mode, not a failure's error):
  * the group's slot for a run that completed without its Future, else what
  * its Future gives; notes the failures and the unfinished. */
-static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
-                       int raise, seen_runs *seen) {
+static void put_result(lua_State *L, int gidx, mfl_slot_cursor *slots,
+                       int out, size_t i, int raise, seen_runs *seen) {
   mfl_group *g = lua_touserdata(L, gidx);
   retire_if_final(g, (lua_Integer)i - 1);
   mf_run *run = g->runs[i - 1];
@@ -715,7 +804,7 @@ static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
     if (returned_nothing(g, (lua_Integer)i - 1))
       lua_pushnil(L);
     else
-      lua_rawgeti(L, slots, (lua_Integer)i);
+      lua_rawgeti(L, slots->table, cursor_at(L, g, slots, (lua_Integer)i));
     lua_rawseti(L, out, (lua_Integer)i);
     return;
   }
@@ -732,7 +821,7 @@ static void put_result(lua_State *L, int gidx, int slots, int out, size_t i,
   if (lr->group == g && lr->group_result) {
     mf_run_mark_handled(run);
     if (lr->nresults != 0)
-      lua_rawgeti(L, slots, (lua_Integer)i);
+      lua_rawgeti(L, slots->table, cursor_at(L, g, slots, (lua_Integer)i));
     else
       lua_pushnil(L);
   } else {
@@ -769,12 +858,14 @@ static int group_result_k(lua_State *L, int status, lua_KContext ctx) {
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
   int timed_out = mfl_wait_outcome(L, status) == MF_WAKE_TIMEOUT;
   lua_settop(L, 4);
-  lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
+  mfl_slot_cursor slots;
+  mfl_group_push_slots(L, 4, &slots);
   lua_createtable(L, (int)n, 1);
+  int out = lua_gettop(L);
   seen_runs seen = {0, 0, 0};
   for (size_t i = 1; i <= n; i++)
-    put_result(L, 4, 5, 6, i, raise, &seen);
-  return end_result(L, 4, 6, n, raise, timed_out, &seen);
+    put_result(L, 4, &slots, out, i, raise, &seen);
+  return end_result(L, 4, out, n, raise, timed_out, &seen);
 }
 
 /* The same inside a run, in slices (collect.c's job at ctx; the group at
@@ -783,11 +874,14 @@ static int group_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   int job = (int)ctx;
   mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   int raise = lua_isnil(L, 3) || lua_toboolean(L, 3);
-  int slots = job + 1, out = job + 2;
+  int out = job + 2;
+  /* (job + 3: the cursor's table, whatever it held at the yield) */
+  mfl_slot_cursor slots = {.slots = job + 1, .table = job + 3, .chunk = -1};
   if (c->step == 0) {
     lua_settop(L, job);
     lua_getiuservalue(L, 4, GROUP_UV_SLOTS);
     lua_createtable(L, prealloc(L, mfl_state_get(L), (lua_Integer)c->count), 1);
+    lua_pushnil(L);
     c->step = 1;
     c->at = 0;
     c->acc = 0;
@@ -795,7 +889,7 @@ static int group_result_sliced_k(lua_State *L, int status, lua_KContext ctx) {
   }
   seen_runs seen = {(size_t)c->acc, c->best_time, (size_t)c->acc2};
   while (c->at < c->count) {
-    put_result(L, 4, slots, out, ++c->at, raise, &seen);
+    put_result(L, 4, &slots, out, ++c->at, raise, &seen);
     if (c->at < c->count && mfl_collect_over(L, c, c->at)) {
       c->acc = (lua_Integer)seen.failed;
       c->best_time = seen.failed_at;

@@ -559,7 +559,7 @@ static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
     mfl_log_run(S, lifecycle_level(lr), run, "task run started");
   int base = lua_gettop(L);
   int nargs = mfl_group_push_attempt(L, lr);
-  int slots = lua_gettop(L) - nargs - 1;
+  int slot_table = lua_gettop(L) - nargs - 1;
   lua_State *co = lr->co = take_spare(L, S);
   lr->co_in_box = 0;
   lua_xmove(L, co, nargs + 1);
@@ -575,7 +575,7 @@ static void step_grouped(lua_State *L, mf_run *run, mfl_run *lr) {
     else
       lua_xmove(co, L, 1);
     lr->nresults = nres;
-    mfl_group_store_result(L, slots, lr);
+    mfl_group_store_result(L, slot_table, lr);
     lua_settop(L, base);
     lua_settop(co, 0);
     give_back(L, lr, 0, co);

@@ -542,8 +542,6 @@ static int wait_future_args(lua_State *L, int top) {
  */
 
 #define MAP_CHUNK 64 /* runs made between two looks at the clock */
-/* Seconds a map parks before its tables double (the shortest timer). */
-#define MAP_DOUBLING_PARK 0.0005
 
 typedef struct map_job {
   map_plan plan;
@@ -608,7 +606,7 @@ static void make_mapped_run(lua_State *L, mfl_state *S, const map_plan *p,
 /* The same, for a map whose runs go in a group (group.c): the element of
  * the one mapped argument is the run's argument. */
 static void make_grouped_run(lua_State *L, mfl_state *S, const map_plan *p,
-                             lua_Integer r, int group, int slots,
+                             lua_Integer r, int group, mfl_slot_cursor *slots,
                              const char *name) {
   int arg = lua_gettop(L) + 1;
   lua_rawgeti(L, p->first, r);
@@ -664,31 +662,14 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_push_hot(L, S, &hot);
   lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
   const char *name = lua_tostring(L, -1); /* anchored by the task */
-  int slots = 0;
-  if (job->group) {
-    mfl_group_push_slots(L, job->group);
-    slots = lua_gettop(L);
-  }
-  lua_Integer first = job->next;
+  mfl_slot_cursor slots;
+  if (job->group)
+    mfl_group_push_slots(L, job->group, &slots);
   while (job->next <= job->plan.length) {
     lua_Integer r = job->next;
-    /* Run r doubles the group's slots (r - 1 a power of two past their
-     * first room: a rehash onto fresh pages, milliseconds for a big map; a
-     * list of Futures is made full size).  That starts a pass of its own:
-     * the run parks on a timer, and woken runs come first in a pass, so
-     * the doubling counts in the slice it begins (from the back of the
-     * runs to start, it would begin anywhere in a pass, and the pass
-     * overrun its slice by the doubling). */
-    if (self && job->group && r > first && r - 1 >= MFL_SLICED_PREALLOC &&
-        ((r - 1) & (r - 2)) == 0) {
-      lua_settop(L, job->list);
-      if (mf_run_sleep(self, MAP_DOUBLING_PARK) == 0)
-        return mfl_yield_parked(L, self, ctx, make_runs_k);
-      return mfl_yield_slice(L, S, self, ctx, make_runs_k);
-    }
     job->next++;
     if (job->group) {
-      make_grouped_run(L, S, &job->plan, r, job->group, slots, name);
+      make_grouped_run(L, S, &job->plan, r, job->group, &slots, name);
     } else {
       make_mapped_run(L, S, &job->plan, r, &hot, name);
       lua_rawseti(L, job->list, r);

@@ -61,30 +61,54 @@ function TestMapSlices:test_loop_turns_while_a_big_map_is_made()
   tk.future:wait()
 end
 
-function TestMapSlices:test_a_map_parks_before_its_tables_double()
-  -- Past 65,536 runs a map's tables double (a rehash onto fresh pages).
-  -- The map parks on a timer first, so that the doubling begins a pass of
-  -- its own; it does not go behind the 65,536 runs it made, which would
-  -- all run before it resumed.  The slice is huge: the doubling is the
-  -- only point where this map yields.
-  mf.configure { slice = 100 }
-  local n = 65536 + 64
-  local started = 0
-  local t = mf.task({ name = "count" }, function(x)
-    started = started + 1
-    return x
+function TestMapSlices:test_a_big_map_in_a_run_keeps_every_slot()
+  -- Past 65,536 runs, a map made inside a run keeps its runs' arguments
+  -- and results in chunks of 4,096 (group.c), not in one table that
+  -- doubles (its new half touched at once, in one step).  Every way a slot
+  -- is written and read, on both sides of that line and across chunks:
+  -- the argument of a first attempt and of a retry, a result, a run that
+  -- returns nothing, one that fails, one that parks, a Future asked for
+  -- after its run gave its record back, and the results collected inside
+  -- the run (in slices) and outside it.
+  local flat, chunk = 65536, 4096
+  local n = flat + 3 * chunk + 7
+  local retried = { [flat] = true, [flat + 1] = true, [flat + chunk] = true,
+                    [flat + chunk + 1] = true, [n] = true }
+  local nothing, failing, parking = flat + 2 * chunk + 5, flat + chunk + 9, n - 1
+  local attempts = {}
+  local t = mf.task({ name = "slot", retries = 1 }, function(x)
+    attempts[x] = (attempts[x] or 0) + 1
+    if retried[x] and attempts[x] == 1 then error("first attempt of " .. x) end
+    if x == failing then error({ failed = x }) end
+    if x == parking then mf.sleep(0.001) end
+    if x == nothing then return end
+    return 2 * x
   end)
-  local xs = range(n)
-  local started_during, list = in_run(function()
-    local l = t:map(xs)
-    return started, l
+  local function check(results, where)
+    lu.assertEquals(results.n, n, where)
+    for i = 1, n do
+      if i == failing then
+        lu.assertEquals(results[i].failed, failing, where)
+      elseif i == nothing then
+        lu.assertNil(results[i], where)
+      elseif results[i] ~= 2 * i then
+        lu.fail(("%s: result %d is %s"):format(where, i, tostring(results[i])))
+      end
+    end
+  end
+  local list, inside, late = in_run(function()
+    local l = t:map(range(n))
+    local r = l:result(nil, false)
+    return l, r, l[flat + chunk + 100]:result()
   end)
-  lu.assertTrue(started_during < 65536,
-    ("all %d runs made before the doubling ran before map resumed"):format(started_during))
-  local results = list:result()
-  lu.assertEquals(results.n, n)
-  lu.assertEquals(results[n], n)
-  lu.assertEquals(started, n)
+  check(inside, "collected inside the run")
+  check(list:result(nil, false), "collected outside")
+  lu.assertEquals(late, 2 * (flat + chunk + 100))
+  for i in pairs(retried) do lu.assertEquals(attempts[i], 2, "element " .. i) end
+  lu.assertEquals(attempts[failing], 2)
+  lu.assertEquals(attempts[flat + 3], 1)
+  lu.assertEquals(list[parking]:result(), 2 * parking)
+  lu.assertEquals(list[n]:result(), 2 * n)
 end
 
 function TestMapSlices:test_chunks_keep_every_argument_kind_in_order()
