@@ -795,8 +795,8 @@ typedef struct seen_runs {
 /* Puts run i's result at out[i] (in raise mode, not a failure's error):
  * the group's slot for a run that completed without its Future, else what
  * its Future gives; notes the failures and the unfinished. */
-static void put_result(lua_State *L, int gidx, mfl_slot_cursor *slots,
-                       int out, size_t i, int raise, seen_runs *seen) {
+static void put_result(lua_State *L, int gidx, mfl_slot_cursor *slots, int out,
+                       size_t i, int raise, seen_runs *seen) {
   mfl_group *g = lua_touserdata(L, gidx);
   retire_if_final(g, (lua_Integer)i - 1);
   mf_run *run = g->runs[i - 1];
