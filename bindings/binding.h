@@ -63,6 +63,8 @@ typedef struct mfl_state {
   mf_wake_reason last_wake; /* how the last top-level wait ended */
   double slice;             /* seconds a run computes before it is parked */
   size_t runs_made;         /* runs created, for the collector's pacing */
+  lua_Integer slots_flat;   /* group.c: a sliced map's slots in one table */
+  int slots_chunk_shift;    /* and past them, in chunks of 2^this */
   int gc_pacing;            /* tell the collector of runs' C memory */
   /* Preemption (preempt.c): written by the loop thread, read by the
    * signal handler running on that same thread. */

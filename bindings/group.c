@@ -44,6 +44,7 @@ struct mfl_group {
   int collected;      /* __gc ran: the references are dropped */
   lua_Integer length; /* runs it has room for */
   lua_Integer flat;   /* slots in the slots table's array; past: chunks */
+  int chunk_shift;    /* log2 of a chunk's slots */
   lua_Integer swept;  /* runs before this one are retired or never will */
   mf_run *retired;    /* the placeholder of retired runs (one reference) */
   mf_run_summary *summaries; /* by index, for the retired */
@@ -87,13 +88,17 @@ static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
  * array and the rest are in chunks of SLOT_CHUNK, chunk k at key -k, made
  * as the map reaches them.  A table that doubles touches its new half at
  * once, fresh memory the kernel zeroes page by page (8 MB, 2 to 25 ms on
- * the machines measured), in one step of the run: a chunk is 256 KB. */
+ * the machines measured), in one step of the run: a chunk is 64 KB.
+ * (core.slot_geometry makes both smaller, for the tests and the fuzzer.) */
 
-#define SLOT_CHUNK 4096
+#define SLOT_CHUNK_SHIFT 12 /* chunks of 4,096 slots */
 
 /* Slot i's index in the table that holds it (push_slot_table). */
 static lua_Integer slot_index(const mfl_group *g, lua_Integer i) {
-  return i <= g->flat ? i : (i - g->flat - 1) % SLOT_CHUNK + 1;
+  return i <= g->flat
+             ? i
+             : ((i - g->flat - 1) & (((lua_Integer)1 << g->chunk_shift) - 1)) +
+                   1;
 }
 
 /* Pushes the table that holds slot i of the group's slots table at slots
@@ -105,11 +110,17 @@ static void push_slot_table(lua_State *L, const mfl_group *g, int slots,
     lua_pushvalue(L, slots);
     return;
   }
-  lua_Integer chunk = -((i - g->flat - 1) / SLOT_CHUNK + 1);
+  lua_Integer chunk = -(((i - g->flat - 1) >> g->chunk_shift) + 1);
   if (lua_rawgeti(L, slots, chunk) == LUA_TTABLE || !make)
     return;
   lua_pop(L, 1);
-  lua_createtable(L, SLOT_CHUNK, 0);
+  lua_createtable(L, 1 << g->chunk_shift, 0);
+  /* (the collector may have run a finalizer that made it meanwhile) */
+  if (lua_rawgeti(L, slots, chunk) == LUA_TTABLE) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
   lua_pushvalue(L, -1);
   lua_rawseti(L, slots, chunk);
 }
@@ -117,7 +128,8 @@ static void push_slot_table(lua_State *L, const mfl_group *g, int slots,
 /* Puts the table holding slot i at c->table; returns i's index in it. */
 static lua_Integer cursor_at(lua_State *L, const mfl_group *g,
                              mfl_slot_cursor *c, lua_Integer i) {
-  lua_Integer chunk = i <= g->flat ? 0 : (i - g->flat - 1) / SLOT_CHUNK + 1;
+  lua_Integer chunk =
+      i <= g->flat ? 0 : ((i - g->flat - 1) >> g->chunk_shift) + 1;
   if (chunk != c->chunk) {
     push_slot_table(L, g, c->slots, i, 1);
     lua_replace(L, c->table);
@@ -251,7 +263,9 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   g->pin = LUA_NOREF;
   g->collected = 0;
   g->length = length;
-  g->flat = prealloc(L, S, length);
+  g->flat = length > S->slots_flat && mfl_slice_run(L, S) ? S->slots_flat
+                                                          : length;
+  g->chunk_shift = S->slots_chunk_shift;
   g->swept = 0;
   g->retired = NULL;
   g->summaries = NULL;
@@ -931,7 +945,27 @@ static const luaL_Reg list_fields[] = {
     {"__tostring", list_tostring},
     {NULL, NULL}};
 
+/* core.slot_geometry(flat, chunk_shift): the slots of the maps made inside
+ * runs from now on: flat in one table, then chunks of 2^chunk_shift (the
+ * tests' and the fuzzer's, to reach the chunks with small maps). */
+static int l_slot_geometry(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  lua_Integer flat = luaL_checkinteger(L, 1);
+  lua_Integer shift = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, flat >= 1 && flat <= MFL_SLICED_PREALLOC, 1,
+                "1 to 65536 slots");
+  luaL_argcheck(L, shift >= 0 && shift <= SLOT_CHUNK_SHIFT, 2, "0 to 12");
+  S->slots_flat = flat;
+  S->slots_chunk_shift = (int)shift;
+  return 0;
+}
+
 void mfl_open_group(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  S->slots_flat = MFL_SLICED_PREALLOC;
+  S->slots_chunk_shift = SLOT_CHUNK_SHIFT;
+  lua_pushcfunction(L, l_slot_geometry);
+  lua_setfield(L, -2, "slot_geometry");
   lua_createtable(L, 0, 3); /* the group's metatable */
   lua_pushcfunction(L, group_gc);
   lua_setfield(L, -2, "__gc");

@@ -31,6 +31,7 @@ TestMapSlices = {}
 
 function TestMapSlices:tearDown()
   mf.configure { slice = DEFAULT_SLICE, preempt = true }
+  core.slot_geometry(65536, 12)
 end
 
 function TestMapSlices:test_loop_turns_while_a_big_map_is_made()
@@ -109,6 +110,55 @@ function TestMapSlices:test_a_big_map_in_a_run_keeps_every_slot()
   lu.assertEquals(attempts[flat + 3], 1)
   lu.assertEquals(list[parking]:result(), 2 * parking)
   lu.assertEquals(list[n]:result(), 2 * n)
+end
+
+function TestMapSlices:test_small_chunks_of_slots()
+  -- The same ways in and out of a slot as above, with chunks of 2 past the
+  -- first 3 slots (core.slot_geometry), and a slot's Future asked for
+  -- before its run started, while it waits, and after it completed; the
+  -- list mapped again, inside the run and outside.
+  core.slot_geometry(3, 1)
+  local n = 21
+  local attempts, gate = {}, h.gate()
+  local t = mf.task({ name = "small", retries = 1 }, function(x)
+    attempts[x] = (attempts[x] or 0) + 1
+    if x % 5 == 0 and attempts[x] == 1 then error("first attempt of " .. x) end
+    if x == 7 then error({ failed = 7 }) end
+    if x == 8 then gate:wait() end
+    if x == 9 then return end
+    return 2 * x
+  end)
+  local up = mf.task({ name = "up" }, function(y) return y + 1 end)
+  local list, inside, again, early = in_run(function()
+    local l = t:map(range(n))
+    local early = l[n] -- asked for before its run started
+    local a = up:map(l) -- run i waits for l[i]
+    gate:open()
+    return l, l:result(nil, false), a:result(nil, false), early
+  end)
+  local function check(results, where)
+    lu.assertEquals(results.n, n, where)
+    for i = 1, n do
+      if i == 7 then
+        lu.assertEquals(results[i].failed, 7, where)
+      elseif i == 9 then
+        lu.assertNil(results[i], where)
+      else
+        lu.assertEquals(results[i], 2 * i, where .. " " .. i)
+      end
+    end
+  end
+  check(inside, "inside")
+  check(list:result(nil, false), "outside")
+  lu.assertEquals(early:result(), 2 * n)
+  lu.assertIs(list[n], early)
+  for i = 5, n, 5 do lu.assertEquals(attempts[i], 2, "element " .. i) end
+  lu.assertEquals(attempts[4], 1)
+  lu.assertEquals(list[8]:result(), 16)
+  -- (up fails for the failed run and for the one that returned nothing)
+  for i = 1, n do
+    if i ~= 7 and i ~= 9 then lu.assertEquals(again[i], 2 * i + 1, "again " .. i) end
+  end
 end
 
 function TestMapSlices:test_chunks_keep_every_argument_kind_in_order()

@@ -170,7 +170,16 @@ end
 
 -- {====== A case ======
 
+-- The slots of a map made in a run go past their first table into chunks
+-- (group.c) only past 65,536 runs: cases make them small, so that every
+-- map in a run reaches them (chosen by k, not by the case's generator).
+local function set_slot_geometry(k)
+  require("moonflow.core").slot_geometry(({ 1, 5, 64, 65536 })[k % 4 + 1],
+    ({ 0, 2, 3, 12 })[k // 4 % 4 + 1])
+end
+
 local function new_case(k)
+  set_slot_geometry(k)
   local rng = Rng.new(opts.seed, k)
   local case = {
     k = k, rng = rng, futures = {}, known = {}, by_id = {}, lists = {},
