@@ -392,15 +392,16 @@ typedef struct mfl_group mfl_group;
  * FutureList (empty, lazy). */
 MFL_INTERNAL void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
                                      lua_Integer length);
-/* The new run (made, not yet submitted) joins the group at gidx as its
- * next run, with the value at arg_idx as its one argument; the group takes
- * the run's reference and is pinned while the engine holds it. */
 /* Accesses to a group's slots in order of index (group.c): the table that
  * holds the slot last reached stays on the stack at `table`. */
 typedef struct mfl_slot_cursor {
   int slots, table;  /* stack indices: the slots table, the holding table */
   lua_Integer chunk; /* the slots' chunk at `table` (0: the array; -1: none) */
 } mfl_slot_cursor;
+/* The new run (made, not yet submitted) joins the group at gidx as its
+ * next run, with the value at arg_idx as its one argument (in the slot the
+ * cursor reaches); the group takes the run's reference and is pinned while
+ * the engine holds it. */
 MFL_INTERNAL void mfl_group_adopt(lua_State *L, int gidx, mfl_slot_cursor *c,
                                   mf_run *run, int arg_idx);
 /* Pushes the group's slots table and a place for the cursor's table, and

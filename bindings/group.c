@@ -61,7 +61,7 @@ enum {
   GROUP_UV_SLOTS,    /* slot i: run i's argument, until it starts (or
                         while it retries); then its result, when it
                         completed without its Future (lr->group_result);
-                        see get_slot */
+                        see "Slots" below */
   GROUP_UV_LIST,     /* the FutureList */
   GROUP_UV_FUTURES,  /* the Futures made, by index (made with the first) */
   GROUP_NUV = GROUP_UV_FUTURES
@@ -83,13 +83,14 @@ static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
 
 /* {------ Slots ------
  *
- * A group's slots are one table made full size, but for a map made inside
- * a run (prealloc): there the first MFL_SLICED_PREALLOC are the table's
- * array and the rest are in chunks of SLOT_CHUNK, chunk k at key -k, made
- * as the map reaches them.  A table that doubles touches its new half at
- * once, fresh memory the kernel zeroes page by page (8 MB, 2 to 25 ms on
- * the machines measured), in one step of the run: a chunk is 64 KB.
- * (core.slot_geometry makes both smaller, for the tests and the fuzzer.) */
+ * A group's slots are one table made full size, but for a map of more than
+ * MFL_SLICED_PREALLOC runs made inside a run: there the first
+ * MFL_SLICED_PREALLOC are the table's array (g->flat) and the rest are in
+ * chunks of 2^SLOT_CHUNK_SHIFT, chunk k at key -k, made as the map reaches
+ * them.  A table that doubles touches its new half at once, fresh memory
+ * the kernel zeroes page by page (8 MB, 2 to 25 ms on the machines
+ * measured), in one step of the run: a chunk is 64 KB.  (core.slot_geometry
+ * makes both smaller, for the tests and the fuzzer.) */
 
 #define SLOT_CHUNK_SHIFT 12 /* chunks of 4,096 slots */
 
@@ -263,8 +264,8 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   g->pin = LUA_NOREF;
   g->collected = 0;
   g->length = length;
-  g->flat = length > S->slots_flat && mfl_slice_run(L, S) ? S->slots_flat
-                                                          : length;
+  g->flat =
+      length > S->slots_flat && mfl_slice_run(L, S) ? S->slots_flat : length;
   g->chunk_shift = S->slots_chunk_shift;
   g->swept = 0;
   g->retired = NULL;

@@ -662,7 +662,7 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_push_hot(L, S, &hot);
   lua_getiuservalue(L, 1, MFL_TASK_UV_NAME);
   const char *name = lua_tostring(L, -1); /* anchored by the task */
-  mfl_slot_cursor slots;
+  mfl_slot_cursor slots = {0, 0, -1};
   if (job->group)
     mfl_group_push_slots(L, job->group, &slots);
   while (job->next <= job->plan.length) {
