@@ -303,18 +303,46 @@ function TestMapSlices:test_no_yield_with_preemption_off()
   tk.future:wait()
 end
 
-function TestMapSlices:test_top_level_map_is_one_call()
+function TestMapSlices:test_top_level_map_lets_the_loop_turn()
+  -- Outside any run (stock lua5.4's main chunk), the loop takes a turn
+  -- every 4,096 runs a map makes, as a wait there would: timers fire and
+  -- the runs made so far start, before map returns.
   if h.in_program then return end -- the main chunk is a run there
-  mf.configure { slice = 0.0001 }
   local tk = ticker()
-  local t = mf.task({ name = "id" }, function(x) return x end)
+  local started = 0
+  local t = mf.task({ name = "id" }, function(x)
+    started = started + 1
+    return x
+  end)
+  local n = 3 * 4096 + 1
   local ticks0 = tk.ticks
-  local list = t:map(range(5000))
-  lu.assertEquals(tk.ticks, ticks0)
-  lu.assertEquals(#list, 5000)
+  local list = t:map(range(n))
+  lu.assertTrue(tk.ticks > ticks0, "the ticker did not tick while map made its runs")
+  lu.assertTrue(started > 0, "no run started while map made its runs")
+  lu.assertTrue(started < n, "every run started before map returned")
   tk.stop = true
-  lu.assertTrue(list:wait())
+  local results = list:result()
+  lu.assertEquals(results.n, n)
+  for i = 1, n do
+    if results[i] ~= i then lu.fail(("result %d is %s"):format(i, tostring(results[i]))) end
+  end
+  lu.assertEquals(started, n)
   tk.future:wait()
+end
+
+function TestMapSlices:test_small_top_level_map_is_one_call()
+  -- Up to 4,096 runs, a top-level map makes them all before the loop
+  -- turns: no run has started when it returns.
+  if h.in_program then return end
+  local started = 0
+  local t = mf.task({ name = "id" }, function(x)
+    started = started + 1
+    return x
+  end)
+  local list = t:map(range(4096))
+  lu.assertEquals(started, 0)
+  lu.assertEquals(list:result()[4096], 4096)
+  lu.assertEquals(started, 4096)
 end
 
 h.run()
