@@ -212,6 +212,24 @@ static int submitted_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* t:submit(...) -> Future (or its final State, with return_state) */
+/* Outside any run (a script's main chunk under lua5.4), where a wait runs
+ * the engine's own loop, the loop takes a turn (mf_engine_step) every
+ * TOP_LEVEL_TURN_RUNS runs made, by a map or by submits, as the slices do
+ * inside a run: the runs made so far start and give their records back
+ * while the rest are made.  Made all at once first, runs held every record
+ * and its Lua values live together: a map of 100,000 took 47 MB and 12,000
+ * page faults against 18 MB and 4,200, a chain of 100,000 submits 71 MB
+ * against 16 MB, twice the time and more.  A host's loop (mf_lua_attach,
+ * luv) is the host's to run; inside a run, a callback or a loop's turn the
+ * engine is busy.  Returns whether the loop took its turn. */
+#define TOP_LEVEL_TURN_RUNS 4096
+
+static int top_level_turn(lua_State *L, mfl_state *S) {
+  if (S->borrowed || S->on_luv || mfl_slice_run(L, S))
+    return 0;
+  return mf_engine_step(S->engine) >= 0;
+}
+
 static int task_submit(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mfl_task_full *t = check_task(L, 1);
@@ -224,6 +242,10 @@ static int task_submit(lua_State *L) {
     mf_run *self;
     if (S->store && mfl_store_busy(S->store) && (self = mfl_slice_run(L, S)))
       return mfl_yield_slice(L, S, self, lua_gettop(L), submitted_k);
+    if (++S->submits_since_turn >= TOP_LEVEL_TURN_RUNS) {
+      S->submits_since_turn = 0;
+      top_level_turn(L, S);
+    }
     return 1;
   }
   /* The caller takes the outcome (a State): the run is handled now, even
@@ -542,9 +564,6 @@ static int wait_future_args(lua_State *L, int top) {
  */
 
 #define MAP_CHUNK 64 /* runs made between two looks at the clock */
-/* Outside any run, runs made between two turns of the loop (see
- * make_runs_k). */
-#define MAP_TOP_LEVEL_CHUNK 4096
 
 typedef struct map_job {
   map_plan plan;
@@ -652,16 +671,8 @@ static int map_made(lua_State *L, map_job *job) {
 
 /* Makes the job's runs from job->next on; ctx is the job's index.  Called
  * directly (status LUA_OK) and as the continuation after a slice's yield.
- *
- * Outside any run (a script's main chunk under lua5.4), where a wait
- * drives the engine's own loop, the loop takes a turn every
- * MAP_TOP_LEVEL_CHUNK runs made (mf_engine_step), as the slices do inside
- * a run: the runs made so far run and give their records back while the
- * rest are made.  Made all at once first, a map of 100,000 held every
- * record and its Lua values live together: 47 MB and 12,000 page faults
- * against 20 MB and 4,300, twice the time.  A host's loop (mf_lua_attach,
- * luv) is the host's to run: there, and inside a run that cannot yield
- * (mf_engine_step is busy), every run is made in one call. */
+ * Outside any run the loop takes a turn every TOP_LEVEL_TURN_RUNS runs
+ * made (top_level_turn); where it cannot, every run is made in one call. */
 static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status; /* a slice's yield carries no outcome */
   int job_idx = (int)ctx;
@@ -669,7 +680,7 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_state *S = mfl_state_get(L);
   mf_run *self = mfl_slice_run(L, S); /* NULL: this call cannot yield */
   uint64_t since = self ? mfl_slice_clock(S) : 0;
-  int drive = !self && !S->borrowed && !S->on_luv;
+  int drive = !self;
   lua_settop(L, job->list);
   luaL_checkstack(L, job->plan.nargs + 8, "too many arguments to map");
   mfl_hot hot;
@@ -693,9 +704,8 @@ static int make_runs_k(lua_State *L, int status, lua_KContext ctx) {
       lua_settop(L, job->list);
       return mfl_yield_slice(L, S, self, ctx, make_runs_k);
     }
-    if (drive && job->next <= job->plan.length &&
-        r % MAP_TOP_LEVEL_CHUNK == 0 && mf_engine_step(S->engine) < 0)
-      drive = 0; /* (busy: inside the engine after all) */
+    if (drive && job->next <= job->plan.length && r % TOP_LEVEL_TURN_RUNS == 0)
+      drive = top_level_turn(L, S);
   }
   return map_made(L, job);
 }

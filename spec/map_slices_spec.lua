@@ -330,6 +330,29 @@ function TestMapSlices:test_top_level_map_lets_the_loop_turn()
   tk.future:wait()
 end
 
+function TestMapSlices:test_top_level_submits_let_the_loop_turn()
+  -- The same for submits outside any run: every 4,096 the loop turns.
+  if h.in_program then return end
+  local tk = ticker()
+  local started = 0
+  local t = mf.task({ name = "id" }, function(x)
+    started = started + 1
+    return x
+  end)
+  local n = 3 * 4096 + 1
+  local ticks0 = tk.ticks
+  local futures = {}
+  for i = 1, n do futures[i] = t:submit(i) end
+  lu.assertTrue(tk.ticks > ticks0, "the ticker did not tick while runs were submitted")
+  lu.assertTrue(started > 0, "no run started while runs were submitted")
+  tk.stop = true
+  for i = 1, n do
+    if futures[i]:result() ~= i then lu.fail("result " .. i) end
+  end
+  lu.assertEquals(started, n)
+  tk.future:wait()
+end
+
 function TestMapSlices:test_small_top_level_map_is_one_call()
   -- Up to 4,096 runs, a top-level map makes them all before the loop
   -- turns: no run has started when it returns.
