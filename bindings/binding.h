@@ -65,7 +65,7 @@ typedef struct mfl_state {
   size_t runs_made;         /* runs created, for the collector's pacing */
   lua_Integer slots_flat;   /* group.c: a sliced map's slots in one table */
   int slots_chunk_shift;    /* and past them, in chunks of 2^this */
-  int submits_since_turn;   /* task.c: outside runs, since the loop's turn */
+  int submits_since_turn;   /* task.c: submits since a top-level turn */
   int gc_pacing;            /* tell the collector of runs' C memory */
   /* Preemption (preempt.c): written by the loop thread, read by the
    * signal handler running on that same thread. */

@@ -211,7 +211,6 @@ static int submitted_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* t:submit(...) -> Future (or its final State, with return_state) */
 /* Outside any run (a script's main chunk under lua5.4), where a wait runs
  * the engine's own loop, the loop takes a turn (mf_engine_step) every
  * TOP_LEVEL_TURN_RUNS runs made, by a map or by submits, as the slices do
@@ -230,6 +229,7 @@ static int top_level_turn(lua_State *L, mfl_state *S) {
   return mf_engine_step(S->engine) >= 0;
 }
 
+/* t:submit(...) -> Future (or its final State, with return_state) */
 static int task_submit(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   mfl_task_full *t = check_task(L, 1);
