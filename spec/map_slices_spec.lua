@@ -27,6 +27,16 @@ end
 
 local range, in_run = h.range, h.in_run
 
+-- A task that returns its argument, and the count of its runs started.
+local function counting()
+  local c = { started = 0 }
+  c.task = mf.task({ name = "id" }, function(x)
+    c.started = c.started + 1
+    return x
+  end)
+  return c
+end
+
 TestMapSlices = {}
 
 function TestMapSlices:tearDown()
@@ -309,24 +319,20 @@ function TestMapSlices:test_top_level_map_lets_the_loop_turn()
   -- the runs made so far start, before map returns.
   if h.in_program then return end -- the main chunk is a run there
   local tk = ticker()
-  local started = 0
-  local t = mf.task({ name = "id" }, function(x)
-    started = started + 1
-    return x
-  end)
+  local c = counting()
   local n = 3 * 4096 + 1
   local ticks0 = tk.ticks
-  local list = t:map(range(n))
+  local list = c.task:map(range(n))
   lu.assertTrue(tk.ticks > ticks0, "the ticker did not tick while map made its runs")
-  lu.assertTrue(started > 0, "no run started while map made its runs")
-  lu.assertTrue(started < n, "every run started before map returned")
+  lu.assertTrue(c.started > 0, "no run started while map made its runs")
+  lu.assertTrue(c.started < n, "every run started before map returned")
   tk.stop = true
   local results = list:result()
   lu.assertEquals(results.n, n)
   for i = 1, n do
     if results[i] ~= i then lu.fail(("result %d is %s"):format(i, tostring(results[i]))) end
   end
-  lu.assertEquals(started, n)
+  lu.assertEquals(c.started, n)
   tk.future:wait()
 end
 
@@ -334,22 +340,18 @@ function TestMapSlices:test_top_level_submits_let_the_loop_turn()
   -- The same for submits outside any run: every 4,096 the loop turns.
   if h.in_program then return end
   local tk = ticker()
-  local started = 0
-  local t = mf.task({ name = "id" }, function(x)
-    started = started + 1
-    return x
-  end)
+  local c = counting()
   local n = 3 * 4096 + 1
   local ticks0 = tk.ticks
   local futures = {}
-  for i = 1, n do futures[i] = t:submit(i) end
+  for i = 1, n do futures[i] = c.task:submit(i) end
   lu.assertTrue(tk.ticks > ticks0, "the ticker did not tick while runs were submitted")
-  lu.assertTrue(started > 0, "no run started while runs were submitted")
+  lu.assertTrue(c.started > 0, "no run started while runs were submitted")
   tk.stop = true
   for i = 1, n do
     if futures[i]:result() ~= i then lu.fail("result " .. i) end
   end
-  lu.assertEquals(started, n)
+  lu.assertEquals(c.started, n)
   tk.future:wait()
 end
 
@@ -357,15 +359,11 @@ function TestMapSlices:test_small_top_level_map_is_one_call()
   -- Up to 4,096 runs, a top-level map makes them all before the loop
   -- turns: no run has started when it returns.
   if h.in_program then return end
-  local started = 0
-  local t = mf.task({ name = "id" }, function(x)
-    started = started + 1
-    return x
-  end)
-  local list = t:map(range(4096))
-  lu.assertEquals(started, 0)
+  local c = counting()
+  local list = c.task:map(range(4096))
+  lu.assertEquals(c.started, 0)
   lu.assertEquals(list:result()[4096], 4096)
-  lu.assertEquals(started, 4096)
+  lu.assertEquals(c.started, 4096)
 end
 
 h.run()
