@@ -94,6 +94,11 @@ static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
 
 #define SLOT_CHUNK_SHIFT 12 /* chunks of 4,096 slots */
 
+/* The chunk holding slot i (1 the first), 0 for a slot of the array. */
+static lua_Integer slot_chunk(const mfl_group *g, lua_Integer i) {
+  return i <= g->flat ? 0 : ((i - g->flat - 1) >> g->chunk_shift) + 1;
+}
+
 /* Slot i's index in the table that holds it (push_slot_table). */
 static lua_Integer slot_index(const mfl_group *g, lua_Integer i) {
   return i <= g->flat
@@ -107,11 +112,11 @@ static lua_Integer slot_index(const mfl_group *g, lua_Integer i) {
  * was not). */
 static void push_slot_table(lua_State *L, const mfl_group *g, int slots,
                             lua_Integer i, int make) {
-  if (i <= g->flat) {
+  lua_Integer chunk = -slot_chunk(g, i); /* (its key) */
+  if (chunk == 0) {
     lua_pushvalue(L, slots);
     return;
   }
-  lua_Integer chunk = -(((i - g->flat - 1) >> g->chunk_shift) + 1);
   if (lua_rawgeti(L, slots, chunk) == LUA_TTABLE || !make)
     return;
   lua_pop(L, 1);
@@ -129,8 +134,7 @@ static void push_slot_table(lua_State *L, const mfl_group *g, int slots,
 /* Puts the table holding slot i at c->table; returns i's index in it. */
 static lua_Integer cursor_at(lua_State *L, const mfl_group *g,
                              mfl_slot_cursor *c, lua_Integer i) {
-  lua_Integer chunk =
-      i <= g->flat ? 0 : ((i - g->flat - 1) >> g->chunk_shift) + 1;
+  lua_Integer chunk = slot_chunk(g, i);
   if (chunk != c->chunk) {
     push_slot_table(L, g, c->slots, i, 1);
     lua_replace(L, c->table);
