@@ -145,6 +145,29 @@ function TestStoreEvents:test_one_task_two_stores()
   end
 end
 
+-- A run's parameters column: a short text of each of its first eight
+-- arguments, by type (bindings/store_lua.c summarize).
+function TestStoreEvents:test_parameters_summarize_each_argument()
+  local path = temp_path()
+  mf.configure { store = path }
+  local t = mf.task({ name = "params" }, function() return 1 end)
+  local x32 = string.rep("x", 32)
+  t(-12, 2.5, "short", x32, x32 .. "yz", "a\0b", true, false)
+  t(nil, {}, print, 1, 2, 3, 4, 5, 6)
+  t(string.rep("y", 200))
+  t(t:submit(1)) -- a Future: by its type
+  local rows = query(path, "SELECT parameters FROM runs ORDER BY local_id")
+  local got = {}
+  for i, r in ipairs(rows) do got[i] = r.parameters end
+  lu.assertEquals(got, {
+    '-12, 2.5, "short", "' .. x32 .. '", "' .. x32 .. '...", "a", true, false',
+    "nil, {...}, function, 1, 2, 3, 4, 5, ...",
+    '"' .. string.rep("y", 32) .. '..."',
+    "1",
+    "userdata",
+  })
+end
+
 -- A ring of 64 cells, which events of up to 32 cells fill and wrap
 -- around again and again: the loop waits for room, nothing is lost or
 -- garbled (a process of its own: the ring's size is read at opening, from
