@@ -156,6 +156,8 @@ function TestStoreEvents:test_parameters_summarize_each_argument()
   t(nil, {}, print, 1, 2, 3, 4, 5, 6)
   t(string.rep("y", 200))
   t(t:submit(1)) -- a Future: by its type
+  local s40 = string.rep("z", 40) -- eight of them: past the text's 191 bytes
+  t(s40, s40, s40, s40, s40, s40, s40, s40)
   local rows = query(path, "SELECT parameters FROM runs ORDER BY local_id")
   local got = {}
   for i, r in ipairs(rows) do got[i] = r.parameters end
@@ -165,6 +167,7 @@ function TestStoreEvents:test_parameters_summarize_each_argument()
     '"' .. string.rep("y", 32) .. '..."',
     "1",
     "userdata",
+    string.rep('"' .. string.rep("z", 32) .. '...", ', 8):sub(1, 191),
   })
 end
 
