@@ -51,7 +51,11 @@ struct mfl_group {
   unsigned char *no_results; /* bit i: retired run i returned nothing */
   mfl_run model;             /* the body of the first that retired */
   unsigned model_flags;      /* and its flags (mf_run_flags) */
-  mf_run *runs[];
+  /* Room for length runs, malloc'd as the summaries are: made on the Lua
+   * heap, a map of a million put 8 MB of debt on the collector in one
+   * allocation, and the step it then took stalled the loop for up to 4 ms
+   * (bench/compare.lua --stall). */
+  mf_run **runs;
 };
 
 /* The group's user values. */
@@ -84,15 +88,17 @@ static int prealloc(lua_State *L, mfl_state *S, lua_Integer n) {
 /* {------ Slots ------
  *
  * A group's slots are one table made full size, but for a map of more than
- * MFL_SLICED_PREALLOC runs made inside a run: there the first
- * MFL_SLICED_PREALLOC are the table's array (g->flat) and the rest are in
- * chunks of 2^SLOT_CHUNK_SHIFT, chunk k at key -k, made as the map reaches
- * them.  A table that doubles touches its new half at once, fresh memory
- * the kernel zeroes page by page (8 MB, 2 to 25 ms on the machines
- * measured), in one step of the run: a chunk is 64 KB.  (core.slot_geometry
- * makes both smaller, for the tests and the fuzzer.) */
+ * SLOT_FLAT runs made inside a run: there the first SLOT_FLAT are the
+ * table's array (g->flat) and the rest are in chunks of 2^SLOT_CHUNK_SHIFT,
+ * chunk k at key -k, made as the map reaches them.  A table that doubles
+ * touches its new half at once, fresh memory the kernel zeroes page by page
+ * (8 MB, 2 to 25 ms on the machines measured), in one step of the run: a
+ * chunk is 64 KB.  The array is no bigger than a chunk: made with room for
+ * 65,536 (1 MB), it took 2.5 to 2.7 ms in the step that called map.
+ * (core.slot_geometry makes both smaller, for the tests and the fuzzer.) */
 
 #define SLOT_CHUNK_SHIFT 12 /* chunks of 4,096 slots */
+#define SLOT_FLAT ((lua_Integer)1 << SLOT_CHUNK_SHIFT)
 
 /* The chunk holding slot i (1 the first), 0 for a slot of the array. */
 static lua_Integer slot_chunk(const mfl_group *g, lua_Integer i) {
@@ -209,6 +215,8 @@ static void release_group(void *box) {
   g->summaries = NULL;
   free(g->no_results);
   g->no_results = NULL;
+  free(g->runs);
+  g->runs = NULL;
 }
 
 static int group_gc(lua_State *L) {
@@ -259,10 +267,9 @@ static void release(lua_State *L, mfl_group *g) {
 void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
                         lua_Integer length) {
   task_idx = lua_absindex(L, task_idx);
-  size_t size =
-      sizeof(mfl_group) + (size_t)(length ? length : 1) * sizeof(mf_run *);
-  mfl_group *g = lua_newuserdatauv(L, size, GROUP_NUV);
+  mfl_group *g = lua_newuserdatauv(L, sizeof *g, GROUP_NUV);
   g->S = S;
+  g->runs = NULL;
   g->n = 0;
   g->held = 0;
   g->pin = LUA_NOREF;
@@ -279,6 +286,9 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_group_mt);
   lua_setmetatable(L, gidx);
   mfl_note_box(L, S, g, release_group);
+  g->runs = malloc((size_t)(length ? length : 1) * sizeof *g->runs);
+  if (!g->runs)
+    luaL_error(L, "moonflow: out of memory (a map of %I runs)", length);
   lua_pushvalue(L, task_idx);
   lua_setiuservalue(L, gidx, GROUP_UV_TASK);
   lua_getiuservalue(L, task_idx, MFL_TASK_UV_FN);
@@ -967,7 +977,7 @@ static int l_slot_geometry(lua_State *L) {
 
 void mfl_open_group(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
-  S->slots_flat = MFL_SLICED_PREALLOC;
+  S->slots_flat = SLOT_FLAT;
   S->slots_chunk_shift = SLOT_CHUNK_SHIFT;
   lua_pushcfunction(L, l_slot_geometry);
   lua_setfield(L, -2, "slot_geometry");
