@@ -111,6 +111,12 @@ MF_INTERNAL void mf__sched_push_back(mf_engine *e, mf_run *run);
 MF_INTERNAL int mf__sched_push_done(mf_engine *e, mf_run *run);
 MF_INTERNAL mf_run *mf__sched_pop_done(mf_engine *e);
 MF_INTERNAL void mf__sched_drop_ready(mf_engine *e);
+/* Drops the runs at the heads of both queues that are no longer ready
+ * (final or parked again while queued), their queue holds released, as a
+ * pass does on its way: after a pass that ended early, or a wait that
+ * returned between two passes, none is left to look like work
+ * (mf_engine_timeout). */
+MF_INTERNAL void mf__sched_drop_zombies(mf_engine *e);
 MF_INTERNAL void mf__sched_drain(mf_engine *e);
 MF_INTERNAL void mf__sched_drain_from_loop(mf_engine *e);
 MF_INTERNAL void mf__sched_parked_add(mf_engine *e, mf_run *run);

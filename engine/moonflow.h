@@ -209,9 +209,11 @@ typedef struct mf_config {
    * then keep the loop until they yield. */
   unsigned char no_preemption;
   /* Seconds one scheduler pass (one mf_engine_step) may take at most,
-   * checked between steps; 0: 10 ms.  A game host gives the frame's share
-   * (a step already executing finishes first: a body computing longer is
-   * bounded by the time slice of the Lua bindings). */
+   * checked between steps; 0: 10 ms.  The pass ends before the steps that,
+   * at the pace of the last ones, would take it past the budget.  A game
+   * host gives the frame's share (a step already executing finishes first:
+   * a body computing longer is bounded by the time slice of the Lua
+   * bindings). */
   double step_budget;
 } mf_config;
 

@@ -194,6 +194,7 @@ int mf_engine_wait(mf_engine *e, mf_run *const *targets, size_t count,
       e->running_loop = 0;
     }
     e->top_wait_over = 0;
+    mf__sched_drop_zombies(e); /* (the target may have ended in a callback) */
     if (rc == 0 && w.reason == MF_WAKE_TIMEOUT)
       rc = MF_ETIMEDOUT;
     if (rc == 0 && w.reason == MF_WAKE_DEADLOCK)

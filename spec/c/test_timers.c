@@ -339,4 +339,53 @@ TEST(top_level_wait_gives_the_loop_its_turn_between_slices) {
 
 /* }====== */
 
+/* {====== A pass ends within its budget ====== */
+
+/* Computes b->seconds by the clock, then completes. */
+static void computing_step(mf_run *run, mf_step_reason reason) {
+  count_step(run, reason);
+  double until = now() + B(run)->seconds;
+  while (now() < until)
+    ;
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+static const mf_run_ops computing_ops = {.step = computing_step,
+                                         .abandon = count_abandon};
+
+TEST(a_pass_of_slow_steps_ends_within_its_budget) {
+  /* Runs computing 2 ms each, a budget of 10 ms: a pass makes at most 5
+   * steps, the last one expected to end by the budget (the clock read only
+   * every 16 steps, a pass made 15, 30 ms).  A slower machine makes fewer:
+   * each step computes 2 ms by the clock, whatever else runs. */
+  enum { RUNS = 24 };
+  mf_config cfg = {.size = sizeof cfg, .step_only = 1, .step_budget = 0.010};
+  mf_engine *e = NULL;
+  ASSERT_EQ(mf_engine_new(&e, &cfg), 0);
+  mf_run *runs[RUNS];
+  for (int i = 0; i < RUNS; i++) {
+    runs[i] = run_new(e, &computing_ops, NULL);
+    B(runs[i])->seconds = 0.002;
+    ASSERT_EQ(mf_run_submit(runs[i], NULL), 0);
+  }
+  int made = 0, passes = 0;
+  while (made < RUNS) {
+    ASSERT_GE(mf_engine_step(e), 0);
+    int steps = 0;
+    for (int i = 0; i < RUNS; i++)
+      steps += B(runs[i])->steps;
+    ASSERT(steps - made >= 1); /* each pass makes one at least */
+    ASSERT(steps - made <= 5);
+    made = steps;
+    passes++;
+  }
+  ASSERT_GE(passes, RUNS / 5);
+  for (int i = 0; i < RUNS; i++) {
+    ASSERT_STATE(runs[i], "COMPLETED/Completed");
+    mf_run_unref(runs[i]);
+  }
+  mf_engine_close(e);
+}
+
+/* }====== */
+
 TEST_MAIN("timers")
