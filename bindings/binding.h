@@ -74,6 +74,7 @@ typedef struct mfl_state {
   volatile int tick_hooked;       /* the hook is set on hooked_co */
   unsigned long slice_step; /* mfl_slice_clock: the step it was asked in */
   uint64_t slice_since;     /* and that step's first reading */
+  uint64_t slice_look;      /* mfl_slice_over's last reading (or the clock's) */
   lua_State *volatile hooked_co;
   int alloc_failing; /* the hook made the allocator fail (preempt.c) */
   lua_Alloc saved_alloc;
