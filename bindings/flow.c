@@ -200,6 +200,14 @@ static int l_live(lua_State *L) {
   return 1;
 }
 
+/* core.longest_pass([reset]) -> seconds of the longest scheduler pass so
+ * far (mf_engine_longest_pass); reset starts the count again. */
+static int l_longest_pass(lua_State *L) {
+  mfl_state *S = mfl_state_get(L);
+  lua_pushnumber(L, mf_engine_longest_pass(S->engine, lua_toboolean(L, 1)));
+  return 1;
+}
+
 static const luaL_Reg flow_functions[] = {
     {"wait_children", l_wait_children},
     {"cancel_children", l_cancel_children},
@@ -214,6 +222,7 @@ static const luaL_Reg flow_functions[] = {
     {"is_task", l_is_task},
     {"is_state", l_is_state},
     {"live", l_live},
+    {"longest_pass", l_longest_pass},
     {"rename", l_rename},
     {"release_children", l_release_children},
     {"heap_in_use", l_heap_in_use},

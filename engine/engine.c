@@ -66,6 +66,13 @@ double mf_engine_pass_started(const mf_engine *engine) {
   return engine->pass_started;
 }
 
+double mf_engine_longest_pass(mf_engine *engine, int reset) {
+  double longest = engine->longest_pass;
+  if (reset)
+    engine->longest_pass = 0;
+  return longest;
+}
+
 double mf_engine_now(const mf_engine *engine) {
   (void)engine;
   return (double)uv_hrtime() / 1e9;

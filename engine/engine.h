@@ -36,6 +36,7 @@ struct mf_engine {
   unsigned max_steps;
   double pass_budget;          /* seconds a scheduler pass may take */
   double pass_started;         /* when the pass running began; < 0: none */
+  double longest_pass;         /* mf_engine_longest_pass */
   unsigned char running_loop;  /* inside the engine's own uv_run */
   unsigned char top_wait_over; /* the top-level wait's target was reached */
   void (*close_fn)(mf_engine *, void *);

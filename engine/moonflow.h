@@ -251,6 +251,12 @@ MF_API void mf_engine_end_pass(mf_engine *engine);
  * own step, so that the pass ends near its budget and the runs that timers
  * and I/O woke do not wait for a pass and a slice. */
 MF_API double mf_engine_pass_started(const mf_engine *engine);
+/* The longest scheduler pass so far, in seconds (the longest the engine
+ * kept the loop from its turn), since the engine was made or since the
+ * last call with reset non-zero, which starts the count again.  A host
+ * checks its frame budget with it; bench/compare.lua measures a long map's
+ * passes with it. */
+MF_API double mf_engine_longest_pass(mf_engine *engine, int reset);
 
 /* The gate on starting runs: gate(engine, data) is asked before the
  * scheduler takes a run from its queue of runs to start (a new run, a

@@ -256,6 +256,9 @@ void mf__sched_drain(mf_engine *e) {
       break; /* (the gate holds the runs to start) */
     mf__run_execute(run);
   }
+  double ended = mf_engine_now(e);
+  if (ended - started > e->longest_pass)
+    e->longest_pass = ended - started;
   e->end_pass = 0;
   e->pass_started = -1;
   if (!mf__sched_has_work(e))

@@ -367,6 +367,7 @@ TEST(a_pass_of_slow_steps_ends_within_its_budget) {
     B(runs[i])->seconds = 0.002;
     ASSERT_EQ(mf_run_submit(runs[i], NULL), 0);
   }
+  ASSERT_DBL(mf_engine_longest_pass(e, 1), ==, 0.0); /* no pass yet */
   int made = 0, passes = 0;
   while (made < RUNS) {
     ASSERT_GE(mf_engine_step(e), 0);
@@ -379,6 +380,9 @@ TEST(a_pass_of_slow_steps_ends_within_its_budget) {
     passes++;
   }
   ASSERT_GE(passes, RUNS / 5);
+  /* Each pass computed 2 ms at least; the count starts again at a reset. */
+  ASSERT_DBL(mf_engine_longest_pass(e, 1), >=, 0.002);
+  ASSERT_DBL(mf_engine_longest_pass(e, 0), ==, 0.0);
   for (int i = 0; i < RUNS; i++) {
     ASSERT_STATE(runs[i], "COMPLETED/Completed");
     mf_run_unref(runs[i]);
