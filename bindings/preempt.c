@@ -127,15 +127,10 @@ static int look(uint64_t now, uint64_t *shortest, uint64_t *resignal_at) {
       if (!atomic_load(&w->hook_in_place)) {
         seen = LOOK_BUSY;
       } else {
-        /* (a quarter slice at least: a late signal of the step before may
-         * have hooked this one before its signal was due) */
-        uint64_t at = w->signaled_at + HOOK_RESIGNAL * slice;
-        if (at < now + slice / 4)
-          at = now + slice / 4;
         if (seen == LOOK_IDLE)
           seen = LOOK_HOOKED;
-        if (at < *resignal_at)
-          *resignal_at = at;
+        if (w->signaled_at + HOOK_RESIGNAL * slice < *resignal_at)
+          *resignal_at = w->signaled_at + HOOK_RESIGNAL * slice;
       }
     }
   }
