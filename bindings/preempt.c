@@ -62,9 +62,7 @@ typedef struct mfl_watch {
    * would do nothing, so one goes only every HOOK_RESIGNAL slices (in case
    * code replaced the hook: debug.sethook).  A run blocked in a C call (a
    * read, os.execute) was signalled every quarter slice, 340 times a
-   * second, each signal waking the process; and while every step going
-   * on is hooked the watchdog dozes (LOOK_HOOKED) instead of looking
-   * every quarter slice, 400 wake-ups a second. */
+   * second, each signal waking the process. */
   atomic_int hook_in_place;
   _Atomic unsigned long signals; /* sent (core.preempt_signals) */
   uint64_t signaled_at;          /* watchdog only: ns of its last signal */
@@ -77,8 +75,7 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static mfl_watch *watches;
 static int watchdog_started;
 static atomic_int watchdog_idle;
-static atomic_int watchdog_dozing; /* every step going on is hooked */
-static uint64_t idle_pause_ns;     /* before going idle: tests only */
+static uint64_t idle_pause_ns; /* before going idle: tests only */
 static struct sigaction previous_action;
 
 static uint64_t now_ns(void) {
@@ -87,20 +84,12 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* What a look found, in order of the attention it asks. */
-enum {
-  LOOK_IDLE,   /* no step went on since the last look */
-  LOOK_HOOKED, /* steps go on, each with its hook set: *resignal_at says
-                * when the next signal is due */
-  LOOK_BUSY    /* a step to time, or one to hook: a look every quarter
-                * slice */
-};
-
 /* Looks at every watch (every quarter slice); signals the threads whose
  * step has computed for half a slice.  A step first seen now began, on
- * average, half a look earlier: that is its estimated start. */
-static int look(uint64_t now, uint64_t *shortest, uint64_t *resignal_at) {
-  int seen = LOOK_IDLE;
+ * average, half a look earlier: that is its estimated start.  Returns
+ * whether any step went on since the last look. */
+static int look(uint64_t now, uint64_t *shortest) {
+  int busy = 0;
   for (mfl_watch *w = watches; w; w = w->next) {
     if (!atomic_load(&w->state))
       continue;
@@ -111,8 +100,9 @@ static int look(uint64_t now, uint64_t *shortest, uint64_t *resignal_at) {
     if (steps != w->seen_steps) {
       w->seen_steps = steps;
       atomic_store(&w->seen_at, now - slice / 8);
-      seen = LOOK_BUSY;
+      busy = 1;
     } else if (atomic_load(&w->in_step)) {
+      busy = 1;
       uint64_t deadline = atomic_load(&w->deadline);
       if ((now - atomic_load(&w->seen_at) >= slice / 2 ||
            (deadline && now >= deadline)) &&
@@ -124,30 +114,9 @@ static int look(uint64_t now, uint64_t *shortest, uint64_t *resignal_at) {
           atomic_fetch_add(&w->signals, 1);
         w->signaled_at = now;
       }
-      if (!atomic_load(&w->hook_in_place)) {
-        seen = LOOK_BUSY;
-      } else {
-        if (seen == LOOK_IDLE)
-          seen = LOOK_HOOKED;
-        if (w->signaled_at + HOOK_RESIGNAL * slice < *resignal_at)
-          *resignal_at = w->signaled_at + HOOK_RESIGNAL * slice;
-      }
     }
   }
-  return seen;
-}
-
-/* Waits on wake until resignal_at (now_ns's clock) at most. */
-static void doze_until(uint64_t resignal_at) {
-  uint64_t now = now_ns();
-  if (resignal_at <= now)
-    return;
-  struct timespec ts; /* (the condition's clock: CLOCK_REALTIME) */
-  clock_gettime(CLOCK_REALTIME, &ts);
-  uint64_t ns = (uint64_t)ts.tv_nsec + (resignal_at - now);
-  ts.tv_sec += (time_t)(ns / 1000000000u);
-  ts.tv_nsec = (long)(ns % 1000000000u);
-  pthread_cond_timedwait(&wake, &lock, &ts);
+  return busy;
 }
 
 static void *watchdog(void *unused) {
@@ -155,21 +124,7 @@ static void *watchdog(void *unused) {
   pthread_mutex_lock(&lock);
   for (;;) {
     uint64_t shortest = (uint64_t)(MFL_DEFAULT_SLICE * 1e9);
-    uint64_t resignal_at = UINT64_MAX;
-    int seen = look(now_ns(), &shortest, &resignal_at);
-    if (seen == LOOK_HOOKED) {
-      /* Every step going on has its hook (a run blocked in a C call):
-       * nothing to do before the next signal is due, unless a step begins
-       * or a hook goes (mfl_step_began, hook_moved wake us).  Dozing
-       * first, then one more look, as for idle below. */
-      atomic_store(&watchdog_dozing, 1);
-      resignal_at = UINT64_MAX;
-      if (look(now_ns(), &shortest, &resignal_at) == LOOK_HOOKED)
-        doze_until(resignal_at);
-      atomic_store(&watchdog_dozing, 0);
-      continue;
-    }
-    if (seen == LOOK_IDLE) {
+    if (!look(now_ns(), &shortest)) {
       if (idle_pause_ns) { /* (MOONFLOW_TEST_WATCHDOG_PAUSE: start_watchdog) */
         pthread_mutex_unlock(&lock);
         struct timespec ts = {(time_t)(idle_pause_ns / 1000000000u),
@@ -183,7 +138,7 @@ static void *watchdog(void *unused) {
        * the API fuzzer's rare hangs).  Both sides order a write before a
        * read with seq_cst (mfl_step_began): one of them sees the other. */
       atomic_store(&watchdog_idle, 1);
-      if (look(now_ns(), &shortest, &resignal_at) != LOOK_IDLE) {
+      if (look(now_ns(), &shortest)) {
         atomic_store(&watchdog_idle, 0);
         continue;
       }
@@ -222,7 +177,6 @@ static void after_fork_child(void) {
   pthread_cond_init(&wake, NULL);
   watchdog_started = 0;
   atomic_store(&watchdog_idle, 0);
-  atomic_store(&watchdog_dozing, 0);
 }
 
 static int create_thread(void);
@@ -282,12 +236,8 @@ static void set_slice(mfl_watch *w, double slice) {
 /* The coroutine executing changed, or the hook went: the next look signals
  * again if the step computes on. */
 static void hook_moved(mfl_state *S) {
-  if (S->watch && atomic_exchange(&S->watch->hook_in_place, 0) &&
-      atomic_load(&watchdog_dozing)) {
-    pthread_mutex_lock(&lock);
-    pthread_cond_signal(&wake);
-    pthread_mutex_unlock(&lock);
-  }
+  if (S->watch)
+    atomic_store(&S->watch->hook_in_place, 0);
 }
 
 unsigned long mfl_preempt_signals(const mfl_state *S) {
@@ -363,8 +313,7 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
    * before idle is read (on x86 as cheap as relaxed: a locked add). */
   atomic_fetch_add_explicit(&w->steps, 1, memory_order_seq_cst);
   atomic_store_explicit(&w->in_step, 1, memory_order_release);
-  if (atomic_load_explicit(&watchdog_idle, memory_order_seq_cst) ||
-      atomic_load_explicit(&watchdog_dozing, memory_order_seq_cst)) {
+  if (atomic_load_explicit(&watchdog_idle, memory_order_seq_cst)) {
     pthread_mutex_lock(&lock); /* once per busy period, not per step */
     pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
