@@ -10,12 +10,10 @@
  * or a sleeping host gets no wake-up and no signal); while steps go on it
  * looks every quarter slice, and when the same step has been executing for
  * half a slice, it sends that state's loop thread a signal (pthread_sigqueue,
- * the watch in the signal's value), and then another only when the hook
- * may be gone (hook_in_place) or every HOOK_RESIGNAL slices.  The handler sets
- * the count hook on the coroutine executing -- the technique of lua.c's Ctrl-C
- * handler: lua_sethook is the one Lua call meant for a signal handler.  The
- * hook then parks a run at the end of its slice, and stops one past its
- * deadline.
+ * the watch in the signal's value).  The handler sets the count hook on the
+ * coroutine executing -- the technique of lua.c's Ctrl-C handler: lua_sethook
+ * is the one Lua call meant for a signal handler.  The hook then parks a run at
+ * the end of its slice, and stops one past its deadline.
  *
  * What a host sees: one real-time signal (MFL_PREEMPT_SIGNAL), delivered
  * only to a thread executing a run that computed for half a slice, with
@@ -42,7 +40,6 @@
 
 #define MFL_DEFAULT_SLICE 0.010
 #define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6)
-#define HOOK_RESIGNAL 8 /* slices between two signals while the hook is set */
 
 /* {====== Watches and the watchdog ====== */
 
@@ -57,16 +54,7 @@ typedef struct mfl_watch {
   _Atomic uint64_t seen_at;    /* ns: when the watchdog first saw the step */
   _Atomic uint64_t deadline;   /* ns: the step's run's deadline; 0: none */
   _Atomic uint64_t slice_ns;
-  /* The hook is set on the coroutine executing (the handler set it, and
-   * neither the coroutine nor the step changed since): another signal
-   * would do nothing, so one goes only every HOOK_RESIGNAL slices (in case
-   * code replaced the hook: debug.sethook).  A run blocked in a C call (a
-   * read, os.execute) was signalled every quarter slice, 340 times a
-   * second, each signal waking the process. */
-  atomic_int hook_in_place;
-  _Atomic unsigned long signals; /* sent (core.preempt_signals) */
-  uint64_t signaled_at;          /* watchdog only: ns of its last signal */
-  unsigned long seen_steps;      /* watchdog only: the step it saw last */
+  unsigned long seen_steps; /* watchdog only: the step it saw last */
   struct mfl_watch *next;
 } mfl_watch;
 
@@ -104,15 +92,10 @@ static int look(uint64_t now, uint64_t *shortest) {
     } else if (atomic_load(&w->in_step)) {
       busy = 1;
       uint64_t deadline = atomic_load(&w->deadline);
-      if ((now - atomic_load(&w->seen_at) >= slice / 2 ||
-           (deadline && now >= deadline)) &&
-          (!atomic_load(&w->hook_in_place) ||
-           now - w->signaled_at >= HOOK_RESIGNAL * slice)) {
+      if (now - atomic_load(&w->seen_at) >= slice / 2 ||
+          (deadline && now >= deadline)) {
         union sigval value = {.sival_ptr = w};
-        if (pthread_sigqueue(atomic_load(&w->thread), MFL_PREEMPT_SIGNAL,
-                             value) == 0)
-          atomic_fetch_add(&w->signals, 1);
-        w->signaled_at = now;
+        pthread_sigqueue(atomic_load(&w->thread), MFL_PREEMPT_SIGNAL, value);
       }
     }
   }
@@ -233,17 +216,6 @@ static void set_slice(mfl_watch *w, double slice) {
   atomic_store(&w->slice_ns, (uint64_t)(slice * 1e9));
 }
 
-/* The coroutine executing changed, or the hook went: the next look signals
- * again if the step computes on. */
-static void hook_moved(mfl_state *S) {
-  if (S->watch)
-    atomic_store(&S->watch->hook_in_place, 0);
-}
-
-unsigned long mfl_preempt_signals(const mfl_state *S) {
-  return S->watch ? atomic_load(&S->watch->signals) : 0;
-}
-
 void mfl_preempt_start(mfl_state *S) {
   if (S->slice <= 0)
     S->slice = MFL_DEFAULT_SLICE;
@@ -260,8 +232,6 @@ void mfl_preempt_start(mfl_state *S) {
     }
     if (w) {
       atomic_store(&w->in_step, 0);
-      atomic_store(&w->hook_in_place, 0);
-      atomic_store(&w->signals, 0);
       set_slice(w, S->slice);
       atomic_store(&w->state, S);
       S->watch = w;
@@ -299,7 +269,6 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
   mfl_watch *w = S->watch;
   if (!w)
     return;
-  atomic_store_explicit(&w->hook_in_place, 0, memory_order_relaxed);
   atomic_store_explicit(&w->deadline,
                         deadline >= 0 ? (uint64_t)(deadline * 1e9) : 0,
                         memory_order_relaxed);
@@ -325,10 +294,8 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
 void mfl_step_ended(mfl_state *S, lua_State *co) {
   mfl_restore_alloc(S, co);
   S->running_co = NULL;
-  if (S->watch) {
+  if (S->watch)
     atomic_store_explicit(&S->watch->in_step, 0, memory_order_release);
-    atomic_store_explicit(&S->watch->hook_in_place, 0, memory_order_relaxed);
-  }
   atomic_signal_fence(memory_order_seq_cst);
   if (S->tick_hooked) {
     lua_sethook(S->hooked_co, NULL, 0, 0);
@@ -384,7 +351,6 @@ static void unhook(mfl_state *S, lua_State *L) {
   lua_sethook(L, NULL, 0, 0);
   if (S->hooked_co == L)
     S->tick_hooked = 0;
-  hook_moved(S);
 }
 
 /*
@@ -458,7 +424,6 @@ static void on_signal(int sig, siginfo_t *info, void *context) {
   S->hooked_co = co;
   S->tick_hooked = 1;
   lua_sethook(co, hook, LUA_MASKCOUNT, 100);
-  atomic_store(&w->hook_in_place, 1);
 }
 
 /* }====== */
@@ -559,16 +524,13 @@ static int resume_tracked(lua_State *L, lua_State *co, int narg) {
     return -1;
   }
   lua_xmove(L, co, narg);
-  if (outer) {
+  if (outer)
     S->running_co = co;
-    hook_moved(S);
-  }
   int nres, status = lua_resume(co, L, narg, &nres);
   if (outer) {
     if (S->tick_hooked && S->hooked_co == co)
       unhook(S, co); /* the outer one gets it at the next signal */
     S->running_co = outer;
-    hook_moved(S);
   }
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {

@@ -958,41 +958,6 @@ function TestFairness:test_sort_comparator_cannot_be_parked_but_timeout_stops_it
   lu.assertEquals(fut:state().name, "TimedOut")
 end
 
-function TestFairness:test_run_blocked_in_a_c_call_is_not_signalled_at_each_look()
-  -- A run blocked in a C call (here os.execute) computes, as far as the
-  -- watchdog can tell.  Its first signal sets the hook; more would do
-  -- nothing but wake the process, so they come every 8 slices at most
-  -- (they came every quarter slice: about 100 in 0.3 s).  The count is
-  -- bounded by the call's own length, whatever the machine's pace.
-  local core = require "moonflow.core"
-  local slice = 0.01
-  mf.configure({ slice = slice })
-  local ticks, ticking = 0, true
-  local ticker = mf.task(function()
-    while ticking do
-      mf.sleep(0.005)
-      ticks = ticks + 1
-    end
-  end):submit()
-  local blocked = mf.task(function()
-    local before, t0 = core.preempt_signals(), mf.now()
-    os.execute("sleep 0.3")
-    local signals, elapsed = core.preempt_signals() - before, mf.now() - t0
-    -- The hook set meanwhile still parks the run once it computes again:
-    -- the ticker ticks while this loop never yields.
-    local seen = ticks
-    h.spin_until(function() return ticks > seen end)
-    ticking = false
-    return signals, elapsed, ticks > seen
-  end):submit()
-  local signals, elapsed, parked = blocked:result()
-  ticker:result()
-  lu.assertTrue(parked, "the run was not parked after its blocking call")
-  lu.assertTrue(signals >= 1, "no signal while the run was blocked")
-  lu.assertTrue(signals <= 2 + elapsed / (8 * slice), string.format(
-    "%d signals in %.3f s blocked", signals, elapsed))
-end
-
 function TestFairness:test_finite_sort_comparator_completes()
   local t = mf.task(function()
     local xs = {}
