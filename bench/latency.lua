@@ -10,6 +10,9 @@
 --   cancel of a loop            the same for a run that never yields
 --   sleeper beside a spinner    a 0.02 s sleep's lateness while another run
 --                               computes without yielding (preemption)
+--   sleeper beside 2 ms runs    a 1 ms sleep's lateness while runs that
+--                               compute 2 ms each (too short to preempt)
+--                               fill the passes: at most about a pass (10 ms)
 --   rate-limited starts         gaps beyond the interval at 50 starts/s
 --   streamed map                b run i starting after a run i is done
 -- and mf.sleep(0) in microseconds per call.  Never fails: a loaded machine
@@ -121,6 +124,27 @@ do
   a:wait()
   b:wait()
   report("sleeper beside a spinner", lateness)
+end
+
+do
+  local lateness, done = {}, false
+  local ticker = mf.task(function()
+    while not done do
+      local t0 = now()
+      mf.sleep(0.001)
+      lateness[#lateness + 1] = now() - t0 - 0.001
+    end
+  end)
+  local computes = mf.task(function()
+    local t0 = now()
+    while now() - t0 < 0.002 do end
+  end)
+  local a = ticker:submit()
+  local xs = {}
+  for i = 1, 10 * REPS do xs[i] = i end
+  mf.task(function() computes:map(xs):wait() done = true end)()
+  a:wait()
+  report("sleeper beside 2 ms runs", lateness)
 end
 
 do
