@@ -29,6 +29,14 @@ static void want_drain(mf_engine *e) {
     uv_idle_start(&e->idle, on_idle);
 }
 
+/* Lets go of the reference a queued run's entry held, if it held one. */
+static void release_queue_hold(mf_run *run) {
+  if (run->queue_hold) {
+    run->queue_hold = 0;
+    mf__run_release(run);
+  }
+}
+
 /* Appends the run to a queue (a zombie brought back keeps its place). */
 static void enqueue(mf_engine *e, mf_run *run, mf_ready_action action,
                     int woken) {
@@ -36,10 +44,7 @@ static void enqueue(mf_engine *e, mf_run *run, mf_ready_action action,
   run->ready_action = (unsigned char)action;
   if (run->queued) {
     /* Still in the queue (a zombie brought back): it keeps its place. */
-    if (run->queue_hold) {
-      run->queue_hold = 0;
-      mf__run_release(run);
-    }
+    release_queue_hold(run);
     want_drain(e);
     return;
   }
@@ -107,6 +112,20 @@ static int starts_open(mf_engine *e) {
  * runs (the runs to start only while the gate lets them); returns NULL
  * when there is none.  Zombies are dropped on the way (their queue hold
  * released). */
+/* Takes the head of one queue (woken or not) off it; NULL when empty. */
+static mf_run *unlink_head(mf_engine *e, int woken) {
+  mf_run **head = woken ? &e->woken_head : &e->ready_head;
+  mf_run *run = *head;
+  if (!run)
+    return NULL;
+  *head = run->next_ready;
+  if (!*head)
+    *(woken ? &e->woken_tail : &e->ready_tail) = NULL;
+  run->next_ready = NULL;
+  run->queued = 0;
+  return run;
+}
+
 static mf_run *pop_ready(mf_engine *e) {
   for (;;) {
     int woken = e->woken_head && (!e->ready_head || !e->woken_last);
@@ -115,41 +134,22 @@ static mf_run *pop_ready(mf_engine *e) {
         return NULL;
       woken = 1;
     }
-    mf_run **head = woken ? &e->woken_head : &e->ready_head;
-    mf_run **tail = woken ? &e->woken_tail : &e->ready_tail;
-    mf_run *run = *head;
+    mf_run *run = unlink_head(e, woken);
     if (!run)
       return NULL;
     e->woken_last = (unsigned char)woken;
-    *head = run->next_ready;
-    if (!*head)
-      *tail = NULL;
-    run->next_ready = NULL;
-    run->queued = 0;
     if (run->life == MF_LIFE_READY)
       return run;
-    if (run->queue_hold) {
-      run->queue_hold = 0;
-      mf__run_release(run);
-    }
+    release_queue_hold(run);
   }
 }
 
 void mf__sched_drop_zombies(mf_engine *e) {
   for (int woken = 0; woken <= 1; woken++) {
-    mf_run **head = woken ? &e->woken_head : &e->ready_head;
-    mf_run **tail = woken ? &e->woken_tail : &e->ready_tail;
-    while (*head && (*head)->life != MF_LIFE_READY) {
-      mf_run *run = *head;
-      *head = run->next_ready;
-      if (!*head)
-        *tail = NULL;
-      run->next_ready = NULL;
-      run->queued = 0;
-      if (run->queue_hold) {
-        run->queue_hold = 0;
-        mf__run_release(run);
-      }
+    mf_run *head = woken ? e->woken_head : e->ready_head;
+    while (head && head->life != MF_LIFE_READY) {
+      release_queue_hold(unlink_head(e, woken));
+      head = woken ? e->woken_head : e->ready_head;
     }
   }
 }
