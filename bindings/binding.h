@@ -529,6 +529,8 @@ MFL_INTERNAL void mfl_restore_alloc(mfl_state *S, lua_State *L);
 /* Resumes a coroutine of the user's inside a step, tracking it so its time
  * counts (the replaced coroutine.resume). */
 MFL_INTERNAL void mfl_open_preempt(lua_State *L);
+/* Signals the watchdog sent this state's loop thread (core.preempt_signals). */
+MFL_INTERNAL unsigned long mfl_preempt_signals(const mfl_state *S);
 MFL_INTERNAL int mfl_log_level_from_env(void);
 MFL_INTERNAL void mfl_log_write(int level, const char *who,
                                 const char *message);

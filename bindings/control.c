@@ -122,11 +122,17 @@ static int l_limits(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg control_functions[] = {{"limit", l_limit},
-                                             {"rate_limit", l_rate_limit},
-                                             {"limits", l_limits},
-                                             {"configure", l_configure},
-                                             {NULL, NULL}};
+/* core.preempt_signals() -> the signals the watchdog sent this state's loop
+ * thread so far (tests). */
+static int l_preempt_signals(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)mfl_preempt_signals(mfl_state_get(L)));
+  return 1;
+}
+
+static const luaL_Reg control_functions[] = {
+    {"limit", l_limit},           {"preempt_signals", l_preempt_signals},
+    {"rate_limit", l_rate_limit}, {"limits", l_limits},
+    {"configure", l_configure},   {NULL, NULL}};
 
 void mfl_open_control(lua_State *L) {
   mfl_preempt_start(mfl_state_get(L));

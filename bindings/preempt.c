@@ -10,10 +10,12 @@
  * or a sleeping host gets no wake-up and no signal); while steps go on it
  * looks every quarter slice, and when the same step has been executing for
  * half a slice, it sends that state's loop thread a signal (pthread_sigqueue,
- * the watch in the signal's value).  The handler sets the count hook on the
- * coroutine executing -- the technique of lua.c's Ctrl-C handler: lua_sethook
- * is the one Lua call meant for a signal handler.  The hook then parks a run at
- * the end of its slice, and stops one past its deadline.
+ * the watch in the signal's value), and then another only when the hook
+ * may be gone (hook_in_place) or every HOOK_RESIGNAL slices.  The handler sets
+ * the count hook on the coroutine executing -- the technique of lua.c's Ctrl-C
+ * handler: lua_sethook is the one Lua call meant for a signal handler.  The
+ * hook then parks a run at the end of its slice, and stops one past its
+ * deadline.
  *
  * What a host sees: one real-time signal (MFL_PREEMPT_SIGNAL), delivered
  * only to a thread executing a run that computed for half a slice, with
@@ -40,6 +42,12 @@
 
 #define MFL_DEFAULT_SLICE 0.010
 #define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6)
+#define HOOK_RESIGNAL 8 /* slices between two signals while the hook is set */
+/* The watchdog's shortest pause between two looks, and so its shortest
+ * doze: a slice may be as short as a nanosecond (mf.configure), and a
+ * watchdog that looked again at once never let go of its lock. */
+#define MIN_PAUSE_NS 100000u
+#define MAX_PAUSE_NS 5000000u
 
 /* {====== Watches and the watchdog ====== */
 
@@ -54,7 +62,18 @@ typedef struct mfl_watch {
   _Atomic uint64_t seen_at;    /* ns: when the watchdog first saw the step */
   _Atomic uint64_t deadline;   /* ns: the step's run's deadline; 0: none */
   _Atomic uint64_t slice_ns;
-  unsigned long seen_steps; /* watchdog only: the step it saw last */
+  /* The hook is set on the coroutine executing (the handler set it, and
+   * neither the coroutine nor the step changed since): another signal
+   * would do nothing, so one goes only every HOOK_RESIGNAL slices (in case
+   * code replaced the hook: debug.sethook).  A run blocked in a C call (a
+   * read, os.execute) was signalled every quarter slice, 340 times a
+   * second, each signal waking the process; and while every step going
+   * on is hooked the watchdog dozes (LOOK_HOOKED) instead of looking
+   * every quarter slice, 400 wake-ups a second. */
+  atomic_int hook_in_place;
+  _Atomic unsigned long signals; /* sent (core.preempt_signals) */
+  uint64_t signaled_at;          /* watchdog only: ns of its last signal */
+  unsigned long seen_steps;      /* watchdog only: the step it saw last */
   struct mfl_watch *next;
 } mfl_watch;
 
@@ -63,7 +82,8 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static mfl_watch *watches;
 static int watchdog_started;
 static atomic_int watchdog_idle;
-static uint64_t idle_pause_ns; /* before going idle: tests only */
+static atomic_int watchdog_dozing; /* every step going on is hooked */
+static uint64_t idle_pause_ns;     /* before going idle: tests only */
 static struct sigaction previous_action;
 
 static uint64_t now_ns(void) {
@@ -72,12 +92,29 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* A quarter slice, within [MIN_PAUSE_NS, MAX_PAUSE_NS]: a run's timeout
+ * does not wait for a long slice. */
+static uint64_t look_pause(uint64_t slice) {
+  uint64_t pause = slice / 4;
+  return pause < MIN_PAUSE_NS   ? MIN_PAUSE_NS
+         : pause > MAX_PAUSE_NS ? MAX_PAUSE_NS
+                                : pause;
+}
+
+/* What a look found, in order of the attention it asks. */
+enum {
+  LOOK_IDLE,   /* no step went on since the last look */
+  LOOK_HOOKED, /* steps go on, each with its hook set: *resignal_at says
+                * when the next signal is due */
+  LOOK_BUSY    /* a step to time, or one to hook: a look every quarter
+                * slice */
+};
+
 /* Looks at every watch (every quarter slice); signals the threads whose
  * step has computed for half a slice.  A step first seen now began, on
- * average, half a look earlier: that is its estimated start.  Returns
- * whether any step went on since the last look. */
-static int look(uint64_t now, uint64_t *shortest) {
-  int busy = 0;
+ * average, half a look earlier: that is its estimated start. */
+static int look(uint64_t now, uint64_t *shortest, uint64_t *resignal_at) {
+  int seen = LOOK_IDLE;
   for (mfl_watch *w = watches; w; w = w->next) {
     if (!atomic_load(&w->state))
       continue;
@@ -88,18 +125,52 @@ static int look(uint64_t now, uint64_t *shortest) {
     if (steps != w->seen_steps) {
       w->seen_steps = steps;
       atomic_store(&w->seen_at, now - slice / 8);
-      busy = 1;
+      seen = LOOK_BUSY;
     } else if (atomic_load(&w->in_step)) {
-      busy = 1;
       uint64_t deadline = atomic_load(&w->deadline);
-      if (now - atomic_load(&w->seen_at) >= slice / 2 ||
-          (deadline && now >= deadline)) {
+      uint64_t resignal =
+          HOOK_RESIGNAL * (slice > 4 * MIN_PAUSE_NS ? slice : 4 * MIN_PAUSE_NS);
+      if ((now - atomic_load(&w->seen_at) >= slice / 2 ||
+           (deadline && now >= deadline)) &&
+          (!atomic_load(&w->hook_in_place) ||
+           now - w->signaled_at >= resignal)) {
         union sigval value = {.sival_ptr = w};
-        pthread_sigqueue(atomic_load(&w->thread), MFL_PREEMPT_SIGNAL, value);
+        if (pthread_sigqueue(atomic_load(&w->thread), MFL_PREEMPT_SIGNAL,
+                             value) == 0)
+          atomic_fetch_add(&w->signals, 1);
+        w->signaled_at = now;
+      }
+      if (!atomic_load(&w->hook_in_place)) {
+        seen = LOOK_BUSY;
+      } else {
+        /* (a pause at least: a late signal of the step before may have
+         * hooked this one before its signal was due) */
+        uint64_t at = w->signaled_at + resignal;
+        if (at < now + look_pause(slice))
+          at = now + look_pause(slice);
+        if (seen == LOOK_IDLE)
+          seen = LOOK_HOOKED;
+        if (at < *resignal_at)
+          *resignal_at = at;
       }
     }
   }
-  return busy;
+  return seen;
+}
+
+/* Waits on wake until resignal_at (now_ns's clock) at most, and for a
+ * pause at least: the wait lets go of the lock, which a loop thread may
+ * be waiting for (mfl_step_began, hook_moved). */
+static void doze_until(uint64_t resignal_at) {
+  uint64_t now = now_ns();
+  if (resignal_at < now + MIN_PAUSE_NS)
+    resignal_at = now + MIN_PAUSE_NS;
+  struct timespec ts; /* (the condition's clock: CLOCK_REALTIME) */
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + (resignal_at - now);
+  ts.tv_sec += (time_t)(ns / 1000000000u);
+  ts.tv_nsec = (long)(ns % 1000000000u);
+  pthread_cond_timedwait(&wake, &lock, &ts);
 }
 
 static void *watchdog(void *unused) {
@@ -107,7 +178,21 @@ static void *watchdog(void *unused) {
   pthread_mutex_lock(&lock);
   for (;;) {
     uint64_t shortest = (uint64_t)(MFL_DEFAULT_SLICE * 1e9);
-    if (!look(now_ns(), &shortest)) {
+    uint64_t resignal_at = UINT64_MAX;
+    int seen = look(now_ns(), &shortest, &resignal_at);
+    if (seen == LOOK_HOOKED) {
+      /* Every step going on has its hook (a run blocked in a C call):
+       * nothing to do before the next signal is due, unless a step begins
+       * or a hook goes (mfl_step_began, hook_moved wake us).  Dozing
+       * first, then one more look, as for idle below. */
+      atomic_store(&watchdog_dozing, 1);
+      resignal_at = UINT64_MAX;
+      if (look(now_ns(), &shortest, &resignal_at) == LOOK_HOOKED)
+        doze_until(resignal_at);
+      atomic_store(&watchdog_dozing, 0);
+      continue;
+    }
+    if (seen == LOOK_IDLE) {
       if (idle_pause_ns) { /* (MOONFLOW_TEST_WATCHDOG_PAUSE: start_watchdog) */
         pthread_mutex_unlock(&lock);
         struct timespec ts = {(time_t)(idle_pause_ns / 1000000000u),
@@ -121,7 +206,7 @@ static void *watchdog(void *unused) {
        * the API fuzzer's rare hangs).  Both sides order a write before a
        * read with seq_cst (mfl_step_began): one of them sees the other. */
       atomic_store(&watchdog_idle, 1);
-      if (look(now_ns(), &shortest)) {
+      if (look(now_ns(), &shortest, &resignal_at) != LOOK_IDLE) {
         atomic_store(&watchdog_idle, 0);
         continue;
       }
@@ -130,9 +215,7 @@ static void *watchdog(void *unused) {
       continue;
     }
     pthread_mutex_unlock(&lock);
-    /* A quarter slice, and never more than 5 ms: a run's timeout does not
-     * wait for a long slice. */
-    uint64_t pause = shortest / 4 < 5000000u ? shortest / 4 : 5000000u;
+    uint64_t pause = look_pause(shortest);
     struct timespec ts = {(time_t)(pause / 1000000000u),
                           (long)(pause % 1000000000u)};
     nanosleep(&ts, NULL);
@@ -160,6 +243,7 @@ static void after_fork_child(void) {
   pthread_cond_init(&wake, NULL);
   watchdog_started = 0;
   atomic_store(&watchdog_idle, 0);
+  atomic_store(&watchdog_dozing, 0);
 }
 
 static int create_thread(void);
@@ -216,6 +300,21 @@ static void set_slice(mfl_watch *w, double slice) {
   atomic_store(&w->slice_ns, (uint64_t)(slice * 1e9));
 }
 
+/* The coroutine executing changed, or the hook went: the next look signals
+ * again if the step computes on. */
+static void hook_moved(mfl_state *S) {
+  if (S->watch && atomic_exchange(&S->watch->hook_in_place, 0) &&
+      atomic_load(&watchdog_dozing)) {
+    pthread_mutex_lock(&lock);
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+  }
+}
+
+unsigned long mfl_preempt_signals(const mfl_state *S) {
+  return S->watch ? atomic_load(&S->watch->signals) : 0;
+}
+
 void mfl_preempt_start(mfl_state *S) {
   if (S->slice <= 0)
     S->slice = MFL_DEFAULT_SLICE;
@@ -232,6 +331,8 @@ void mfl_preempt_start(mfl_state *S) {
     }
     if (w) {
       atomic_store(&w->in_step, 0);
+      atomic_store(&w->hook_in_place, 0);
+      atomic_store(&w->signals, 0);
       set_slice(w, S->slice);
       atomic_store(&w->state, S);
       S->watch = w;
@@ -269,6 +370,7 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
   mfl_watch *w = S->watch;
   if (!w)
     return;
+  atomic_store_explicit(&w->hook_in_place, 0, memory_order_relaxed);
   atomic_store_explicit(&w->deadline,
                         deadline >= 0 ? (uint64_t)(deadline * 1e9) : 0,
                         memory_order_relaxed);
@@ -282,7 +384,8 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
    * before idle is read (on x86 as cheap as relaxed: a locked add). */
   atomic_fetch_add_explicit(&w->steps, 1, memory_order_seq_cst);
   atomic_store_explicit(&w->in_step, 1, memory_order_release);
-  if (atomic_load_explicit(&watchdog_idle, memory_order_seq_cst)) {
+  if (atomic_load_explicit(&watchdog_idle, memory_order_seq_cst) ||
+      atomic_load_explicit(&watchdog_dozing, memory_order_seq_cst)) {
     pthread_mutex_lock(&lock); /* once per busy period, not per step */
     pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
@@ -294,8 +397,10 @@ void mfl_step_began(mfl_state *S, lua_State *co, double deadline) {
 void mfl_step_ended(mfl_state *S, lua_State *co) {
   mfl_restore_alloc(S, co);
   S->running_co = NULL;
-  if (S->watch)
+  if (S->watch) {
     atomic_store_explicit(&S->watch->in_step, 0, memory_order_release);
+    atomic_store_explicit(&S->watch->hook_in_place, 0, memory_order_relaxed);
+  }
   atomic_signal_fence(memory_order_seq_cst);
   if (S->tick_hooked) {
     lua_sethook(S->hooked_co, NULL, 0, 0);
@@ -351,6 +456,7 @@ static void unhook(mfl_state *S, lua_State *L) {
   lua_sethook(L, NULL, 0, 0);
   if (S->hooked_co == L)
     S->tick_hooked = 0;
+  hook_moved(S);
 }
 
 /*
@@ -424,6 +530,7 @@ static void on_signal(int sig, siginfo_t *info, void *context) {
   S->hooked_co = co;
   S->tick_hooked = 1;
   lua_sethook(co, hook, LUA_MASKCOUNT, 100);
+  atomic_store(&w->hook_in_place, 1);
 }
 
 /* }====== */
@@ -524,13 +631,16 @@ static int resume_tracked(lua_State *L, lua_State *co, int narg) {
     return -1;
   }
   lua_xmove(L, co, narg);
-  if (outer)
+  if (outer) {
     S->running_co = co;
+    hook_moved(S);
+  }
   int nres, status = lua_resume(co, L, narg, &nres);
   if (outer) {
     if (S->tick_hooked && S->hooked_co == co)
       unhook(S, co); /* the outer one gets it at the next signal */
     S->running_co = outer;
+    hook_moved(S);
   }
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {

@@ -958,6 +958,69 @@ function TestFairness:test_sort_comparator_cannot_be_parked_but_timeout_stops_it
   lu.assertEquals(fut:state().name, "TimedOut")
 end
 
+function TestFairness:test_run_blocked_in_a_c_call_is_not_signalled_at_each_look()
+  -- A run blocked in a C call (here os.execute) computes, as far as the
+  -- watchdog can tell.  Its first signal sets the hook; more would do
+  -- nothing but wake the process, so they come every 8 slices at most
+  -- (they came every quarter slice: about 100 in 0.3 s).  The count is
+  -- bounded by the call's own length, whatever the machine's pace.
+  h.shared_memory("the runs see each other's progress through the test's variables")
+  local core = require "moonflow.core"
+  local slice = 0.01
+  mf.configure({ slice = slice })
+  local ticks, ticking = 0, true
+  local ticker = mf.task(function()
+    while ticking do
+      mf.sleep(0.005)
+      ticks = ticks + 1
+    end
+  end):submit()
+  local blocked = mf.task(function()
+    local before, t0 = core.preempt_signals(), mf.now()
+    os.execute("sleep 0.3")
+    local signals, elapsed = core.preempt_signals() - before, mf.now() - t0
+    -- The hook set meanwhile still parks the run once it computes again:
+    -- the ticker ticks while this loop never yields.
+    local seen = ticks
+    h.spin_until(function() return ticks > seen end)
+    ticking = false
+    return signals, elapsed, ticks > seen
+  end):submit()
+  local signals, elapsed, parked = blocked:result()
+  ticker:result()
+  lu.assertTrue(parked, "the run was not parked after its blocking call")
+  lu.assertTrue(signals >= 1, "no signal while the run was blocked")
+  lu.assertTrue(signals <= 2 + elapsed / (8 * slice), string.format(
+    "%d signals in %.3f s blocked", signals, elapsed))
+end
+
+function TestFairness:test_tiny_slice_and_blocked_runs_do_not_hang()
+  -- A slice of a nanosecond (allowed): every look finds the step past its
+  -- slice.  A run blocked in a C call is hooked at once; the watchdog then
+  -- waited for its next signal "until now", which never released its lock,
+  -- and the loop thread, beginning its next step, waited for that lock
+  -- forever (the API fuzzer's hang, seed 20261202 case 37).
+  local ok, err = pcall(function()
+    mf.configure({ slice = 1e-9 })
+    local t = mf.task(function(id)
+      local sum = 0
+      for _ = 1, 10 do
+        os.execute("sleep 0.01")
+        for j = 1, 20000 do sum = sum + j end
+      end
+      return id, sum
+    end)
+    local a, b = t:submit(1), t:submit(2)
+    local id_a, sum_a = a:result()
+    local id_b, sum_b = b:result()
+    lu.assertEquals({ id_a, id_b }, { 1, 2 })
+    lu.assertEquals(sum_a, 10 * 20000 * 20001 // 2)
+    lu.assertEquals(sum_b, sum_a)
+  end)
+  mf.configure({ slice = 0.01 }) -- the default again
+  if not ok then error(err, 0) end
+end
+
 function TestFairness:test_finite_sort_comparator_completes()
   local t = mf.task(function()
     local xs = {}
