@@ -26,7 +26,8 @@
 --   or   MF_MODULE_DIR=build lua5.4 bench/compare.lua
 -- (This process's own run store would record nothing of use, and open, and
 -- prune, ~/.moonflow's while it measures; each runner sets the store its
--- way.)
+-- way.  Until e69caf3 this process, blocked in a read inside its run,
+-- woke 400 times a second and slowed the processes it measured.)
 -- Environment: REPS (repetitions, default 5), QUICK=1 (1 repetition, smaller
 -- sizes), MF_PEERS (the peers' directory, default ../shared/peers),
 -- MF_PROGRAM (the moonflow program, default build/moonflow), MF_GAME_LOOP
