@@ -713,6 +713,21 @@ function TestTimeouts:test_timeout_in_a_coroutine_of_the_user()
   assert_timed_out(fut)
 end
 
+function TestTimeouts:test_timeout_stops_a_run_that_keeps_removing_the_hook()
+  -- Once it has set the hook, the watchdog signals a step again only every
+  -- 8 slices: that is what puts the hook back on a run that removed it
+  -- (debug.sethook()), which would else compute past its timeout forever.
+  local t = mf.task({ timeout = 0.05 }, function()
+    while true do
+      debug.sethook()
+      for _ = 1, 1000 do end
+    end
+  end)
+  local fut = t:submit()
+  lu.assertTrue(fut:wait(h.PATIENCE), "the timeout did not stop the run")
+  assert_timed_out(fut)
+end
+
 function TestTimeouts:test_timeout_inside_table_sort_comparator()
   local t = mf.task({ timeout = 0.05 }, function()
     local xs = {}
