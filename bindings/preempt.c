@@ -42,7 +42,9 @@
 
 #define MFL_DEFAULT_SLICE 0.010
 #define MFL_PREEMPT_SIGNAL (SIGRTMIN + 6)
-#define HOOK_RESIGNAL 8 /* slices between two signals while the hook is set */
+/* Slices between two signals while the hook is set (3.2 ms at least:
+ * look's resignal). */
+#define HOOK_RESIGNAL 8
 /* The watchdog's shortest pause between two looks, and so its shortest
  * doze: a slice may be as short as a nanosecond (mf.configure), and a
  * watchdog that looked again at once never let go of its lock. */
