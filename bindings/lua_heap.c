@@ -86,7 +86,7 @@ const char *mfl_heap_unknown_choice(void) {
   return chosen(&value) < 0 ? value : NULL;
 }
 
-lua_State *mfl_heap_newstate(void) {
+lua_State *mfl_heap_newstate(int huge_pages) {
   int heap = chosen(NULL);
   if (heap < 0)
     heap = HEAP_BY_DEFAULT;
@@ -95,6 +95,8 @@ lua_State *mfl_heap_newstate(void) {
   mf_heap *h = mf_heap_new();
   if (!h)
     return NULL;
+  if (huge_pages)
+    mf_heap_prefer_huge_pages(h);
   lua_State *L = lua_newstate(mf_heap_realloc, h);
   if (!L) {
     mf_heap_delete(h);

@@ -13,8 +13,10 @@
 /* A new Lua state on a heap of its own, with the panic and warning
  * functions luaL_newstate gives; NULL when out of memory.  Close it with
  * mfl_heap_close.  MOONFLOW_LUA_ALLOC=malloc in the environment makes it
- * luaL_newstate's, on malloc. */
-lua_State *mfl_heap_newstate(void);
+ * luaL_newstate's, on malloc.  huge_pages: the heap is backed by huge pages
+ * from its first region on (mf_heap_prefer_huge_pages), as the program's
+ * state is; a threads-runner worker's, small, keeps 4 KiB pages at first. */
+lua_State *mfl_heap_newstate(int huge_pages);
 /* MOONFLOW_LUA_ALLOC's value when it is neither heap nor malloc (the
  * default is then used), else NULL. */
 const char *mfl_heap_unknown_choice(void);

@@ -410,7 +410,7 @@ int main(int argc, char **argv) {
             "%s: MOONFLOW_LUA_ALLOC: '%s' is neither heap nor malloc; "
             "using the default\n",
             program, alloc);
-  lua_State *L = mfl_heap_newstate();
+  lua_State *L = mfl_heap_newstate(1);
   if (!L) {
     fprintf(stderr, "%s: cannot create a Lua state\n", program);
     return 1;

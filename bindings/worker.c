@@ -69,7 +69,7 @@ static int get_function(lua_State *L, mflr_parts *it, int fixed) {
 }
 
 lua_State *mflw_new_state(const char **err) {
-  lua_State *L = mfl_heap_newstate();
+  lua_State *L = mfl_heap_newstate(0);
   if (!L) {
     *err = "cannot create a Lua state";
     return NULL;

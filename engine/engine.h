@@ -84,16 +84,14 @@ struct mf_engine {
   /* The root scope: unhandled failures of runs outside any flow. */
   mf_run *unhandled_first, *unhandled_last;
 
-  /* Memory: runs and waiters are reused (a map makes a million of each
-   * size).  The engine's own memory outlives close while runs remain (a
-   * host may read a run after closing the engine). */
+  /* Memory: run records and waiters come from a heap of the engine's own
+   * (a map makes a million of each).  The engine's own memory outlives
+   * close while runs remain (a host may read a run after closing the
+   * engine). */
   size_t runs_alive;
   unsigned char handles_closed;
   int handles_closing; /* handles whose close callback is still due */
-  mf_run *free_runs;   /* linked through next_ready */
-  size_t free_run_count, free_run_body;
-  mf_waiter *free_waiters; /* linked through parked_next (cast) */
-  size_t free_waiter_count;
+  mf_heap *records;    /* NULL: malloc's (under AddressSanitizer) */
 
   double wall_offset; /* wall seconds minus monotonic seconds */
   double clock_cache; /* monotonic seconds, refreshed every few uses */

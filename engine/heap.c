@@ -80,6 +80,7 @@ struct mf_heap {
   struct region *regions; /* where pages come from */
   int empty_regions;      /* regions with no page handed out (kept) */
   size_t regions_made;
+  size_t huge_from; /* regions from this one on are backed by huge pages */
 };
 
 static int is_small(size_t n) { return n + REDZONE <= MF_HEAP_SMALL_MAX; }
@@ -220,8 +221,9 @@ static void *page_memory(mf_heap *h, region **from) {
     }
     /* A heap past its first two regions is a big one: its regions are backed
      * by huge pages (a fault per 2 MiB).  A small heap (a threads-runner
-     * worker's, a short script's) keeps 4 KiB pages, touched as used. */
-    if (h->regions_made++ > 1)
+     * worker's) keeps 4 KiB pages, touched as used, unless its owner knows
+     * better (mf_heap_prefer_huge_pages). */
+    if (h->regions_made++ >= h->huge_from)
       madvise(r->base, REGION_SIZE, MADV_HUGEPAGE);
     r->free_pages = NULL;
     r->fresh = REGION_PAGES;
@@ -442,7 +444,16 @@ void *mf_heap_realloc(void *heap, void *ptr, size_t osize, size_t nsize) {
 
 /* }====== */
 
-mf_heap *mf_heap_new(void) { return calloc(1, sizeof(mf_heap)); }
+#define HUGE_FROM 2 /* the first region backed by huge pages, by default */
+
+mf_heap *mf_heap_new(void) {
+  mf_heap *h = calloc(1, sizeof(mf_heap));
+  if (h)
+    h->huge_from = HUGE_FROM;
+  return h;
+}
+
+void mf_heap_prefer_huge_pages(mf_heap *h) { h->huge_from = h->regions_made; }
 
 void mf_heap_get_stats(const mf_heap *h, mf_heap_stats *stats) {
   stats->pages = h->pages;

@@ -17,12 +17,16 @@ local M = 20000
 
 -- A run that ticks every millisecond (a timer: a sleep of 0 would take a
 -- whole pass each time, leaving the caller a sliver of each) until
--- stopped; each tick it calls tk.each (if set).
-local function ticker()
+-- stopped; each tick it calls tk.each (if set).  every_pass: it ticks at
+-- each pass of the loop instead (mf.sleep(0)), so that one yield of the
+-- caller is a tick however fast the call (a call shorter than a
+-- millisecond may see no timer tick at all).
+local function ticker(every_pass)
   local tk = { ticks = 0, stop = false }
+  local interval = every_pass and 0 or 0.001
   tk.future = mf.task({ name = "ticker" }, function()
     while not tk.stop do
-      mf.sleep(0.001)
+      mf.sleep(interval)
       tk.ticks = tk.ticks + 1
       if tk.each then tk.each() end
     end
@@ -60,7 +64,7 @@ function TestCollectSlices:test_loop_turns_while_results_of_finished_runs_are_co
   -- a call comes from the call yielding between chunks.
   mf.configure { slice = 0.0001 }
   local list = finished(N)
-  local tk = ticker()
+  local tk = ticker(true)
   local during = in_run(function()
     local counts = {}
     local t0 = tk.ticks

@@ -214,7 +214,7 @@ TEST(a_new_state_warns_as_lua_does) {
   int saved = dup(2);
   ASSERT(saved >= 0);
   ASSERT(dup2(fds[1], 2) >= 0);
-  lua_State *L = mfl_heap_newstate();
+  lua_State *L = mfl_heap_newstate(0);
   ASSERT(L != NULL);
   luaL_openlibs(L);
   int status = luaL_dostring(L, "warn('not shown') warn('@on')"
