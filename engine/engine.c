@@ -228,8 +228,7 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
 #endif
 
 static void *record_alloc(mf_engine *e, size_t size) {
-  return e->records ? mf_heap_realloc(e->records, NULL, 0, size)
-                    : malloc(size);
+  return e->records ? mf_heap_realloc(e->records, NULL, 0, size) : malloc(size);
 }
 
 static void record_free(mf_engine *e, void *record, size_t size) {

@@ -326,8 +326,7 @@ MF_API size_t mf_engine_live_runs(const mf_engine *engine);
 /* The stats of the heap that holds the engine's run records and waiters
  * (see Heap): all zero in a build with AddressSanitizer, where they are
  * malloc's. */
-MF_API void mf_engine_heap_stats(const mf_engine *engine,
-                                 mf_heap_stats *stats);
+MF_API void mf_engine_heap_stats(const mf_engine *engine, mf_heap_stats *stats);
 
 /* Monotonic seconds, high resolution. */
 MF_API double mf_engine_now(const mf_engine *engine);
