@@ -66,6 +66,14 @@ double mf_engine_pass_started(const mf_engine *engine) {
   return engine->pass_started;
 }
 
+double mf_engine_pass_left(const mf_engine *engine) {
+  if (engine->pass_started < 0)
+    return engine->pass_budget;
+  double left = engine->pass_started + engine->pass_budget -
+                mf_engine_now((mf_engine *)engine);
+  return left > 0 ? left : 0;
+}
+
 double mf_engine_longest_pass(mf_engine *engine, int reset) {
   double longest = engine->longest_pass;
   if (reset)

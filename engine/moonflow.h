@@ -260,6 +260,11 @@ MF_API void mf_engine_end_pass(mf_engine *engine);
  * own step, so that the pass ends near its budget and the runs that timers
  * and I/O woke do not wait for a pass and a slice. */
 MF_API double mf_engine_pass_started(const mf_engine *engine);
+/* Seconds left of the current pass's budget (mf_config.step_budget): 0
+ * when it is used up, the whole budget outside a pass.  A start gate that
+ * may block a moment waits no longer than this, so that the pass still
+ * ends within its budget. */
+MF_API double mf_engine_pass_left(const mf_engine *engine);
 /* The longest scheduler pass so far, in seconds (the longest the engine
  * kept the loop from its turn), since the engine was made or since the
  * last call with reset non-zero, which starts the count again.  A host

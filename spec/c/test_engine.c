@@ -207,6 +207,34 @@ TEST(cancel_tree) {
   mf_engine_close(e);
 }
 
+/* Computes 2 ms, then records what mf_engine_pass_left says. */
+static mf_engine *pass_left_engine;
+static double pass_left_seen = -1;
+static void pass_left_step(mf_run *run, mf_step_reason reason) {
+  (void)reason;
+  double began = mf_engine_now(pass_left_engine);
+  while (mf_engine_now(pass_left_engine) < began + 0.002)
+    ;
+  pass_left_seen = mf_engine_pass_left(pass_left_engine);
+  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
+}
+static const mf_run_ops pass_left_ops = {.step = pass_left_step};
+
+TEST(pass_left) {
+  /* The whole budget outside a pass; inside, what is left of it. */
+  mf_engine *e = NULL;
+  mf_config config = {.size = sizeof config, .step_budget = 0.5};
+  ASSERT(mf_engine_new(&e, &config) == 0);
+  pass_left_engine = e;
+  ASSERT(mf_engine_pass_left(e) == 0.5);
+  mf_run *run = submit(e, &pass_left_ops, 0, 0);
+  ASSERT(mf_engine_wait(e, &run, 1, MF_WAIT_ALL, -1) == 0);
+  ASSERT(pass_left_seen >= 0 && pass_left_seen <= 0.498);
+  ASSERT(mf_engine_pass_left(e) == 0.5);
+  mf_run_unref(run);
+  mf_engine_close(e);
+}
+
 TEST(records_on_the_engine_heap) {
   /* Run records come from the engine's heap (malloc's under ASan): held
    * while referenced, given back when the last reference goes. */
