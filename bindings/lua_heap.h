@@ -24,5 +24,14 @@ const char *mfl_heap_unknown_choice(void);
  * state did not give back is an internal error: reported on stderr (and,
  * under the sanitizers, an abort). */
 void mfl_heap_close(lua_State *L);
+/* For a state made by luaL_newstate (stock lua5.4's), which has allocated
+ * already: its small blocks from now on come from an mf_heap, deleted when
+ * the state closes (lua_close frees the main thread's block last).  Not for
+ * a state with another allocator (a host's), nor under MOONFLOW_LUA_ALLOC=
+ * malloc, nor by default under AddressSanitizer.  Returns whether it did.
+ * Called by luaopen_moonflow. */
+int mfl_heap_adopt(lua_State *L);
+/* The mf_heap of a state of mfl_heap_newstate or mfl_heap_adopt, or NULL. */
+mf_heap *mfl_heap_of(lua_State *L);
 
 #endif

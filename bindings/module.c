@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "binding.h"
+#include "lua_heap.h"
 #include "embedded.h"
 
 const char mfl_key_state, mfl_key_attached;
@@ -575,6 +576,7 @@ static int open_core(lua_State *L) {
 }
 
 __attribute__((visibility("default"))) int luaopen_moonflow(lua_State *L) {
+  mfl_heap_adopt(L); /* (stock lua5.4's state: small blocks on a heap) */
   preload_embedded(L);
   luaL_requiref(L, "moonflow.core", open_core, 0);
   lua_pop(L, 1);

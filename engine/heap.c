@@ -81,6 +81,8 @@ struct mf_heap {
   int empty_regions;      /* regions with no page handed out (kept) */
   size_t regions_made;
   size_t huge_from; /* regions from this one on are backed by huge pages */
+  unsigned char *region_bits; /* a bit per 2 MiB of address space: the
+                                 heap's regions (mf_heap_holds) */
 };
 
 static int is_small(size_t n) { return n + REDZONE <= MF_HEAP_SMALL_MAX; }
@@ -196,12 +198,61 @@ static void page_memory_free(mf_heap *h, void *memory, region *from) {
 }
 
 static void regions_free(mf_heap *h) { (void)h; }
+
+/* (Pages are malloc's here: a walk of them, slow but only for tests.) */
+int mf_heap_holds(const mf_heap *h, const void *block) {
+  const char *b = block;
+  for (const page *p = h->newest; p; p = p->older)
+    if (b >= (const char *)p && b < (const char *)p + MF_HEAP_PAGE)
+      return 1;
+  return 0;
+}
 #else
+/* {====== Which memory is the heap's ======
+ * A bit per 2 MiB of the 47-bit address space a process's mappings live
+ * in (8 MiB of address space, mapped without reserve: only the few pages
+ * around the heap's regions are ever touched), set while a region is the
+ * heap's.  So mf_heap_holds is a shift and a load: the module tells the
+ * blocks a state's old allocator gave from the heap's at every free. */
+
+#define ADDRESS_BITS 47
+#define REGION_SHIFT 21
+#define REGION_BITS_SIZE ((size_t)1 << (ADDRESS_BITS - REGION_SHIFT - 3))
+
+static int region_bits_open(mf_heap *h) {
+  if (h->region_bits)
+    return 0;
+  void *bits = mmap(NULL, REGION_BITS_SIZE, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (bits == MAP_FAILED)
+    return -1;
+  h->region_bits = bits;
+  return 0;
+}
+
+static void region_mark(mf_heap *h, const char *base, int held) {
+  uintptr_t n = (uintptr_t)base >> REGION_SHIFT;
+  unsigned char bit = (unsigned char)(1u << (n & 7));
+  if (held)
+    h->region_bits[n >> 3] |= bit;
+  else
+    h->region_bits[n >> 3] &= (unsigned char)~bit;
+}
+
+int mf_heap_holds(const mf_heap *h, const void *block) {
+  uintptr_t n = (uintptr_t)block >> REGION_SHIFT;
+  return h->region_bits && n < ((uintptr_t)1 << (ADDRESS_BITS - REGION_SHIFT)) &&
+         (h->region_bits[n >> 3] >> (n & 7) & 1);
+}
+
+/* }====== */
+
 static void region_unmap(mf_heap *h, region *r) {
   region **link = &h->regions;
   while (*link != r)
     link = &(*link)->next;
   *link = r->next;
+  region_mark(h, r->base, 0);
   munmap(r->base, REGION_SIZE);
   free(r);
 }
@@ -211,14 +262,18 @@ static void *page_memory(mf_heap *h, region **from) {
   while (r && !r->free_pages && !r->fresh)
     r = r->next;
   if (!r) {
-    r = malloc(sizeof *r);
-    if (!r)
+    if (region_bits_open(h) != 0 || !(r = malloc(sizeof *r)))
       return NULL;
     r->base = huge_map(REGION_SIZE, PROT_READ | PROT_WRITE);
+    if (r->base && (uintptr_t)r->base >> ADDRESS_BITS) {
+      munmap(r->base, REGION_SIZE); /* (never, without a hint to mmap) */
+      r->base = NULL;
+    }
     if (!r->base) {
       free(r);
       return NULL;
     }
+    region_mark(h, r->base, 1);
     /* A heap past its first two regions is a big one: its regions are backed
      * by huge pages (a fault per 2 MiB).  A small heap (a threads-runner
      * worker's) keeps 4 KiB pages, touched as used, unless its owner knows
@@ -257,6 +312,8 @@ static void page_memory_free(mf_heap *h, void *memory, region *r) {
 static void regions_free(mf_heap *h) {
   while (h->regions)
     region_unmap(h, h->regions);
+  if (h->region_bits)
+    munmap(h->region_bits, REGION_BITS_SIZE);
 }
 #endif
 

@@ -167,6 +167,12 @@ MF_API void mf_heap_delete(mf_heap *heap);
 MF_API void *mf_heap_realloc(void *heap, void *block, size_t old_size,
                              size_t new_size);
 MF_API void mf_heap_get_stats(const mf_heap *heap, mf_heap_stats *stats);
+/* Whether block, a small block's address (at most MF_HEAP_SMALL_MAX bytes),
+ * is one of the heap's: a shift and a load (a bit per 2 MiB region; under
+ * AddressSanitizer a walk of its pages).  An allocator that takes over a
+ * state which has already allocated tells its blocks from the old
+ * allocator's with it. */
+MF_API int mf_heap_holds(const mf_heap *heap, const void *block);
 
 /* }====== */
 

@@ -232,4 +232,72 @@ TEST(a_new_state_warns_as_lua_does) {
   ASSERT_STR_EQ(out, "Lua warning: shown in parts\n");
 }
 
+/* mf_heap_holds: the heap's small blocks, not malloc's nor freed
+ * regions'. */
+TEST(the_heap_knows_its_blocks) {
+  mf_heap *h = mf_heap_new();
+  ASSERT(h != NULL);
+  void *mine = mf_heap_realloc(h, NULL, LUA_TTABLE, 48);
+  void *theirs = malloc(48);
+  ASSERT(mine && theirs);
+  ASSERT(mf_heap_holds(h, mine));
+  ASSERT(!mf_heap_holds(h, theirs));
+  ASSERT(!mf_heap_holds(h, &h));
+  mf_heap *other = mf_heap_new();
+  ASSERT(other != NULL);
+  ASSERT(!mf_heap_holds(other, mine));
+  mf_heap_delete(other);
+  mf_heap_realloc(h, mine, 48, 0);
+  free(theirs);
+  mf_heap_delete(h);
+}
+
+/* A state of luaL_newstate (stock lua5.4's), which has allocated, taken
+ * over (mfl_heap_adopt): the blocks made before and after live side by
+ * side; the old ones go back to the old allocator, freed or moved; the
+ * heap goes with lua_close (under the sanitizers a leak would show). */
+TEST(a_stock_state_is_taken_over) {
+  const char *saved = getenv("MOONFLOW_LUA_ALLOC");
+  setenv("MOONFLOW_LUA_ALLOC", "heap", 1); /* (ASan's default is malloc) */
+  lua_State *L = luaL_newstate();
+  ASSERT(L != NULL);
+  luaL_openlibs(L);
+  ASSERT_EQ(luaL_dostring(L, "before = {} for i = 1, 1000 do"
+                             " before[i] = ('x'):rep(i % 50) .. i end"),
+            LUA_OK);
+  ASSERT(mfl_heap_of(L) == NULL);
+  ASSERT_EQ(mfl_heap_adopt(L), 1);
+  mf_heap *h = mfl_heap_of(L);
+  ASSERT(h != NULL);
+  ASSERT_EQ(mfl_heap_adopt(L), 0); /* once */
+  ASSERT_EQ(luaL_dostring(L, "after = {} for i = 1, 1000 do"
+                             " after[i] = {i, tostring(i) .. 'z'} end"),
+            LUA_OK);
+  ASSERT(small_blocks(h) >= 2000);
+  ASSERT_EQ(luaL_dostring(L, "for i = 1, 1000 do before[i] = before[i] .. i"
+                             " after[i][3] = ('y'):rep(i % 600) end"
+                             " before = nil collectgarbage()"
+                             " local n = 0"
+                             " for i = 1, 1000 do n = n + #after[i][3] end"
+                             " assert(n == 259900, n)"),
+            LUA_OK);
+  lua_close(L);
+  if (saved)
+    setenv("MOONFLOW_LUA_ALLOC", saved, 1);
+  else
+    unsetenv("MOONFLOW_LUA_ALLOC");
+}
+
+/* A state with an allocator of its own (a host's) is left alone. */
+TEST(a_host_state_is_left_alone) {
+  mf_heap *h = mf_heap_new();
+  ASSERT(h != NULL);
+  lua_State *L = lua_newstate(mf_heap_realloc, h);
+  ASSERT(L != NULL);
+  ASSERT_EQ(mfl_heap_adopt(L), 0);
+  ASSERT(mfl_heap_of(L) == h);
+  lua_close(L);
+  mf_heap_delete(h);
+}
+
 TEST_MAIN("heap")
