@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "binding.h"
-#include "lua_heap.h"
 #include "embedded.h"
+#include "lua_heap.h"
 
 const char mfl_key_state, mfl_key_attached;
 const char mfl_key_future_mt, mfl_key_list_mt, mfl_key_task_mt,

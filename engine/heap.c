@@ -241,7 +241,8 @@ static void region_mark(mf_heap *h, const char *base, int held) {
 
 int mf_heap_holds(const mf_heap *h, const void *block) {
   uintptr_t n = (uintptr_t)block >> REGION_SHIFT;
-  return h->region_bits && n < ((uintptr_t)1 << (ADDRESS_BITS - REGION_SHIFT)) &&
+  return h->region_bits &&
+         n < ((uintptr_t)1 << (ADDRESS_BITS - REGION_SHIFT)) &&
          (h->region_bits[n >> 3] >> (n & 7) & 1);
 }
 
