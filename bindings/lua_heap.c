@@ -5,6 +5,7 @@
  * the panic and warning functions luaL_newstate would give.
  */
 #include <lauxlib.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,7 @@ static void warn_on(void *ud, const char *message, int tocont) {
 }
 
 static const char key_heap = 0;
+static const char key_tended = 0; /* its engine keeps regions ahead */
 
 /* Under AddressSanitizer the default is malloc, as for the engine's runs:
  * its quarantine sees a use after free that a block reused at once from a
@@ -96,8 +98,8 @@ lua_State *mfl_heap_newstate(int huge_pages) {
   mf_heap *h = mf_heap_new();
   if (!h)
     return NULL;
-  if (huge_pages)
-    mf_heap_prefer_huge_pages(h);
+  if (huge_pages) /* (its first region, then those made ahead) */
+    mf_heap_huge_regions(h, 1, UINT_MAX);
   lua_State *L = lua_newstate(mf_heap_realloc, h);
   if (!L) {
     mf_heap_delete(h);
@@ -107,6 +109,8 @@ lua_State *mfl_heap_newstate(int huge_pages) {
   lua_setwarnf(L, warn_off, L);
   lua_pushlightuserdata(L, h);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &key_heap);
+  lua_pushboolean(L, huge_pages);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_tended);
   return L;
 }
 
@@ -208,7 +212,7 @@ int mfl_heap_adopt(lua_State *L) {
     free(a);
     return 0;
   }
-  mf_heap_prefer_huge_pages(a->heap);
+  mf_heap_huge_regions(a->heap, 1, UINT_MAX);
   a->old = old;
   a->old_ud = old_ud;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -224,6 +228,19 @@ mf_heap *mfl_heap_of(lua_State *L) {
   return alloc == mf_heap_realloc ? ud
          : alloc == adopted_alloc ? ((adopted *)ud)->heap
                                   : NULL;
+}
+
+void mfl_heap_tend(lua_State *L, mf_engine *engine) {
+  void *ud;
+  lua_Alloc alloc = lua_getallocf(L, &ud);
+  int tended = alloc == adopted_alloc;
+  if (alloc == mf_heap_realloc) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_tended);
+    tended = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (tended)
+    mf_engine_tend_heap(engine, mfl_heap_of(L));
 }
 
 /* }====== */

@@ -14,8 +14,8 @@
  * functions luaL_newstate gives; NULL when out of memory.  Close it with
  * mfl_heap_close.  MOONFLOW_LUA_ALLOC=malloc in the environment makes it
  * luaL_newstate's, on malloc.  huge_pages: the heap is backed by huge pages
- * from its first region on (mf_heap_prefer_huge_pages), as the program's
- * state is; a threads-runner worker's, small, keeps 4 KiB pages at first. */
+ * from its first region on (mf_heap_huge_regions), as the program's state
+ * is; a threads-runner worker's, small, keeps 4 KiB pages at first. */
 lua_State *mfl_heap_newstate(int huge_pages);
 /* MOONFLOW_LUA_ALLOC's value when it is neither heap nor malloc (the
  * default is then used), else NULL. */
@@ -33,5 +33,9 @@ void mfl_heap_close(lua_State *L);
 int mfl_heap_adopt(lua_State *L);
 /* The mf_heap of a state of mfl_heap_newstate or mfl_heap_adopt, or NULL. */
 mf_heap *mfl_heap_of(lua_State *L);
+/* The engine keeps the state's heap's next regions made ahead
+ * (mf_engine_tend_heap), for the program's main state and a state taken
+ * over, whose regions after the first are huge only when made so. */
+void mfl_heap_tend(lua_State *L, mf_engine *engine);
 
 #endif

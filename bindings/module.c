@@ -527,6 +527,7 @@ static mfl_state *open_state(lua_State *L) {
     int rc = mf_engine_new(&S->engine, &cfg);
     if (rc)
       luaL_error(L, "moonflow: cannot create the engine: %s", mf_strerror(rc));
+    mfl_heap_tend(L, S->engine);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   S->L = lua_tothread(L, -1);

@@ -251,8 +251,77 @@ static int records_open(mf_engine *e) {
     return 0;
   if (!(e->records = mf_heap_new()))
     return MF_ENOMEM;
-  mf_heap_prefer_huge_pages(e->records);
+  /* The first region huge, then those made ahead off the loop thread
+   * (maybe_prefault), else 4 KiB pages: a big map's records grow the heap
+   * inside a run, where a huge page's fault (up to 4 ms here) made
+   * scheduler passes 3-4 ms longer than their budget (bench/compare.lua
+   * --stall). */
+  mf_heap_huge_regions(e->records, 1, UINT_MAX);
   return 0;
+}
+
+static void prefault_work(uv_work_t *req) {
+  struct mf_prefault *p = req->data;
+  p->region = mf__heap_region_new();
+}
+
+static void engine_release(mf_engine *e);
+
+static void prefault_done(uv_work_t *req, int status) {
+  struct mf_prefault *p = req->data;
+  mf_engine *e = p->engine;
+  (void)status; /* (UV_ECANCELED: nothing was made) */
+  if (e->closing || (p->heap != e->records && p->heap != e->tended))
+    mf__heap_region_free(p->region); /* (its heap is no longer tended) */
+  else
+    mf__heap_region_give(p->heap, p->region);
+  p->heap = NULL;
+  p->region = NULL;
+  e->prefaulting--;
+  engine_release(e);
+}
+
+static int prefaults_for(const mf_engine *e, const mf_heap *heap) {
+  int n = 0;
+  for (int i = 0; i < 2 * MF__HEAP_SPARES_MAX; i++)
+    n += e->prefaults[i].heap == heap;
+  return n;
+}
+
+/* A heap's next regions are made off the loop thread while its current one
+ * fills (heap.c, "Regions made ahead"): the records' heap's and a tended
+ * one's. */
+static void prefault(mf_engine *e, mf_heap *heap) {
+  int wanted = mf__heap_regions_wanted(heap);
+  if (wanted <= 0 || (wanted -= prefaults_for(e, heap)) <= 0)
+    return;
+  for (int i = 0; wanted > 0 && i < 2 * MF__HEAP_SPARES_MAX; i++) {
+    struct mf_prefault *p = &e->prefaults[i];
+    if (p->heap)
+      continue;
+    p->req.data = p;
+    p->engine = e;
+    p->region = NULL;
+    if (uv_queue_work(e->loop, &p->req, prefault_work, prefault_done) != 0)
+      return;
+    p->heap = heap;
+    e->prefaulting++;
+    wanted--;
+  }
+}
+
+static void maybe_prefault(mf_engine *e) {
+  if (e->closing)
+    return;
+  prefault(e, e->records);
+  if (e->tended)
+    prefault(e, e->tended);
+}
+
+void mf_engine_tend_heap(mf_engine *e, mf_heap *heap) {
+  e->tended = heap;
+  if (heap && !e->closing)
+    prefault(e, heap);
 }
 
 mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
@@ -260,13 +329,13 @@ mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
   mf_run *run = record_alloc(e, size);
   if (!run)
     return NULL;
+  if (e->records)
+    maybe_prefault(e);
   memset(run, 0, size);
   run->body_size = (unsigned)body_size;
   e->runs_alive++;
   return run;
 }
-
-static void engine_release(mf_engine *e);
 
 void mf__run_dealloc(mf_engine *e, mf_run *run) {
   record_free(e, run, sizeof(mf_run) + run->body_size);
@@ -308,7 +377,7 @@ void mf__waiter_dealloc(mf_engine *e, mf_waiter *w) {
 /* Frees a closed engine once its handles are closed and no run is left. */
 static void engine_release(mf_engine *e) {
   if (e->closing && e->handles_closed && e->runs_alive == 0 &&
-      e->waiters_out == 0) {
+      e->waiters_out == 0 && !e->prefaulting) {
     mf_heap_delete(e->records);
     free(e);
   }

@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 
+#include "heap.h"
 #include "run.h"
 
 /* The longest delay or timeout the engine arms (about 31 years): longer
@@ -92,6 +93,14 @@ struct mf_engine {
   unsigned char handles_closed;
   int handles_closing; /* handles whose close callback is still due */
   mf_heap *records;    /* NULL: malloc's (under AddressSanitizer) */
+  mf_heap *tended;     /* a host's heap kept ahead too (mf_engine_tend_heap) */
+  struct mf_prefault { /* regions made ahead, on the thread pool */
+    uv_work_t req;
+    mf_engine *engine;
+    mf_heap *heap; /* for which; NULL: not busy */
+    void *region;  /* (written by the pool's thread, read after) */
+  } prefaults[2 * MF__HEAP_SPARES_MAX];
+  int prefaulting; /* of them busy */
 
   double wall_offset; /* wall seconds minus monotonic seconds */
   double clock_cache; /* monotonic seconds, refreshed every few uses */

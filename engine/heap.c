@@ -41,7 +41,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "moonflow.h"
+#include "heap.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -80,9 +80,13 @@ struct mf_heap {
   struct region *regions; /* where pages come from */
   int empty_regions;      /* regions with no page handed out (kept) */
   size_t regions_made;
-  size_t huge_from; /* regions from this one on are backed by huge pages */
+  size_t huge_first;          /* the first regions backed by huge pages */
+  size_t huge_from;           /* and those from this one on */
+  int empty_regions_kept;     /* at most, when a huge region empties */
   unsigned char *region_bits; /* a bit per 2 MiB of address space: the
                                  heap's regions (mf_heap_holds) */
+  char *spares[MF__HEAP_SPARES_MAX]; /* regions made ahead of need */
+  int spare_count;
 };
 
 static int is_small(size_t n) { return n + REDZONE <= MF_HEAP_SMALL_MAX; }
@@ -173,6 +177,11 @@ static void *huge_resize(void *b, size_t osize, size_t nsize) {
  * (against posix_memalign's pages). */
 
 #define REGION_SIZE ((size_t)2 << 20)
+/* Empty regions kept, at most, when a huge one empties, in a heap set by
+ * mf_heap_huge_regions: making one again costs a huge page's first touch,
+ * up to 4 ms here, and a big map's run records made and dropped 66 regions
+ * that way for a peak of about 10.  (Other heaps keep one.) */
+#define EMPTY_HUGE_REGIONS_KEEP 8
 #define REGION_PAGES ((unsigned)(REGION_SIZE / MF_HEAP_PAGE))
 
 typedef struct region {
@@ -181,6 +190,7 @@ typedef struct region {
   void *free_pages; /* pages given back (linked through their first bytes) */
   unsigned fresh;   /* pages never handed out, at the region's end */
   unsigned used;    /* pages handed out */
+  int huge;         /* backed by huge pages */
 } region;
 
 #if defined(__SANITIZE_ADDRESS__) || !defined(MADV_HUGEPAGE)
@@ -198,6 +208,11 @@ static void page_memory_free(mf_heap *h, void *memory, region *from) {
 }
 
 static void regions_free(mf_heap *h) { (void)h; }
+
+int mf__heap_regions_wanted(const mf_heap *h) { return (void)h, 0; }
+void *mf__heap_region_new(void) { return NULL; }
+void mf__heap_region_free(void *region) { (void)region; }
+void mf__heap_region_give(mf_heap *h, void *region) { (void)h, (void)region; }
 
 /* (Pages are malloc's here: a walk of them, slow but only for tests.) */
 int mf_heap_holds(const mf_heap *h, const void *block) {
@@ -265,7 +280,9 @@ static void *page_memory(mf_heap *h, region **from) {
   if (!r) {
     if (region_bits_open(h) != 0 || !(r = malloc(sizeof *r)))
       return NULL;
-    r->base = huge_map(REGION_SIZE, PROT_READ | PROT_WRITE);
+    int spare = h->spare_count > 0;
+    r->base = spare ? h->spares[--h->spare_count]
+                    : huge_map(REGION_SIZE, PROT_READ | PROT_WRITE);
     if (r->base && (uintptr_t)r->base >> ADDRESS_BITS) {
       munmap(r->base, REGION_SIZE); /* (never, without a hint to mmap) */
       r->base = NULL;
@@ -278,8 +295,10 @@ static void *page_memory(mf_heap *h, region **from) {
     /* A heap past its first two regions is a big one: its regions are backed
      * by huge pages (a fault per 2 MiB).  A small heap (a threads-runner
      * worker's) keeps 4 KiB pages, touched as used, unless its owner knows
-     * better (mf_heap_prefer_huge_pages). */
-    if (h->regions_made++ >= h->huge_from)
+     * better (mf_heap_huge_regions). */
+    size_t made = h->regions_made++;
+    r->huge = spare || made < h->huge_first || made >= h->huge_from;
+    if (r->huge && !spare)
       madvise(r->base, REGION_SIZE, MADV_HUGEPAGE);
     r->free_pages = NULL;
     r->fresh = REGION_PAGES;
@@ -304,13 +323,65 @@ static void page_memory_free(mf_heap *h, void *memory, region *r) {
   r->free_pages = memory;
   if (--r->used > 0)
     return;
-  if (h->empty_regions > 0)
+  if (h->empty_regions >= (r->huge ? h->empty_regions_kept : 1))
     region_unmap(h, r);
   else
     h->empty_regions++;
 }
 
+/* {====== Regions made ahead ======
+ * A huge page's first touch costs up to 4 ms at once on this project's
+ * virtual machines (the host backs it 4 KiB at a time), too long for the
+ * middle of a scheduler pass.  The engine has its records' heap's next
+ * regions made and touched on libuv's thread pool (engine.c), backed by
+ * huge pages, while the current one fills; a region the heap needs before
+ * one is ready it maps itself, with 4 KiB pages (mf_heap_huge_regions says
+ * which: the engine's first only), whose faults come one page at a time.
+ * One spare is wanted once the newest region has handed out a quarter of
+ * its pages; once the heap has made two (it grows, maybe in a burst: a
+ * chain of 100,000 runs makes 16 regions in 20 ms), MF__HEAP_SPARES_MAX,
+ * made side by side (their faults are mostly the host's time). */
+
+int mf__heap_regions_wanted(const mf_heap *h) {
+  if (!h->regions)
+    return 0;
+  int growing = h->regions_made >= 2;
+  if (!growing && h->regions->fresh > REGION_PAGES - REGION_PAGES / 4)
+    return 0;
+  return (growing ? MF__HEAP_SPARES_MAX : 1) - h->spare_count;
+}
+
+/* (Any thread: it touches nothing of a heap.) */
+void *mf__heap_region_new(void) {
+  char *base = huge_map(REGION_SIZE, PROT_READ | PROT_WRITE);
+  if (!base)
+    return NULL;
+  madvise(base, REGION_SIZE, MADV_HUGEPAGE);
+  for (size_t at = 0; at < REGION_SIZE; at += 4096)
+    ((volatile char *)base)[at] = 0; /* (one fault per huge page) */
+  return base;
+}
+
+void mf__heap_region_free(void *region) {
+  if (region)
+    munmap(region, REGION_SIZE);
+}
+
+void mf__heap_region_give(mf_heap *h, void *region) {
+  if (!region)
+    return;
+  if (h->spare_count == MF__HEAP_SPARES_MAX ||
+      (uintptr_t)region >> ADDRESS_BITS)
+    mf__heap_region_free(region);
+  else
+    h->spares[h->spare_count++] = region;
+}
+
+/* }====== */
+
 static void regions_free(mf_heap *h) {
+  while (h->spare_count > 0)
+    mf__heap_region_free(h->spares[--h->spare_count]);
   while (h->regions)
     region_unmap(h, h->regions);
   if (h->region_bits)
@@ -502,16 +573,22 @@ void *mf_heap_realloc(void *heap, void *ptr, size_t osize, size_t nsize) {
 
 /* }====== */
 
-#define HUGE_FROM 2 /* the first region backed by huge pages, by default */
+#define HUGE_FROM 2 /* by default, the regions from the third are huge */
 
 mf_heap *mf_heap_new(void) {
   mf_heap *h = calloc(1, sizeof(mf_heap));
-  if (h)
+  if (h) {
     h->huge_from = HUGE_FROM;
+    h->empty_regions_kept = 1;
+  }
   return h;
 }
 
-void mf_heap_prefer_huge_pages(mf_heap *h) { h->huge_from = h->regions_made; }
+void mf_heap_huge_regions(mf_heap *h, unsigned first, unsigned from) {
+  h->huge_first = first;
+  h->huge_from = from;
+  h->empty_regions_kept = EMPTY_HUGE_REGIONS_KEEP;
+}
 
 void mf_heap_get_stats(const mf_heap *h, mf_heap_stats *stats) {
   stats->pages = h->pages;

@@ -150,12 +150,17 @@ typedef struct mf_heap_stats {
  * used, the next ones by huge pages (MADV_HUGEPAGE), if the kernel has
  * them. */
 MF_API mf_heap *mf_heap_new(void);
-/* The heap's regions made from now on are backed by huge pages: for a heap
- * that will hold more than a few hundred KB, on a machine where a first
- * touch of a 4 KiB page is dear (13-30 us on this project's virtual
- * machines; a 2 MiB huge page costs about what 20 of them do).  The cost:
- * its resident memory grows by 2 MiB at a time. */
-MF_API void mf_heap_prefer_huge_pages(mf_heap *heap);
+/* Which of the heap's regions, counted from 0 in the order it maps them,
+ * are backed by huge pages: the first `first`, and those from `from` on
+ * (mf_heap_new's: 0 and 2; UINT_MAX for none).  A first touch of a 4 KiB
+ * page costs ~11 us on this project's virtual machines, of a 2 MiB huge
+ * page 0.2 to 4 ms at once (the host backs it page by page): huge pages
+ * suit memory touched early (a script's first region) or in bulk, not a
+ * heap that grows inside a long computation that must yield on time.  The
+ * cost: resident memory grows 2 MiB at a time, and such a heap keeps up to
+ * 8 empty huge regions rather than unmapping them (making one again is a
+ * huge page's first touch). */
+MF_API void mf_heap_huge_regions(mf_heap *heap, unsigned first, unsigned from);
 /* Frees the heap and every page it holds, blocks in use or not. */
 MF_API void mf_heap_delete(mf_heap *heap);
 /* Lua's lua_Alloc contract, heap being the mf_heap: block NULL allocates
@@ -333,6 +338,15 @@ MF_API mf_run *mf_engine_current(const mf_engine *engine);
 
 /* Number of runs not yet final. */
 MF_API size_t mf_engine_live_runs(const mf_engine *engine);
+
+/* The engine keeps heap's next 2 MiB regions made ahead of need (mapped
+ * and touched, backed by huge pages) on libuv's thread pool while heap
+ * fills, as it does for its own records' heap, so that the loop thread
+ * takes no huge page's first fault (up to 4 ms on this project's virtual
+ * machines).  heap is used on the loop thread only (a Lua state's: the
+ * program tends its main state's); NULL: none.  Stop before deleting the
+ * heap if the engine outlives it. */
+MF_API void mf_engine_tend_heap(mf_engine *engine, mf_heap *heap);
 
 /* The stats of the heap that holds the engine's run records and waiters
  * (see Heap): all zero in a build with AddressSanitizer, where they are
