@@ -87,6 +87,8 @@ struct mf_heap {
                                  heap's regions (mf_heap_holds) */
   char *spares[MF__HEAP_SPARES_MAX]; /* regions made ahead of need */
   int spare_count;
+  int tended; /* regions are made ahead for it (it was asked) */
+  int misses; /* regions it mapped itself for want of one made ahead */
 };
 
 static int is_small(size_t n) { return n + REDZONE <= MF_HEAP_SMALL_MAX; }
@@ -209,7 +211,7 @@ static void page_memory_free(mf_heap *h, void *memory, region *from) {
 
 static void regions_free(mf_heap *h) { (void)h; }
 
-int mf__heap_regions_wanted(const mf_heap *h) { return (void)h, 0; }
+int mf__heap_regions_wanted(mf_heap *h) { return (void)h, 0; }
 void *mf__heap_region_new(void) { return NULL; }
 void mf__heap_region_free(void *region) { (void)region; }
 void mf__heap_region_give(mf_heap *h, void *region) { (void)h, (void)region; }
@@ -281,6 +283,7 @@ static void *page_memory(mf_heap *h, region **from) {
     if (region_bits_open(h) != 0 || !(r = malloc(sizeof *r)))
       return NULL;
     int spare = h->spare_count > 0;
+    h->misses += h->tended && !spare && h->regions_made > 0;
     r->base = spare ? h->spares[--h->spare_count]
                     : huge_map(REGION_SIZE, PROT_READ | PROT_WRITE);
     if (r->base && (uintptr_t)r->base >> ADDRESS_BITS) {
@@ -338,17 +341,16 @@ static void page_memory_free(mf_heap *h, void *memory, region *r) {
  * one is ready it maps itself, with 4 KiB pages (mf_heap_huge_regions says
  * which: the engine's first only), whose faults come one page at a time.
  * One spare is wanted once the newest region has handed out a quarter of
- * its pages; once the heap has made two (it grows, maybe in a burst: a
+ * its pages; once the heap had to map one itself (it grows in bursts: a
  * chain of 100,000 runs makes 16 regions in 20 ms), MF__HEAP_SPARES_MAX,
  * made side by side (their faults are mostly the host's time). */
 
-int mf__heap_regions_wanted(const mf_heap *h) {
-  if (!h->regions)
+int mf__heap_regions_wanted(mf_heap *h) {
+  h->tended = 1;
+  if (!h->regions ||
+      (!h->misses && h->regions->fresh > REGION_PAGES - REGION_PAGES / 4))
     return 0;
-  int growing = h->regions_made >= 2;
-  if (!growing && h->regions->fresh > REGION_PAGES - REGION_PAGES / 4)
-    return 0;
-  return (growing ? MF__HEAP_SPARES_MAX : 1) - h->spare_count;
+  return (h->misses ? MF__HEAP_SPARES_MAX : 1) - h->spare_count;
 }
 
 /* (Any thread: it touches nothing of a heap.) */

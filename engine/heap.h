@@ -12,10 +12,10 @@
 #define MF_INTERNAL __attribute__((visibility("hidden")))
 #endif
 
-#define MF__HEAP_SPARES_MAX 4 /* regions made ahead, at most */
+#define MF__HEAP_SPARES_MAX 2 /* regions made ahead, at most */
 
 /* How many more regions made ahead the heap would take now (0 or more). */
-MF_INTERNAL int mf__heap_regions_wanted(const mf_heap *h);
+MF_INTERNAL int mf__heap_regions_wanted(mf_heap *h);
 /* A region made and touched, backed by huge pages; NULL when out of
  * memory.  Any thread: it touches no heap. */
 MF_INTERNAL void *mf__heap_region_new(void);

@@ -237,9 +237,9 @@ TEST(a_new_state_warns_as_lua_does) {
 #if !defined(__SANITIZE_ADDRESS__)
 /* The engine's records' heap takes regions made ahead of need (heap.h):
  * one wanted once its region is a quarter used, used before it maps one
- * itself; more wanted once it grows past two. */
+ * itself; more wanted once it had to map one itself. */
 TEST(regions_made_ahead_are_taken_first) {
-  enum { N = 60000 };
+  enum { N = 60000, M = 90000 };
   static char *blocks[N];
   mf_heap *h = mf_heap_new();
   ASSERT(h != NULL);
@@ -265,9 +265,16 @@ TEST(regions_made_ahead_are_taken_first) {
   mf_heap_stats s;
   mf_heap_get_stats(h, &s);
   ASSERT_GE(s.regions, 2);
+  ASSERT_EQ(mf__heap_regions_wanted(h), 1); /* (the spare came in time) */
+  static char *more[M]; /* about two regions more: one mapped by itself */
+  for (i = 0; i < M; i++)
+    ASSERT((more[i] = mf_heap_realloc(h, NULL, 0, 48)) != NULL);
   ASSERT_EQ(mf__heap_regions_wanted(h), MF__HEAP_SPARES_MAX);
+  for (i = 0; i < M; i++)
+    mf_heap_realloc(h, more[i], 48, 0);
   for (i = 0; i < N; i++)
     mf_heap_realloc(h, blocks[i], 48, 0);
+  mf__heap_region_give(h, mf__heap_region_new());
   mf_heap_delete(h); /* (a spare still held goes too) */
 }
 #endif
