@@ -506,6 +506,9 @@ void mf_engine_close(mf_engine *e) {
   e->handles_closing = 4;
   uv_close((uv_handle_t *)&e->post_async, on_handle_closed);
   mf__limits_free(e);
+  for (int i = 0; i < 2 * MF__HEAP_SPARES_MAX; i++)
+    if (e->prefaults[i].heap) /* (not begun: dropped; else waited for) */
+      uv_cancel((uv_req_t *)&e->prefaults[i].req);
   mf__timers_close(e);
   uv_close((uv_handle_t *)&e->idle, on_handle_closed);
   uv_close((uv_handle_t *)&e->timer, on_handle_closed);
