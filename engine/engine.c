@@ -222,12 +222,13 @@ int mf_engine_new(mf_engine **out, const mf_config *host_cfg) {
 
 /* {====== Memory ======
  * Run records and waiters come from the engine's heap (engine/heap.c),
- * whose regions are backed by huge pages: a first touch of fresh memory is
- * then a fault per 2 MiB, not per 4 KiB.  On this project's virtual
- * machines such a fault costs ~11 us: a map of 1,000 made 82 of them for
- * its run records (328 bytes each), 0.9 of its 1 ms.  Under
- * AddressSanitizer they are malloc's, whose quarantine catches a use after
- * free that a block reused at once would hide. */
+ * whose regions are backed by huge pages when they can be had without a
+ * stall: its first, and those made ahead on libuv's thread pool.  A first
+ * touch of a 4 KiB page costs ~11 us on this project's virtual machines: a
+ * map of 1,000 made 82 such faults for its run records (328 bytes each,
+ * malloc's), 0.9 of its 1 ms.  Under AddressSanitizer they are malloc's,
+ * whose quarantine catches a use after free that a block reused at once
+ * would hide. */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define RECORDS_ON_HEAP 0
