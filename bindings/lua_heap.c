@@ -84,16 +84,19 @@ static int chosen(const char **value) {
                                          : -1;
 }
 
+/* Whether Lua states go on a heap: MOONFLOW_LUA_ALLOC, else the default. */
+static int heap_chosen(void) {
+  int heap = chosen(NULL);
+  return heap < 0 ? HEAP_BY_DEFAULT : heap;
+}
+
 const char *mfl_heap_unknown_choice(void) {
   const char *value;
   return chosen(&value) < 0 ? value : NULL;
 }
 
 lua_State *mfl_heap_newstate(int huge_pages) {
-  int heap = chosen(NULL);
-  if (heap < 0)
-    heap = HEAP_BY_DEFAULT;
-  if (!heap)
+  if (!heap_chosen())
     return luaL_newstate(); /* (valgrind's memcheck sees every block) */
   mf_heap *h = mf_heap_new();
   if (!h)
@@ -199,13 +202,10 @@ static void find_stock_alloc(void) {
 }
 
 int mfl_heap_adopt(lua_State *L) {
-  int heap = chosen(NULL);
-  if (heap < 0)
-    heap = HEAP_BY_DEFAULT;
   void *old_ud;
   lua_Alloc old = lua_getallocf(L, &old_ud);
   uv_once(&stock_once, find_stock_alloc);
-  if (!heap || old != stock_alloc || !stock_alloc)
+  if (!heap_chosen() || old != stock_alloc || !stock_alloc)
     return 0;
   adopted *a = malloc(sizeof *a);
   if (!a || !(a->heap = mf_heap_new())) {
