@@ -15,22 +15,23 @@ local DEFAULT_SLICE = 0.01
 local N = 200000 -- the main test's size; the others take fewer
 local M = 20000
 
--- A run that ticks every millisecond (a timer: a sleep of 0 would take a
--- whole pass each time, leaving the caller a sliver of each) until
--- stopped; each tick it calls tk.each (if set).  every_pass: it ticks at
--- each pass of the loop instead (mf.sleep(0)), so that one yield of the
--- caller is a tick however fast the call (a call shorter than a
--- millisecond may see no timer tick at all).
-local function ticker(every_pass)
+-- A run that ticks at each pass of the loop (mf.sleep(0)) until stopped;
+-- each tick it calls tk.each (if set).  A pass, not a timer: one yield of
+-- the caller is then a tick however fast the call (a call shorter than a
+-- timer's interval would see no tick on a fast machine).  tearDown stops
+-- the tickers a failed test left going: the program waits for every run
+-- still going before it exits, and a ticker never ends by itself.
+local tickers = {}
+local function ticker()
   local tk = { ticks = 0, stop = false }
-  local interval = every_pass and 0 or 0.001
   tk.future = mf.task({ name = "ticker" }, function()
     while not tk.stop do
-      mf.sleep(interval)
+      mf.sleep(0)
       tk.ticks = tk.ticks + 1
       if tk.each then tk.each() end
     end
   end):submit()
+  tickers[#tickers + 1] = tk
   h.eventually(function() return tk.ticks > 0 end, "the ticker to tick")
   return tk
 end
@@ -57,6 +58,11 @@ TestCollectSlices = {}
 
 function TestCollectSlices:tearDown()
   mf.configure { slice = DEFAULT_SLICE, preempt = true }
+  for i, tk in ipairs(tickers) do
+    tk.each, tk.stop = nil, true
+    tk.future:wait()
+    tickers[i] = nil
+  end
 end
 
 function TestCollectSlices:test_loop_turns_while_results_of_finished_runs_are_collected()
@@ -64,7 +70,7 @@ function TestCollectSlices:test_loop_turns_while_results_of_finished_runs_are_co
   -- a call comes from the call yielding between chunks.
   mf.configure { slice = 0.0001 }
   local list = finished(N)
-  local tk = ticker(true)
+  local tk = ticker()
   local during = in_run(function()
     local counts = {}
     local t0 = tk.ticks
