@@ -15,26 +15,7 @@ local DEFAULT_SLICE = 0.01
 local N = 200000 -- the main test's size; the others take fewer
 local M = 20000
 
--- A run that ticks at each pass of the loop (mf.sleep(0)) until stopped;
--- each tick it calls tk.each (if set).  A pass, not a timer: one yield of
--- the caller is then a tick however fast the call (a call shorter than a
--- timer's interval would see no tick on a fast machine).  tearDown stops
--- the tickers a failed test left going: the program waits for every run
--- still going before it exits, and a ticker never ends by itself.
-local tickers = {}
-local function ticker()
-  local tk = { ticks = 0, stop = false }
-  tk.future = mf.task({ name = "ticker" }, function()
-    while not tk.stop do
-      mf.sleep(0)
-      tk.ticks = tk.ticks + 1
-      if tk.each then tk.each() end
-    end
-  end):submit()
-  tickers[#tickers + 1] = tk
-  h.eventually(function() return tk.ticks > 0 end, "the ticker to tick")
-  return tk
-end
+local ticker = h.ticker
 
 local range, in_run = h.range, h.in_run
 
@@ -58,11 +39,7 @@ TestCollectSlices = {}
 
 function TestCollectSlices:tearDown()
   mf.configure { slice = DEFAULT_SLICE, preempt = true }
-  for i, tk in ipairs(tickers) do
-    tk.each, tk.stop = nil, true
-    tk.future:wait()
-    tickers[i] = nil
-  end
+  h.stop_tickers()
 end
 
 function TestCollectSlices:test_loop_turns_while_results_of_finished_runs_are_collected()

@@ -142,6 +142,36 @@ function M.gate()
   return g
 end
 
+-- A run that ticks at each pass of the loop it gets (mf.sleep(0)) until
+-- stopped, calling tk.each (if set) at each tick.  A pass, not a timer: one
+-- yield of a run beside it is then a tick however fast that run's call.
+-- M.stop_tickers() (in a tearDown) stops those a failed test left going:
+-- the program waits for every run still going before it exits, and a
+-- ticker never ends by itself.
+local tickers = {}
+
+function M.ticker()
+  local tk = { ticks = 0, stop = false }
+  tk.future = mf.task({ name = "ticker" }, function()
+    while not tk.stop do
+      mf.sleep(0)
+      tk.ticks = tk.ticks + 1
+      if tk.each then tk.each() end
+    end
+  end):submit()
+  tickers[#tickers + 1] = tk
+  M.eventually(function() return tk.ticks > 0 end, "the ticker to tick")
+  return tk
+end
+
+function M.stop_tickers()
+  for i, tk in ipairs(tickers) do
+    tk.each, tk.stop = nil, true
+    tk.future:wait()
+    tickers[i] = nil
+  end
+end
+
 local Recorder = {}
 Recorder.__index = Recorder
 Recorder.__call = function(self, name) self.list[#self.list + 1] = name end

@@ -11,19 +11,7 @@ local core = require "moonflow.core"
 
 local DEFAULT_SLICE = 0.01
 
--- A run that counts its turns (mf.sleep(0): one turn per loop pass it gets)
--- until stopped.
-local function ticker()
-  local tk = { ticks = 0, stop = false }
-  tk.future = mf.task({ name = "ticker" }, function()
-    while not tk.stop do
-      mf.sleep(0)
-      tk.ticks = tk.ticks + 1
-    end
-  end):submit()
-  h.eventually(function() return tk.ticks > 0 end, "the ticker to tick")
-  return tk
-end
+local ticker = h.ticker
 
 local range, in_run = h.range, h.in_run
 
@@ -42,6 +30,7 @@ TestMapSlices = {}
 function TestMapSlices:tearDown()
   mf.configure { slice = DEFAULT_SLICE, preempt = true }
   core.slot_geometry(65536, 12)
+  h.stop_tickers()
 end
 
 function TestMapSlices:test_loop_turns_while_a_big_map_is_made()
