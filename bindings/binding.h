@@ -75,6 +75,7 @@ typedef struct mfl_state {
   unsigned long slice_step; /* mfl_slice_clock: the step it was asked in */
   uint64_t slice_since;     /* and that step's first reading */
   uint64_t slice_look;      /* mfl_slice_over's last reading (or the clock's) */
+  uint64_t slice_chunk;     /* the step's longest time between two readings */
   lua_State *volatile hooked_co;
   int alloc_failing; /* the hook made the allocator fail (preempt.c) */
   lua_Alloc saved_alloc;
