@@ -143,7 +143,10 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
     /* Fewer checkpoints; a page cache of 2 MB (about SQLite's default):
      * the writer appends to the same few pages (the tables' and indexes'
      * ends) batch after batch, and a bigger cache only kept pages already
-     * written (16 MB held ~60 bytes per recorded run until it was full). */
+     * written (16 MB held ~60 bytes per recorded run until it was full).
+     * The writer's own connection checkpoints on a thread instead
+     * (store_checkpoint.c), while its WAL grows past the threshold: the
+     * WAL file is cut back to 16 MB when it starts over. */
     /* A new file is switched to WAL by the first process to open it; the
      * switch needs the file alone, and SQLite answers busy at once (its
      * busy handler would deadlock) while another process opening it at
@@ -153,7 +156,8 @@ int mfl_store_connect(const char *path, int writable, sqlite3 **out, char *err,
     while ((rc = sqlite3_exec(
                 db,
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                " PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=4000",
+                " PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=4000;"
+                " PRAGMA journal_size_limit=16777216",
                 NULL, NULL, NULL)) == SQLITE_BUSY &&
            tries++ < 2000)
       sqlite3_sleep(5);

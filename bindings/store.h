@@ -108,6 +108,7 @@ MFL_INTERNAL_STORE int mfl_store_lookup(mfl_store *st, const char *key,
 /* Counters and the error that stopped writing (NULL: none). */
 typedef struct mfl_store_stats {
   uint64_t events, commits, waits; /* waits: the ring was full */
+  uint64_t checkpoints;            /* run by the checkpoint thread */
   double writer_cpu;               /* seconds the writer thread computed */
   uint64_t pruned;                 /* old runs deleted (store_prune.c) */
   int pruning;                     /* old runs are still being looked for */
@@ -129,6 +130,18 @@ MFL_INTERNAL_STORE mfl_store *mfl_store_writer_start(struct sqlite3 *db,
                                                      char *err, size_t errlen);
 MFL_INTERNAL_STORE struct sqlite3 *mfl_store_reader(mfl_store *st);
 MFL_INTERNAL_STORE void mfl_store_writer_stop(mfl_store *st);
+
+/* The writer connection's checkpoints, on a thread of their own
+ * (store_checkpoint.c).  start replaces the connection's automatic
+ * checkpoint (NULL when out of memory: SQLite's stays); stop, after the
+ * writer's last commit, interrupts a checkpoint under way and ends the
+ * thread.  done: the checkpoints run so far. */
+typedef struct mfl_checkpointer mfl_checkpointer;
+MFL_INTERNAL_STORE mfl_checkpointer *
+mfl_checkpointer_start(struct sqlite3 *writer, const char *path);
+MFL_INTERNAL_STORE void mfl_checkpointer_stop(mfl_checkpointer *c,
+                                              struct sqlite3 *writer);
+MFL_INTERNAL_STORE uint64_t mfl_checkpointer_done(mfl_checkpointer *c);
 
 /* A statement of a list a module prepares at once and keeps (the
  * writer's, the pruning's). */

@@ -373,8 +373,8 @@ static int l_store_flush(lua_State *L) {
   return 0;
 }
 
-/* core.store_stats() -> { path, events, commits, waits, writer_cpu, pruned,
- * pruning, keep, error } or nil */
+/* core.store_stats() -> { path, events, commits, checkpoints, waits,
+ * writer_cpu, pruned, pruning, keep, error } or nil */
 static int l_store_stats(lua_State *L) {
   mfl_state *S = mfl_state_get(L);
   if (!S->store)
@@ -388,6 +388,8 @@ static int l_store_stats(lua_State *L) {
   lua_setfield(L, -2, "events");
   lua_pushinteger(L, (lua_Integer)st.commits);
   lua_setfield(L, -2, "commits");
+  lua_pushinteger(L, (lua_Integer)st.checkpoints);
+  lua_setfield(L, -2, "checkpoints");
   lua_pushinteger(L, (lua_Integer)st.waits);
   lua_setfield(L, -2, "waits");
   lua_pushnumber(L, st.writer_cpu);

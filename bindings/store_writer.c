@@ -374,6 +374,7 @@ struct mfl_store {
   uint64_t serial; /* (mfl_store_serial) */
   /* Writer-only. */
   run_map runs;
+  mfl_checkpointer *checkpointer; /* NULL: SQLite's automatic checkpoint */
   wrun *touched_first, *touched_last;
   log_line *logs;
   size_t log_count, log_cap;
@@ -1436,6 +1437,7 @@ void mfl_store_get_stats(mfl_store *st, mfl_store_stats *out) {
   out->events = atomic_load(&st->events);
   out->commits = atomic_load(&st->commits);
   out->waits = atomic_load(&st->waits);
+  out->checkpoints = mfl_checkpointer_done(st->checkpointer);
   out->writer_cpu = (double)atomic_load(&st->writer_ns) / 1e9;
   out->pruned = atomic_load(&st->pruned);
   out->pruning = atomic_load(&st->pruning);
@@ -1591,6 +1593,8 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   }
   if (prepare(st, err, errlen) != 0)
     goto failed;
+  if (strcmp(path, ":memory:") != 0) /* (a private database has no WAL) */
+    st->checkpointer = mfl_checkpointer_start(db, path);
   struct timeval tv;
   gettimeofday(&tv, NULL);
   st->opened_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
@@ -1612,6 +1616,7 @@ mfl_store *mfl_store_writer_start(sqlite3 *db, const char *path, char *err,
   track(st, 1);
   return st;
 failed:
+  mfl_checkpointer_stop(st->checkpointer, db);
   mfl_prune_free(st->prune);
   finalize_all(st);
   sqlite3_close(st->reader);
@@ -1639,6 +1644,7 @@ void mfl_store_close(mfl_store *st) {
              (long long)st->process_row);
     sqlite3_exec(st->db, sql, NULL, NULL, NULL);
   }
+  mfl_checkpointer_stop(st->checkpointer, st->db);
   /* The children first: a parent held by one goes with it. */
   for (size_t i = 0; i < st->runs.cap; i++)
     if (st->runs.slots[i] && st->runs.slots[i]->parent) {

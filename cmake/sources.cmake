@@ -15,7 +15,7 @@ set(MF_BINDING_SOURCES
   bindings/origin.c
   bindings/preempt.c bindings/runner.c bindings/runners.c
   bindings/runners_msg.c bindings/runners_procs.c bindings/runners_threads.c
-  bindings/state.c bindings/store.c bindings/store_lua.c
+  bindings/state.c bindings/store.c bindings/store_checkpoint.c bindings/store_lua.c
   bindings/store_prune.c bindings/store_read.c bindings/store_writer.c bindings/task.c
   bindings/wait.c bindings/worker.c)
 set(MF_PROGRAM_SOURCES bindings/main.c bindings/progress.c bindings/repl.c)

@@ -207,4 +207,46 @@ print(#rows, bad, s.waits > 0, s.error == nil)]]
   lu.assertEquals(out, string.format("%d\t0\ttrue\ttrue\n", 20 * #LENGTHS))
 end
 
+-- Checkpoints (copying the WAL's pages into the file) run on a thread of
+-- their own, not in the writer (bindings/store_checkpoint.c): with a
+-- threshold of 8 pages, a program recording 3,000 runs has the thread run
+-- one at least, and exits without checkpointing (SQLite's checkpoint on
+-- close is off), so the file holds the runs' pages only if the thread
+-- copied them.
+function TestStoreEvents:test_checkpoints_run_on_their_own_thread()
+  local dir = temp_path("checkpoint")
+  os.execute("mkdir -p " .. quote(dir))
+  local db = dir .. "/store.db"
+  local script = dir .. "/script.lua"
+  h.write_file(script, [[
+local mf = require "moonflow"
+local core = require "moonflow.core"
+local t = mf.task({ name = "ck" }, function(x) return x end)
+local xs = {}
+for i = 1, 1000 do xs[i] = string.rep("p", 200) .. i end
+for _ = 1, 3 do
+  t:map(xs):wait()
+  core.store_flush() -- (a commit, after which the WAL hook looks)
+end
+local t0 = mf.now()
+while core.store_stats().checkpoints == 0 and mf.now() - t0 < 60 do
+  mf.sleep(0.01)
+end
+local s = core.store_stats()
+print(s.checkpoints > 0, s.error == nil)]])
+  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
+  local out = capture(string.format(
+    "env -u LD_PRELOAD MOONFLOW_STORE=%s MOONFLOW_STORE_CHECKPOINT=8 %s %s 2>&1",
+    quote(db), quote(prog), quote(script)))
+  lu.assertEquals(out, "true\ttrue\n")
+  local f = assert(io.open(db, "rb"))
+  local size = f:seek("end")
+  f:close()
+  -- A checkpoint done copied the first map's rows at least (some 28
+  -- pages of 4 KiB); without one, the file holds its first page only.
+  lu.assertTrue(size >= 16 * 4096, "the file holds " .. size .. " bytes")
+  local rows = query(db, "SELECT count(*) AS n FROM runs WHERE task = 'ck'")
+  lu.assertEquals(rows[1].n, 3000)
+end
+
 os.exit(h.run())
