@@ -89,6 +89,8 @@ static void usage(FILE *out) {
       "                      $MOONFLOW_HOME/moonflow.db), :memory:, or off\n"
       "  MOONFLOW_STORE_KEEP how long runs are kept in the store: 7d (the\n"
       "                      default), 12h, 30m, 90s, or forever\n"
+      "  MOONFLOW_STORE_CHECKPOINT  WAL pages from which a thread copies\n"
+      "                      them into the store's file (default 4000)\n"
       "  MOONFLOW_STORE_MAX_PAGES  a cap on the store's size, in SQLite\n"
       "                      pages (past it, runs go on unrecorded)\n"
       "  MOONFLOW_STORE_RING the store's queue of events, a power of 2\n"
