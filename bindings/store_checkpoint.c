@@ -16,7 +16,10 @@
  * that checkpoints on a connection of its own (PASSIVE: it copies what no
  * reader still needs, and never blocks the writer, which goes on
  * appending).  The thread starts at the first checkpoint wanted: a process
- * that writes little never has one.  At close a checkpoint under way is
+ * that writes little never has one.  It runs at idle priority (Linux's
+ * SCHED_IDLE): a checkpoint is work for a core nothing else wants, and on
+ * a 2-core machine the loop and the writer already keep both busy while a
+ * big map is recorded.  At close a checkpoint under way is
  * interrupted (sqlite3_interrupt), so that exit does not wait for it; the
  * next process's checkpoints take up what is left.  Should the thread or
  * its connection fail, the hook checkpoints in the writer as SQLite
@@ -26,6 +29,8 @@
  * MOONFLOW_STORE_CHECKPOINT sets the threshold in pages (the tests use a
  * small one).
  */
+#include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +59,10 @@ struct mfl_checkpointer {
 static void checkpointer_main(void *arg) {
   mfl_checkpointer *c = arg;
   sqlite3 *db = NULL;
+#ifdef SCHED_IDLE
+  struct sched_param idle = {0};
+  pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+#endif
   for (;;) {
     uv_mutex_lock(&c->lock);
     while (!c->wanted && !c->stopping)
