@@ -590,9 +590,10 @@ int mfl_slice_over(mfl_state *S, lua_State *L, mf_run *run, uint64_t since) {
    * that work would take it past its end, not after (the loop's longest
    * wait for a turn is the slice, bench/compare.lua --stall, and not the
    * slice and a chunk).  The longest, not the last: the same chunk of work
-   * takes 2-4 times as long when it meets fresh pages or a collection of
-   * Lua's (0.05-0.2 ms for 64 runs made, up to a millisecond or more), and
-   * the last chunk's time alone let passes run 0.1-0.2 ms over. */
+   * varies (64 runs made took 0.05-0.2 ms, more where they met fresh
+   * pages, and now and then 1-4 ms, mostly while the thread was off its
+   * CPU), and the last chunk's time alone let passes run 0.1-0.2 ms
+   * over. */
   uint64_t last =
       S->slice_look >= since && S->slice_look <= now ? S->slice_look : now;
   S->slice_look = now;

@@ -129,7 +129,6 @@ MFL_INTERNAL_STORE mfl_store *mfl_store_writer_start(struct sqlite3 *db,
                                                      const char *path,
                                                      char *err, size_t errlen);
 MFL_INTERNAL_STORE struct sqlite3 *mfl_store_reader(mfl_store *st);
-MFL_INTERNAL_STORE void mfl_store_writer_stop(mfl_store *st);
 
 /* The writer connection's checkpoints, on a thread of their own
  * (store_checkpoint.c).  start replaces the connection's automatic

@@ -246,8 +246,9 @@ void mf__sched_drain(mf_engine *e) {
       if (now - last_look > longest_block)
         longest_block = now - last_look;
       /* (and no less than the pass's longest block so far: a block of
-       * short steps takes several times as long when one of them meets a
-       * collection or fresh pages, and passes went 0.05 ms over) */
+       * short steps takes several times as long now and then, when one of
+       * them meets fresh pages or the thread loses its CPU, and passes
+       * went 0.05 ms over) */
       double next = per_step * block;
       if (next < longest_block)
         next = longest_block;
