@@ -249,4 +249,29 @@ print(s.checkpoints > 0, s.error == nil)]])
   lu.assertEquals(rows[1].n, 3000)
 end
 
+-- A program that exits while checkpoints keep running (a threshold of 8
+-- pages: one after nearly every commit) interrupts the one under way; the
+-- file it leaves is whole and holds every run.
+function TestStoreEvents:test_exit_during_checkpoints_leaves_the_file_whole()
+  local dir = temp_path("checkpoint-exit")
+  os.execute("mkdir -p " .. quote(dir))
+  local db = dir .. "/store.db"
+  local script = dir .. "/script.lua"
+  h.write_file(script, [[
+local mf = require "moonflow"
+local t = mf.task({ name = "ckx" }, function(x) return x end)
+local xs = {}
+for i = 1, 20000 do xs[i] = i end
+for _ = 1, 3 do t:map(xs):wait() end
+print("done")]])
+  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
+  local out = capture(string.format(
+    "env -u LD_PRELOAD MOONFLOW_STORE=%s MOONFLOW_STORE_CHECKPOINT=8 %s %s 2>&1",
+    quote(db), quote(prog), quote(script)))
+  lu.assertEquals(out, "done\n")
+  lu.assertEquals(query(db, "PRAGMA integrity_check")[1].integrity_check, "ok")
+  local rows = query(db, "SELECT count(*) AS n FROM runs WHERE task = 'ckx'")
+  lu.assertEquals(rows[1].n, 60000)
+end
+
 os.exit(h.run())
