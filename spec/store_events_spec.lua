@@ -33,6 +33,24 @@ local function text_of(n)
   return table.concat(parts):sub(1, n)
 end
 
+-- Runs code as a script of the program ($MF_PROGRAM, else build/moonflow)
+-- in a process of its own (the store reads its settings from the
+-- environment at opening), recording into a fresh store.db, with env's
+-- variables set; stderr goes where the redirection `stderr` says.  Returns
+-- the store's path and what the script printed.
+local function run_recorded(name, code, env, stderr)
+  local dir = temp_path(name)
+  os.execute("mkdir -p " .. quote(dir))
+  local db, script = dir .. "/store.db", dir .. "/script.lua"
+  h.write_file(script, code)
+  local vars = {}
+  for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. quote(v) end
+  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
+  local out = capture(string.format("env -u LD_PRELOAD MOONFLOW_STORE=%s %s %s %s %s",
+    quote(db), table.concat(vars, " "), quote(prog), quote(script), stderr))
+  return db, out
+end
+
 TestStoreEvents = {}
 function TestStoreEvents:tearDown() off() end
 
@@ -176,9 +194,6 @@ end
 -- garbled (a process of its own: the ring's size is read at opening, from
 -- its environment).
 function TestStoreEvents:test_a_small_ring_wraps_texts_of_every_length()
-  local dir = temp_path("ring")
-  os.execute("mkdir -p " .. quote(dir))
-  local db = dir .. "/store.db"
   local code = [[
 local mf = require "moonflow"
 local core = require "moonflow.core"
@@ -198,12 +213,7 @@ for _, r in ipairs(rows) do
   if r.message ~= text_of(tonumber(r.n)) then bad = bad + 1 end
 end
 print(#rows, bad, s.waits > 0, s.error == nil)]]
-  local script = dir .. "/script.lua"
-  h.write_file(script, code)
-  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
-  local out = capture(string.format(
-    "env -u LD_PRELOAD MOONFLOW_STORE=%s MOONFLOW_STORE_RING=64 %s %s 2>/dev/null",
-    quote(db), quote(prog), quote(script)))
+  local _, out = run_recorded("ring", code, { MOONFLOW_STORE_RING = "64" }, "2>/dev/null")
   lu.assertEquals(out, string.format("%d\t0\ttrue\ttrue\n", 20 * #LENGTHS))
 end
 
@@ -214,11 +224,7 @@ end
 -- close is off), so the file holds the runs' pages only if the thread
 -- copied them.
 function TestStoreEvents:test_checkpoints_run_on_their_own_thread()
-  local dir = temp_path("checkpoint")
-  os.execute("mkdir -p " .. quote(dir))
-  local db = dir .. "/store.db"
-  local script = dir .. "/script.lua"
-  h.write_file(script, [[
+  local db, out = run_recorded("checkpoint", [[
 local mf = require "moonflow"
 local core = require "moonflow.core"
 local t = mf.task({ name = "ck" }, function(x) return x end)
@@ -233,11 +239,7 @@ while core.store_stats().checkpoints == 0 and mf.now() - t0 < 60 do
   mf.sleep(0.01)
 end
 local s = core.store_stats()
-print(s.checkpoints > 0, s.error == nil)]])
-  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
-  local out = capture(string.format(
-    "env -u LD_PRELOAD MOONFLOW_STORE=%s MOONFLOW_STORE_CHECKPOINT=8 %s %s 2>&1",
-    quote(db), quote(prog), quote(script)))
+print(s.checkpoints > 0, s.error == nil)]], { MOONFLOW_STORE_CHECKPOINT = "8" }, "2>&1")
   lu.assertEquals(out, "true\ttrue\n")
   local f = assert(io.open(db, "rb"))
   local size = f:seek("end")
@@ -253,21 +255,13 @@ end
 -- pages: one after nearly every commit) interrupts the one under way; the
 -- file it leaves is whole and holds every run.
 function TestStoreEvents:test_exit_during_checkpoints_leaves_the_file_whole()
-  local dir = temp_path("checkpoint-exit")
-  os.execute("mkdir -p " .. quote(dir))
-  local db = dir .. "/store.db"
-  local script = dir .. "/script.lua"
-  h.write_file(script, [[
+  local db, out = run_recorded("checkpoint-exit", [[
 local mf = require "moonflow"
 local t = mf.task({ name = "ckx" }, function(x) return x end)
 local xs = {}
 for i = 1, 20000 do xs[i] = i end
 for _ = 1, 3 do t:map(xs):wait() end
-print("done")]])
-  local prog = os.getenv("MF_PROGRAM") or "build/moonflow"
-  local out = capture(string.format(
-    "env -u LD_PRELOAD MOONFLOW_STORE=%s MOONFLOW_STORE_CHECKPOINT=8 %s %s 2>&1",
-    quote(db), quote(prog), quote(script)))
+print("done")]], { MOONFLOW_STORE_CHECKPOINT = "8" }, "2>&1")
   lu.assertEquals(out, "done\n")
   lu.assertEquals(query(db, "PRAGMA integrity_check")[1].integrity_check, "ok")
   local rows = query(db, "SELECT count(*) AS n FROM runs WHERE task = 'ckx'")
