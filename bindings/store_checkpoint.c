@@ -126,8 +126,7 @@ mfl_checkpointer *mfl_checkpointer_start(sqlite3 *writer, const char *path) {
   mfl_checkpointer *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
-  size_t len = strlen(path) + 1;
-  c->path = malloc(len);
+  c->path = strdup(path);
   if (!c->path || uv_mutex_init(&c->lock) != 0) {
     free(c->path);
     free(c);
@@ -139,9 +138,9 @@ mfl_checkpointer *mfl_checkpointer_start(sqlite3 *writer, const char *path) {
     free(c);
     return NULL;
   }
-  memcpy(c->path, path, len);
   const char *asked = getenv("MOONFLOW_STORE_CHECKPOINT");
-  c->threshold = asked && atoi(asked) > 0 ? atoi(asked) : CHECKPOINT_PAGES;
+  int pages = asked ? atoi(asked) : 0;
+  c->threshold = pages > 0 ? pages : CHECKPOINT_PAGES;
   sqlite3_wal_hook(writer, on_commit, c); /* (replaces the automatic one) */
   return c;
 }
