@@ -497,7 +497,10 @@ static void push_made(lua_State *L, int gidx, lua_Integer i) {
  * (fuzzer, seed 1796188687 case 19).  So whatever allocates comes first
  * (the Futures table and its key i, the box, its pin), then whether a
  * finalizer made the Future meanwhile is asked again, and what follows
- * allocates nothing.  (revive allocates C memory only.) */
+ * allocates nothing.  The Futures table is asked for again once made: a
+ * finalizer that made it first, and this Future in it, would otherwise lose
+ * its table to this one (CI, lazy_lists_spec under processes: false where
+ * the Future should be).  (revive allocates C memory only.) */
 static void materialize(lua_State *L, int gidx, lua_Integer i) {
   mfl_group *g = lua_touserdata(L, gidx);
   luaL_checkstack(L, 6, NULL);
@@ -512,8 +515,20 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   if (lua_getiuservalue(L, gidx, GROUP_UV_FUTURES) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, gidx, GROUP_UV_FUTURES);
+    /* A finalizer run by that allocation may have made the table, and
+     * this very Future in it: that table stays, this one goes. */
+    if (lua_getiuservalue(L, gidx, GROUP_UV_FUTURES) == LUA_TTABLE) {
+      lua_remove(L, -2);
+    } else {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, gidx, GROUP_UV_FUTURES);
+    }
+    if (lr->group != g) {
+      lua_pop(L, 1);
+      push_made(L, gidx, i);
+      return;
+    }
   }
   int futures = lua_gettop(L);
   lua_pushboolean(L, 0); /* key i made now: storing the Future will not */

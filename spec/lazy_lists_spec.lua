@@ -307,4 +307,41 @@ function TestLazyLists:test_a_finalizer_asking_for_the_future_being_made()
   end
 end
 
+-- The run asks for its own Future (the first of its group's to be made)
+-- and a finalizer, run by an allocation of that very call, asks for it too:
+-- the table of made Futures was made twice, the second write lost the
+-- first's Future, and mf.context() got false (a crash, then CI's "a Future
+-- expected, got boolean").  Minor collections at every 1% of growth call
+-- the pending finalizers often enough to land there in every run.
+function TestLazyLists:test_a_finalizer_asking_for_a_future_while_it_is_made()
+  local finalized, contexts = 0, 0
+  local function arm()
+    setmetatable({}, { __gc = function()
+      finalized = finalized + 1
+      local ok, context = pcall(mf.context)
+      if ok and context then contexts = contexts + 1 end
+      if finalized < 100000 then arm() end
+    end })
+  end
+  for _ = 1, 50 do arm() end
+  local own = mf.task({ name = "own" }, function(x)
+    return mf.context().name and x
+  end)
+  local n = 2000
+  collectgarbage("generational", 1, 100)
+  local ok, err = pcall(function()
+    for i = 1, n do
+      local res = own:map({ i, i + 1 }):result()
+      if res[1] ~= i or res[2] ~= i + 1 then
+        error(string.format("map %d gave %s, %s", i, tostring(res[1]),
+          tostring(res[2])))
+      end
+    end
+  end)
+  finalized = 100000 -- (no more arming)
+  collectgarbage("incremental", 200, 100, 13) -- Lua's defaults
+  assert(ok, err)
+  lu.assertTrue(contexts > 0, "no finalizer ran inside a run")
+end
+
 h.run()
