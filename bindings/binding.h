@@ -139,6 +139,8 @@ typedef struct mfl_run {
   unsigned runner_flow : 1;     /* a flow with a task_runner (runners.c) */
   unsigned group_held : 1;      /* held: its group is pinned for it */
   unsigned group_result : 1;    /* its result is in its group's slot */
+  unsigned making_future : 1;   /* group.c's materialize is making its
+                                   Future: it does not retire meanwhile */
 } mfl_run;
 
 typedef struct mfl_future {

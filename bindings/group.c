@@ -416,10 +416,11 @@ static int returned_nothing(const mfl_group *g, lua_Integer i) {
 static void retire(mfl_group *g, lua_Integer i) {
   mf_run *run = g->runs[i];
   mfl_run *lr = mf_run_body(run);
-  if (g->S->closing || g->S->closed || !g->S->engine || lr->group != g ||
-      !lr->group_result || lr->group_held || lr->note || lr->co || lr->io ||
-      lr->remote || lr->has_outcome || lr->noted || lr->pin != LUA_NOREF ||
-      !retire_room(g, run) || !mf_run_summarize(run, &g->summaries[i]))
+  if (lr->making_future || g->S->closing || g->S->closed || !g->S->engine ||
+      lr->group != g || !lr->group_result || lr->group_held || lr->note ||
+      lr->co || lr->io || lr->remote || lr->has_outcome || lr->noted ||
+      lr->pin != LUA_NOREF || !retire_room(g, run) ||
+      !mf_run_summarize(run, &g->summaries[i]))
     return;
   if (lr->nresults == 0)
     g->no_results[i / 8] |= (unsigned char)(1u << (i % 8));
@@ -500,7 +501,11 @@ static void push_made(lua_State *L, int gidx, lua_Integer i) {
  * allocates nothing.  The Futures table is asked for again once made: a
  * finalizer that made it first, and this Future in it, would otherwise lose
  * its table to this one (CI, lazy_lists_spec under processes: false where
- * the Future should be).  (revive allocates C memory only.) */
+ * the Future should be).  (revive allocates C memory only.)  A finalizer
+ * may also end the run's record meanwhile: a list:result() in it retires
+ * the runs that ended (a use after free, spec'd).  So the run does not
+ * retire while its Future is made (lr->making_future; left set by an
+ * error, out of memory, it only keeps the record). */
 static void materialize(lua_State *L, int gidx, lua_Integer i) {
   mfl_group *g = lua_touserdata(L, gidx);
   luaL_checkstack(L, 6, NULL);
@@ -512,6 +517,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
     push_made(L, gidx, i);
     return;
   }
+  lr->making_future = 1;
   if (lua_getiuservalue(L, gidx, GROUP_UV_FUTURES) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -525,6 +531,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
       lua_setiuservalue(L, gidx, GROUP_UV_FUTURES);
     }
     if (lr->group != g) {
+      lr->making_future = 0;
       lua_pop(L, 1);
       push_made(L, gidx, i);
       return;
@@ -547,6 +554,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
     lua_pop(L, 1);
   }
   if (lr->group != g) { /* a finalizer made it: this box goes unused */
+    lr->making_future = 0;
     if (pin != LUA_NOREF) {
       mfl_push_pins(L, g->S);
       mfl_unpin(L, g->S, lua_gettop(L), pin);
@@ -583,6 +591,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   lua_pushvalue(L, box);
   lua_rawseti(L, futures, i);
   lua_remove(L, futures);
+  lr->making_future = 0;
 }
 
 void mfl_group_push_future(lua_State *L, mfl_run *lr) {

@@ -353,4 +353,44 @@ function TestLazyLists:test_a_finalizer_asking_for_a_future_while_it_is_made()
   lu.assertTrue(contexts > 0, "no finalizer ran inside a run")
 end
 
+-- A finalizer calls list:result(), which retires the runs that ended,
+-- while list[i] makes run i's Future (its record made again from the
+-- summary): the record was freed under materialize (AddressSanitizer: a
+-- use after free; a crash without it).  Finalizers pending all the time
+-- and a collector step at every allocation land there in every run.
+function TestLazyLists:test_a_finalizer_retiring_runs_while_a_future_is_made()
+  local finalized, list, failed = 0, nil, nil
+  local function arm()
+    setmetatable({}, { __gc = function()
+      finalized = finalized + 1
+      if list then
+        local ok, err = pcall(list.result, list)
+        if not ok then failed = failed or err end
+      end
+      if finalized < 100000000 then arm() end
+    end })
+  end
+  for _ = 1, 1000 do arm() end
+  local ok, err = pcall(function()
+    for _ = 1, 40 do
+      local l = double:map(range(100))
+      l:result()
+      list = l
+      collectgarbage("incremental", 0, 100, 0) -- a step at every allocation
+      for i = 1, 100 do
+        local f = l[i]
+        if f:result() ~= 2 * i then error("list[" .. i .. "] gave " .. tostring(f:result())) end
+      end
+      collectgarbage("incremental", 200, 100, 13) -- Lua's defaults
+    end
+  end)
+  collectgarbage("incremental", 200, 100, 13)
+  local calls = finalized
+  list, finalized = nil, 100000000 -- (no more arming)
+  collect_armed()
+  assert(ok, err)
+  lu.assertNil(failed, "list:result() in a finalizer")
+  lu.assertTrue(calls > 1000, "the finalizers ran")
+end
+
 h.run()
