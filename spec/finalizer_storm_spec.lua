@@ -7,7 +7,7 @@
 -- sweeps every path a map's list takes while the finalizers run.  Each
 -- test is one seed; what a finalizer may meet is an error of a call that
 -- cannot wait there, never a wrong value, a crash or a leak.  (The build
--- before those two fixes failed 2 of 3 runs of this spec: a crash, a
+-- before those two fixes failed 4 of 4 runs of this spec: crashes, a
 -- Future read as false.)
 package.path = "spec/?.lua;" .. package.path
 local h = require "helper"
@@ -62,6 +62,26 @@ local function finalizer_calls(held)
     function()
       local l = some_list()
       if l then mf.wait(l, 0) end
+    end,
+    function()
+      local l = some_list()
+      if l and #l > 0 then
+        local f = l[math.random(#l)]
+        local _ = f.name
+        f:history()
+        f:wait(0)
+      end
+    end,
+    function()
+      local l = some_list()
+      if l then for _, f in pairs(l) do f:state() end end
+    end,
+    function() -- a write: the list becomes a plain table, the same Futures
+      local l = some_list()
+      if l and #l > 0 and math.random() < 0.05 then
+        local k = math.random(#l)
+        l[k] = l[k]
+      end
     end,
   }
 end
