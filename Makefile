@@ -83,6 +83,7 @@ bench: build
 	@$(BUILD)/moonflow bench/runners.lua
 	@$(BUILD)/moonflow bench/latency.lua
 	@MF_PROGRAM=$(BUILD)/moonflow MOONFLOW_LOG_LEVEL=OFF $(BUILD)/moonflow bench/io.lua
+	@cmake --build $(BUILD) --target bench_sqlite_rows >/dev/null && $(BUILD)/bench_sqlite_rows
 	@MOONFLOW_STORE=off MF_PROGRAM=$(BUILD)/moonflow MF_GAME_LOOP=$(BUILD)/examples/game_loop $(BUILD)/moonflow bench/compare.lua
 
 # Looks for new finds: the API fuzzer with seeds from the clock, FUZZ_SECONDS
