@@ -330,8 +330,13 @@ mf_run *mf__run_alloc(mf_engine *e, size_t body_size) {
   mf_run *run = record_alloc(e, size);
   if (!run)
     return NULL;
-  if (e->records)
+  /* A region holds thousands of records: a look every 64 is soon enough
+   * (at every one, the look was 110 instructions of a chained run's 7,200,
+   * callgrind). */
+  if (e->records && ++e->allocs_unlooked >= 64) {
+    e->allocs_unlooked = 0;
     maybe_prefault(e);
+  }
   memset(run, 0, size);
   run->body_size = (unsigned)body_size;
   e->runs_alive++;
