@@ -100,7 +100,7 @@ struct mf_engine {
     mf_heap *heap; /* for which; NULL: not busy */
     void *region;  /* (written by the pool's thread, read after) */
   } prefaults[2 * MF__HEAP_SPARES_MAX];
-  int prefaulting; /* of them busy */
+  int prefaulting;          /* of them busy */
   unsigned allocs_unlooked; /* run records made since the heaps' last look */
 
   double wall_offset; /* wall seconds minus monotonic seconds */
