@@ -29,6 +29,23 @@ local function collect_armed()
   collectgarbage()
 end
 
+-- count objects whose finalizers ask for mf.context() and arm another, up
+-- to 100,000 calls or until stopped; the calls that got a context counted.
+local function context_askers(count)
+  local askers = { finalized = 0, contexts = 0, stopped = false }
+  local function arm()
+    setmetatable({}, { __gc = function()
+      if askers.stopped then return end
+      askers.finalized = askers.finalized + 1
+      local ok, context = pcall(mf.context)
+      if ok and context then askers.contexts = askers.contexts + 1 end
+      if askers.finalized < 100000 then arm() end
+    end })
+  end
+  for _ = 1, count do arm() end
+  return askers
+end
+
 TestLazyLists = {}
 
 function TestLazyLists:test_results_without_reading_a_future()
@@ -286,16 +303,7 @@ end
 -- (the fuzzer found two Futures made for one run and its result lost;
 -- log_prints makes each run's step make its Future).
 function TestLazyLists:test_a_finalizer_asking_for_the_future_being_made()
-  local finalized, contexts = 0, 0
-  local function arm()
-    setmetatable({}, { __gc = function()
-      finalized = finalized + 1
-      local ok, context = pcall(mf.context)
-      if ok and context then contexts = contexts + 1 end
-      if finalized < 100000 then arm() end
-    end })
-  end
-  for _ = 1, 50 do arm() end
+  local askers = context_askers(50)
   local echo = mf.task({ log_prints = true }, function(x) return x end)
   local n = 3000
   local list, res
@@ -304,11 +312,11 @@ function TestLazyLists:test_a_finalizer_asking_for_the_future_being_made()
     list = echo:map(h.range(n))
     res = list:result()
   end)
-  finalized = 100000 -- (no more arming)
+  askers.stopped = true
   collectgarbage("incremental", 200, 100, 13) -- Lua's defaults
   collect_armed()
   assert(ok, err)
-  lu.assertTrue(contexts > 0, "no finalizer ran inside a run")
+  lu.assertTrue(askers.contexts > 0, "no finalizer ran inside a run")
   for i = 1, n do
     if res[i] ~= i then lu.fail(string.format("result %d is %s", i, tostring(res[i]))) end
     lu.assertEquals(list[i]:result(), i)
@@ -322,16 +330,7 @@ end
 -- expected, got boolean").  Minor collections at every 1% of growth call
 -- the pending finalizers often enough to land there in every run.
 function TestLazyLists:test_a_finalizer_asking_for_a_future_while_it_is_made()
-  local finalized, contexts = 0, 0
-  local function arm()
-    setmetatable({}, { __gc = function()
-      finalized = finalized + 1
-      local ok, context = pcall(mf.context)
-      if ok and context then contexts = contexts + 1 end
-      if finalized < 100000 then arm() end
-    end })
-  end
-  for _ = 1, 50 do arm() end
+  local askers = context_askers(50)
   local own = mf.task({ name = "own" }, function(x)
     return mf.context().name and x
   end)
@@ -346,11 +345,11 @@ function TestLazyLists:test_a_finalizer_asking_for_a_future_while_it_is_made()
       end
     end
   end)
-  finalized = 100000 -- (no more arming)
+  askers.stopped = true
   collectgarbage("incremental", 200, 100, 13) -- Lua's defaults
   collect_armed()
   assert(ok, err)
-  lu.assertTrue(contexts > 0, "no finalizer ran inside a run")
+  lu.assertTrue(askers.contexts > 0, "no finalizer ran inside a run")
 end
 
 -- A finalizer calls list:result(), which retires the runs that ended,
