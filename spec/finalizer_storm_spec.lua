@@ -159,6 +159,30 @@ end
 
 TestFinalizerStorm = {}
 
+-- A finalizer waits where the code it interrupted could: at the top level
+-- of stock lua5.4 (the wait runs the loop), not inside a run (the
+-- program's main chunk is one), where the finalizer is a C call.
+function TestFinalizerStorm:test_a_finalizer_waits_where_its_code_could()
+  local sleepy = mf.task({ name = "sleepy" }, function()
+    mf.sleep(0.001)
+    return 7
+  end)
+  local f = sleepy:submit()
+  local got
+  setmetatable({}, { __gc = function() got = table.pack(pcall(f.result, f)) end })
+  local inside = mf.context() ~= nil
+  collectgarbage()
+  lu.assertNotNil(got, "the finalizer ran")
+  if inside then
+    lu.assertFalse(got[1])
+    lu.assertEquals(got[2].kind, "UsageError")
+    lu.assertStrContains(got[2].message, "cannot wait")
+  else
+    lu.assertEquals({ got[1], got[2] }, { true, 7 })
+  end
+  lu.assertEquals(f:result(), 7)
+end
+
 function TestFinalizerStorm:test_seed_1() storm(1, 40) end
 function TestFinalizerStorm:test_seed_2() storm(2, 40) end
 function TestFinalizerStorm:test_seed_3() storm(3, 40) end
