@@ -314,6 +314,11 @@ typedef struct mfl_run_holder {
   mf_run *runs[];
 } mfl_run_holder;
 MFL_INTERNAL mfl_run_holder *mfl_new_run_holder(lua_State *L, size_t n);
+/* run_set.c: a set of runs by address, with room for n (pushed: a
+ * userdata); add returns 1 when run was not in it yet, else 0. */
+typedef struct mfl_run_set mfl_run_set;
+MFL_INTERNAL mfl_run_set *mfl_run_set_new(lua_State *L, size_t n);
+MFL_INTERNAL int mfl_run_set_add(mfl_run_set *set, const mf_run *run);
 
 /* collect.c: waiting on a list of Futures inside a run, in slices (only
  * where mfl_slice_run gives a run).  mfl_collect_list snapshots the list at idx

@@ -89,7 +89,7 @@ static int take(lua_State *L, mfl_collect *c, int job, int *ret) {
      * once, so that no insertion rehashes a big table. */
     lua_createtable(L, (int)c->length, 0);
     lua_replace(L, snap);
-    lua_createtable(L, 0, (int)c->length);
+    mfl_run_set_new(L, (size_t)c->length);
     lua_replace(L, seen);
     if (c->self && c->length > LOOK_EVERY &&
         mfl_slice_over(mfl_state_get(L), L, c->self, c->since)) {
@@ -105,16 +105,10 @@ static int take(lua_State *L, mfl_collect *c, int job, int *ret) {
       return mfl_raise(L, "UsageError", "element %I is not a Future (%s)", i,
                        luaL_typename(L, -1));
     if (c->dedupe) {
-      lua_pushlightuserdata(L, f->run);
-      int dup = lua_rawget(L, seen) != LUA_TNIL;
-      lua_pop(L, 1);
-      if (dup) {
+      if (!mfl_run_set_add(lua_touserdata(L, seen), f->run)) {
         lua_pop(L, 1);
         continue;
       }
-      lua_pushlightuserdata(L, f->run);
-      lua_pushboolean(L, 1);
-      lua_rawset(L, seen);
       lua_rawseti(L, snap, (lua_Integer)c->count + 1);
     } else {
       lua_pop(L, 1); /* the copy is the snapshot */

@@ -272,8 +272,7 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
   int snap = lua_gettop(L);
   mfl_run_holder *held = mfl_new_run_holder(L, (size_t)n);
   mf_run **runs = held->runs;
-  if (dedupe)
-    lua_createtable(L, 0, (int)n); /* seen */
+  mfl_run_set *seen = dedupe ? mfl_run_set_new(L, (size_t)n) : NULL;
   size_t count = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
@@ -283,16 +282,9 @@ size_t mfl_snapshot(lua_State *L, int idx, int dedupe, mf_run ***out) {
                 luaL_typename(L, -1));
       return 0; /* not reached: mfl_raise does not return */
     }
-    if (dedupe) {
-      lua_pushlightuserdata(L, f->run);
-      if (lua_rawget(L, snap + 2) != LUA_TNIL) {
-        lua_pop(L, 2);
-        continue;
-      }
+    if (seen && !mfl_run_set_add(seen, f->run)) {
       lua_pop(L, 1);
-      lua_pushlightuserdata(L, f->run);
-      lua_pushboolean(L, 1);
-      lua_rawset(L, snap + 2);
+      continue;
     }
     runs[count++] = f->run;
     mf_run_ref(f->run);
@@ -314,8 +306,11 @@ static int wait_all_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_wait_outcome(L, status);
   size_t n = (size_t)ctx;
   mf_run **runs = mfl_snapshot_runs(L, 4);
-  lua_newtable(L); /* done */
-  lua_newtable(L); /* not_done */
+  size_t final = 0;
+  for (size_t i = 0; i < n; i++)
+    final += mf_run_is_final(runs[i]) != 0;
+  lua_createtable(L, (int) final, 0);      /* done */
+  lua_createtable(L, (int)(n - final), 0); /* not_done */
   lua_Integer ndone = 0, nnot = 0;
   for (size_t i = 0; i < n; i++) {
     lua_rawgeti(L, 3, (lua_Integer)i + 1);

@@ -13,7 +13,7 @@ set(MF_BINDING_SOURCES
   bindings/io_http.c bindings/io_promise.c bindings/io_spawn.c
   bindings/io_tcp.c bindings/lua_heap.c bindings/luv.c bindings/module.c bindings/noted_boxes.c
   bindings/origin.c
-  bindings/preempt.c bindings/runner.c bindings/runners.c
+  bindings/preempt.c bindings/run_set.c bindings/runner.c bindings/runners.c
   bindings/runners_msg.c bindings/runners_procs.c bindings/runners_threads.c
   bindings/state.c bindings/store.c bindings/store_checkpoint.c bindings/store_lua.c
   bindings/store_prune.c bindings/store_read.c bindings/store_writer.c bindings/task.c

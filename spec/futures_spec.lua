@@ -800,6 +800,30 @@ function TestMfWait:test_duplicates_removed()
   lu.assertNotIs(done[1], done[2])
 end
 
+-- Thousands of Futures, each three times in the list, in a shuffled order:
+-- each is done once, where it first came (the set of runs seen probes
+-- past collisions and wraps round its array).
+function TestMfWait:test_duplicates_removed_among_thousands()
+  local n = 5000
+  local list = mf.task({ name = "id" }, function(x) return x end):map(h.range(n))
+  local futures, input = {}, {}
+  for i = 1, n do futures[i] = list[i] end
+  for round = 1, 3 do
+    for i = 1, n do
+      local k = round == 2 and n + 1 - i or ((i * 7919) % n) + 1
+      input[#input + 1] = futures[k]
+    end
+  end
+  local done, not_done = mf.wait(input)
+  lu.assertEquals(#not_done, 0)
+  lu.assertEquals(#done, n)
+  for i = 1, n do
+    if done[i] ~= futures[((i * 7919) % n) + 1] then
+      lu.fail(string.format("done[%d] is not the Future first seen there", i))
+    end
+  end
+end
+
 function TestMfWait:test_timeout_returns_never_raises()
   -- The timeout (0.5 s) leaves the fast run (0.01 s) time to finish even
   -- on a loop that starts it late.
