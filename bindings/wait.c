@@ -306,11 +306,11 @@ static int wait_all_k(lua_State *L, int status, lua_KContext ctx) {
   mfl_wait_outcome(L, status);
   size_t n = (size_t)ctx;
   mf_run **runs = mfl_snapshot_runs(L, 4);
-  size_t final = 0;
+  size_t nfinal = 0;
   for (size_t i = 0; i < n; i++)
-    final += mf_run_is_final(runs[i]) != 0;
-  lua_createtable(L, (int) final, 0);      /* done */
-  lua_createtable(L, (int)(n - final), 0); /* not_done */
+    nfinal += mf_run_is_final(runs[i]) != 0;
+  lua_createtable(L, (int)nfinal, 0);       /* done */
+  lua_createtable(L, (int)(n - nfinal), 0); /* not_done */
   lua_Integer ndone = 0, nnot = 0;
   for (size_t i = 0; i < n; i++) {
     lua_rawgeti(L, 3, (lua_Integer)i + 1);
