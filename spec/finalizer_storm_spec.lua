@@ -1,14 +1,12 @@
--- Finalizers pending all the time, called by the collector's steps at
--- whatever allocation they meet, read moonflow's objects (a list's Futures, its results, a
--- run's context) wherever an allocation lands: inside the bindings'
--- functions halfway through their work, at the top level and inside runs.
--- Two such holes were found this way (bindings/group.c, materialize: a
--- Future lost to a second table, a record freed under it); this spec
--- sweeps every path a map's list takes while the finalizers run.  Each
--- test is one seed; what a finalizer may meet is an error of a call that
--- cannot wait there, never a wrong value, a crash or a leak.  (The build
--- before those two fixes failed 4 of 4 runs of this spec: crashes, a
--- Future read as false.)
+-- Finalizers kept pending all the time read moonflow's objects (a list's
+-- Futures, its results, a run's context) wherever the collector calls
+-- them: at any allocation, so also halfway through the bindings' own work,
+-- at the top level and inside runs.  bindings/group.c's materialize had
+-- two such holes (a Future lost to a second table of made Futures, a
+-- record freed under it); the build before their fixes failed 4 of 4 runs
+-- of this spec (crashes, a Future read as false).  Each storm test is one
+-- seed; what a finalizer may meet is a refusal to wait or a timeout, never
+-- a wrong value, a crash or a leak.
 package.path = "spec/?.lua;" .. package.path
 local h = require "helper"
 local mf, lu = h.mf, h.lu
