@@ -344,6 +344,63 @@ function TestMapSlices:test_top_level_submits_let_the_loop_turn()
   tk.future:wait()
 end
 
+function TestMapSlices:test_map_in_a_run_lets_runs_start_every_4096()
+  -- Inside a run, whatever the slice (an hour here: no slice ends), map
+  -- parks every 4,096 runs made, and the runs made so far start.
+  mf.configure { slice = 3600 }
+  local c = counting()
+  local n = 3 * 4096 + 1
+  local started_at_return, results = in_run(function()
+    local list = c.task:map(range(n))
+    return c.started, list:result()
+  end)
+  lu.assertTrue(started_at_return > 0, "no run started while map made its runs")
+  lu.assertTrue(started_at_return < n, "every run started before map returned")
+  lu.assertEquals(results.n, n)
+  for i = 1, n do
+    if results[i] ~= i then lu.fail(("result %d is %s"):format(i, tostring(results[i]))) end
+  end
+end
+
+function TestMapSlices:test_small_map_in_a_run_is_made_whole()
+  -- Up to 4,096 runs, with a slice that does not end, a map in a run makes
+  -- them all before it returns: no run has started then.
+  mf.configure { slice = 3600 }
+  local c = counting()
+  local started_at_return = in_run(function()
+    local list = c.task:map(range(4096))
+    local started = c.started
+    lu.assertEquals(list:result()[4096], 4096)
+    return started
+  end)
+  lu.assertEquals(started_at_return, 0)
+  lu.assertEquals(c.started, 4096)
+end
+
+function TestMapSlices:test_submits_in_a_run_let_runs_start_every_4096()
+  -- The same for a loop of submits inside a run: every 4,096th gives up
+  -- the caller's slice, and the runs submitted so far start.
+  mf.configure { slice = 3600 }
+  local c = counting()
+  local n = 3 * 4096 + 1
+  local first_seen = in_run(function()
+    local futures, seen = {}, nil
+    for i = 1, n do
+      futures[i] = c.task:submit(i)
+      seen = seen or (c.started > 0 and i)
+    end
+    for i = 1, n do
+      if futures[i]:result() ~= i then lu.fail("result " .. i) end
+    end
+    return seen
+  end)
+  -- (the count of submits is the state's: the first turn comes within
+  -- the first 4,096 of this loop, wherever the count stood)
+  lu.assertNotNil(first_seen, "no run started while runs were submitted")
+  lu.assertTrue(first_seen <= 4096, "the first run started after submit " .. tostring(first_seen))
+  lu.assertEquals(c.started, n)
+end
+
 function TestMapSlices:test_small_top_level_map_is_one_call()
   -- Up to 4,096 runs, a top-level map makes them all before the loop
   -- turns: no run has started when it returns.
