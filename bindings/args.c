@@ -22,8 +22,9 @@ typedef struct scan_target {
   int root; /* stack index of the first plain table, 0 before, -1 after */
 } scan_target;
 
-static void add_input(lua_State *L, scan_target *t, int idx, int allow) {
-  mfl_future *f = lua_touserdata(L, idx);
+/* Adds Future f, at idx, to the target. */
+static void add_input(lua_State *L, scan_target *t, int idx, mfl_future *f,
+                      int allow) {
   if (t->run) {
     if (mf_run_add_input(t->run, f->run, allow) != 0)
       luaL_error(L, "moonflow: out of memory");
@@ -42,8 +43,9 @@ static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
     lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, idx, i);
-      if (mfl_to_future(L, -1))
-        add_input(L, t, lua_gettop(L), 0);
+      mfl_future *f = mfl_to_future(L, -1);
+      if (f)
+        add_input(L, t, lua_gettop(L), f, 0);
       lua_pop(L, 1);
     }
     return 1;
@@ -51,14 +53,16 @@ static int scan_wrapper(lua_State *L, int idx, scan_target *t, int depth) {
   if (mfl_is_kind(L, idx, &mfl_key_allow_mt)) {
     lua_rawgeti(L, idx, 1);
     int inner = lua_gettop(L);
-    if (mfl_to_future(L, inner)) {
-      add_input(L, t, inner, 1);
+    mfl_future *f = mfl_to_future(L, inner);
+    if (f) {
+      add_input(L, t, inner, f, 1);
     } else if (mfl_list_expand(L, inner)) {
       lua_Integer n = (lua_Integer)lua_rawlen(L, inner);
       for (lua_Integer i = 1; i <= n; i++) { /* each allowed to fail */
         lua_rawgeti(L, inner, i);
-        if (mfl_to_future(L, -1))
-          add_input(L, t, lua_gettop(L), 1);
+        mfl_future *g = mfl_to_future(L, -1);
+        if (g)
+          add_input(L, t, lua_gettop(L), g, 1);
         lua_pop(L, 1);
       }
     } else {
@@ -134,11 +138,13 @@ static int scan_table(lua_State *L, int idx, scan_target *t, int depth) {
 
 static int scan(lua_State *L, int idx, scan_target *t, int depth) {
   switch (lua_type(L, idx)) {
-  case LUA_TUSERDATA:
-    if (!mfl_to_future(L, idx))
+  case LUA_TUSERDATA: {
+    mfl_future *f = mfl_to_future(L, idx);
+    if (!f)
       return 0;
-    add_input(L, t, idx, 0);
+    add_input(L, t, idx, f, 0);
     return 1;
+  }
   case LUA_TTABLE:
     if (lua_getmetatable(L, idx)) {
       lua_pop(L, 1);
@@ -264,7 +270,12 @@ static void resolve_table(lua_State *L, resolving *r, int depth) {
     lua_createtable(L, (int)lua_rawlen(L, t), 0);
     int copy = t + 1;
     lua_pushnil(L);
-    while (lua_next(L, t)) { /* key value */
+    while (lua_next(L, t)) {      /* key value */
+      if (lua_isinteger(L, -2)) { /* an array's key: nothing to resolve */
+        resolve(L, r, depth + 1);
+        lua_rawseti(L, copy, lua_tointeger(L, -2));
+        continue;
+      }
       lua_pushvalue(L, -2);
       lua_insert(L, -2); /* key key value */
       resolve_pair(L, r, depth + 1);

@@ -55,6 +55,8 @@ typedef struct mfl_state {
   /* Slots of the pins table: a stack of free ones (cheaper than luaL_ref,
    * which keeps its free list inside the table). */
   int pins_ref, pool_ref; /* registry slots of the pins and pool tables */
+  int future_mt_ref;      /* and of the Future metatable (an array slot:
+                             cheaper to reach than its key, mfl_key_future_mt) */
   int threads_ref; /* weak-keyed: coroutines of parked runs (no resume) */
   int hooks_ref;   /* the Lua function that runs a run's hooks */
   int print_ref, saved_print_ref; /* log_prints: the logger, the print */
@@ -151,10 +153,11 @@ typedef struct mfl_future {
  * and mark, not its metatable (a third of the cost, and no userdata of
  * another kind passes, whatever debug.setmetatable did to it). */
 static inline mfl_future *mfl_future_box(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA ||
-      lua_rawlen(L, idx) != sizeof(mfl_future))
-    return NULL;
+  /* Two calls, not three: lua_touserdata is NULL for anything but a
+   * userdata, and lua_rawlen 0 for a light one. */
   mfl_future *f = lua_touserdata(L, idx);
+  if (!f || lua_rawlen(L, idx) != sizeof(mfl_future))
+    return NULL;
   return f->mark == &mfl_key_future_mt ? f : NULL;
 }
 /* future.c: drops a Future's reference (a noted box, mfl_note_box). */
@@ -173,10 +176,9 @@ typedef struct mfl_task {
 /* The Task (or Flow) box at idx, or NULL for any other value: told by its
  * mark, as a Future's (mfl_future_box). */
 static inline mfl_task *mfl_task_box(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA ||
-      lua_rawlen(L, idx) < sizeof(mfl_task))
-    return NULL;
   mfl_task *t = lua_touserdata(L, idx);
+  if (!t || lua_rawlen(L, idx) < sizeof(mfl_task))
+    return NULL;
   return t->mark == &mfl_key_task_mt ? t : NULL;
 }
 /* Task user values: 1 function, 2 name (string), 3 options table. */

@@ -544,7 +544,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   f->mark = &mfl_key_future_mt;
   f->run = NULL;
   int box = lua_gettop(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->S->future_mt_ref);
   lua_setmetatable(L, box);
   int pin = LUA_NOREF;
   if (lr->group_held) { /* the Future takes the pin from the group */
@@ -569,14 +569,18 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   lua_getiuservalue(L, gidx, GROUP_UV_SLOTS);
   int slots = lua_gettop(L);
   get_slot(L, g, slots, i);
+  /* The slot is not read again: a value the collector owns is let go. */
+  int collectable = lua_type(L, -1) >= LUA_TSTRING;
   if (lr->group_result)
     lua_setiuservalue(L, box, MFL_UV_RESULT);
   else if (lr->nargs != 0)
     lua_setiuservalue(L, box, MFL_UV_ARGS);
   else
     lua_pop(L, 1); /* an attempt took it, and no other will */
-  lua_pushnil(L);
-  set_slot(L, g, slots, i);
+  if (collectable) {
+    lua_pushnil(L);
+    set_slot(L, g, slots, i);
+  }
   lua_pop(L, 1);
   lr->group_result = 0;
   mf_run_ref(run);
@@ -590,7 +594,7 @@ static void materialize(lua_State *L, int gidx, lua_Integer i) {
   }
   lua_pushvalue(L, box);
   lua_rawseti(L, futures, i);
-  lua_remove(L, futures);
+  lua_replace(L, futures); /* the box, where the table was */
   lr->making_future = 0;
 }
 

@@ -551,9 +551,19 @@ static const luaL_Reg core_functions[] = {{"sleep", l_sleep},
                                           {"run", l_run},
                                           {NULL, NULL}};
 
+/* Keeps the Future metatable just registered at S->future_mt_ref too (the
+ * same slot when the module is opened again). */
+static void remember_future_mt(lua_State *L, mfl_state *S) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  if (S->future_mt_ref > 0)
+    lua_rawseti(L, LUA_REGISTRYINDEX, S->future_mt_ref);
+  else
+    S->future_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 /* The C part, "moonflow.core"; lua/moonflow/init.lua builds the API. */
 static int open_core(lua_State *L) {
-  open_state(L);
+  mfl_state *S = open_state(L);
   lua_newtable(L);
   mfl_setfuncs(L, core_functions);
   mfl_open_errors(L);
@@ -561,6 +571,7 @@ static int open_core(lua_State *L) {
   mfl_open_codec(L);
   mfl_open_state(L);
   mfl_open_future(L);
+  remember_future_mt(L, S);
   mfl_open_group(L);
   mfl_open_origin(L);
   mfl_open_wait(L);

@@ -807,7 +807,7 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
   if (hot)
     lua_pushvalue(L, hot->future_mt);
   else
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->future_mt_ref);
   lua_setmetatable(L, -2);
   mf_run *run = mf_run_new(
       S->engine, kind == MFL_EXTERNAL ? &mfl_external_ops : &mfl_run_ops,
@@ -839,7 +839,7 @@ mfl_future *mfl_new_future(lua_State *L, mfl_state *S, mfl_kind kind,
 void mfl_gc_pacing(lua_State *L, int on) { mfl_state_get(L)->gc_pacing = on; }
 
 void mfl_push_hot(lua_State *L, mfl_state *S, mfl_hot *hot) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mfl_key_future_mt);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->future_mt_ref);
   hot->future_mt = lua_gettop(L);
   mfl_push_pins(L, S);
   hot->pins = lua_gettop(L);

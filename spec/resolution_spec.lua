@@ -83,6 +83,23 @@ function TestResolution:test_futures_nested_in_plain_tables()
   lu.assertEquals(got, { "A", name = "B", deep = { { { "C" } }, plain = 4 } })
 end
 
+function TestResolution:test_integer_keys_of_every_kind()
+  -- Integer keys take a shorter path in the copy (args.c): inside and past
+  -- the array, negative, huge, beside float and string keys, with a future
+  -- that gives nil (the key is then absent) and plain values.
+  local a, b, c = value:submit(0, "A"), value:submit(0.01, "B"), value:submit(0, "C")
+  local nothing = value:submit(0) -- returns nothing: nil in a table
+  local arg = { a, "plain", nothing, b, [7] = c, [-3] = a, [2 ^ 40] = b,
+    [1.5] = c, [0] = "zero", x = a }
+  local got = echo:submit(arg):result()[1]
+  lu.assertEquals(got, { "A", "plain", nil, "B", [7] = "C", [-3] = "A",
+    [2 ^ 40] = "B", [1.5] = "C", [0] = "zero", x = "A" })
+  local keys = 0
+  for _ in pairs(got) do keys = keys + 1 end
+  lu.assertEquals(keys, 9, "the key whose future gave nil is absent")
+  lu.assertEquals(arg[1], a, "the argument table is not changed")
+end
+
 function TestResolution:test_futures_as_table_keys()
   local k = value:submit(0.01, "key")
   local got = echo:submit({ [k] = true }):result()[1]
