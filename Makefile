@@ -79,6 +79,7 @@ bench: build
 	@$(BUILD)/moonflow bench/sleep.lua
 	@$(BUILD)/moonflow bench/chain.lua
 	@$(BUILD)/moonflow bench/fanin.lua
+	@$(BUILD)/moonflow bench/wait_list.lua
 	@$(BUILD)/moonflow bench/codec.lua
 	@$(BUILD)/moonflow bench/runners.lua
 	@$(BUILD)/moonflow bench/latency.lua

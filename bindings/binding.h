@@ -441,16 +441,17 @@ MFL_INTERNAL void mfl_group_store_result(lua_State *L, int slot_table,
 /* Whether the value at idx is a FutureList; a lazy one has every Future
  * made, so that it can be read raw.  Code that reads lists raw calls it. */
 MFL_INTERNAL int mfl_list_expand(lua_State *L, int idx);
-/* Whether the FutureList at 1 is lazy and holds exactly its runs (nothing
- * written in it raw): then list:wait(timeout) and list:result(timeout,
- * raise) are answered from its group by these two.  A lazy list that was
- * changed raw is expanded. */
 /* How many runs of the lazy list at idx gave their records back (0 for
  * any other value): for the specs and benches. */
 MFL_INTERNAL lua_Integer mfl_list_retired(lua_State *L, int idx);
+/* Whether the FutureList at 1 is lazy and holds exactly its runs (nothing
+ * written in it raw): then list:wait(timeout), list:result(timeout,
+ * raise) and mf.wait(list, timeout) are answered from its group by these
+ * three.  A lazy list that was changed raw is expanded. */
 MFL_INTERNAL int mfl_group_list_ready(lua_State *L);
 MFL_INTERNAL int mfl_group_list_wait(lua_State *L, double timeout);
 MFL_INTERNAL int mfl_group_list_result(lua_State *L, double timeout, int raise);
+MFL_INTERNAL int mfl_group_wait_split(lua_State *L, double timeout);
 MFL_INTERNAL void mfl_open_group(lua_State *L);
 
 /* origin.c: where an error was first raised. */

@@ -71,8 +71,9 @@ enum {
   GROUP_NUV = GROUP_UV_FUTURES
 };
 
-/* The lazy list's metatable: 1 the FutureList mark, 2 the group. */
-enum { LIST_MT_MARK = 1, LIST_MT_GROUP };
+/* The lazy list's metatable: 1 the FutureList mark, 2 the group, 3 the
+ * list itself when it is not the group's own (push_lazy_list). */
+enum { LIST_MT_MARK = 1, LIST_MT_GROUP, LIST_MT_SELF };
 
 static const char key_group_mt, key_list_fields, key_next;
 
@@ -264,6 +265,38 @@ static void release(lua_State *L, mfl_group *g) {
   lua_pop(L, 1);
 }
 
+/* Pushes a lazy FutureList of the group at gidx: an empty table with a
+ * metatable of its own.  The map's own list is the group's (GROUP_UV_LIST);
+ * another (mf.wait's done) is its metatable's LIST_MT_SELF, which a table
+ * given that metatable by hand is not: expanded, it gets no Future. */
+static void push_lazy_list(lua_State *L, int gidx, int another) {
+  lua_newtable(L);
+  int list = lua_gettop(L);
+  lua_createtable(L, 3, 8);
+  lua_pushlightuserdata(L, (void *)&mfl_key_list_mt);
+  lua_rawseti(L, -2, LIST_MT_MARK);
+  lua_pushvalue(L, gidx);
+  lua_rawseti(L, -2, LIST_MT_GROUP);
+  if (another) {
+    lua_pushvalue(L, list);
+    lua_rawseti(L, -2, LIST_MT_SELF);
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_list_fields);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, list + 1);
+  }
+  lua_pop(L, 1);
+  /* list[i] finds its group as an upvalue: no check of the list's
+   * metatables at each index. */
+  lua_pushvalue(L, gidx);
+  lua_pushcclosure(L, list_index, 1);
+  lua_setfield(L, list + 1, "__index");
+  lua_setmetatable(L, list);
+}
+
 void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
                         lua_Integer length) {
   task_idx = lua_absindex(L, task_idx);
@@ -295,30 +328,8 @@ void mfl_group_push_new(lua_State *L, mfl_state *S, int task_idx,
   lua_setiuservalue(L, gidx, GROUP_UV_FN);
   lua_createtable(L, (int)g->flat, 0);
   lua_setiuservalue(L, gidx, GROUP_UV_SLOTS);
-
-  /* The FutureList, empty, with its own metatable. */
-  lua_newtable(L);
-  int list = lua_gettop(L);
-  lua_createtable(L, 2, 8);
-  lua_pushlightuserdata(L, (void *)&mfl_key_list_mt);
-  lua_rawseti(L, -2, LIST_MT_MARK);
-  lua_pushvalue(L, gidx);
-  lua_rawseti(L, -2, LIST_MT_GROUP);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_list_fields);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, list + 1);
-  }
-  lua_pop(L, 1);
-  /* list[i] finds its group as an upvalue: no check of the list's
-   * metatables at each index. */
-  lua_pushvalue(L, gidx);
-  lua_pushcclosure(L, list_index, 1);
-  lua_setfield(L, list + 1, "__index");
-  lua_setmetatable(L, list);
-  lua_pushvalue(L, list);
+  push_lazy_list(L, gidx, 0);
+  lua_pushvalue(L, -1);
   lua_setiuservalue(L, gidx, GROUP_UV_LIST);
 }
 
@@ -685,6 +696,11 @@ int mfl_list_expand(lua_State *L, int idx) {
   lua_getiuservalue(L, gidx, GROUP_UV_LIST);
   int same = lua_rawequal(L, -1, idx);
   lua_pop(L, 1);
+  if (!same && lua_getmetatable(L, idx)) {
+    lua_rawgeti(L, -1, LIST_MT_SELF);
+    same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 2);
+  }
   if (same) /* (a list's own group; a copied metatable cannot be had) */
     for (lua_Integer i = 1; i <= g->n; i++) {
       /* (a value the user put there raw stays: the list is the user's) */
@@ -840,6 +856,73 @@ int mfl_group_list_wait(lua_State *L, double timeout) {
     return group_wait_done_k(L, LUA_OK, 0);
   return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
                   group_wait_done_k);
+}
+
+/* The end of mf.wait(list) (stack: list timeout group ...): done and
+ * not_done.  Every run final, done is another lazy list of the same runs
+ * (their Futures made when read, the same as list[i]) and not_done is
+ * empty: waiting on a map's list makes no Future.  Else (a timeout) each
+ * run's Future is made, into one or the other. */
+static int push_split(lua_State *L, int gidx) {
+  mfl_group *g = lua_touserdata(L, gidx);
+  lua_Integer n = g->n, nfinal = 0;
+  for (lua_Integer i = 0; i < n; i++)
+    nfinal += mf_run_is_final(g->runs[i]) != 0;
+  if (nfinal == n) {
+    push_lazy_list(L, gidx, 1);
+    lua_newtable(L);
+    return 2;
+  }
+  lua_createtable(L, (int)nfinal, 0);
+  lua_createtable(L, (int)(n - nfinal), 0);
+  int done = lua_gettop(L) - 1;
+  lua_Integer ndone = 0, nnot = 0;
+  for (lua_Integer i = 1; i <= n && i <= g->n; i++) {
+    /* (final before its Future is made: a finalizer run meanwhile may
+     * wait, and the answer is the wait's, at its end) */
+    int final = mf_run_is_final(g->runs[i - 1]);
+    materialize(L, gidx, i);
+    lua_rawseti(L, final ? done : done + 1, final ? ++ndone : ++nnot);
+  }
+  return 2;
+}
+
+static int group_wait_split_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  mfl_group *g = lua_touserdata(L, 3);
+  mfl_wait_outcome(L, status);
+  for (lua_Integer i = 0; i < g->n; i++)
+    retire_if_final(g, i);
+  return push_split(L, 3);
+}
+
+/* The same inside a run, in slices (collect.c's job at ctx). */
+static int group_collect_split_k(lua_State *L, int status, lua_KContext ctx) {
+  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
+  mfl_group *g = lua_touserdata(L, 3);
+  if (c->step == 0) {
+    c->step = 1;
+    c->at = 0;
+  }
+  while (c->at < (size_t)g->n) {
+    retire_if_final(g, (lua_Integer)c->at++);
+    if (c->at < (size_t)g->n && mfl_collect_over(L, c, c->at))
+      return mfl_collect_yield(L, c, ctx, group_collect_split_k);
+  }
+  return push_split(L, 3);
+}
+
+int mfl_group_wait_split(lua_State *L, double timeout) {
+  lua_settop(L, 2);
+  mfl_group *g = push_list_group(L, 1);
+  if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
+    return mfl_collect_runs(L, 3, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout,
+                            group_collect_split_k);
+  for (lua_Integer i = 0; i < g->n; i++)
+    if (!mf_run_is_final(g->runs[i]))
+      return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
+                      group_wait_split_k);
+  return group_wait_split_k(L, LUA_OK, 0);
 }
 
 /* What list:result() has seen of the runs so far. */

@@ -353,6 +353,8 @@ static int wait_all_sliced_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_wait(lua_State *L) {
   double timeout = mfl_opt_timeout(L, 2);
   lua_settop(L, 2);
+  if (mfl_group_list_ready(L)) /* a map's runs, Futures not made */
+    return mfl_group_wait_split(L, timeout);
   if (mfl_slice_run(L, mfl_state_get(L)))
     return mfl_collect_list(L, 1, 1, MF_WAIT_ALL, timeout, wait_all_sliced_k);
   mf_run **runs;

@@ -277,6 +277,73 @@ function TestLazyLists:test_finished_runs_give_their_records_back()
   h.eventually(function() return called == 14 end, "done callback")
 end
 
+-- mf.wait on a map's list makes no Future when every run finishes: done
+-- is another lazy list of the same runs (their Futures made when read, the
+-- same as the list's), not_done is empty, and the runs give their records
+-- back as after list:wait().  It made every Future before: three times the
+-- time and memory of the map (README, bench/wait_list.lua).
+function TestLazyLists:test_mf_wait_on_a_map_list_makes_no_future()
+  local n = 300
+  local list = double:map(range(n))
+  local done, not_done = mf.wait(list)
+  lu.assertEquals({ #done, #not_done }, { n, 0 })
+  lu.assertEquals(rawlen(done), 0, "done is lazy")
+  lu.assertEquals(rawlen(list), 0, "the list is left lazy")
+  lu.assertNil(next(list))
+  if not h.copying then
+    lu.assertTrue(core.retired_runs(list) >= n - 1,
+      "the runs retired: " .. core.retired_runs(list))
+  end
+  lu.assertEquals(tostring(done), ("<FutureList of %d>"):format(n))
+  lu.assertTrue(rawequal(done[7], list[7]), "the same Future")
+  lu.assertEquals(done[n]:result(), 2 * n)
+  local seen = 0
+  for i, f in ipairs(done) do
+    seen = seen + 1
+    if f:result() ~= 2 * i then lu.fail("done[" .. i .. "] is not run " .. i) end
+  end
+  lu.assertEquals(seen, n)
+  lu.assertEquals(done:result(), list:result())
+  lu.assertEquals(mf.wait(done)[n], list[n], "done waited on in turn")
+  -- A write makes done a plain array of the Futures; the list stays lazy.
+  done[n + 1] = "mine"
+  lu.assertEquals(rawlen(done), n + 1)
+  lu.assertTrue(rawequal(rawget(done, 1), list[1]))
+  lu.assertEquals(rawlen(list), 0)
+  -- A table given done's metatable by hand is no list of these runs.
+  local other = mf.wait(double:map({ 1, 2 }))
+  local forged = setmetatable({}, nil)
+  debug.setmetatable(forged, debug.getmetatable(other))
+  lu.assertEquals(#forged, 2, "lazy: its length is the group's")
+  forged[1] = "x" -- expanded: it gets no Future
+  lu.assertEquals(rawlen(forged), 1)
+  lu.assertEquals(#other, 2)
+  lu.assertEquals(other[2]:result(), 4)
+end
+
+-- Runs still going at the timeout: each Future is made, into done or
+-- not_done, in input order, the same as the list's.
+function TestLazyLists:test_mf_wait_on_a_map_list_with_a_timeout()
+  local held = mf.task({ name = "held" }, function(x)
+    if x > 3 then mf.sleep(60) end
+    return x
+  end)
+  local list = held:map(range(6))
+  local first, rest = mf.wait({ list[1], list[2], list[3] })
+  lu.assertEquals({ #first, #rest }, { 3, 0 })
+  local done, not_done = mf.wait(list, 0.01)
+  lu.assertEquals({ #done, #not_done }, { 3, 3 })
+  for i = 1, 3 do
+    lu.assertTrue(rawequal(done[i], list[i]))
+    lu.assertTrue(rawequal(not_done[i], list[i + 3]))
+  end
+  for _, f in ipairs(not_done) do f:cancel() end
+  local all, none = mf.wait(list)
+  lu.assertEquals({ #all, #none }, { 6, 0 })
+  lu.assertEquals(list[6]:state().type, "CANCELLED")
+  lu.assertEquals(list[2]:result(), 2)
+end
+
 -- Retired runs count as completed everywhere a list is read: waits,
 -- results, a list as an input, wait_for, as_completed.
 function TestLazyLists:test_retired_runs_read_as_completed()
