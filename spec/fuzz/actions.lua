@@ -408,6 +408,9 @@ def("module", "mf.wait", 8, function(rng, case, where)
   if timeout == nil and #not_done > 0 then
     check.violation("mf.wait", "no timeout, yet %d not done", #not_done)
   end
+  -- On a map's list, done may be another lazy list of its runs: one more
+  -- list for the later actions to read, write and pass on.
+  add_list(case, done, where)
 end)
 
 def("module", "mf.as_completed", 4, function(rng, case, where)
