@@ -820,44 +820,6 @@ int mfl_group_list_ready(lua_State *L) {
 
 /* Stack of both: list timeout [raise] group */
 
-static int group_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
-  mfl_group *g = lua_touserdata(L, 3);
-  for (lua_Integer i = 0; i < g->n; i++)
-    retire_if_final(g, i);
-  return mfl_wait_done_k(L, status, ctx);
-}
-
-/* The same inside a run, in slices (collect.c's job at ctx). */
-static int group_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
-  mfl_collect *c = mfl_collect_resumed(L, status, ctx);
-  mfl_group *g = lua_touserdata(L, 3);
-  if (c->step == 0) {
-    c->step = 1;
-    c->at = 0;
-  }
-  while (c->at < (size_t)g->n) {
-    retire_if_final(g, (lua_Integer)c->at++);
-    if (c->at < (size_t)g->n && mfl_collect_over(L, c, c->at))
-      return mfl_collect_yield(L, c, ctx, group_collect_done_k);
-  }
-  return mfl_collect_done_k(L, LUA_OK, ctx);
-}
-
-int mfl_group_list_wait(lua_State *L, double timeout) {
-  lua_settop(L, 2);
-  mfl_group *g = push_list_group(L, 1);
-  if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
-    return mfl_collect_runs(L, 3, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout,
-                            group_collect_done_k);
-  size_t pending = 0;
-  for (lua_Integer i = 0; i < g->n; i++)
-    pending += !mf_run_is_final(g->runs[i]);
-  if (pending == 0)
-    return group_wait_done_k(L, LUA_OK, 0);
-  return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
-                  group_wait_done_k);
-}
-
 /* The end of mf.wait(list) (stack: list timeout group ...): done and
  * not_done.  Every run final, done is another lazy list of the same runs
  * (their Futures made when read, the same as list[i]) and not_done is
@@ -887,17 +849,34 @@ static int push_split(lua_State *L, int gidx) {
   return 2;
 }
 
-static int group_wait_split_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)ctx;
+/* How a wait on a lazy list ends (stack: list timeout group ...): the runs
+ * that ended retire (the wait referred to every run while it lasted),
+ * then list:wait() gives whether all ended, mf.wait(list) done and
+ * not_done. */
+static int end_wait(lua_State *L, int split, int all_done) {
   mfl_group *g = lua_touserdata(L, 3);
-  mfl_wait_outcome(L, status);
   for (lua_Integer i = 0; i < g->n; i++)
     retire_if_final(g, i);
-  return push_split(L, 3);
+  if (split)
+    return push_split(L, 3);
+  lua_pushboolean(L, all_done);
+  return 1;
+}
+
+static int group_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  return end_wait(L, 0, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
+}
+
+static int group_wait_split_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  mfl_wait_outcome(L, status);
+  return end_wait(L, 1, 0);
 }
 
 /* The same inside a run, in slices (collect.c's job at ctx). */
-static int group_collect_split_k(lua_State *L, int status, lua_KContext ctx) {
+static int collect_end(lua_State *L, int status, lua_KContext ctx, int split,
+                       lua_KFunction self) {
   mfl_collect *c = mfl_collect_resumed(L, status, ctx);
   mfl_group *g = lua_touserdata(L, 3);
   if (c->step == 0) {
@@ -907,22 +886,40 @@ static int group_collect_split_k(lua_State *L, int status, lua_KContext ctx) {
   while (c->at < (size_t)g->n) {
     retire_if_final(g, (lua_Integer)c->at++);
     if (c->at < (size_t)g->n && mfl_collect_over(L, c, c->at))
-      return mfl_collect_yield(L, c, ctx, group_collect_split_k);
+      return mfl_collect_yield(L, c, ctx, self);
   }
-  return push_split(L, 3);
+  return split ? push_split(L, 3) : mfl_collect_done_k(L, LUA_OK, ctx);
 }
 
-int mfl_group_wait_split(lua_State *L, double timeout) {
+static int group_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
+  return collect_end(L, status, ctx, 0, group_collect_done_k);
+}
+
+static int group_collect_split_k(lua_State *L, int status, lua_KContext ctx) {
+  return collect_end(L, status, ctx, 1, group_collect_split_k);
+}
+
+/* list:wait(timeout) (split 0) or mf.wait(list, timeout) (split 1). */
+static int wait_group(lua_State *L, double timeout, int split) {
   lua_settop(L, 2);
   mfl_group *g = push_list_group(L, 1);
   if (mfl_slice_run(L, mfl_state_get(L))) /* in a run: in slices */
     return mfl_collect_runs(L, 3, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout,
-                            group_collect_split_k);
+                            split ? group_collect_split_k
+                                  : group_collect_done_k);
+  lua_KFunction k = split ? group_wait_split_k : group_wait_done_k;
   for (lua_Integer i = 0; i < g->n; i++)
     if (!mf_run_is_final(g->runs[i]))
-      return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0,
-                      group_wait_split_k);
-  return group_wait_split_k(L, LUA_OK, 0);
+      return mfl_wait(L, g->runs, (size_t)g->n, MF_WAIT_ALL, timeout, 0, k);
+  return k(L, LUA_OK, 0);
+}
+
+int mfl_group_list_wait(lua_State *L, double timeout) {
+  return wait_group(L, timeout, 0);
+}
+
+int mfl_group_wait_split(lua_State *L, double timeout) {
+  return wait_group(L, timeout, 1);
 }
 
 /* What list:result() has seen of the runs so far. */
