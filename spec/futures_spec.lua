@@ -922,6 +922,70 @@ function TestAsCompleted:test_a_future_list()
   lu.assertIs(got[3], list[1])
 end
 
+-- Runs that end one at a time, each after the caller took the one before:
+-- every iteration waits anew, with the rest still going.  (It waited on
+-- every Future still going at each such wake, quadratic in the list; it
+-- waits on one bell now, notifier.c; bench/wait_list.lua has the figure.)
+function TestAsCompleted:test_runs_ending_one_by_one_come_in_that_order()
+  h.shared_memory("promises settled from the test")
+  local n = 300
+  local promises, futures = {}, {}
+  for i = 1, n do
+    local p, resolve = mf.promise("p" .. i)
+    promises[i] = resolve
+    futures[i] = p
+  end
+  local order = {}
+  for i = 1, n do order[i] = i end
+  for i = n, 2, -1 do -- a fixed shuffle
+    local j = (i * 7919) % i + 1
+    order[i], order[j] = order[j], order[i]
+  end
+  local iter = mf.as_completed(futures)
+  local mover = mf.task({ name = "mover" }, function()
+    for k = 1, n do
+      mf.sleep(0) -- the caller is back to waiting before the next one ends
+      promises[order[k]](k)
+    end
+  end):submit()
+  for k = 1, n do
+    local fut = iter()
+    lu.assertIs(fut, futures[order[k]], "iteration " .. k)
+    lu.assertEquals(fut:result(), k)
+  end
+  lu.assertNil(iter())
+  mover:result()
+end
+
+-- Futures that can never finish: the wait is woken as deadlocked, alone
+-- (not the runs around it), and says how many could not finish.
+function TestAsCompleted:test_futures_that_can_never_finish_raise_deadlock()
+  h.shared_memory("a promise never settled")
+  local never, settle = mf.promise("never")
+  local done = sleep_then:submit(0, "done")
+  done:wait()
+  local stuck = mf.task({ name = "stuck" }, function() return never:result() end):submit()
+  local caller = mf.task({ name = "caller" }, function()
+    local got = {}
+    local ok, err = pcall(function()
+      for fut in mf.as_completed({ done, stuck }) do got[#got + 1] = fut end
+    end)
+    return ok, err, got
+  end):submit()
+  local ok, err, got = caller:result()
+  lu.assertFalse(ok)
+  lu.assertEquals(type(err), "table", tostring(err))
+  lu.assertEquals(err.kind, "Deadlock")
+  lu.assertStrContains(err.message, "1 (of 2) futures can never finish")
+  lu.assertEquals(#got, 1)
+  lu.assertIs(got[1], done)
+  -- The caller's wait alone was woken: the stuck run still waits, and
+  -- finishes once its promise is settled.
+  lu.assertFalse(stuck:done())
+  settle("late")
+  lu.assertEquals(stuck:result(), "late")
+end
+
 function TestAsCompleted:test_timeout_raises_with_the_count()
   -- The fast run is over before the call (a loaded machine may start it
   -- late); the two held ones never finish.
