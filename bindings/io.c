@@ -210,7 +210,7 @@ void mfl_io_wake(mfl_io_wait *w) {
     mf_run_finish(w->ext, MF_COMPLETED, MF_NAME_COMPLETED);
 }
 
-mf_wake_reason mfl_io_back(mfl_io_wait *w) {
+mf_wake_reason mfl_io_resumed(lua_State *L, mfl_io_wait *w) {
   mf_wake_reason reason;
   if (w->run) {
     reason = mf_run_wake_reason(w->run);
@@ -220,11 +220,6 @@ mf_wake_reason mfl_io_back(mfl_io_wait *w) {
     reason = (mf_wake_reason)w->reason;
   }
   w->state = MFL_IO_IDLE;
-  return reason;
-}
-
-mf_wake_reason mfl_io_resumed(lua_State *L, mfl_io_wait *w) {
-  mf_wake_reason reason = mfl_io_back(w);
   if (reason == MF_WAKE_DEADLOCK) {
     w->on_abandon(w);
     mfl_raise(L, "Deadlock",
@@ -308,5 +303,4 @@ void mfl_open_io(lua_State *L) {
   mfl_open_io_tcp(L);
   mfl_open_io_http(L);
   lua_setfield(L, -2, "io");
-  mfl_open_notifier(L); /* (in core itself) */
 }

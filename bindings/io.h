@@ -107,9 +107,6 @@ MFL_INTERNAL void mfl_io_wake(mfl_io_wait *w);
  * MF_WAKE_TIMEOUT; raises Deadlock (after abandoning w) when the engine
  * found that nothing could ever wake it. */
 MFL_INTERNAL mf_wake_reason mfl_io_resumed(lua_State *L, mfl_io_wait *w);
-/* The same without raising: MF_WAKE_DEADLOCK is returned, for a waiter
- * that says what could never finish itself (notifier.c). */
-MFL_INTERNAL mf_wake_reason mfl_io_back(mfl_io_wait *w);
 
 /* }====== */
 
@@ -146,7 +143,6 @@ MFL_INTERNAL void mfl_io_attach(mfl_state *S, mf_resource *res);
 
 /* io_promise.c */
 MFL_INTERNAL void mfl_open_io_promise(lua_State *L);
-MFL_INTERNAL void mfl_open_notifier(lua_State *L);
 /* io_dns.c: name resolution, shared by mf.dns.resolve and connect. */
 MFL_INTERNAL void mfl_open_io_dns(lua_State *L);
 /* io_fs.c */

@@ -12,7 +12,6 @@ set(MF_BINDING_SOURCES
   bindings/io_conn.c bindings/io_dns.c bindings/io_exec.c bindings/io_fs.c
   bindings/io_http.c bindings/io_promise.c bindings/io_spawn.c
   bindings/io_tcp.c bindings/lua_heap.c bindings/luv.c bindings/module.c bindings/noted_boxes.c
-  bindings/notifier.c
   bindings/origin.c
   bindings/preempt.c bindings/run_set.c bindings/runner.c bindings/runners.c
   bindings/runners_msg.c bindings/runners_procs.c bindings/runners_threads.c

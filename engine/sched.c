@@ -314,21 +314,15 @@ void mf__sched_parked_remove(mf_engine *e, mf_run *run) {
  */
 size_t mf__sched_break_deadlocks(mf_engine *e) {
   /* A run in a cycle of waits first, alone: its Deadlock may free the
-   * others (a wait for any of several, a caller that handles it).  Then,
-   * alone too, a run parked for something outside the engine (mf_run_park:
-   * I/O, the bell mf.as_completed waits on): with the loop empty nothing
-   * can unpark it, and what it waits for is not known here, so no cycle
-   * through it is seen; its Deadlock may free the others just the same. */
-  for (int external = 0; external < 2; external++)
-    for (mf_run *run = e->parked; run; run = run->waiter->parked_next) {
-      mf_waiter *w = run->waiter;
-      if (w->active && w->deadline < 0 && run->life != MF_LIFE_INPUTS &&
-          (external ? w->kind == MF_WAITER_EXTERNAL
-                    : mf__deadlock_in_cycle(e, run))) {
-        mf__waiter_wake(w, MF_WAKE_DEADLOCK);
-        return 1;
-      }
+   * others (a wait for any of several, a caller that handles it). */
+  for (mf_run *run = e->parked; run; run = run->waiter->parked_next) {
+    mf_waiter *w = run->waiter;
+    if (w->active && w->deadline < 0 && run->life != MF_LIFE_INPUTS &&
+        mf__deadlock_in_cycle(e, run)) {
+      mf__waiter_wake(w, MF_WAKE_DEADLOCK);
+      return 1;
     }
+  }
   size_t woken = 0;
   for (int structural = 0; structural < 2 && woken == 0; structural++) {
     mf_run *run = e->parked;

@@ -420,34 +420,30 @@ function M.as_completed(futures, timeout)
   end
   local total = #ready + #pending
   local deadline = timeout and core.now() + timeout
-  -- Done callbacks fire in the order runs finish: they queue the futures
-  -- and ring the bell the iterator waits on (one wait, whatever the count
-  -- of futures still going: a wait for any of them cost that count at
-  -- every wake, quadratic when runs end one by one; notifier.c).
+  -- Done callbacks fire in the order runs finish: they queue the futures.
   local finished, unfinished = ready, #pending
-  local bell = #pending > 0 and core.notifier()
   for _, fut in ipairs(pending) do
     core.watch(fut, function(f)
       finished[#finished + 1] = f
       unfinished = unfinished - 1
-      core.notify(bell)
     end)
   end
-  pending = nil
   local next_index = 1
   return function()
     while next_index > #finished do
       if unfinished == 0 then return nil end
       local remaining = deadline and math.max(0, deadline - core.now())
-      local rang, why = core.await_notify(bell, remaining)
-      if why == "deadlock" then
-        error(core.error("Deadlock", string.format("%d (of %d) futures can never "
-          .. "finish: no run left could make progress and nothing else can wake one",
-          unfinished, total)), 0)
-      elseif not rang then
+      local waiting = {}
+      for _, fut in ipairs(pending) do
+        if not fut:done() then waiting[#waiting + 1] = fut end
+      end
+      if not core.wait_any(waiting, remaining) then
         error(core.error("Timeout", string.format("%d (of %d) futures unfinished",
           unfinished, total)), 0)
       end
+      -- The callbacks of the runs that just finished run from the
+      -- scheduler; let it run them before looking again.
+      if next_index > #finished and unfinished > 0 then core.sleep(0) end
     end
     local fut = finished[next_index]
     next_index = next_index + 1

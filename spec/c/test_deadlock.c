@@ -396,44 +396,6 @@ TEST(cycle_through_wait_any_woken) {
   mf_engine_close(e);
 }
 
-/* Parks for something outside the engine (mf_run_park, as an I/O wait or
- * mf.as_completed's bell does); logs how it woke and ends as the waiter
- * does. */
-static void parked_step(mf_run *run, mf_step_reason reason) {
-  body *b = B(run);
-  count_step(run, reason);
-  if (reason == MF_STEP_START) {
-    b->rc = mf_run_park(run, -1, &b->ticket);
-    note("%s:park=%s", b->name, mf_err_name(b->rc));
-    return;
-  }
-  static const char *why[] = {"none", "done", "timeout", "deadlock"};
-  note("%s:woke=%s", b->name, why[b->woke]);
-  mf_run_finish(run, MF_COMPLETED, MF_NAME_COMPLETED);
-}
-static const mf_run_ops parked_ops = {.step = parked_step,
-                                      .abandon = count_abandon};
-
-/* A run parked for something outside the engine, and one waiting on it:
- * the engine sees no cycle through the park, so once the loop is idle the
- * parked run is woken first, alone (its Deadlock ends it), and the wait
- * on it then ends normally, not with a Deadlock of its own. */
-TEST(parked_run_woken_alone_before_its_waiters) {
-  mf_engine *e = engine_new();
-  mf_run *p = run_new(e, &parked_ops, "p");
-  ASSERT_EQ(mf_run_submit(p, NULL), 0);
-  mf_run *w = waiter(e, "w", p);
-  ASSERT_EQ(mf_run_submit(w, NULL), 0);
-  ASSERT_EQ(mf_engine_run(e), 0);
-  ASSERT_LOG("p:start1 p:park=OK w:start1 w:rc=OK p:resume p:woke=deadlock "
-             "w:resume w:woke=done");
-  ASSERT_STATE(p, "COMPLETED/Completed");
-  ASSERT_STATE(w, "COMPLETED/Completed");
-  mf_run_unref(p);
-  mf_run_unref(w);
-  mf_engine_close(e);
-}
-
 /* }====== */
 
 /* {====== Waits with a timeout ====== */
