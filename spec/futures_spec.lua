@@ -922,6 +922,39 @@ function TestAsCompleted:test_a_future_list()
   lu.assertIs(got[3], list[1])
 end
 
+-- Runs that end one at a time, each after the caller took the one before:
+-- every iteration waits anew, with the rest still going.
+function TestAsCompleted:test_runs_ending_one_by_one_come_in_that_order()
+  h.shared_memory("promises settled from the test")
+  local n = 300
+  local promises, futures = {}, {}
+  for i = 1, n do
+    local p, resolve = mf.promise("p" .. i)
+    promises[i] = resolve
+    futures[i] = p
+  end
+  local order = {}
+  for i = 1, n do order[i] = i end
+  for i = n, 2, -1 do -- a fixed shuffle
+    local j = (i * 7919) % i + 1
+    order[i], order[j] = order[j], order[i]
+  end
+  local iter = mf.as_completed(futures)
+  local mover = mf.task({ name = "mover" }, function()
+    for k = 1, n do
+      mf.sleep(0) -- the caller is back to waiting before the next one ends
+      promises[order[k]](k)
+    end
+  end):submit()
+  for k = 1, n do
+    local fut = iter()
+    lu.assertIs(fut, futures[order[k]], "iteration " .. k)
+    lu.assertEquals(fut:result(), k)
+  end
+  lu.assertNil(iter())
+  mover:result()
+end
+
 function TestAsCompleted:test_timeout_raises_with_the_count()
   -- The fast run is over before the call (a loaded machine may start it
   -- late); the two held ones never finish.
