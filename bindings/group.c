@@ -821,22 +821,21 @@ int mfl_group_list_ready(lua_State *L) {
 /* Stack of both: list timeout [raise] group */
 
 /* The end of mf.wait(list) (stack: list timeout group ...): done and
- * not_done.  Every run final, done is another lazy list of the same runs
- * (their Futures made when read, the same as list[i]) and not_done is
- * empty: waiting on a map's list makes no Future.  Else (a timeout) each
- * run's Future is made, into one or the other. */
-static int push_split(lua_State *L, int gidx) {
-  mfl_group *g = lua_touserdata(L, gidx);
-  lua_Integer n = g->n, nfinal = 0;
-  for (lua_Integer i = 0; i < n; i++)
-    nfinal += mf_run_is_final(g->runs[i]) != 0;
-  if (nfinal == n) {
+ * not_done.  When the wait for every run ended (all_done, the wait's own
+ * outcome), done is another lazy list of the same runs (their Futures made
+ * when read, the same as list[i]) and not_done is empty: waiting on a
+ * map's list makes no Future.  Else (a timeout) each run's Future is made,
+ * into one or the other. */
+static int push_split(lua_State *L, int gidx, int all_done) {
+  if (all_done) {
     push_lazy_list(L, gidx, 1);
     lua_newtable(L);
     return 2;
   }
-  lua_createtable(L, (int)nfinal, 0);
-  lua_createtable(L, (int)(n - nfinal), 0);
+  mfl_group *g = lua_touserdata(L, gidx);
+  lua_Integer n = g->n;
+  lua_newtable(L);
+  lua_newtable(L);
   int done = lua_gettop(L) - 1;
   lua_Integer ndone = 0, nnot = 0;
   for (lua_Integer i = 1; i <= n && i <= g->n; i++) {
@@ -858,7 +857,7 @@ static int end_wait(lua_State *L, int split, int all_done) {
   for (lua_Integer i = 0; i < g->n; i++)
     retire_if_final(g, i);
   if (split)
-    return push_split(L, 3);
+    return push_split(L, 3, all_done);
   lua_pushboolean(L, all_done);
   return 1;
 }
@@ -870,8 +869,7 @@ static int group_wait_done_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int group_wait_split_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
-  mfl_wait_outcome(L, status);
-  return end_wait(L, 1, 0);
+  return end_wait(L, 1, mfl_wait_outcome(L, status) == MF_WAKE_DONE);
 }
 
 /* The same inside a run, in slices (collect.c's job at ctx). */
@@ -888,7 +886,8 @@ static int collect_end(lua_State *L, int status, lua_KContext ctx, int split,
     if (c->at < (size_t)g->n && mfl_collect_over(L, c, c->at))
       return mfl_collect_yield(L, c, ctx, self);
   }
-  return split ? push_split(L, 3) : mfl_collect_done_k(L, LUA_OK, ctx);
+  return split ? push_split(L, 3, c->reason == MF_WAKE_DONE)
+               : mfl_collect_done_k(L, LUA_OK, ctx);
 }
 
 static int group_collect_done_k(lua_State *L, int status, lua_KContext ctx) {
