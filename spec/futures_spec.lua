@@ -935,8 +935,10 @@ function TestAsCompleted:test_runs_ending_one_by_one_come_in_that_order()
   end
   local order = {}
   for i = 1, n do order[i] = i end
-  for i = n, 2, -1 do -- a fixed shuffle
-    local j = (i * 7919) % i + 1
+  local seed = 12345
+  for i = n, 2, -1 do -- a fixed shuffle (Fisher-Yates on a fixed LCG)
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    local j = seed % i + 1
     order[i], order[j] = order[j], order[i]
   end
   local iter = mf.as_completed(futures)
